@@ -1,0 +1,56 @@
+r"""Per-run losses: each takes outputs ``(R, B, K)`` and returns one loss per run, shape ``(R,)``.
+
+Summing the per-run losses before ``backward()`` gives every run exactly the
+gradient of its own loss, because runs share no parameters.
+Targets are ``(B, ...)`` (shared by all runs) or ``(R, B, ...)``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._validate import check_choice
+
+
+def _expand(y: torch.Tensor, runs: int, dims: int) -> torch.Tensor:
+    return y.unsqueeze(0).expand(runs, *y.shape) if y.dim() == dims else y
+
+
+def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r"""Half squared error :math:`\tfrac12 \lVert f(x) - y \rVert^2`, averaged over the batch (output Hessian I)."""
+    if y.dim() == 1:  # (B,) scalar targets
+        y = y.unsqueeze(-1)
+    y = _expand(y, out.shape[0], 2)
+    if y.shape != out.shape:
+        raise ValueError(f"targets of shape {tuple(y.shape)} do not match outputs of shape {tuple(out.shape)}")
+    return 0.5 * (out - y).pow(2).sum(-1).mean(-1)
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy with integer class labels, averaged over the batch."""
+    y = _expand(y, logits.shape[0], 1)
+    R, B, C = logits.shape
+    return F.cross_entropy(logits.reshape(R * B, C), y.reshape(R * B), reduction="none").reshape(R, B).mean(-1)
+
+
+def logistic(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Binary logistic loss for one logit per example and labels in {0, 1}."""
+    y = _expand(y, logits.shape[0], 1).to(logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits.squeeze(-1), y, reduction="none").mean(-1)
+
+
+def accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction correct per run: argmax for several outputs, sign for one logit."""
+    if out.shape[-1] == 1:
+        pred = (out.squeeze(-1) > 0).long()
+    else:
+        pred = out.argmax(-1)
+    y = _expand(y, out.shape[0], 1)
+    return (pred == y).to(out.dtype).mean(-1)
+
+
+LOSSES = {"mse": mse, "cross_entropy": cross_entropy, "logistic": logistic}
+
+
+def get(name: str):
+    return LOSSES[check_choice("loss", name, LOSSES)]

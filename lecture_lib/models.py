@@ -1,0 +1,254 @@
+r"""Models whose parameters carry a leading run dimension.
+
+Every model here holds ``R`` independent copies of its weights (``runs=R``), so a
+family of configurations trains as one computation: a linear layer's weight has
+shape ``(R, out, in)`` and a forward pass is one batched matrix product
+(:func:`torch.baddbmm`). Inputs are ``(B, in)`` (shared by all runs) or
+``(R, B, in)``; outputs are ``(R, B, out)``.
+
+Each model exposes ``scale_invariant``: ``{parameter name: bool}``, true for the
+weights that feed into a normalizer, for which :math:`J(\gamma w) = J(w)`.
+
+Seeds: ``seed`` is an ``int`` (every run starts from the same weights, e.g. for
+a learning-rate sweep from one start) or a sequence of ``R`` ints (one per run;
+run ``r`` then starts exactly where a single-run model with ``seed[r]`` would).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ._validate import check_choice, check_int, check_positive
+from .device import resolve
+
+NORMS = ("none", "batch", "center")
+ACTIVATIONS = ("relu", "tanh", "logistic", "linear")
+
+
+def _seeds(seed, runs: int) -> list[int]:
+    if isinstance(seed, bool):
+        raise TypeError("seed must be an int or a sequence of ints, one per run")
+    if isinstance(seed, int):
+        return [seed] * runs
+    seeds = list(seed)
+    if len(seeds) != runs or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seed must be an int or a sequence of {runs} ints (one per run), got {seed!r}")
+    return seeds
+
+
+def _uniform(shape, bound: float, seeds: list[int], dtype, device) -> torch.Tensor:
+    """One independent U(-bound, bound) draw of ``shape`` per run, seeded per run."""
+    draws = []
+    for s in seeds:
+        g = torch.Generator().manual_seed(s)
+        draws.append((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * bound)
+    return torch.stack(draws).to(dtype=dtype, device=device)
+
+
+def _as_runs(x: torch.Tensor, runs: int) -> torch.Tensor:
+    if x.dim() == 2:
+        return x.unsqueeze(0).expand(runs, -1, -1)
+    if x.dim() == 3 and x.shape[0] == runs:
+        return x
+    raise ValueError(f"input must have shape (batch, features) or ({runs}, batch, features), got {tuple(x.shape)}")
+
+
+class BatchedLinear(nn.Module):
+    r"""``R`` independent affine maps :math:`s = W a + b`, weight ``(R, out, in)``, bias ``(R, out)``.
+
+    Initialised like :class:`torch.nn.Linear`: :math:`U(-1/\sqrt{in}, 1/\sqrt{in})`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, runs: int = 1, bias: bool = True,
+                 seed=0, dtype=torch.float32, device=None):
+        super().__init__()
+        self.in_features = check_int("in_features", in_features)
+        self.out_features = check_int("out_features", out_features)
+        self.runs = check_int("runs", runs)
+        seeds = _seeds(seed, runs)
+        device = resolve(device)
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(_uniform((out_features, in_features), bound, seeds, dtype, device))
+        if bias:
+            self.bias = nn.Parameter(_uniform((out_features,), bound, [s + 7919 for s in seeds], dtype, device))
+        else:
+            self.register_parameter("bias", None)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        a = _as_runs(a, self.runs)
+        if a.shape[-1] != self.in_features:
+            raise ValueError(f"input has {a.shape[-1]} features, layer expects in_features={self.in_features}")
+        w_t = self.weight.transpose(1, 2)
+        if self.bias is None:
+            return torch.bmm(a, w_t)
+        return torch.baddbmm(self.bias.unsqueeze(1), a, w_t)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, runs={self.runs}, bias={self.bias is not None}"
+
+
+class BatchNorm(nn.Module):
+    r"""Per-run normalization over the batch dimension of ``(R, B, F)`` activations.
+
+    ``kind='batch'``: :math:`\hat s = (s - \mu_B)/\sqrt{\sigma_B^2 + \epsilon}` (batch norm);
+    ``kind='center'``: :math:`\hat s = s - \mu_B` (batch centering: center, don't scale).
+    Then an optional per-feature affine map :math:`\gamma \hat s + \beta`. In eval mode the
+    running averages of the statistics are used instead of the batch's.
+    """
+
+    def __init__(self, features: int, kind: str = "batch", runs: int = 1, affine: bool = True,
+                 eps: float = 1e-5, momentum: float = 0.1, dtype=torch.float32, device=None):
+        super().__init__()
+        self.kind = check_choice("kind", kind, ("batch", "center"))
+        self.eps = check_positive("eps", eps)
+        self.momentum = momentum
+        device = resolve(device)
+        shape = (check_int("runs", runs), check_int("features", features))
+        if affine:
+            self.gain = nn.Parameter(torch.ones(shape, dtype=dtype, device=device)) if kind == "batch" else None
+            self.shift = nn.Parameter(torch.zeros(shape, dtype=dtype, device=device))
+        else:
+            self.gain = self.shift = None
+        self.register_buffer("running_mean", torch.zeros(shape, dtype=dtype, device=device))
+        self.register_buffer("running_var", torch.ones(shape, dtype=dtype, device=device))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            if s.shape[1] < 2 and self.kind == "batch":
+                raise ValueError("batch norm needs a batch of at least 2 examples per run")
+            mean = s.mean(dim=1)
+            var = s.var(dim=1, unbiased=False)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach(), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        out = s - mean.unsqueeze(1)
+        if self.kind == "batch":
+            out = out / torch.sqrt(var.unsqueeze(1) + self.eps)
+        if self.gain is not None:
+            out = out * self.gain.unsqueeze(1)
+        if self.shift is not None:
+            out = out + self.shift.unsqueeze(1)
+        return out
+
+
+def activation(name: str):
+    check_choice("activation", name, ACTIVATIONS)
+    return {"relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid, "linear": lambda s: s}[name]
+
+
+class MLP(nn.Module):
+    r"""Multilayer perceptron with optional normalization before each hidden nonlinearity.
+
+    ``sizes = [in, h_1, ..., h_L, out]``. Hidden block ``l``: ``s = W a + b``, then the
+    normalizer (``norm='none' | 'batch' | 'center'``), then the activation. With
+    ``norm='batch'`` the hidden linear layers have no bias (the normalizer's shift
+    replaces it) and their weights are scale invariant. The output layer is a plain
+    affine map and never scale invariant.
+    """
+
+    def __init__(self, sizes: Sequence[int], norm: str = "none", activation: str = "relu",
+                 runs: int = 1, seed=0, affine: bool = True, dtype=torch.float32, device=None):
+        super().__init__()
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
+        for i, n in enumerate(sizes):
+            check_int(f"sizes[{i}]", n)
+        self.sizes, self.norm, self.runs = sizes, check_choice("norm", norm, NORMS), check_int("runs", runs)
+        self.activation_name = activation
+        self._act = globals()["activation"](activation)
+        seeds = _seeds(seed, runs)
+        self.linears = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            hidden = i < len(sizes) - 2
+            normalized = hidden and norm != "none"
+            layer_seeds = [s * 1000 + i for s in seeds]
+            self.linears.append(BatchedLinear(n_in, n_out, runs, bias=not (normalized and norm == "batch"),
+                                              seed=layer_seeds, dtype=dtype, device=device))
+            if normalized:
+                self.norms.append(BatchNorm(n_out, norm, runs, affine=affine, dtype=dtype, device=device))
+            else:
+                self.norms.append(nn.Identity())
+
+    @property
+    def scale_invariant(self) -> dict[str, bool]:
+        flags = {}
+        for name, _ in self.named_parameters():
+            i = int(name.split(".")[1]) if name.startswith("linears.") else -1
+            hidden = 0 <= i < len(self.sizes) - 2
+            flags[name] = name.startswith("linears.") and hidden and self.norm == "batch"
+        return flags
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x
+        last = len(self.linears) - 1
+        for i, (lin, nrm) in enumerate(zip(self.linears, self.norms)):
+            s = lin(a)
+            if i == last:
+                return s
+            a = self._act(nrm(s))
+        return a  # pragma: no cover
+
+
+class DeepLinear(nn.Module):
+    """A deep linear network without biases: ``f(x) = W_K ... W_1 x`` (``sizes = [in, ..., out]``)."""
+
+    def __init__(self, sizes: Sequence[int], runs: int = 1, seed=0, dtype=torch.float32, device=None):
+        super().__init__()
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
+        self.sizes, self.runs = sizes, check_int("runs", runs)
+        seeds = _seeds(seed, runs)
+        self.linears = nn.ModuleList(
+            BatchedLinear(a, b, runs, bias=False, seed=[s * 1000 + i for s in seeds], dtype=dtype, device=device)
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
+
+    @property
+    def scale_invariant(self) -> dict[str, bool]:
+        return {name: False for name, _ in self.named_parameters()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for lin in self.linears:
+            x = lin(x)
+        return x
+
+
+class ScaleInvariantLinear(nn.Module):
+    r"""The toy scale-invariant model :math:`f(x) = c\, x^\top w / \lVert w \rVert`.
+
+    Its cost depends on the direction of ``w`` only, so :math:`J(\gamma w) = J(w)`
+    for :math:`\gamma > 0`; ``scale`` ``c`` fixes the output scale (the role a
+    normalizer's gain plays). Weight shape ``(R, dim)``; output ``(R, B, 1)``.
+    """
+
+    def __init__(self, dim: int, scale: float = 1.0, runs: int = 1, seed=0, init_norm: float = 1.0,
+                 dtype=torch.float32, device=None):
+        super().__init__()
+        self.dim, self.runs = check_int("dim", dim), check_int("runs", runs)
+        self.scale = float(check_positive("scale", scale))
+        check_positive("init_norm", init_norm)
+        seeds = _seeds(seed, runs)
+        w = []
+        for s in seeds:
+            g = torch.Generator().manual_seed(s)
+            v = torch.randn(dim, generator=g, dtype=torch.float64)
+            w.append(v / v.norm() * init_norm)
+        self.w = nn.Parameter(torch.stack(w).to(dtype=dtype, device=resolve(device)))
+
+    @property
+    def scale_invariant(self) -> dict[str, bool]:
+        return {"w": True}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _as_runs(x, self.runs)
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"input has {x.shape[-1]} features, model expects dim={self.dim}")
+        direction = self.w / self.w.norm(dim=1, keepdim=True)
+        return self.scale * torch.bmm(x, direction.unsqueeze(-1))

@@ -1,0 +1,117 @@
+r"""Gradient transformations: the building block of every optimizer here.
+
+An optimizer is a *chain* of small transformations of the gradient, in the
+style of optax. Each transformation is an ``init``/``update`` pair::
+
+    state = t.init(params)
+    updates, state = t.update(grads, state, params)
+    params = apply_updates(params, updates)
+
+The order of the chain is the algorithm. Adam with L2 regularization adds
+:math:`\lambda w` to the gradient *before* the preconditioner; AdamW adds it
+*after*::
+
+    adam_l2 = chain(add_decayed_weights(wd), scale_by_adam(), scale_by_lr(lr))
+    adamw   = chain(scale_by_adam(), add_decayed_weights(wd), scale_by_lr(lr))
+
+Conventions
+-----------
+* ``params``, ``grads`` and ``updates`` are ``dict[str, Tensor]`` with the same
+  keys. **Every tensor carries a leading run dimension** ``R`` (``R = 1`` for a
+  single run), so R configurations train as one computation.
+* Every hyperparameter is a Python float or a tensor of shape ``(R,)`` holding
+  one value per run; :func:`per_run` broadcasts it against a parameter.
+* Updates are *added* to the parameters; ``scale_by_lr`` supplies the minus sign.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import torch
+
+Params = dict[str, torch.Tensor]
+Mask = Mapping[str, bool] | Callable[[str], bool] | None
+
+
+class Transform(NamedTuple):
+    """A gradient transformation: ``init(params) -> state`` and ``update(updates, state, params) -> (updates, state)``.
+
+    ``hparams`` names the hyperparameters a transformation was built with (e.g.
+    ``{"lr": 0.1}``) so that a training loop can record, say, the effective
+    learning rate without being told the learning rate twice.
+    """
+
+    init: Callable[[Params], Any]
+    update: Callable[[Params, Any, Params | None], tuple[Params, Any]]
+    hparams: Mapping[str, Any] = {}
+
+
+class EmptyState(NamedTuple):
+    pass
+
+
+def stateless(fn: Callable[[Params, Params | None], Params]) -> Transform:
+    """Wrap a pure function of (updates, params) as a transformation without state."""
+
+    def update(updates, state, params=None):
+        return fn(updates, params), state
+
+    return Transform(lambda params: EmptyState(), update)
+
+
+def chain(*transforms: Transform) -> Transform:
+    """Apply transformations in order; the state is the tuple of their states."""
+
+    def init(params):
+        return tuple(t.init(params) for t in transforms)
+
+    def update(updates, state, params=None):
+        new_state = []
+        for t, s in zip(transforms, state):
+            updates, s = t.update(updates, s, params)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    hparams = {}
+    for t in transforms:
+        hparams.update(t.hparams)
+    return Transform(init, update, hparams)
+
+
+def apply_updates(params: Params, updates: Params) -> Params:
+    """``w <- w + u`` for every tensor (out of place)."""
+    return {k: params[k] + updates[k] for k in params}
+
+
+def per_run(value, like: torch.Tensor) -> torch.Tensor | float:
+    """Broadcast a hyperparameter against a parameter with a leading run dimension.
+
+    A Python number is returned unchanged; a tensor of shape ``(R,)`` becomes
+    shape ``(R, 1, ..., 1)`` on ``like``'s device and dtype.
+    """
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.dim() == 0:
+        return value.to(like)
+    if value.shape[0] != like.shape[0]:
+        raise ValueError(
+            f"per-run hyperparameter has {value.shape[0]} values but the parameters hold {like.shape[0]} runs")
+    return value.to(like).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def run_norm(t: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of each run's slice of a tensor, shaped ``(R, 1, ..., 1)`` to broadcast back."""
+    return t.flatten(1).norm(dim=1).reshape(-1, *([1] * (t.dim() - 1)))
+
+
+def resolve_mask(mask: Mask, names) -> dict[str, bool]:
+    """Turn a mask (dict, predicate or None meaning 'all') into ``{name: bool}``."""
+    if mask is None:
+        return {n: True for n in names}
+    if callable(mask):
+        return {n: bool(mask(n)) for n in names}
+    unknown = set(mask) - set(names)
+    if unknown:
+        raise ValueError(f"mask names unknown parameters {sorted(unknown)}; known: {sorted(names)}")
+    return {n: bool(mask.get(n, False)) for n in names}

@@ -1,0 +1,47 @@
+"""The plain record a training run returns: arrays only, no plotting.
+
+Shapes: ``K`` recorded steps, ``R`` runs. Entries of a run after it diverged are
+NaN; ``diverged_at[r]`` is the step at which run ``r`` was stopped (``-1`` if it
+never diverged). Figure builders draw each run only up to its divergence step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Record:
+    steps: np.ndarray                      # (K,) step index of each recorded row (0 = before the first update)
+    loss: np.ndarray                       # (K, R) training loss on the step's minibatch
+    accuracy: np.ndarray | None            # (K, R) training accuracy, classification only
+    param_norm: dict[str, np.ndarray]      # name -> (K, R)  ||w|| per parameter tensor
+    grad_norm: dict[str, np.ndarray]       # name -> (K, R)  ||grad J(w)||
+    effective_lr: dict[str, np.ndarray]    # name -> (K, R)  alpha / ||w||^2
+    angular_step: dict[str, np.ndarray]    # name -> (K, R)  angle (radians) between w_k and w_{k+1}
+    diverged_at: np.ndarray                # (R,) int, -1 when the run never diverged
+    scale_invariant: dict[str, bool] = field(default_factory=dict)
+    eval_steps: np.ndarray | None = None   # (E,) steps at which the test set was evaluated
+    test_loss: np.ndarray | None = None    # (E, R)
+    test_accuracy: np.ndarray | None = None  # (E, R)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # anything a caller asked to track, (K, R, ...)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> int:
+        return self.loss.shape[1]
+
+    def diverged(self, run: int) -> bool:
+        return bool(self.diverged_at[run] >= 0)
+
+    def divergence_note(self, run: int) -> str | None:
+        """``"diverged at step k"`` for a diverged run, else ``None``."""
+        return f"diverged at step {int(self.diverged_at[run])}" if self.diverged(run) else None
+
+    def valid(self, run: int) -> slice:
+        """Rows of the record that hold finite values for ``run``."""
+        if not self.diverged(run):
+            return slice(None)
+        return slice(0, int(np.searchsorted(self.steps, self.diverged_at[run], side="left")))
