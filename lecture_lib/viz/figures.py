@@ -1,0 +1,196 @@
+"""Pure figure builders: data in, ``plotly.graph_objects.Figure`` out.
+
+Nothing here holds state or talks to widgets, so every function can be called
+in a test, in a notebook cell or inside a :class:`~lecture_lib.viz.panels.LivePanel`
+update. The house style:
+
+- one colour-blind-safe palette (Okabe & Ito 2008, "Color Universal Design"),
+  yellow last because it is hard to read on white;
+- large sans-serif fonts (the dashboards are projected in lecture halls);
+- axis titles carry the lecture's notation and units, e.g. ``"step k"``,
+  ``"‖w‖² (squared weight norm)"``;
+- a run that diverged is drawn up to its last finite value and ends in a cross,
+  with "diverged at step k" in its legend entry: NaN is never handed to plotly.
+
+To keep panels fast, a figure is built once with all its traces; afterwards
+only trace data changes (:func:`copy_trace_data`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+# Okabe-Ito: blue, vermillion, bluish green, reddish purple, orange, sky blue, black, yellow.
+PALETTE: tuple[str, ...] = ("#0072B2", "#D55E00", "#009E73", "#CC79A7",
+                            "#E69F00", "#56B4E9", "#000000", "#F0E442")
+FONT_FAMILY = "Inter, 'Source Sans 3', 'Segoe UI', system-ui, -apple-system, Helvetica, Arial, sans-serif"
+FONT_SIZE = 15
+HEIGHT = 400
+REFERENCE_COLOR = "#555555"  # dashed theory / prediction lines
+
+# Trace attributes that hold data (copied on update); style attributes stay as built.
+DATA_KEYS = ("x", "y", "z", "text", "customdata", "name", "visible",
+             "marker.size", "marker.symbol", "marker.color")
+
+
+def color(i: int) -> str:
+    """The ``i``-th palette colour (wraps around)."""
+    return PALETTE[i % len(PALETTE)]
+
+
+def log_axis(title: str, **kwargs) -> dict:
+    """Layout dict for a logarithmic axis with tick labels as powers of ten (``10⁻³``)."""
+    return dict(title=dict(text=title), type="log", exponentformat="power",
+                showexponent="all", **kwargs)
+
+
+def linear_axis(title: str, **kwargs) -> dict:
+    """Layout dict for a linear axis."""
+    return dict(title=dict(text=title), type="linear", **kwargs)
+
+
+def base_layout(title: str | None = None, x_title: str = "step k", y_title: str = "",
+                log_x: bool = False, log_y: bool = False, height: int = HEIGHT,
+                legend_title: str | None = None) -> go.Layout:
+    """The house layout: white background, large fonts, palette, legend above the plot.
+
+    ``uirevision`` is fixed so that a user's zoom survives trace updates.
+    """
+    axis = log_axis if log_x else linear_axis
+    yaxis = log_axis if log_y else linear_axis
+    return go.Layout(
+        template="plotly_white",
+        title=dict(text=title, x=0.0, xanchor="left", font=dict(size=FONT_SIZE + 3)) if title else None,
+        font=dict(family=FONT_FAMILY, size=FONT_SIZE, color="#222222"),
+        colorway=list(PALETTE),
+        height=height,
+        margin=dict(l=70, r=24, t=64 if title else 36, b=60),
+        xaxis=axis(x_title, showline=True, linecolor="#888", mirror=False, zeroline=False),
+        yaxis=yaxis(y_title, showline=True, linecolor="#888", mirror=False, zeroline=False),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0.0,
+                    title=dict(text=legend_title) if legend_title else None,
+                    font=dict(size=FONT_SIZE - 1)),
+        hovermode="closest",
+        hoverlabel=dict(font=dict(family=FONT_FAMILY, size=FONT_SIZE - 1)),
+        uirevision="lecture",
+    )
+
+
+def figure(traces: Sequence[go.BaseTraceType] = (), **layout_kwargs) -> go.Figure:
+    """A figure holding ``traces`` with :func:`base_layout` (keyword arguments go to it)."""
+    return go.Figure(data=list(traces), layout=base_layout(**layout_kwargs))
+
+
+def _array_of(record, values) -> np.ndarray:
+    if isinstance(values, str):
+        values = getattr(record, values)
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"values must have shape (K, R) (recorded steps x runs), got {arr.shape}")
+    return arr
+
+
+def finite_prefix(y: np.ndarray) -> int:
+    """Length of the longest prefix of ``y`` whose entries are all finite."""
+    bad = ~np.isfinite(np.asarray(y, dtype=float))
+    return int(np.argmax(bad)) if bad.any() else len(bad)
+
+
+def line_traces(record, values, labels: Sequence[str], x=None, colors: Sequence[str] | None = None,
+                dash: str | None = None, width: float = 2.5, showlegend: bool = True,
+                legendgroup: str | None = None) -> list[go.Scatter]:
+    """One line per run, each truncated where its run diverged.
+
+    Args:
+        record: a :class:`lecture_lib.record.Record` (anything with ``steps``,
+            ``diverged_at`` and ``divergence_note(r)`` works).
+        values: a ``(K, R)`` array of per-step values, or the name of a
+            ``(K, R)`` field of the record (``"loss"``, ``"accuracy"``).
+        labels: legend entry of each run (``R`` strings), e.g. ``"α = 0.1"``.
+        x: the ``(K,)`` x-values; default ``record.steps``.
+
+    A diverged run is drawn up to its last finite value, ends in a cross
+    marker, and its legend entry reads ``"<label> (diverged at step k)"``.
+    Always returns exactly ``R`` traces, so a panel can update them in place.
+    """
+    arr = _array_of(record, values)
+    x = np.asarray(record.steps if x is None else x, dtype=float)
+    if len(labels) != arr.shape[1]:
+        raise ValueError(f"labels must name every run: got {len(labels)} labels for {arr.shape[1]} runs")
+    if len(x) != arr.shape[0]:
+        raise ValueError(f"x has {len(x)} entries but values have {arr.shape[0]} rows")
+    traces = []
+    for r, label in enumerate(labels):
+        y = arr[:, r]
+        n = finite_prefix(y)
+        note = record.divergence_note(r) if hasattr(record, "divergence_note") else None
+        if note is None and n < len(y):
+            note = f"diverged at step {int(x[n])}" if n < len(x) else "diverged"
+        sizes = np.zeros(n)
+        if note is not None and n > 0:
+            sizes[-1] = 13.0
+        c = (colors[r] if colors is not None else color(r))
+        traces.append(go.Scatter(
+            x=x[:n], y=y[:n], mode="lines+markers",
+            name=f"{label} ({note})" if note else str(label),
+            line=dict(color=c, width=width, dash=dash),
+            marker=dict(size=sizes, symbol="x", color=c, line=dict(width=0)),
+            showlegend=showlegend, legendgroup=legendgroup,
+            hovertemplate=f"{label}<br>%{{x:.4g}}, %{{y:.4g}}<extra></extra>",
+        ))
+    return traces
+
+
+def reference_line(x, y, name: str, dash: str = "dash", color_: str = REFERENCE_COLOR,
+                   width: float = 2.0) -> go.Scatter:
+    """A theory curve or prediction (dashed grey by default); non-finite points are dropped."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return go.Scatter(x=x[keep], y=y[keep], mode="lines", name=name,
+                      line=dict(color=color_, width=width, dash=dash),
+                      hovertemplate=f"{name}<br>%{{x:.4g}}, %{{y:.4g}}<extra></extra>")
+
+
+def note_annotation(text: str, x: float = 1.0, y: float = 1.0) -> dict:
+    """A small text box in paper coordinates (top right by default), for ``layout.annotations``."""
+    return dict(text=text, x=x, y=y, xref="paper", yref="paper", xanchor="right", yanchor="top",
+                showarrow=False, align="right", bgcolor="rgba(255,255,255,0.85)",
+                bordercolor="#bbb", borderwidth=1, font=dict(size=FONT_SIZE - 2))
+
+
+def _get(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = obj[part]
+    return obj
+
+
+def copy_trace_data(target, source: go.Figure, layout_keys: Sequence[str] = ()) -> None:
+    """Copy the data of ``source``'s traces onto ``target``'s traces, in order.
+
+    ``target`` is usually the panel's ``FigureWidget`` and ``source`` the figure
+    a pure builder returned for the new result; only data attributes
+    (:data:`DATA_KEYS`) and the named layout keys (e.g. ``("annotations",
+    "xaxis.range")``) are copied, so styling and user zoom stay put. Both
+    figures must have the same number of traces (build them with the same
+    function).
+    """
+    if len(target.data) != len(source.data):
+        raise ValueError(f"figure has {len(target.data)} traces but the update has {len(source.data)}: "
+                         "build both with the same figure function")
+    for t, s in zip(target.data, source.data):
+        patch = {}
+        for key in DATA_KEYS:
+            try:
+                value = _get(s, key)
+            except (KeyError, AttributeError, ValueError):
+                continue
+            if value is not None:
+                patch[key.replace(".", "_")] = value
+        t.update(patch)
+    for key in layout_keys:
+        target.update_layout({key.replace(".", "_"): _get(source.layout, key)})

@@ -1,0 +1,454 @@
+"""Live panels: controls wired to a compute function and a figure built once.
+
+The pattern (the one voila-gallery dashboards use)::
+
+    panel = LivePanel(
+        compute=run_experiment,                 # run_experiment(lr=..., weight_decay=...) -> result
+        controls={"lr": log_slider("α (learning rate)", 1e-3, 1.0, 0.1),
+                  "weight_decay": slider("λ (weight decay)", 0.0, 0.01, 5e-4, step=1e-4)},
+        figure=loss_figure(run_experiment(lr=0.1, weight_decay=5e-4)),   # pure builder, ALL traces
+        update=lambda fig, result: figures.copy_trace_data(fig, loss_figure(result)),
+        notes=lambda result: divergence_notes(result, labels),
+        title="Learning rate and weight decay",
+    )
+    panel          # last expression of the cell: displays title, controls, progress, plot, notes
+
+What the panel guarantees:
+
+- each plotly figure becomes ONE ``FigureWidget``, built once from the figure's
+  traces and layout (traces added to a FigureWidget after construction are not
+  drawn by Voila 0.5 with plotly >= 6); updates only change trace data, inside
+  ``fig.batch_update()`` so the browser redraws once;
+- sliders fire on release (``continuous_update=False``);
+- results are cached by control values (bounded LRU), so moving a slider back
+  is instant;
+- compute runs in a background thread; past ``progress_after`` seconds a
+  progress bar appears (driven by ``progress(fraction)`` if ``compute`` accepts
+  a ``progress`` argument, by an estimate from earlier runs otherwise);
+- a newer control value supersedes a computation still running: the stale
+  result is cached but never drawn over a newer one, and a ``progress``
+  callback of a superseded computation raises :class:`Superseded` so that
+  cooperative compute functions stop early;
+- ``ValueError``/``TypeError`` from ``compute`` (bad hyperparameters) show
+  their message in the panel; other exceptions show a short error line, never
+  a traceback. With ``LECTURE_PANEL_RAISE=1`` (set by the notebook tests) a
+  failure of the first computation is raised instead, so a broken notebook
+  fails its test.
+
+DOM hooks for tests and styling: the panel has CSS class ``lecture-panel``,
+figures ``lecture-figure``, controls ``lecture-control``, the progress row
+``lecture-progress``, notes ``lecture-notes`` and the message ``lecture-message``.
+"""
+from __future__ import annotations
+
+import contextlib
+import html
+import inspect
+import logging
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+
+log = logging.getLogger(__name__)
+
+CONTROL_WIDTH = "360px"
+_STYLE = {"description_width": "initial"}
+
+PANEL_CSS = """
+<style>
+.lecture-panel { border: 1px solid #d8dde3; border-radius: 10px; padding: 14px 18px 10px 18px;
+                 margin: 14px 0 22px 0; background: #ffffff; box-shadow: 0 1px 3px rgba(0,0,0,0.06);
+                 max-width: 1040px; }
+.lecture-panel .lecture-title h3 { margin: 0 0 4px 0; font-size: 1.25em; font-weight: 600; color: #1d2a3a; }
+.lecture-panel .lecture-caption { color: #4a5563; font-size: 0.98em; line-height: 1.45; margin-bottom: 6px; }
+.lecture-panel .lecture-controls { gap: 4px 26px; padding: 6px 0 2px 0; }
+.lecture-panel .lecture-control .widget-label { font-size: 1.0em; }
+.lecture-panel .lecture-notes { color: #333; font-size: 0.98em; }
+.lecture-panel .lecture-notes .lecture-diverged { color: #b34700; font-weight: 600; }
+.lecture-panel .lecture-message .lecture-error { background: #fff4e5; border-left: 4px solid #D55E00;
+                 padding: 8px 12px; margin: 6px 0; color: #5b2500; border-radius: 4px; }
+.lecture-panel .lecture-stale { opacity: 0.45; transition: opacity 0.2s; }
+</style>
+"""
+
+
+class Superseded(Exception):
+    """Raised by a ``progress`` callback when a newer control value has arrived."""
+
+
+# ---------------------------------------------------------------------------
+# control helpers: each returns a configured ipywidget
+# ---------------------------------------------------------------------------
+
+def _control(w: widgets.Widget) -> widgets.Widget:
+    w.add_class("lecture-control")
+    return w
+
+
+def slider(description: str, min: float, max: float, value: float, step: float | None = None,
+           readout_format: str = ".3g") -> widgets.FloatSlider:
+    """A float slider that fires on release; ``step`` defaults to 1/100 of the range."""
+    if not min < max:
+        raise ValueError(f"slider '{description}': min must be below max, got {min} and {max}")
+    step = (max - min) / 100 if step is None else step
+    return _control(widgets.FloatSlider(value=value, min=min, max=max, step=step, description=description,
+                                        continuous_update=False, readout_format=readout_format,
+                                        style=_STYLE, layout=widgets.Layout(width=CONTROL_WIDTH)))
+
+
+def int_slider(description: str, min: int, max: int, value: int, step: int = 1) -> widgets.IntSlider:
+    """An integer slider that fires on release."""
+    if not min < max:
+        raise ValueError(f"int_slider '{description}': min must be below max, got {min} and {max}")
+    return _control(widgets.IntSlider(value=value, min=min, max=max, step=step, description=description,
+                                      continuous_update=False, style=_STYLE,
+                                      layout=widgets.Layout(width=CONTROL_WIDTH)))
+
+
+def log_slider(description: str, min: float, max: float, value: float,
+               steps_per_decade: int = 10, readout_format: str = ".3g") -> widgets.FloatLogSlider:
+    """A slider on a log scale from ``min`` to ``max`` (both > 0), e.g. a learning rate.
+
+    Values are powers of ten on a grid of ``steps_per_decade`` points per decade
+    (:meth:`LivePanel.values` rounds them to 12 significant digits, so that
+    0.1 reads as 0.1 and not 0.10000000000000002).
+    """
+    if not 0 < min < max:
+        raise ValueError(f"log_slider '{description}': need 0 < min < max, got {min} and {max}")
+    if not min <= value <= max:
+        raise ValueError(f"log_slider '{description}': value {value} outside [{min}, {max}]")
+    return _control(widgets.FloatLogSlider(value=value, base=10, min=math.log10(min), max=math.log10(max),
+                                           step=1.0 / steps_per_decade, description=description,
+                                           continuous_update=False, readout_format=readout_format,
+                                           style=_STYLE, layout=widgets.Layout(width=CONTROL_WIDTH)))
+
+
+def dropdown(description: str, options: Sequence | Mapping, value: Any) -> widgets.Dropdown:
+    """A dropdown; ``options`` is a list of values or a ``{label: value}`` mapping."""
+    opts = list(options.items()) if isinstance(options, Mapping) else list(options)
+    return _control(widgets.Dropdown(options=opts, value=value, description=description, style=_STYLE,
+                                     layout=widgets.Layout(width=CONTROL_WIDTH)))
+
+
+def choice(description: str, options: Sequence | Mapping, value: Any) -> widgets.ToggleButtons:
+    """A row of buttons for a few mutually exclusive options."""
+    opts = list(options.items()) if isinstance(options, Mapping) else list(options)
+    return _control(widgets.ToggleButtons(options=opts, value=value, description=description, style=_STYLE))
+
+
+def toggle(description: str, value: bool = False) -> widgets.Checkbox:
+    """An on/off switch (a checkbox)."""
+    return _control(widgets.Checkbox(value=bool(value), description=description, indent=False,
+                                     layout=widgets.Layout(width="auto")))
+
+
+def divergence_notes(record, labels: Sequence[str]) -> str:
+    """HTML listing every diverged run, e.g. ``"α = 3: diverged at step 12"``; empty if none did."""
+    lines = []
+    for r, label in enumerate(labels):
+        note = record.divergence_note(r)
+        if note:
+            lines.append(f"<span class='lecture-diverged'>{html.escape(str(label))}: {html.escape(note)}</span>")
+    return " · ".join(lines)
+
+
+def _freeze(value):
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _takes_progress(fn: Callable) -> bool:
+    try:
+        return "progress" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _strict() -> bool:
+    return os.environ.get("LECTURE_PANEL_RAISE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+# ---------------------------------------------------------------------------
+# the panel
+# ---------------------------------------------------------------------------
+
+class LivePanel(widgets.VBox):
+    """Controls, a progress bar, one or more figures and notes, wired to ``compute``.
+
+    Args:
+        compute: ``compute(**control_values) -> result``; if it accepts a
+            ``progress`` keyword it receives a callback ``progress(fraction)``.
+        controls: ``{keyword: widget}``; the keyword is the argument of
+            ``compute`` the widget sets (use :func:`slider`, :func:`log_slider`...).
+        figure: a ``go.Figure`` with ALL its traces, or a list of them.
+        update: ``update(fig_widget, result)`` (or ``update([fig_widgets], result)``
+            for a list) setting trace data; it runs inside ``batch_update()``.
+        notes: optional ``notes(result) -> str`` (HTML) shown under the plot.
+        title, caption: heading and one-paragraph explanation (HTML allowed in caption).
+        cache_size: how many results to keep (least recently used dropped).
+        progress_after: seconds of compute after which the progress bar shows.
+    """
+
+    def __init__(self, compute: Callable[..., Any], controls: Mapping[str, widgets.Widget],
+                 figure: go.Figure | Sequence[go.Figure], update: Callable[[Any, Any], None],
+                 notes: Callable[[Any], str] | None = None, title: str | None = None,
+                 caption: str | None = None, cache_size: int = 32, progress_after: float = 0.5):
+        if not callable(compute) or not callable(update):
+            raise TypeError("compute and update must be callables")
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be >= 1, got {cache_size}")
+        self._compute = compute
+        self._update = update
+        self._notes_fn = notes
+        self._takes_progress = _takes_progress(compute)
+        self.controls: dict[str, widgets.Widget] = dict(controls)
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_size = cache_size
+        self._progress_after = progress_after
+        self._durations: list[float] = []
+
+        self._single = isinstance(figure, go.Figure)
+        figs = [figure] if self._single else list(figure)
+        if not figs or not all(isinstance(f, go.Figure) for f in figs):
+            raise TypeError("figure must be a plotly go.Figure or a list of them")
+        # Built ONCE, with every trace passed to the constructor.
+        self.figures: list[go.FigureWidget] = [go.FigureWidget(data=f.data, layout=f.layout) for f in figs]
+        for fw in self.figures:
+            fw.add_class("lecture-figure")
+
+        self._lock = threading.Lock()            # guards generation, pending, busy
+        self._apply_lock = threading.RLock()     # one apply at a time, newest wins
+        self._wake = threading.Condition(self._lock)
+        self._idle = threading.Event()
+        self._idle.set()
+        self._generation = 0
+        self._applied_generation = -1
+        self._pending: tuple | None = None
+        self._busy = False
+        self._worker: threading.Thread | None = None
+        self._fraction: float | None = None
+        self.result: Any = None
+        self.message: str = ""
+
+        self._title = widgets.HTML(f"<h3>{html.escape(title)}</h3>" if title else "")
+        self._title.add_class("lecture-title")
+        self._caption = widgets.HTML(caption or "")
+        self._caption.add_class("lecture-caption")
+        self._controls_box = widgets.HBox(list(self.controls.values()),
+                                          layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        self._controls_box.add_class("lecture-controls")
+        self._bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
+                                          layout=widgets.Layout(width="260px"))
+        self._status = widgets.HTML("")
+        self._progress = widgets.HBox([self._bar, self._status],
+                                      layout=widgets.Layout(visibility="hidden", align_items="center"))
+        self._progress.add_class("lecture-progress")
+        self._message = widgets.HTML("")
+        self._message.add_class("lecture-message")
+        self._notes = widgets.HTML("")
+        self._notes.add_class("lecture-notes")
+        self._figure_box = widgets.VBox(self.figures)
+        self._figure_box.add_class("lecture-figures")
+        children = [widgets.HTML(PANEL_CSS)]
+        children += [w for w, text in ((self._title, title), (self._caption, caption)) if text]
+        children += [self._controls_box, self._progress, self._message, self._figure_box, self._notes]
+        super().__init__(children)
+        self.add_class("lecture-panel")
+
+        for w in self.controls.values():
+            w.observe(self._on_change, names="value")
+        self._first_compute()
+
+    # -- public ---------------------------------------------------------------
+    @property
+    def figure(self) -> go.FigureWidget:
+        """The first (usually only) figure widget."""
+        return self.figures[0]
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """Current control values, floats rounded to 12 significant digits."""
+        return {name: _freeze(w.value) for name, w in self.controls.items()}
+
+    def set(self, **values) -> None:
+        """Set controls programmatically (as a user would); triggers recomputation."""
+        unknown = set(values) - set(self.controls)
+        if unknown:
+            raise ValueError(f"unknown controls {sorted(unknown)}; panel has {sorted(self.controls)}")
+        for name, value in values.items():
+            self.controls[name].value = value
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Block until no computation is running or pending; ``False`` on timeout."""
+        return self._idle.wait(timeout)
+
+    def request(self, values: Mapping[str, Any] | None = None) -> None:
+        """Compute (or fetch from cache) and draw the result for ``values`` (default: current)."""
+        values = dict(self.values if values is None else values)
+        key = tuple(sorted((k, _freeze(v)) for k, v in values.items()))
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+            cached = self._cache_get(key)
+            if cached is None:
+                self._pending = (generation, key, values)
+                self._idle.clear()
+                self._ensure_worker()
+                self._wake.notify()
+            else:
+                self._pending = None
+        if cached is not None:
+            self._apply(generation, "ok", cached[0])
+
+    # -- internals ------------------------------------------------------------
+    def _on_change(self, change) -> None:
+        self.request()
+
+    def _cache_get(self, key):
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        return None
+
+    def _cache_put(self, key, result) -> None:
+        with self._lock:
+            self._cache[key] = (result,)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _call(self, values: dict, generation: int):
+        if not self._takes_progress:
+            return self._compute(**values)
+
+        def progress(fraction: float) -> None:
+            if generation != self._generation:
+                raise Superseded()
+            self._fraction = min(max(float(fraction), 0.0), 1.0)
+
+        return self._compute(**values, progress=progress)
+
+    def _first_compute(self) -> None:
+        values = self.values
+        key = tuple(sorted(values.items()))
+        self._generation = 1
+        start = time.monotonic()
+        try:
+            result = self._call(values, 1)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, raised in tests
+            if _strict():
+                raise
+            self._apply(1, *self._classify(exc))
+            return
+        self._durations.append(time.monotonic() - start)
+        self._cache_put(key, result)
+        self._apply(1, "ok", result, strict=_strict())
+
+    @staticmethod
+    def _classify(exc: Exception) -> tuple[str, str]:
+        if isinstance(exc, (ValueError, TypeError)):
+            return "bad", str(exc)
+        log.error("panel computation failed", exc_info=exc)
+        return "error", f"The computation failed ({type(exc).__name__}: {exc})."
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="LivePanel-worker", daemon=True)
+            self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while self._pending is None:
+                    self._busy = False
+                    self._idle.set()
+                    self._wake.wait()
+                generation, key, values = self._pending
+                self._pending = None
+                self._busy = True
+            self._fraction = None
+            done = threading.Event()
+            ticker = threading.Thread(target=self._tick, args=(done, time.monotonic()), daemon=True)
+            ticker.start()
+            start = time.monotonic()
+            try:
+                result = self._call(values, generation)
+                outcome = ("ok", result)
+                self._durations = (self._durations + [time.monotonic() - start])[-5:]
+                self._cache_put(key, result)
+            except Superseded:
+                outcome = None
+            except Exception as exc:  # noqa: BLE001 - shown to the user instead of a traceback
+                outcome = self._classify(exc)
+            finally:
+                done.set()
+                ticker.join()
+            if outcome is not None and generation == self._generation:
+                self._apply(generation, *outcome)
+            with self._lock:
+                if self._pending is None:
+                    self._progress.layout.visibility = "hidden"
+                    if not self.message:
+                        for fw in self.figures:
+                            fw.remove_class("lecture-stale")
+
+    def _tick(self, done: threading.Event, start: float) -> None:
+        expected = sorted(self._durations)[len(self._durations) // 2] if self._durations else 2.0
+        if done.wait(self._progress_after):
+            return
+        self._progress.layout.visibility = "visible"
+        for fw in self.figures:
+            fw.add_class("lecture-stale")
+        while not done.wait(0.1):
+            elapsed = time.monotonic() - start
+            fraction = self._fraction
+            if fraction is None:  # no report from compute: estimate from earlier runs, never reach 1
+                fraction = elapsed / (elapsed + max(expected, 1e-3))
+            self._bar.value = fraction
+            self._status.value = f"<span style='color:#555'>computing… {elapsed:.1f} s</span>"
+
+    def _apply(self, generation: int, kind: str, payload, strict: bool = False) -> None:
+        with self._apply_lock:
+            if generation < self._applied_generation:
+                return  # a newer result is already drawn: never overwrite it
+            self._applied_generation = generation
+            if kind == "ok":
+                try:
+                    with contextlib.ExitStack() as stack:
+                        for fw in self.figures:
+                            stack.enter_context(fw.batch_update())
+                        self._update(self.figures[0] if self._single else self.figures, payload)
+                    notes = self._notes_fn(payload) if self._notes_fn else ""
+                except Exception as exc:  # noqa: BLE001
+                    if strict:
+                        raise
+                    kind, payload = self._classify(exc)
+                else:
+                    self.result = payload
+                    self._notes.value = notes or ""
+                    self._show_message("")
+            if kind != "ok":
+                self._show_message(payload, error=(kind == "error"))
+            for fw in self.figures:
+                if kind == "ok":
+                    fw.remove_class("lecture-stale")
+                else:
+                    fw.add_class("lecture-stale")
+
+    def _show_message(self, text: str, error: bool = False) -> None:
+        self.message = text
+        if not text:
+            self._message.value = ""
+            return
+        head = "Something went wrong" if error else "Cannot run with these settings"
+        self._message.value = (f"<div class='lecture-error'><b>{head}:</b> {html.escape(text)}</div>")

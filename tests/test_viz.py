@@ -1,0 +1,249 @@
+"""Tests of the figure builders and the LivePanel wiring (no browser, no kernel)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from lecture_lib.record import Record
+from lecture_lib.viz import fast_mode, figures, panels
+
+LABELS = ["α = 0.1", "α = 3"]
+
+
+def make_record(lr: float = 0.1, diverge_at: int | None = 20, steps: int = 50) -> Record:
+    k = np.arange(steps, dtype=float)
+    loss = np.stack([np.exp(-lr * k), 1.0 + lr * k], axis=1)
+    diverged_at = np.array([-1, -1])
+    if diverge_at is not None:
+        loss[diverge_at:, 1] = np.nan
+        diverged_at[1] = diverge_at
+    return Record(steps=k.astype(int), loss=loss, accuracy=None, param_norm={}, grad_norm={},
+                  effective_lr={}, angular_step={}, diverged_at=diverged_at)
+
+
+def loss_figure(record: Record) -> go.Figure:
+    return figures.figure(figures.line_traces(record, "loss", LABELS), y_title="loss J(w)", log_y=True)
+
+
+def test_fast_mode_reads_environment():
+    assert fast_mode({"LECTURE_FAST": "1"}) and fast_mode({"LECTURE_FAST": " True "})
+    assert not fast_mode({}) and not fast_mode({"LECTURE_FAST": "0"})
+
+
+def test_line_traces_truncate_diverged_runs_and_never_draw_nan():
+    rec = make_record(diverge_at=20)
+    traces = figures.line_traces(rec, "loss", LABELS)
+    assert len(traces) == 2
+    assert len(traces[0].x) == 50 and np.all(np.isfinite(traces[0].y))
+    assert len(traces[1].x) == 20 and np.all(np.isfinite(traces[1].y))
+    assert traces[1].name == "α = 3 (diverged at step 20)"
+    assert traces[0].name == "α = 0.1"
+    # the end point of a diverged run carries a visible marker, the others none
+    assert traces[1].marker.size[-1] > 0 and np.all(np.asarray(traces[0].marker.size) == 0)
+
+
+def test_line_traces_catches_nan_the_record_did_not_flag():
+    rec = make_record(diverge_at=None)
+    values = rec.loss.copy()
+    values[7:, 0] = np.inf
+    traces = figures.line_traces(rec, values, LABELS)
+    assert len(traces[0].y) == 7 and "diverged at step 7" in traces[0].name
+
+
+def test_line_traces_validates_shapes():
+    rec = make_record()
+    with pytest.raises(ValueError, match="labels"):
+        figures.line_traces(rec, "loss", ["only one"])
+    with pytest.raises(ValueError, match="x has"):
+        figures.line_traces(rec, "loss", LABELS, x=np.arange(3))
+
+
+def test_layout_theme_and_log_axes():
+    fig = figures.figure([], x_title="step k", y_title="‖w‖²", log_y=True, title="Norm growth")
+    assert fig.layout.yaxis.type == "log" and fig.layout.xaxis.type == "linear"
+    assert fig.layout.yaxis.title.text == "‖w‖²" and fig.layout.font.size >= 14
+    assert list(fig.layout.colorway) == list(figures.PALETTE)
+    assert figures.color(len(figures.PALETTE)) == figures.PALETTE[0]
+
+
+def test_reference_line_drops_non_finite_points():
+    line = figures.reference_line([1, 2, 3], [1.0, np.nan, 3.0], "prediction")
+    assert list(line.x) == [1.0, 3.0] and line.line.dash == "dash"
+
+
+def test_copy_trace_data_moves_data_not_style():
+    target = go.FigureWidget(loss_figure(make_record(0.1, None)))
+    source = loss_figure(make_record(0.5, 10))
+    figures.copy_trace_data(target, source)
+    assert len(target.data[1].x) == 10 and "diverged at step 10" in target.data[1].name
+    np.testing.assert_allclose(target.data[0].y, np.exp(-0.5 * np.arange(50)))
+    with pytest.raises(ValueError, match="traces"):
+        figures.copy_trace_data(target, figures.figure([]))
+
+
+def test_control_helpers():
+    s = panels.log_slider("α (learning rate)", 1e-3, 1.0, 0.1)
+    assert s.continuous_update is False and s.min == pytest.approx(-3) and s.max == pytest.approx(0)
+    assert panels.slider("λ", 0.0, 0.01, 5e-4, step=1e-4).continuous_update is False
+    assert panels.int_slider("B", 1, 64, 8).continuous_update is False
+    assert panels.dropdown("optimizer", {"SGD": "sgd", "Adam": "adam"}, "adam").value == "adam"
+    assert panels.toggle("center", True).value is True
+    with pytest.raises(ValueError):
+        panels.log_slider("α", 0.0, 1.0, 0.1)
+    with pytest.raises(ValueError):
+        panels.slider("λ", 1.0, 0.0, 0.5)
+
+
+def test_divergence_notes_lists_only_diverged_runs():
+    assert panels.divergence_notes(make_record(diverge_at=12), LABELS).endswith("α = 3: diverged at step 12</span>")
+    assert panels.divergence_notes(make_record(diverge_at=None), LABELS) == ""
+
+
+class Counter:
+    """A compute function that counts its calls and can be slowed down or made to fail."""
+
+    def __init__(self, delay: float = 0.0):
+        self.calls: list[float] = []
+        self.delay = delay
+
+    def __call__(self, lr: float, slow: bool = False):
+        self.calls.append(lr)
+        if lr > 0.9:
+            raise ValueError("lr must be at most 0.9 for this demo")
+        if lr < 2e-3:
+            raise RuntimeError("boom")
+        if slow:
+            time.sleep(self.delay)
+        return make_record(lr, 20 if lr > 0.3 else None)
+
+
+def make_panel(compute, **kwargs) -> panels.LivePanel:
+    return panels.LivePanel(
+        compute=compute,
+        controls={"lr": panels.log_slider("α", 1e-3, 1.0, 0.1), "slow": panels.toggle("slow", False)},
+        figure=loss_figure(make_record(0.1, None)),
+        update=lambda fw, rec: figures.copy_trace_data(fw, loss_figure(rec)),
+        notes=lambda rec: panels.divergence_notes(rec, LABELS),
+        title="Loss curves", caption="Move α.", **kwargs)
+
+
+def test_panel_builds_one_figure_widget_with_all_traces_and_dom_hooks():
+    panel = make_panel(Counter())
+    assert isinstance(panel.figure, go.FigureWidget) and len(panel.figure.data) == 2
+    assert "lecture-panel" in panel._dom_classes and "lecture-figure" in panel.figure._dom_classes
+    assert panel.values == {"lr": 0.1, "slow": False}
+    np.testing.assert_allclose(panel.figure.data[0].y, np.exp(-0.1 * np.arange(50)))
+
+
+def test_panel_updates_on_change_notes_divergence_and_caches():
+    compute = Counter()
+    panel = make_panel(compute)
+    figure_before = panel.figure
+    panel.set(lr=0.5)
+    assert panel.wait(10)
+    assert panel.figure is figure_before  # never rebuilt
+    assert len(panel.figure.data[1].y) == 20 and "diverged at step 20" in panel._notes.value
+    n = len(compute.calls)
+    panel.set(lr=0.1)  # cached: drawn without computing
+    assert panel.wait(10) and len(compute.calls) == n
+    assert len(panel.figure.data[1].y) == 50 and panel._notes.value == ""
+
+
+def test_panel_shows_bad_input_message_instead_of_traceback():
+    panel = make_panel(Counter())
+    panel.set(lr=1.0)
+    assert panel.wait(10)
+    assert "lr must be at most 0.9" in panel.message and "Cannot run" in panel._message.value
+    assert "Traceback" not in panel._message.value
+    panel.set(lr=0.2)
+    assert panel.wait(10) and panel.message == "" and panel._message.value == ""
+
+
+def test_panel_shows_short_message_for_unexpected_errors():
+    panel = make_panel(Counter())
+    panel.set(lr=1e-3)
+    assert panel.wait(10)
+    assert "RuntimeError: boom" in panel.message and "Something went wrong" in panel._message.value
+
+
+def test_first_compute_raises_in_strict_mode(monkeypatch):
+    monkeypatch.setenv("LECTURE_PANEL_RAISE", "1")
+
+    def broken(lr, slow):
+        raise RuntimeError("broken notebook")
+
+    with pytest.raises(RuntimeError, match="broken notebook"):
+        make_panel(broken)
+    monkeypatch.delenv("LECTURE_PANEL_RAISE")
+    assert "broken notebook" in make_panel(broken).message
+
+
+def test_newer_value_supersedes_running_computation():
+    compute = Counter(delay=0.6)
+    panel = make_panel(compute, progress_after=0.1)
+    panel.set(slow=True)          # slow computation for lr=0.1 starts
+    time.sleep(0.15)
+    assert panel._progress.layout.visibility == "visible"
+    panel.set(lr=0.5)             # arrives while the first is still running
+    assert panel.wait(10)
+    assert panel.values["lr"] == 0.5 and len(panel.figure.data[1].y) == 20
+    assert panel._progress.layout.visibility == "hidden"
+    assert "lecture-stale" not in panel.figure._dom_classes
+
+
+def test_stale_result_never_overwrites_newer_cached_one():
+    gate = threading.Event()
+
+    def compute(lr, slow):
+        if slow:
+            gate.wait(5)
+        return make_record(lr, None)
+
+    panel = make_panel(compute)
+    panel.set(slow=True)          # lr=0.1 slow, blocked on the gate
+    panel.set(slow=False)         # cached result for (0.1, False) drawn at once
+    drawn = np.array(panel.figure.data[0].y)
+    gate.set()
+    assert panel.wait(10)
+    np.testing.assert_allclose(panel.figure.data[0].y, drawn)
+    assert panel.values == {"lr": 0.1, "slow": False}
+
+
+def test_progress_callback_reports_and_cancels():
+    seen = []
+
+    def compute(lr, slow, progress):
+        for i in range(20 if slow else 1):
+            progress(i / 20)
+            seen.append(lr)
+            time.sleep(0.05 if slow else 0)
+        return make_record(lr, None)
+
+    panel = make_panel(compute, progress_after=0.05)
+    panel.set(slow=True)
+    time.sleep(0.3)
+    assert 0 < panel._bar.value < 1
+    panel.set(lr=0.2)             # supersedes: the slow run stops at its next progress call
+    assert panel.wait(10)
+    assert seen.count(0.1) < 20 and panel.values["lr"] == 0.2
+
+
+def test_cache_is_bounded():
+    panel = make_panel(Counter(), cache_size=2)
+    for lr in (0.2, 0.3, 0.4):
+        panel.set(lr=lr)
+        assert panel.wait(10)
+    assert len(panel._cache) == 2
+
+
+def test_science_core_never_imports_plotting():
+    code = ("import sys, lecture_lib, lecture_lib.record, lecture_lib.models, lecture_lib.optim.base;"
+            "bad = [m for m in ('plotly', 'ipywidgets') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
