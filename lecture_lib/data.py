@@ -58,6 +58,11 @@ class Dataset:
 
     def __post_init__(self):
         check_choice("task", self.task, TASKS)
+        if self.task == "regression":  # scalar targets become (n, 1), so per-run batches stay unambiguous
+            if self.y_train.dim() == 1:
+                self.y_train = self.y_train.unsqueeze(1)
+            if self.y_test.dim() == 1:
+                self.y_test = self.y_test.unsqueeze(1)
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.dim() != 2:

@@ -148,11 +148,13 @@ class MLP(nn.Module):
     normalizer (``norm='none' | 'batch' | 'center'``), then the activation. With
     ``norm='batch'`` the hidden linear layers have no bias (the normalizer's shift
     replaces it) and their weights are scale invariant. The output layer is a plain
-    affine map and never scale invariant.
+    affine map and never scale invariant. ``eps`` is the normalizer's
+    :math:`\epsilon`; scale invariance is exact only as :math:`\epsilon \to 0`.
     """
 
     def __init__(self, sizes: Sequence[int], norm: str = "none", activation: str = "relu",
-                 runs: int = 1, seed=0, affine: bool = True, dtype=torch.float32, device=None):
+                 runs: int = 1, seed=0, affine: bool = True, eps: float = 1e-5,
+                 dtype=torch.float32, device=None):
         super().__init__()
         sizes = list(sizes)
         if len(sizes) < 2:
@@ -172,7 +174,8 @@ class MLP(nn.Module):
             self.linears.append(BatchedLinear(n_in, n_out, runs, bias=not (normalized and norm == "batch"),
                                               seed=layer_seeds, dtype=dtype, device=device))
             if normalized:
-                self.norms.append(BatchNorm(n_out, norm, runs, affine=affine, dtype=dtype, device=device))
+                self.norms.append(BatchNorm(n_out, norm, runs, affine=affine, eps=eps, dtype=dtype,
+                                            device=device))
             else:
                 self.norms.append(nn.Identity())
 
