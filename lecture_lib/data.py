@@ -122,6 +122,7 @@ def _generator(seed: int) -> torch.Generator:
 
 
 def _n_test(n: int, n_test) -> int:
+    check_int("n", n)
     return max(1, n // 4) if n_test is None else check_int("n_test", n_test)
 
 
