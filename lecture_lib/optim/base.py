@@ -51,13 +51,21 @@ class EmptyState(NamedTuple):
     pass
 
 
-def stateless(fn: Callable[[Params, Params | None], Params]) -> Transform:
-    """Wrap a pure function of (updates, params) as a transformation without state."""
+def stateless(fn: Callable[[Params, Params | None], Params], hparams: Mapping[str, Any] | None = None) -> Transform:
+    """Wrap a pure function of (updates, params) as a transformation without state.
+
+    ``init`` checks that per-run values in ``hparams`` match the parameters' run count.
+    """
+    hparams = dict(hparams or {})
+
+    def init(params):
+        check_runs(params, **hparams)
+        return EmptyState()
 
     def update(updates, state, params=None):
         return fn(updates, params), state
 
-    return Transform(lambda params: EmptyState(), update)
+    return Transform(init, update, hparams)
 
 
 def chain(*transforms: Transform) -> Transform:
@@ -84,7 +92,13 @@ def apply_updates(params: Params, updates: Params) -> Params:
     return {k: params[k] + updates[k] for k in params}
 
 
-def per_run(value, like: torch.Tensor) -> torch.Tensor | float:
+def functional_step(transform: Transform, state, params: Params, grads: Params) -> tuple[Params, Any]:
+    """One optimizer step without side effects: ``(params, state) -> (new params, new state)``."""
+    updates, state = transform.update(grads, state, params)
+    return apply_updates(params, updates), state
+
+
+def per_run(value, like: torch.Tensor, name: str = "per-run hyperparameter") -> torch.Tensor | float:
     """Broadcast a hyperparameter against a parameter with a leading run dimension.
 
     A Python number is returned unchanged; a tensor of shape ``(R,)`` becomes
@@ -96,8 +110,26 @@ def per_run(value, like: torch.Tensor) -> torch.Tensor | float:
         return value.to(like)
     if value.shape[0] != like.shape[0]:
         raise ValueError(
-            f"per-run hyperparameter has {value.shape[0]} values but the parameters hold {like.shape[0]} runs")
+            f"{name} has {value.shape[0]} values (one per run) but the parameters hold {like.shape[0]} runs")
     return value.to(like).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def check_runs(params: Params, **hparams) -> int | None:
+    """Check that all parameters share one run count ``R`` and every ``(R,)`` hyperparameter matches it.
+
+    Returns ``R`` (``None`` for an empty ``params``); raises ``ValueError`` naming the culprit.
+    """
+    runs = {name: p.shape[0] if p.dim() > 0 else None for name, p in params.items()}
+    if any(r is None for r in runs.values()):
+        raise ValueError(f"every parameter needs a leading run dimension; scalars: "
+                         f"{sorted(n for n, r in runs.items() if r is None)}")
+    if len(set(runs.values())) > 1:
+        raise ValueError(f"parameters disagree on the number of runs (leading dimension): {runs}")
+    R = next(iter(runs.values()), None)
+    for name, value in hparams.items():
+        if isinstance(value, torch.Tensor) and value.dim() == 1 and R is not None and value.shape[0] != R:
+            raise ValueError(f"{name} has {value.shape[0]} values (one per run) but the parameters hold {R} runs")
+    return R
 
 
 def run_norm(t: torch.Tensor) -> torch.Tensor:
