@@ -44,6 +44,7 @@ from . import losses as losses_mod
 from ._validate import check_int, check_positive
 from .data import Dataset
 from .optim.base import Transform
+from .optim.kfac import observe as observe_batch
 from .record import Record
 
 TrackFn = Callable[[nn.Module, dict, dict, Any], torch.Tensor]
@@ -123,7 +124,7 @@ def _check_optimizer(optimizer, runs: int):
         raise TypeError("optimizer must be a gradient transformation (lecture_lib.optim: init/update/hparams), "
                         f"got {type(optimizer).__name__}")
     for name, value in dict(getattr(optimizer, "hparams", {}) or {}).items():
-        if callable(value):
+        if name == "lr" and callable(value):  # a schedule: check what it returns at the first step
             value = value(0)
         _hparam_runs(name, value, runs)
 
@@ -259,6 +260,8 @@ class Trainer:
         """
         k = self.step_count
         x, y = self.batch()
+        # a transform that needs the batch itself (K-FAC's curvature statistics) sees it here
+        self.state = observe_batch(self.optimizer, self.state, self.params, x, y)
         out = self.model(x)
         loss = self.loss_fn(out, y)
         if loss.shape != (self.runs,):
