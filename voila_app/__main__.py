@@ -1,0 +1,50 @@
+"""Start the Voila app: ``python -m voila_app [--port 8866] [--ip 127.0.0.1] [--fast]``.
+
+Serves every notebook in ``notebooks/`` as a dashboard with its code hidden,
+behind a landing page of cards. ``--fast`` sets ``LECTURE_FAST=1`` (small
+step counts; used by the tests and the benchmark).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .config import NOTEBOOKS_DIR, build_config, template_environment
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m voila_app", description=__doc__.splitlines()[0])
+    p.add_argument("--ip", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8866, help="port (default: 8866)")
+    p.add_argument("--pool-size", type=int, default=1,
+                   help="pre-heated kernels kept per notebook (0 disables pre-heating; default 1)")
+    p.add_argument("--cull-idle-timeout", type=int, default=1800,
+                   help="shut down kernels idle this many seconds, even with a tab open (default 1800)")
+    p.add_argument("--cull-interval", type=int, default=60, help="seconds between idle checks (default 60)")
+    p.add_argument("--notebooks", default=str(NOTEBOOKS_DIR), help="folder of notebooks to serve")
+    p.add_argument("--fast", action="store_true", help="LECTURE_FAST=1: small, quick settings in every notebook")
+    p.add_argument("--open", action="store_true", help="open a browser tab")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if not os.path.isdir(args.notebooks):
+        sys.exit(f"error: notebook folder {args.notebooks!r} does not exist")
+    os.environ.update(template_environment())     # templates are found through JUPYTER_PATH
+    if args.fast:
+        os.environ["LECTURE_FAST"] = "1"
+    # import after JUPYTER_PATH is set: jupyter_core reads it when voila collects its templates
+    from voila.app import Voila
+
+    config = build_config(ip=args.ip, port=args.port, pool_size=args.pool_size,
+                          cull_idle_timeout=args.cull_idle_timeout, cull_interval=args.cull_interval,
+                          open_browser=args.open)
+    host = "localhost" if args.ip in ("127.0.0.1", "localhost") else args.ip
+    print(f"Lecture 5 explorables: serving {args.notebooks} at http://{host}:{args.port}/", flush=True)
+    Voila.launch_instance(argv=[args.notebooks], config=config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The Voila configuration of the app, built in Python so it can be tested.
+
+Every choice here is one a classroom deployment needs:
+
+- ``template="lecture"`` (``share/jupyter/voila/templates/lecture``): the
+  landing page of cards and a clean dashboard page; ``strip_sources`` hides
+  all code, ``show_tracebacks=False`` keeps Python errors out of the page;
+- ``ip="127.0.0.1"``: only this machine can connect unless the instructor
+  asks for another address (``--ip 0.0.0.0`` to serve a room, behind a proxy);
+- pre-heated kernels (``preheat_kernel``, ``default_pool_size``): Voila keeps
+  ``pool_size`` kernels per notebook that have already executed it, so a
+  visitor sees a drawn dashboard at once; the pool refills in the background;
+- idle-kernel culling (``MappingKernelManager.cull_*``): a kernel idle for
+  ``cull_idle_timeout`` seconds is shut down even if a forgotten tab is still
+  connected, so memory returns after visitors leave (pooled kernels are never
+  culled; Voila also shuts a kernel down when its tab closes).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from traitlets.config import Config
+
+from . import landing
+
+APP_DIR = Path(__file__).resolve().parent
+REPO_DIR = APP_DIR.parent
+NOTEBOOKS_DIR = REPO_DIR / "notebooks"
+DATA_DIR = APP_DIR / "share" / "jupyter"   # holds voila/templates/lecture
+TEMPLATE = "lecture"
+
+
+def build_config(ip: str = "127.0.0.1", port: int = 8866, pool_size: int = 1,
+                 cull_idle_timeout: int = 1800, cull_interval: int = 60,
+                 open_browser: bool = False) -> Config:
+    """The traitlets ``Config`` the app runs with (see the module docstring)."""
+    if pool_size < 0:
+        raise ValueError(f"pool_size must be >= 0, got {pool_size}")
+    if cull_idle_timeout < 0 or cull_interval <= 0:
+        raise ValueError("cull_idle_timeout must be >= 0 and cull_interval > 0")
+    c = Config()
+    c.Voila.ip = ip
+    c.Voila.port = port
+    c.Voila.port_retries = 0          # fail loudly instead of silently moving to another port
+    c.Voila.open_browser = open_browser
+    c.VoilaConfiguration.template = TEMPLATE
+    c.VoilaConfiguration.classic_tree = True      # our jinja tree.html: the landing page
+    c.VoilaConfiguration.theme = "light"
+    c.VoilaConfiguration.strip_sources = True
+    c.VoilaConfiguration.show_tracebacks = False
+    c.VoilaConfiguration.page_config_hook = landing.page_config_hook
+    c.VoilaConfiguration.preheat_kernel = pool_size > 0
+    c.VoilaConfiguration.default_pool_size = pool_size
+    c.MappingKernelManager.cull_idle_timeout = cull_idle_timeout
+    c.MappingKernelManager.cull_interval = cull_interval
+    c.MappingKernelManager.cull_connected = True
+    c.MappingKernelManager.cull_busy = False
+    return c
+
+
+def template_environment(environ=None) -> dict:
+    """``environ`` with ``JUPYTER_PATH`` extended so Voila finds the ``lecture`` template."""
+    env = dict(os.environ if environ is None else environ)
+    parts = [str(DATA_DIR)] + [p for p in env.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    env["JUPYTER_PATH"] = os.pathsep.join(dict.fromkeys(parts))
+    return env
