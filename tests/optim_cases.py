@@ -37,8 +37,7 @@ class Case:
 
     def theirs(self, run: int) -> dict:
         """The reference ``torch.optim`` kwargs for run ``run``."""
-        kwargs = {self.torch_names.get(k, k): v for k, v in self.ours(run).items()}
-        return kwargs
+        return {self.torch_names.get(k, k): v for k, v in self.ours(run).items()}
 
 
 LR = [0.1, 0.05, 0.2, 0.02]

@@ -49,12 +49,12 @@ def scale_by_lr(lr: float | torch.Tensor | Callable[[int], Any]) -> Transform:
 
     .. math:: u = -\alpha_t\, g
 
-    ========  ==========  ==============================================================
-    argument  symbol      meaning
-    ========  ==========  ==============================================================
-    ``lr``    :math:`\alpha_t`  float, ``(R,)`` tensor, or schedule ``step -> lr``
-                          (``step`` counts updates from 0) returning either
-    ========  ==========  ==============================================================
+    ========  ================  ==========================================================
+    argument  symbol            value
+    ========  ================  ==========================================================
+    ``lr``    :math:`\alpha_t`  :math:`\ge 0`: float, ``(R,)`` tensor, or a schedule
+                                ``step -> lr`` returning either (``step`` counts from 0)
+    ========  ================  ==========================================================
 
     Sets ``hparams = {"lr": lr}`` so a training loop can read the learning rate back.
     """
@@ -87,12 +87,12 @@ def trace(momentum: float | torch.Tensor, nesterov: bool = False) -> Transform:
         v \leftarrow \rho\, v + g, \qquad
         u = v \quad\text{or, with Nesterov,}\quad u = g + \rho\, v
 
-    ============  ==========  ===================================
-    argument      symbol      range
-    ============  ==========  ===================================
+    ============  ============  ===================================
+    argument      symbol        range
+    ============  ============  ===================================
     ``momentum``  :math:`\rho`  :math:`[0, 1)`
-    ``nesterov``  --          look ahead along the new velocity
-    ============  ==========  ===================================
+    ``nesterov``  --            look ahead along the new velocity
+    ============  ============  ===================================
 
     Reference: Polyak (1964); Sutskever et al., ICML 2013 (Nesterov form as in PyTorch).
     """
@@ -131,12 +131,13 @@ def scale_by_rms(beta2: float | torch.Tensor = 0.99, eps: float | torch.Tensor =
 
     The second form is the lecture's. :math:`s` starts at zero and is not bias corrected.
 
-    ===============  ==============  ===============
-    argument         symbol          range
-    ===============  ==============  ===============
-    ``beta2``        :math:`\beta_2`  :math:`[0, 1)`
-    ``eps``          :math:`\epsilon` :math:`> 0`
-    ===============  ==============  ===============
+    ===============  ================  ===============
+    argument         symbol            range
+    ===============  ================  ===============
+    ``beta2``        :math:`\beta_2`   :math:`[0, 1)`
+    ``eps``          :math:`\epsilon`  :math:`> 0`
+    ``eps_in_sqrt``  --                where :math:`\epsilon` goes
+    ===============  ================  ===============
 
     Reference: Tieleman & Hinton, Coursera NN lecture 6.5 (2012).
     """
@@ -174,13 +175,13 @@ def scale_by_adam(beta1: float | torch.Tensor = 0.9, beta2: float | torch.Tensor
         s \leftarrow \beta_2 s + (1-\beta_2)\, g \odot g, \qquad
         u = \frac{m / (1-\beta_1^t)}{\sqrt{s / (1-\beta_2^t)} + \epsilon}
 
-    ==========  ===============  ===============
-    argument    symbol           range
-    ==========  ===============  ===============
-    ``beta1``   :math:`\beta_1`  :math:`[0, 1)`
-    ``beta2``   :math:`\beta_2`  :math:`[0, 1)`
-    ``eps``     :math:`\epsilon` :math:`> 0`
-    ==========  ===============  ===============
+    ==========  ================  ===============
+    argument    symbol            range
+    ==========  ================  ===============
+    ``beta1``   :math:`\beta_1`   :math:`[0, 1)`
+    ``beta2``   :math:`\beta_2`   :math:`[0, 1)`
+    ``eps``     :math:`\epsilon`  :math:`> 0`
+    ==========  ================  ===============
 
     Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
     """
@@ -219,12 +220,12 @@ def add_decayed_weights(weight_decay: float | torch.Tensor, mask: Mask = None) -
     decoupled weight decay (Loshchilov & Hutter, "Decoupled Weight Decay
     Regularization", ICLR 2019). For plain SGD the two coincide.
 
-    ================  ===============  ====================================
+    ================  ===============  ================================================
     argument          symbol           range
-    ================  ===============  ====================================
+    ================  ===============  ================================================
     ``weight_decay``  :math:`\lambda`  :math:`\ge 0`
     ``mask``          --               ``{name: bool}``, ``name -> bool`` or None (all)
-    ================  ===============  ====================================
+    ================  ===============  ================================================
     """
     check_nonnegative("weight_decay", weight_decay)
 
