@@ -19,7 +19,7 @@ questions, one section each:
    Fisher (labels sampled from the model). :func:`fisher_diagonals` computes both
    exactly for logistic regression; they agree at the fitted optimum of a
    well-specified model and differ away from it or under misspecification
-   (Kunstner, Hennig & Balles 2019).
+   (Kunstner, Balles & Hennig 2019).
 3. **L2 regularization or weight decay?** With a preconditioner
    :math:`C`, L2 gives :math:`w \leftarrow (I - \alpha\lambda C^{-1})w - \alpha C^{-1}\nabla J(w)`,
    decoupled decay :math:`w \leftarrow (1 - \alpha\lambda)w - \alpha C^{-1}\nabla J(w)`;
@@ -253,7 +253,7 @@ def fisher_diagonals(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor, samples:
     expected gap is :math:`(q_i - p_i)(1 - 2p_i)\,x_i^2` where :math:`q_i` is the
     data's label probability: zero when the model is calibrated (:math:`p = q`).
 
-    Reference: Kunstner, Hennig & Balles, "Limitations of the empirical Fisher
+    Reference: Kunstner, Balles & Hennig, "Limitations of the empirical Fisher
     approximation for natural gradient descent", NeurIPS 2019; Martens, "New
     insights and perspectives on the natural gradient method", JMLR 2020.
     """

@@ -86,6 +86,20 @@ def test_fisher_diagonals_match_autograd(misspecified):
     torch.testing.assert_close(f.true, hess_diag, rtol=1e-12, atol=1e-15)
 
 
+def test_fisher_diagonals_match_the_curvature_module():
+    # the same quantities from lecture_lib.curvature (full matrices of a one-unit network)
+    from lecture_lib import curvature, models
+    p = A.logistic_problem(n=60, dim=4, misspecified=True, seed=4)
+    w = A.point_away(p, 0.5)
+    net = models.BatchedLinear(4, 1, bias=False, dtype=F64)
+    with torch.no_grad():
+        net.weight.copy_(w.reshape(1, 1, 4))
+    f = A.fisher_diagonals(p.x, p.t, w)
+    torch.testing.assert_close(f.true, curvature.fisher(net, p.x, "logistic").diagonal(), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(f.empirical, curvature.empirical_fisher(net, p.x, p.t, "logistic").diagonal(),
+                               rtol=1e-12, atol=1e-15)
+
+
 def test_sampled_true_fisher_converges_to_the_exact_expectation():
     p = A.logistic_problem(n=2000, dim=6, seed=1)
     exact = A.fisher_diagonals(p.x, p.t, p.w_opt)
