@@ -1,0 +1,82 @@
+"""Kronecker facts, random SPD matrices, inverse timings and K-FAC against the exact GN block."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lecture_lib import kronecker as K
+
+
+@pytest.mark.parametrize("n,cond,seed", [(1, 1.0, 0), (5, 10.0, 1), (8, 1e4, 2)])
+def test_random_spd_has_the_requested_condition_number(n, cond, seed):
+    M = K.random_spd(n, cond, seed, scale=2.0)
+    assert M.dtype == torch.float64 and torch.equal(M, M.T)
+    lam = torch.linalg.eigvalsh(M)
+    assert lam.min() > 0
+    assert lam.max().item() == pytest.approx(2.0, rel=1e-12)
+    assert (lam.max() / lam.min()).item() == pytest.approx(cond, rel=1e-9)
+    assert torch.equal(M, K.random_spd(n, cond, seed, scale=2.0))        # seeded
+
+
+@pytest.mark.parametrize("n,m,ca,cb", [(2, 3, 1.0, 5.0), (6, 4, 10.0, 100.0), (5, 5, 1e3, 2.0)])
+def test_kronecker_eigenvalues_eigenvectors_and_inverse(n, m, ca, cb):
+    A, B = K.random_spd(n, ca, 0), K.random_spd(m, cb, 1)
+    s = K.kron_spectrum(A, B)
+    assert s.explicit.shape == s.products.shape == (n * m,)
+    assert s.eigenvalue_error < 1e-13                  # eig(A ⊗ B) = {λ_i ν_j}
+    assert s.eigenvector_residual < 1e-13              # eigenvectors r_i ⊗ s_j
+    assert s.inverse_error < 1e-11                     # (A ⊗ B)^-1 = A^-1 ⊗ B^-1
+    assert s.condition_number == pytest.approx(ca * cb, rel=1e-8)
+    assert np.allclose(np.sort(np.outer(s.factor_a, s.factor_b).ravel())[::-1], s.products, rtol=1e-14)
+
+
+def test_kron_spectrum_is_not_fooled_by_non_kronecker_matrices():
+    """A sanity check of the checker: the sum of two Kronecker products has different eigenvalues."""
+    A, B = K.random_spd(3, 10.0, 0), K.random_spd(2, 10.0, 1)
+    s = K.kron_spectrum(A, B)
+    C = torch.kron(A, B) + torch.kron(torch.eye(3, dtype=torch.float64), B)
+    other = torch.linalg.eigvalsh(C).flip(0).numpy()
+    assert np.abs(other - s.products).max() > 0.1
+
+
+def test_time_inverses_agree_with_the_dense_solve():
+    t = K.time_inverses(widths=(3, 6, 9), repeats=1)
+    assert t.widths.tolist() == [3, 6, 9]
+    assert (t.max_difference < 1e-10).all()
+    assert (t.eigenbasis > 0).all() and (t.dense > 0).all()
+    assert len(t.slopes()) == 2
+    with pytest.raises(ValueError, match="widths"):
+        K.time_inverses(widths=(200,))
+
+
+def test_kfac_is_exact_for_the_output_layer_and_approximate_for_a_hidden_one():
+    out = K.kfac_vs_exact("linears.1", steps=20, checkpoints=3, n=64)
+    hid = K.kfac_vs_exact("linears.0", steps=20, checkpoints=3, n=64)
+    assert out.steps.tolist() == [0, 10, 20]
+    assert out.exact.shape == out.kfac.shape == (3, 7 * 3)
+    assert hid.exact.shape == (3, 5 * 6)
+    assert (out.relative_error < 1e-12).all()          # mse output layer: G_ll = A ⊗ I exactly
+    assert np.allclose(out.exact, out.kfac, atol=1e-12)
+    assert ((hid.relative_error > 1e-3) & (hid.relative_error < 1.0)).all()
+    assert hid.loss[-1] < hid.loss[0]                  # training happened
+    assert np.allclose(out.factor_s, 1.0)              # S = I for the output layer
+    with pytest.raises(ValueError, match="layer"):
+        K.kfac_vs_exact("linears.5", steps=5, checkpoints=2)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="cond"):
+        K.random_spd(3, 0.5)
+    with pytest.raises(ValueError, match="square"):
+        K.kron_spectrum(torch.ones(2, 3), torch.eye(2))
+
+
+def test_science_modules_do_not_import_plotting():
+    code = ("import sys, lecture_lib.kronecker, lecture_lib.curvature, lecture_lib.optim.kfac;"
+            "print(any(m.split('.')[0] in ('plotly', 'ipywidgets') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
