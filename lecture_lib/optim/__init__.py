@@ -17,3 +17,5 @@ from .transforms import (MaskedState, ScaleByAdamState, ScaleByLrState, ScaleByR
                          scale_by_rms, scale_by_trust_ratio, trace)
 
 # --- K-FAC (teammate "kfac"): add `from .kfac import ...` below this line -------------------------
+from .kfac import (KFACState, estimate_factors, kfac, kfac_layers, kfac_precondition, kron_damped_solve, layer_taps,
+                   observe)
