@@ -244,15 +244,16 @@ class LivePanel(widgets.VBox):
         self._title.add_class("lecture-title")
         self._caption = widgets.HTML(caption or "")
         self._caption.add_class("lecture-caption")
-        self._controls_box = widgets.HBox(list(self.controls.values()),
-                                          layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
-        self._controls_box.add_class("lecture-controls")
         self._bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
-                                          layout=widgets.Layout(width="260px"))
+                                          layout=widgets.Layout(width="160px"))
         self._status = widgets.HTML("")
         self._progress = widgets.HBox([self._bar, self._status],
                                       layout=widgets.Layout(visibility="hidden", align_items="center"))
         self._progress.add_class("lecture-progress")
+        # the progress bar sits at the end of the controls row: no jump in the layout when it shows
+        self._controls_box = widgets.HBox(list(self.controls.values()) + [self._progress],
+                                          layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        self._controls_box.add_class("lecture-controls")
         self._message = widgets.HTML("")
         self._message.add_class("lecture-message")
         self._notes = widgets.HTML("")
@@ -261,7 +262,7 @@ class LivePanel(widgets.VBox):
         self._figure_box.add_class("lecture-figures")
         children = [widgets.HTML(PANEL_CSS)]
         children += [w for w, text in ((self._title, title), (self._caption, caption)) if text]
-        children += [self._controls_box, self._progress, self._message, self._figure_box, self._notes]
+        children += [self._controls_box, self._message, self._figure_box, self._notes]
         super().__init__(children)
         self.add_class("lecture-panel")
 

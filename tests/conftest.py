@@ -1,0 +1,155 @@
+"""Shared fixtures: the notebook list, the venv's kernel, a Voila server, a headless Chromium.
+
+Nothing here skips: a missing browser or kernel is a failure with a message
+saying how to get it, because a suite that skips its browser tests proves nothing
+about the app.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO / "notebooks"
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = os.environ.get("LECTURE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-dev-shm-usage"]
+KERNEL_NAME = "python3"
+
+
+def notebook_paths() -> list[Path]:
+    """Every notebook the project ships: ``notebooks/*.ipynb``, sorted (new ones are picked up automatically)."""
+    return sorted(p for p in NOTEBOOKS_DIR.glob("*.ipynb") if not p.name.startswith("."))
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fast_env(**extra: str) -> dict:
+    """The environment for notebook kernels under test: fast settings, strict panels, one thread each."""
+    env = dict(os.environ)
+    env.update(LECTURE_FAST="1", LECTURE_PANEL_RAISE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYDEVD_DISABLE_FILE_VALIDATION="1")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def kernel_name() -> str:
+    """The ``python3`` kernelspec, made to run this interpreter (the venv's) if it does not already."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    def runs_this_python() -> bool:
+        try:
+            argv0 = KernelSpecManager().get_kernel_spec(KERNEL_NAME).argv[0]
+        except NoSuchKernel:
+            return False
+        # jupyter_client replaces a bare "python" by sys.executable when it launches the kernel
+        return argv0 in {"python", "python3"} or Path(argv0).resolve() == Path(sys.executable).resolve()
+
+    if not runs_this_python():
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL_NAME],
+                       check=True, capture_output=True)
+    assert runs_this_python(), (f"kernelspec {KERNEL_NAME!r} does not run {sys.executable}; "
+                                f"run `{sys.executable} -m ipykernel install --sys-prefix --name python3`")
+    return KERNEL_NAME
+
+
+class VoilaServer:
+    """``python -m voila_app`` on a free loopback port, serving one folder, fast settings."""
+
+    def __init__(self, notebooks: Path, pool_size: int = 1, log_name: str = "voila"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"{log_name}.log"
+        cmd = [sys.executable, "-m", "voila_app", "--port", str(self.port), "--notebooks", str(notebooks),
+               "--pool-size", str(pool_size), "--fast"]
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=fast_env(), stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Voila exited with code {self.proc.returncode}; log:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"Voila did not answer on {self.url} within {timeout} s; log:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # our own session: voila and its kernels
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def running_voila(notebooks: Path, **kwargs):
+    server = VoilaServer(notebooks, **kwargs)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def voila_app(kernel_name):
+    """The app as students get it (``notebooks/``), pre-heated, LECTURE_FAST=1."""
+    with running_voila(NOTEBOOKS_DIR, log_name="voila-notebooks") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def voila_fixture_app(kernel_name):
+    """The app serving ``tests/fixtures/`` (a tiny panel notebook that exercises the panel contract)."""
+    with running_voila(FIXTURES_DIR, log_name="voila-fixtures") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's headless Chromium driven by Playwright (no browser download ever)."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install it with `sudo apt-get install chromium` "
+                    "(or point LECTURE_CHROMIUM at a Chromium binary). The browser tests never skip.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,156 @@
+"""The app in a real browser: landing page, every dashboard drawn, sliders redraw plots, no JS errors.
+
+Drives Debian's Chromium (headless) with Playwright against ``python -m voila_app``
+on a free loopback port with LECTURE_FAST=1. Screenshots land in
+``test-artifacts/`` for people to look at.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import notebook_paths
+
+pytestmark = pytest.mark.browser
+
+PLOT_PATH = ".js-plotly-plot .scatterlayer .trace path"
+LOAD_TIMEOUT_MS = 240_000     # a pre-heated kernel may still be executing its notebook right after start-up
+REDRAW_TIMEOUT_MS = 90_000
+VIEWPORT = {"width": 1280, "height": 900}
+
+# Sums up what a panel's plots draw: every trace path's "d", so any redraw with new data changes it.
+PANEL_SIGNATURE_JS = """(panel) => Array.from(panel.querySelectorAll('.js-plotly-plot .scatterlayer .trace path, '
+    + '.js-plotly-plot .barlayer path, .js-plotly-plot .heatmaplayer image, .js-plotly-plot .plot path'))
+    .map(p => p.getAttribute('d') || p.getAttribute('href') || '').join('|')"""
+HAS_DRAWN_PATH_JS = """(sel) => Array.from(document.querySelectorAll(sel))
+    .some(p => (p.getAttribute('d') || '').length > 8)"""
+
+
+class Watcher:
+    """Collects uncaught page errors and console errors of one page."""
+
+    def __init__(self, page):
+        self.errors: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        page.on("console", lambda msg: self.errors.append(f"console.{msg.type}: {msg.text}")
+                if msg.type == "error" else None)
+
+
+def open_page(chromium, url: str):
+    context = chromium.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    watcher = Watcher(page)
+    page.goto(url, wait_until="domcontentloaded", timeout=LOAD_TIMEOUT_MS)
+    return context, page, watcher
+
+
+def wait_for_dashboard(page) -> float:
+    """Seconds until the first plot of the page has a drawn trace."""
+    start = time.monotonic()
+    page.wait_for_function(HAS_DRAWN_PATH_JS, arg=f".lecture-panel {PLOT_PATH}", timeout=LOAD_TIMEOUT_MS)
+    return time.monotonic() - start
+
+
+def screenshot(page, path) -> None:
+    """A screenshot of the whole dashboard (Voila scrolls inside the page, so grow the viewport)."""
+    height = page.evaluate("""() => Math.max(...Array.from(document.querySelectorAll('body, body *'))
+        .filter(e => e.scrollHeight > e.clientHeight + 4 || e === document.body)
+        .map(e => e.scrollHeight))""")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(int(height), VIEWPORT["height"]), 12000)})
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(VIEWPORT)
+
+
+def assert_no_cell_errors(page, name: str) -> None:
+    text = page.inner_text("body")
+    assert "There was an error when executing cell" not in text, f"{name}: a cell raised:\n{text[-2000:]}"
+    failures = page.locator(".lecture-message .lecture-error", has_text="Something went wrong")
+    assert failures.count() == 0, f"{name}: a panel failed: {failures.first.inner_text()}"
+
+
+def move_slider(page, panel, presses: int = 3) -> None:
+    """Move the panel's first slider a few steps to the right with the keyboard, as a user would."""
+    handle = panel.locator(".lecture-control .noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    handle.focus()
+    for _ in range(presses):
+        page.keyboard.press("ArrowRight")
+
+
+def wait_for_change(page, panel, before: str) -> None:
+    page.wait_for_function(
+        f"([panel, before]) => ({PANEL_SIGNATURE_JS})(panel) !== before && "
+        "!panel.querySelector('.lecture-progress[style*=\"visible\"]')",
+        arg=[panel.element_handle(), before], timeout=REDRAW_TIMEOUT_MS)
+
+
+def test_landing_page_lists_every_notebook(chromium, voila_app, artifacts_dir):
+    context, page, watcher = open_page(chromium, voila_app.url + "/")
+    try:
+        page.wait_for_selector("#lecture-cards", timeout=30_000)
+        screenshot(page, artifacts_dir / "landing.png")
+        for path in notebook_paths():
+            card = page.locator(f'a.lecture-card[data-notebook="{path.name}"]')
+            assert card.count() == 1, f"no card for {path.name}"
+            assert card.locator("h2").inner_text().strip(), f"card of {path.name} has no title"
+            assert card.locator(".question").inner_text().strip(), f"card of {path.name} has no question"
+            assert card.get_attribute("href").endswith(f"/voila/render/{path.name}")
+        assert page.locator("a.lecture-card").count() == len(notebook_paths())
+        assert watcher.errors == []
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
+def test_dashboard_draws_and_every_slider_panel_redraws(chromium, voila_app, artifacts_dir, path):
+    context, page, watcher = open_page(chromium, f"{voila_app.url}/voila/render/{path.name}")
+    try:
+        wait_for_dashboard(page)
+        screenshot(page, artifacts_dir / f"{path.stem}.png")
+        assert_no_cell_errors(page, path.name)
+        panels = page.locator(".lecture-panel")
+        assert panels.count() >= 1, f"{path.name} shows no LivePanel"
+        moved = 0
+        for i in range(panels.count()):
+            panel = panels.nth(i)
+            if panel.locator(".lecture-control .noUi-handle").count() == 0:
+                continue
+            panel.locator(PLOT_PATH).first.wait_for(state="attached", timeout=LOAD_TIMEOUT_MS)
+            before = panel.evaluate(PANEL_SIGNATURE_JS)
+            move_slider(page, panel)
+            wait_for_change(page, panel, before)
+            moved += 1
+        assert moved >= 1, f"{path.name}: no panel has a slider to move"
+        assert_no_cell_errors(page, path.name)
+        screenshot(page, artifacts_dir / f"{path.stem}-moved.png")
+        assert watcher.errors == [], f"{path.name}: JavaScript errors: {watcher.errors}"
+    finally:
+        context.close()
+
+
+def test_fixture_panel_redraws_and_notes_divergence(chromium, voila_fixture_app, artifacts_dir):
+    """The panel contract end to end on the tiny fixture notebook (independent of the real notebooks)."""
+    context, page, watcher = open_page(chromium, f"{voila_fixture_app.url}/voila/render/panel_demo.ipynb")
+    try:
+        wait_for_dashboard(page)
+        panel = page.locator(".lecture-panel").first
+        assert panel.locator(".lecture-notes").inner_text().strip() == ""
+        assert "α (learning rate)" in panel.inner_text()
+        assert "LivePanel(" not in page.inner_text("body"), "code must be hidden"
+        assert page.locator(".jp-CodeCell .jp-InputArea-editor").count() == 0, "code must be hidden"
+        before = panel.evaluate(PANEL_SIGNATURE_JS)
+        move_slider(page, panel, presses=1)
+        wait_for_change(page, panel, before)
+        before = panel.evaluate(PANEL_SIGNATURE_JS)
+        handle = panel.locator(".lecture-control .noUi-handle").first
+        handle.focus()
+        page.keyboard.press("End")          # α = 1: the curvature-4 run diverges
+        wait_for_change(page, panel, before)
+        panel.locator(".lecture-notes", has_text="diverged at step").wait_for(timeout=REDRAW_TIMEOUT_MS)
+        assert "h = 4: diverged at step" in panel.locator(".lecture-notes").inner_text()
+        assert "diverged at step" in panel.locator(".js-plotly-plot .legend").first.text_content()
+        screenshot(page, artifacts_dir / "fixture-panel-diverged.png")
+        assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
+    finally:
+        context.close()
