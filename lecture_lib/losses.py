@@ -27,10 +27,17 @@ def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Softmax cross-entropy with integer class labels, averaged over the batch."""
+    r"""Softmax cross-entropy with integer class labels, averaged over the batch.
+
+    :math:`-\log \mathrm{softmax}(z)_y = \log \sum_c e^{z_c} - z_y`, written with
+    :func:`torch.logsumexp` (stable, and several times faster on CPU than
+    ``F.cross_entropy`` for the few classes used here).
+    """
     y = _expand(y, logits.shape[0], 1)
-    R, B, C = logits.shape
-    return F.cross_entropy(logits.reshape(R * B, C), y.reshape(R * B), reduction="none").reshape(R, B).mean(-1)
+    if y.shape != logits.shape[:2]:
+        raise ValueError(f"labels of shape {tuple(y.shape)} do not match logits of shape {tuple(logits.shape)}")
+    picked = logits.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    return (torch.logsumexp(logits, dim=-1) - picked).mean(-1)
 
 
 def logistic(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
