@@ -270,26 +270,24 @@ class Trainer:
         with torch.no_grad():
             loss = loss.detach()
             self._stop(~torch.isfinite(loss) | (loss > self.diverge_above), k)
-            alive = self.alive
-            grads = {n: torch.where(_runs_view(alive, g), g, 0.0) for n, g in zip(self.names, grads)}
+            grads = dict(zip(self.names, grads))
+            if not self._all_alive():  # a stopped run's gradient (maybe NaN) must not reach the optimizer state
+                grads = {n: torch.where(_runs_view(self.alive, g), g, 0.0) for n, g in grads.items()}
             stats = None
             if record:
                 stats = self._pre_stats(k, loss, out, y, grads, track)
             updates, self.state = self.optimizer.update(grads, self.state, self.params)
             # a non-finite update stops its run at this step, before it touches the weights
-            total = torch.stack([_run_norms(updates[n]).square() for n in self.names]).sum(0)
+            total = torch.stack([_run_norms(updates[n]) for n in self.names]).sum(0)
             self._stop(~torch.isfinite(total), k)
-            alive = self.alive
+            if not self._all_alive():
+                updates = {n: torch.where(_runs_view(self.alive, u), u, 0.0) for n, u in updates.items()}
             if record:
-                new = {}
-                for n, p in self.params.items():
-                    new[n] = p + torch.where(_runs_view(alive, p), updates[n], 0.0)
-                stats["angular_step"] = torch.stack([self._angle(self.params[n], new[n]) for n in self.names])
-                for n, p in self.params.items():
-                    p.copy_(new[n])
-            else:
-                for n, p in self.params.items():
-                    p.add_(torch.where(_runs_view(alive, p), updates[n], 0.0))
+                stats["angular_step"] = torch.stack([
+                    self._angle(self.params[n], updates[n], stats["param_norm"][i])
+                    for i, n in enumerate(self.names)])
+            for n, p in self.params.items():
+                p.add_(updates[n])
         self.last_loss = loss
         self.step_count += 1
         return stats
@@ -312,13 +310,23 @@ class Trainer:
             stats[f"track:{name}"] = value.detach()
         return stats
 
+    def _all_alive(self) -> bool:
+        # On the CPU reading the flag is free and lets the common case skip the masking;
+        # on a GPU it would force a sync every step, so there the masks are always applied.
+        return self.device.type == "cpu" and bool(self.alive.all())
+
     @staticmethod
-    def _angle(w0: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
-        a = w0.flatten(1)
-        b = w1.flatten(1)
-        a = a / torch.linalg.vector_norm(a, dim=1, keepdim=True)
-        b = b / torch.linalg.vector_norm(b, dim=1, keepdim=True)
-        return 2 * torch.atan2(torch.linalg.vector_norm(a - b, dim=1), torch.linalg.vector_norm(a + b, dim=1))
+    def _angle(w: torch.Tensor, u: torch.Tensor, w_norm: torch.Tensor) -> torch.Tensor:
+        r"""Angle between :math:`w` and :math:`w + u`, accurate for tiny steps.
+
+        With :math:`c = u\cdot w / \lVert wVert^2` and :math:`u_\perp = u - c\,w`:
+        :math:`	heta = \mathrm{atan2}(\lVert u_\perpVert,\ \lVert wVert (1 + c))`
+        (no :math:`1 - \cos	heta` cancellation). NaN where :math:`w = 0`.
+        """
+        w, u = w.flatten(1), u.flatten(1)
+        c = (torch.linalg.vecdot(w, u) / w_norm.square()).unsqueeze(1)
+        u_perp = torch.linalg.vector_norm(torch.addcmul(u, c, w, value=-1.0), dim=1)
+        return torch.atan2(u_perp, w_norm * (1 + c.squeeze(1)))
 
 
 # ---------------------------------------------------------------------------------------------
