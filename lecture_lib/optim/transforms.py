@@ -235,6 +235,8 @@ def add_decayed_weights(weight_decay: float | torch.Tensor, mask: Mask = None) -
         return EmptyState()
 
     def update(updates, state, params=None):
+        if not isinstance(weight_decay, torch.Tensor) and weight_decay == 0:
+            return updates, state  # no decay: skip two full-size ops per tensor (g + 0 * w == g)
         params = _need_params(params, "add_decayed_weights")
         on = resolve_mask(mask, updates)
         return {k: g + per_run(weight_decay, g, "weight_decay") * params[k] if on[k] else g
