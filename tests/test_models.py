@@ -146,6 +146,7 @@ def test_batchnorm_matches_torch_batchnorm1d_per_run():
         torch.testing.assert_close(out[r], ref, rtol=1e-12, atol=1e-12)
     # running mean moved by momentum 0.1 towards the batch mean; eval mode uses it
     torch.testing.assert_close(bn.running_mean, 0.1 * s.mean(1))
+    torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * s.var(1, unbiased=True))  # as torch.nn.BatchNorm1d
     bn.eval()
     out_eval = bn(s)
     expected = (s - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps) * bn.gain[:, None] \
@@ -160,6 +161,28 @@ def test_batch_centering_centers_and_does_not_scale():
     out = bn(s)
     torch.testing.assert_close(out.mean(1), torch.zeros(2, 3, dtype=f64), atol=1e-13, rtol=0)
     torch.testing.assert_close(out - out[:, :1], s - s[:, :1])
+
+
+def test_batchnorm_supports_double_backward():
+    """Curvature code differentiates gradients (Hessian-vector products) through the normalizer."""
+    m = MLP([3, 4, 2], norm="batch", runs=2, seed=[0, 1], dtype=f64)
+    x = torch.randn(6, 3, dtype=f64)
+    w = m.linears[0].weight
+    (g,) = torch.autograd.grad(m(x).pow(2).sum(), w, create_graph=True)
+    v = torch.randn_like(w)
+    (hv,) = torch.autograd.grad((g * v).sum(), w)
+    eps = 1e-5
+
+    def grad_at(shift):
+        with torch.no_grad():
+            w.add_(shift)
+        (gs,) = torch.autograd.grad(m(x).pow(2).sum(), w)
+        with torch.no_grad():
+            w.sub_(shift)
+        return gs
+
+    central = (grad_at(eps * v) - grad_at(-eps * v)) / (2 * eps)  # error O(eps^2)
+    torch.testing.assert_close(hv, central, rtol=1e-6, atol=1e-8)
 
 
 def test_batchnorm_needs_two_examples():
