@@ -222,7 +222,7 @@ class Trainer:
         return self.data.x_train[idx], self.data.y_train[idx]
 
     def lr_at(self, step: int) -> torch.Tensor | None:
-        """The learning rate α_k of every run at ``step`` as an ``(R,)`` tensor, or None if the optimizer has none."""
+        """The learning rate α_k of every run at ``step``, shape ``(R,)``; None if the optimizer has none."""
         lr = self.lr(step) if callable(self.lr) else self.lr
         if lr is None:
             return None
@@ -319,8 +319,11 @@ class Trainer:
     def _angle(w: torch.Tensor, u: torch.Tensor, w_norm: torch.Tensor) -> torch.Tensor:
         r"""Angle between :math:`w` and :math:`w + u`, accurate for tiny steps.
 
-        With :math:`c = u\cdot w / \lVert wVert^2` and :math:`u_\perp = u - c\,w`:
-        :math:`	heta = \mathrm{atan2}(\lVert u_\perpVert,\ \lVert wVert (1 + c))`
+        With :math:`c = u\cdot w / \lVert w
+Vert^2` and :math:`u_\perp = u - c\,w`:
+        :math:`	heta = \mathrm{atan2}(\lVert u_\perp
+Vert,\ \lVert w
+Vert (1 + c))`
         (no :math:`1 - \cos	heta` cancellation). NaN where :math:`w = 0`.
         """
         w, u = w.flatten(1), u.flatten(1)

@@ -55,8 +55,8 @@ def test_batched_adamw_with_per_run_weight_decay_equals_separate_runs(digits64):
     for r, wd in enumerate(wds):
         alone = engine.train(_bn_mlp(1, 0), digits64, None, adamw(1e-2, weight_decay=wd), seed=2, **kwargs)
         np.testing.assert_allclose(rec.loss[:, r], alone.loss[:, 0], rtol=1e-10, atol=0)
-        np.testing.assert_allclose(rec.param_norm["linears.1.weight"][:, r], alone.param_norm["linears.1.weight"][:, 0],
-                                   rtol=1e-10)
+        name = "linears.1.weight"
+        np.testing.assert_allclose(rec.param_norm[name][:, r], alone.param_norm[name][:, 0], rtol=1e-10)
 
 
 def test_int_seed_shares_the_minibatch_order_across_runs(regression):
@@ -179,7 +179,7 @@ def test_effective_lr_follows_a_schedule(regression):
 
 
 def test_scale_invariant_sgd_records_pythagoras_and_angles():
-    """For w ⊥ ∇J: ||w_{k+1}||² = ||w_k||² + α²||∇J||² and the angle is atan(α||∇J||/||w||) (SCIENCE.md §4)."""
+    """For w ⊥ ∇J: ||w_{k+1}||² = ||w_k||² + α²||∇J||², angle = atan(α||∇J||/||w||) (SCIENCE.md §4)."""
     d = data.logistic_regression(n=128, dim=6, seed=1, dtype=f64)
     lr = np.array([0.05, 0.5, 2.0])
     rec = engine.train(ScaleInvariantLinear(6, scale=3.0, runs=3, seed=[0, 1, 2], dtype=f64), d, "logistic",
