@@ -1,0 +1,199 @@
+"""ICS and outlier eigenvalues (SCIENCE.md §2): the identities in float64, the measurements with their tolerances."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from lecture_lib import data, ics
+from lecture_lib.engine import train
+from lecture_lib.models import MLP
+from lecture_lib.optim import sgd
+
+F64 = torch.float64
+
+
+def test_science_module_imports_no_widgets():
+    assert "plotly" not in ics.__dict__ and "ipywidgets" not in ics.__dict__
+    src = open(ics.__file__).read()
+    assert "import plotly" not in src and "import ipywidgets" not in src
+
+
+# ---------------------------------------------------------------- 1. the outlier of A = E[aa^T]
+
+def test_outlier_eigenvalue_of_uncentered_inputs():
+    # a ~ N(m, I), ||m|| = 3, D = 20, 1e5 samples: top eigenvalue ~ ||m||^2 + 1 = 10, the rest ~ 1
+    x, m, _ = data.gaussian_inputs(100_000, 20, mean_norm=3.0, cond=1.0, seed=0)
+    spec = ics.moment_spectrum(x)
+    assert ics.predicted_outlier(m) == pytest.approx(10.0, rel=1e-12)
+    assert spec.eigenvalues[0] == pytest.approx(10.0, rel=0.02)
+    assert spec.eigenvalues[1] < 1.2
+    assert spec.eigenvalues[-1] > 0.8
+    assert spec.alignment > 0.999                     # the outlier's eigenvector is m
+
+
+def test_centered_inputs_have_no_outlier():
+    x, _, _ = data.gaussian_inputs(50_000, 20, mean_norm=0.0, seed=1)
+    assert ics.moment_spectrum(x).eigenvalues[0] < 1.2
+
+
+def test_logistic_units_are_uncentered_tanh_units_are_not():
+    logistic = ics.moment_spectrum(ics.unit_features("logistic", 16, 20_000, seed=0))
+    tanh = ics.moment_spectrum(ics.unit_features("tanh", 16, 20_000, seed=0))
+    assert logistic.mean.mean() == pytest.approx(0.5, abs=0.01)
+    assert logistic.eigenvalues[0] == pytest.approx(16 / 4 + logistic.variance, rel=0.02)   # ||m||^2 ~ D/4
+    assert logistic.condition_number > 50
+    assert tanh.condition_number < 1.5
+
+
+def test_regression_hessian_with_bias_is_the_augmented_moment():
+    x, m, cov = data.gaussian_inputs(4, 3, mean_norm=2.0, cond=5.0, seed=2)
+    H = ics.regression_hessian(x)
+    x1 = torch.cat([x, torch.ones(4, 1, dtype=F64)], 1)
+    torch.testing.assert_close(H, x1.T @ x1 / 4, rtol=1e-14, atol=1e-14)
+
+
+def test_descent_is_slow_on_uncentered_features():
+    r = ics.descent_experiment(mean_norm=3.0, cond=1.0, dim=10, steps=100)
+    kappa = dict(zip(r.labels, r.condition_numbers))
+    assert kappa["uncentered"] > 50 * kappa["centered"]
+    final = dict(zip(r.labels, [e[-1] for e in r.excess_loss]))
+    assert final["centered"] < 1e-10 < final["uncentered"]
+
+
+# ---------------------------------------------------------------- 2. ICS Conditioning Hypothesis
+
+def test_conditioning_report_outliers_match_nu_lambda_s():
+    x, _, _ = data.gaussian_inputs(600, 6, mean_norm=3.0, cond=1.0, seed=0)
+    model = MLP([6, 8, 2], activation="tanh", seed=0)
+    rep = ics.conditioning_report(model, x)
+    assert rep.predicted.shape == (2,)
+    # the M = 2 outliers of the exact GN block sit near nu * lambda_i(S), along m (x) v_i
+    torch.testing.assert_close(rep.exact[:2], rep.predicted, rtol=0.1, atol=0.0)
+    assert float(rep.exact[2]) < 0.5 * float(rep.predicted[1])
+    assert (rep.alignment > 0.9).all()
+
+
+def test_kronecker_alignment_of_an_exact_kronecker_vector():
+    m = torch.tensor([1.0, 2.0, 2.0], dtype=F64)
+    v = torch.tensor([0.6, 0.8], dtype=F64)
+    u = torch.outer(v, m / 3).reshape(-1, 1)             # row-major (H, D) of v m^T = m (x) v
+    other = torch.outer(v, torch.tensor([2.0, -1.0, 0.0], dtype=F64) / 5 ** 0.5).reshape(-1, 1)
+    torch.testing.assert_close(ics.kronecker_alignment(torch.cat([u, other], 1), m, 2),
+                               torch.tensor([1.0, 0.0], dtype=F64), rtol=0, atol=1e-14)
+
+
+# ---------------------------------------------------------------- 3. the fix by reparameterization
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_reparameterized_network_computes_the_same_function(norm):
+    x, m, cov = data.gaussian_inputs(64, 5, mean_norm=3.0, cond=20.0, seed=3)
+    model = MLP([5, 7, 3], norm=norm, activation="tanh", runs=2, seed=[0, 1], dtype=F64)
+    tilde = ics.reparameterize(model, m, cov)
+    x_tilde = ics.whiten(x, m, cov)
+    assert x_tilde.shape == x.shape and x_tilde.dtype == x.dtype
+    torch.testing.assert_close(tilde(x_tilde), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_gradient_step_in_new_coordinates_is_quasi_diagonal_preconditioning():
+    # theta = R theta~  =>  a step on theta~ is the step -alpha R R^T grad on theta
+    x, m, cov = data.gaussian_inputs(32, 3, mean_norm=2.0, cond=4.0, seed=4)
+    y = torch.randn(32, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    model = MLP([3, 2], runs=1, seed=0, dtype=F64)           # one affine layer: theta = (vec W, b)
+    tilde = ics.reparameterize(model, m, cov)
+    x_tilde = ics.whiten(x, m, cov)
+    lr = 0.1
+    qd = ics.quasi_diagonal(m, cov, out_features=2)
+
+    def grad_step(net, inputs):
+        net = copy.deepcopy(net)
+        loss = 0.5 * (net(inputs)[0] - y).pow(2).sum(1).mean()
+        loss.backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                p -= lr * p.grad
+        return net
+
+    theta = ics.flat_first_layer(model).detach()
+    g = torch.autograd.functional.jacobian(
+        lambda t: 0.5 * (x @ t[:6].reshape(3, 2) + t[6:] - y).pow(2).sum(1).mean(), theta)
+    expected = theta - lr * qd["preconditioner"] @ g
+    stepped = ics.flat_first_layer(grad_step(tilde, x_tilde)).detach()
+    back = qd["R"] @ stepped                               # theta = R theta~
+    torch.testing.assert_close(back, expected, rtol=1e-12, atol=1e-12)
+    # and [R R^T]^{-1} is the exact GN (= Hessian) of this linear layer with squared error
+    H = torch.autograd.functional.hessian(
+        lambda t: 0.5 * (x @ t[:6].reshape(3, 2) + t[6:] - y).pow(2).sum(1).mean(), theta)
+    x1 = torch.cat([x, torch.ones(32, 1, dtype=F64)], 1)
+    moment = x1.T @ x1 / 32
+    torch.testing.assert_close(H, torch.kron(moment, torch.eye(2, dtype=F64)), rtol=1e-12, atol=1e-12)
+    pop = torch.zeros(4, 4, dtype=F64)
+    pop[:3, :3], pop[:3, 3], pop[3, :3], pop[3, 3] = cov + torch.outer(m, m), m, m, 1.0
+    torch.testing.assert_close(qd["curvature"], torch.kron(pop, torch.eye(2, dtype=F64)), rtol=1e-12, atol=1e-12)
+
+
+def test_reparameterization_removes_the_outliers():
+    r = ics.reparam_experiment(mean_norm=3.0, cond=10.0, steps=20, n=128, lrs=[0.1])
+    assert r.max_output_gap < 1e-12
+    top_original, top_tilde = r.gn_eigenvalues[0][0], r.gn_eigenvalues[1][0]
+    assert top_original > 1.5 * top_tilde
+
+
+# ---------------------------------------------------------------- 4. the wrinkle
+
+@pytest.mark.parametrize("norm", ["batch", "center"])
+def test_shifting_activations_before_a_normalizer_leaves_the_trajectory_unchanged(norm):
+    ds = data.teacher(n=64, sizes=(4, 8, 1), activation="tanh", seed=0, dtype=F64)
+    model = ics.ShiftedMLP([4, 8, 8, 1], norm=norm, shift=torch.tensor([0.0, 5.0]), runs=2, seed=0, dtype=F64)
+    rec = train(model, ds, "mse", sgd(lr=0.1, momentum=0.9), steps=100, batch_size=16, record_every=1)
+    assert rec.loss[-1, 0] < 0.8 * rec.loss[0, 0]           # it did train
+    np.testing.assert_allclose(rec.loss[:, 0], rec.loss[:, 1], rtol=1e-10, atol=1e-12)
+    for p in model.parameters():
+        torch.testing.assert_close(p[0], p[1], rtol=1e-9, atol=1e-10)
+
+
+def test_without_a_normalizer_the_shift_matters():
+    ds = data.teacher(n=64, sizes=(4, 8, 1), activation="tanh", seed=0, dtype=F64)
+    model = ics.ShiftedMLP([4, 8, 8, 1], norm="none", shift=torch.tensor([0.0, 5.0]), runs=2, seed=0, dtype=F64)
+    rec = train(model, ds, "mse", sgd(lr=0.05), steps=20)
+    assert np.abs(rec.loss[:, 0] - rec.loss[:, 1]).max() > 1e-3
+
+
+def test_wrinkle_kfac_factor_has_the_outlier_exact_curvature_does_not():
+    r = ics.wrinkle_experiment(shift=5.0, steps=5, sizes=(4, 8, 8, 1), n=64)
+    i = {n: k for k, n in enumerate(r.norms)}
+    for norm in ("center", "batch"):
+        assert r.kfac_top[i[norm], 1] > 20 * r.kfac_top[i[norm], 0]           # A sees the shift
+        assert r.exact_top[i[norm], 1] == pytest.approx(r.exact_top[i[norm], 0], rel=1e-8)
+        assert r.max_gap[i[norm]] < 1e-10
+    assert r.exact_top[i["none"], 1] > 5 * r.exact_top[i["none"], 0]
+
+
+# ---------------------------------------------------------------- 5. batch centering
+
+@pytest.mark.parametrize("shift", [0.0, 3.0])
+def test_batch_centering_gradient_is_s_bar_transpose_centered_a(shift):
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(16, 5, generator=g, dtype=F64) + shift
+    W = torch.randn(3, 5, generator=g, dtype=F64)
+    target = torch.randn(16, 3, generator=g, dtype=F64)
+    r = ics.centering_gradient(a, W, lambda s_hat: (s_hat - target).pow(3).abs().sum())
+    torch.testing.assert_close(r.autograd, r.centered, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(r.direct_autograd, r.direct, rtol=1e-12, atol=1e-12)   # direct path: S̄^T A
+    if shift:
+        assert (r.direct - r.autograd).abs().max() > 1e-3      # the statistics path matters
+
+
+def test_centering_gradient_does_not_depend_on_the_shift():
+    r = ics.centering_experiment(shift=1.0)
+    np.testing.assert_allclose(r.norm_autograd, r.norm_autograd[0], rtol=1e-10)
+    assert r.norm_direct.max() > 2 * r.norm_direct.min()
+
+
+def test_bad_arguments_raise_value_errors_naming_the_parameter():
+    with pytest.raises(ValueError, match="features"):
+        ics.outlier_experiment(features="sigmoid")
+    with pytest.raises(ValueError, match="lr_scale"):
+        ics.descent_experiment(lr_scale=2.5)
+    with pytest.raises(ValueError, match="mean_norm"):
+        ics.outlier_experiment(mean_norm=-1.0)
