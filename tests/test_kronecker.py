@@ -80,3 +80,22 @@ def test_science_modules_do_not_import_plotting():
             "print(any(m.split('.')[0] in ('plotly', 'ipywidgets') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_notebook_panels_build_and_update(monkeypatch):
+    """The notebook's panel figures: all traces built once, updates keep the trace count (fast sizes)."""
+    from lecture_lib.viz import kronecker_panels as kp
+    small = kp.spectrum(n=3, m=2, cond_a=5.0, cond_b=2.0)
+    fig = kp.spectrum_figure(small)
+    assert len(fig.data) == 2 and len(fig.data[0].x) == 6
+    assert np.allclose(fig.data[0].y, fig.data[1].y, rtol=1e-12)
+    monkeypatch.setattr(kp, "KFAC_STEPS", 10)
+    monkeypatch.setattr(kp, "KFAC_CHECKPOINTS", 2)
+    figs = kp.kfac_figures(kp.kfac_comparison("linears.0", 1))
+    assert [len(f.data) for f in figs] == [2, 3]
+    with pytest.raises(ValueError, match="checkpoint"):
+        kp.kfac_comparison("linears.0", 5)
+    t = kp.cost(largest=8)
+    assert t.widths.tolist() == [4, 8] and len(kp.cost_figure(t).data) == 4
+    with pytest.raises(ValueError, match="largest"):
+        kp.cost(largest=4)
