@@ -13,10 +13,12 @@ Step counts shrink when :data:`lecture_lib.viz.FAST` is set (``LECTURE_FAST=1``)
 """
 from __future__ import annotations
 
+import ast
 import functools
 import html
 import inspect
 import math
+import textwrap
 
 import numpy as np
 import plotly.graph_objects as go
@@ -46,11 +48,25 @@ def _style(fig: go.Figure, height: int = figures.HEIGHT, **layout) -> go.Figure:
     return fig
 
 
-def source_block(*functions) -> "IPython.display.Markdown":  # noqa: F821
+def _without_docstring(source: str) -> str:
+    """A function's source with its docstring removed (the code reads shorter; the docs are one ``help()`` away)."""
+    tree = ast.parse(textwrap.dedent(source))
+    body = tree.body[0].body if tree.body and hasattr(tree.body[0], "body") else []
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        lines = source.splitlines()
+        start, end = body[0].lineno - 1, body[0].end_lineno
+        return "\n".join(lines[:start] + lines[end:])
+    return source
+
+
+def source_block(*functions, docstrings: bool = False) -> "IPython.display.Markdown":  # noqa: F821
     """The source code of library functions as a highlighted Markdown code block (for the notebook)."""
     from IPython.display import Markdown
-    code = "\n\n".join(inspect.getsource(f).rstrip() for f in functions)
-    return Markdown(f"```python\n{code}\n```")
+    sources = [inspect.getsource(f).rstrip() for f in functions]
+    if not docstrings:
+        sources = [_without_docstring(src) for src in sources]
+    return Markdown("```python\n" + "\n\n".join(sources) + "\n```")
 
 
 # =========================================================================== 1. trajectories
