@@ -65,7 +65,8 @@ __all__ = [
 def _checked(check):
     """Wrap a :mod:`._validate` check so that it also accepts numpy arrays of per-run values."""
     def run(name, value):
-        check(name, torch.as_tensor(value) if isinstance(value, np.ndarray) else value)
+        is_array = isinstance(value, (np.ndarray, list, tuple))
+        check(name, torch.as_tensor(np.asarray(value, dtype=np.float64)) if is_array else value)
         return value
     return run
 
@@ -190,3 +191,238 @@ def norm_balance(param_norm, grad_norm, lr, weight_decay, momentum=0.0) -> tuple
     w2 = np.asarray(param_norm, dtype=np.float64) ** 2
     g2 = np.asarray(grad_norm, dtype=np.float64) ** 2
     return 2.0 * a * wd * w2, a ** 2 * g2
+
+
+# ---------------------------------------------------------------------------------------------
+# experiments: real batched runs through lecture_lib.engine
+# ---------------------------------------------------------------------------------------------
+class _single_thread:
+    """Tiny models run faster on one thread (no thread hand-offs per 20-float op); restored on exit."""
+
+    def __enter__(self):
+        self.n = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.n)
+
+
+def _per_run(values: dict, dtype) -> tuple[dict, int]:
+    """Turn floats / sequences / tensors into floats or ``(R,)`` tensors and find R (all lengths must agree)."""
+    runs, out = 1, {}
+    for name, v in values.items():
+        if isinstance(v, (list, tuple, np.ndarray)):
+            v = torch.as_tensor(np.asarray(v, dtype=np.float64))
+        if isinstance(v, torch.Tensor):
+            v = v.to(dtype)
+            if v.dim() == 0:
+                v = float(v)
+            elif v.dim() == 1:
+                if runs not in (1, v.shape[0]) and v.shape[0] != 1:
+                    raise ValueError(f"{name} holds {v.shape[0]} per-run values but another hyperparameter "
+                                     f"holds {runs}; give every per-run hyperparameter the same length")
+                runs = max(runs, v.shape[0])
+        out[name] = v
+    for name, v in out.items():
+        if isinstance(v, torch.Tensor) and v.shape[0] != runs:
+            out[name] = v.expand(runs).clone()
+    return out, runs
+
+
+def toy_data(dim: int = 20, n: int = 4000, seed: int = 0, dtype=torch.float64):
+    """The toy task: logistic regression with label noise (teacher logit std 3), from :mod:`lecture_lib.data`."""
+    from .data import logistic_regression
+
+    return logistic_regression(n=n, dim=dim, weight_scale=3.0, seed=seed, n_test=1000, dtype=dtype)
+
+
+def gradient_momentum_correlation(momentum: float = 0.9, names=None):
+    r"""A ``track=`` function: cosine between :math:`g_t` and :math:`v_{t-1} = \sum_{s\ge1} \rho^{s-1} g_{t-s}`.
+
+    :math:`v` is an exponential moving average of the previous *loss* gradients (without the
+    decay term), as in the Myrtle post's check that successive batch gradients are orthogonal
+    on average. Parameters in ``names`` (default: all) are concatenated per run. The first
+    step, with no history, gives NaN.
+    """
+    check_unit_interval("momentum", momentum)
+    buffer: dict[str, torch.Tensor] = {}
+
+    def track(model, params, grads, state):
+        keys = list(names or grads)
+        g = torch.cat([grads[k].flatten(1) for k in keys], dim=1)
+        if "v" not in buffer:
+            buffer["v"] = torch.zeros_like(g)
+        v = buffer["v"]
+        denom = g.norm(dim=1) * v.norm(dim=1)
+        cos = torch.where(denom > 0, (g * v).sum(1) / denom.clamp_min(1e-300), torch.full_like(denom, math.nan))
+        buffer["v"] = momentum * v + g
+        return cos
+
+    return track
+
+
+def train_toy(lr, weight_decay=0.0, momentum=0.0, batch_size: int = 32, steps: int = 2000,
+              optimizer: str = "sgd", init_norm=1.0, dim: int = 20, scale: float = 4.0, seed: int = 0,
+              record_every: int = 1, track_weights: bool = False, track_correlation: bool = False,
+              data=None):
+    r"""Train the toy scale-invariant model :math:`f(x) = c\,x^\top w/\lVert w\rVert` with logistic loss.
+
+    R runs in one computation: ``lr`` (α), ``weight_decay`` (λ), ``momentum`` (ρ) and
+    ``init_norm`` (:math:`\lVert w_0\rVert`) are floats or length-R sequences/tensors; every
+    run starts from the same direction and sees the same minibatches (``batch_size`` B).
+
+    * ``optimizer='sgd'``: ``lecture_lib.optim.sgd`` in torch semantics (the L2 term joins the
+      momentum buffer, as in the Myrtle experiments):
+      :math:`v \leftarrow \rho v + g + \lambda w,\ w \leftarrow w - \alpha v`.
+    * ``optimizer='lars'``: LARS in the Myrtle post's form,
+      :math:`v \leftarrow \rho v + (\lVert w\rVert/\lVert g\rVert)\, g,\ w \leftarrow w - \eta v`,
+      with ``lr`` playing η (``lecture_lib.optim.lars`` with trust coefficient 1, no decay).
+
+    ``track_weights`` records ``extras['w']`` and ``extras['g']`` (``(K, R, dim)``);
+    ``track_correlation`` records ``extras['grad_momentum_cos']`` (:func:`gradient_momentum_correlation`).
+    Returns the :class:`~lecture_lib.record.Record` of :func:`lecture_lib.engine.train`.
+    """
+    from . import engine, optim
+    from ._validate import check_choice
+    from .models import ScaleInvariantLinear
+
+    check_choice("optimizer", optimizer, ("sgd", "lars"))
+    dtype = torch.float64
+    hp, runs = _per_run({"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "init_norm": init_norm},
+                        dtype)
+    check_positive("lr", hp["lr"])
+    check_nonnegative("weight_decay", hp["weight_decay"])
+    check_unit_interval("momentum", hp["momentum"])
+    check_positive("init_norm", hp["init_norm"])
+    data = toy_data(dim=dim, seed=seed, dtype=dtype) if data is None else data
+    model = ScaleInvariantLinear(dim, scale=scale, runs=runs, seed=seed, dtype=dtype)
+    with torch.no_grad():
+        norm0 = hp["init_norm"]
+        model.w.mul_(norm0.unsqueeze(1) if isinstance(norm0, torch.Tensor) else norm0)
+    if optimizer == "sgd":
+        opt = optim.sgd(hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+    else:
+        opt = optim.lars(hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"], trust_coefficient=1.0)
+    track = {}
+    if track_weights:
+        track["w"] = lambda model, params, grads, state: params["w"].clone()
+        track["g"] = lambda model, params, grads, state: grads["w"].clone()
+    if track_correlation:
+        track["grad_momentum_cos"] = gradient_momentum_correlation(0.9)
+    with _single_thread():
+        return engine.train(model, data, "logistic", opt, steps=steps, batch_size=batch_size, seed=seed + 1,
+                            record_every=record_every, track=track or None, diverge_above=None)
+
+
+def late_median(values, fraction: float = 0.5) -> np.ndarray:
+    """Median over the last ``1 - fraction`` of the recorded rows, per run (NaN rows ignored); ``(K, R) -> (R,)``."""
+    values = np.asarray(values, dtype=np.float64)
+    start = int(values.shape[0] * fraction)
+    return np.nanmedian(values[start:], axis=0)
+
+
+def equilibrium_check(record, lr, weight_decay, momentum=0.0, name: str = "w", fraction: float = 0.5) -> dict:
+    r"""Measured late-time medians of :math:`\lVert w\rVert/\lVert g\rVert` and :math:`\alpha\lVert g\rVert/\lVert w\rVert` against the predictions.
+
+    Returns ``(R,)`` arrays ``ratio``, ``ratio_pred``, ``step``, ``step_pred`` and the quotients
+    ``ratio_rel`` = measured / predicted, ``step_rel`` likewise.
+    """
+    w, g = record.param_norm[name], record.grad_norm[name]
+    a = _np(lr)
+    ratio = late_median(w / g, fraction)
+    step = late_median(a * g / w, fraction)
+    ratio_pred = np.broadcast_to(_np(equilibrium_ratio(lr, weight_decay, momentum)), ratio.shape)
+    step_pred = np.broadcast_to(_np(equilibrium_angular_step(lr, weight_decay, momentum)), step.shape)
+    return {"ratio": ratio, "ratio_pred": ratio_pred, "ratio_rel": ratio / ratio_pred,
+            "step": step, "step_pred": step_pred, "step_rel": step / step_pred}
+
+
+def toy_grad_scale(batch_size: int, dim: int = 20, scale: float = 4.0, seed: int = 0, batches: int = 64,
+                   data=None) -> float:
+    r"""Estimate :math:`G = \lVert\nabla J(\hat w)\rVert` at unit norm, near the optimum, for minibatches of size B.
+
+    Evaluated at the teacher's direction (``data.meta['w_true']``) on ``batches`` random
+    minibatches (RMS of the norms). Used to start runs at the predicted equilibrium norm
+    :math:`\sqrt{G}\,(\alpha'/2\lambda)^{1/4}` (:func:`equilibrium_sq_norm`) so that they need no
+    burn-in; when the minibatch gradient is dominated by noise, :math:`G \propto 1/\sqrt{B}`.
+    """
+    from .losses import logistic
+    from .models import ScaleInvariantLinear
+
+    check_int("batch_size", batch_size)
+    data = toy_data(dim=dim, seed=seed) if data is None else data
+    model = ScaleInvariantLinear(dim, scale=scale, runs=batches, seed=seed, dtype=torch.float64)
+    with torch.no_grad():
+        model.w.copy_(data.meta["w_true"].to(torch.float64).expand(batches, -1))
+    gen = torch.Generator().manual_seed(seed + 12345)
+    idx = torch.randint(0, data.n_train, (batches, batch_size), generator=gen)
+    x = data.x_train.to(torch.float64)[idx]
+    y = data.y_train[idx]
+    (g,) = torch.autograd.grad(logistic(model(x), y).sum(), model.w)
+    return float(g.norm(dim=1).square().mean().sqrt() * data.meta["w_true"].norm())
+
+
+def train_bn_network(lr, weight_decay=5e-4, momentum=0.9, batch_size: int = 128, steps: int = 1000,
+                     hidden=(32, 32, 32), seed: int = 0, eval_every: int | None = None, record_every: int = 1):
+    r"""Train a batch-normalized MLP on the 8x8 digits with SGD (torch semantics) and weight decay on every tensor.
+
+    Its hidden weight matrices feed batch norm, so they are scale invariant
+    (``record.scale_invariant``): these are the "layers" whose norms settle in equilibrium.
+    ``lr`` (α), ``weight_decay`` (λ), ``momentum`` (ρ) are floats or length-R sequences; R runs
+    share the initialization and the minibatch order, so they differ only in the
+    hyperparameters. Returns the :class:`~lecture_lib.record.Record` (float32 runs).
+    """
+    from . import engine, optim
+    from .data import digits
+    from .models import MLP
+
+    hp, runs = _per_run({"lr": lr, "weight_decay": weight_decay, "momentum": momentum}, torch.float32)
+    check_positive("lr", hp["lr"])
+    check_nonnegative("weight_decay", hp["weight_decay"])
+    check_unit_interval("momentum", hp["momentum"])
+    data = digits(seed=seed)
+    sizes = [data.n_features, *[check_int("hidden width", h) for h in hidden], data.n_outputs]
+    model = MLP(sizes, norm="batch", activation="relu", runs=runs, seed=seed)
+    opt = optim.sgd(hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+    with _single_thread():
+        return engine.train(model, data, "cross_entropy", opt, steps=steps, batch_size=batch_size, seed=seed,
+                            eval_every=eval_every, record_every=record_every)
+
+
+def scale_invariant_names(record) -> list[str]:
+    """The parameter tensors of a record that are scale invariant (hidden weights feeding a normalizer)."""
+    return [n for n, flag in record.scale_invariant.items() if flag]
+
+
+def batch_scaling(factors=(1, 2, 4, 8), lr: float = 0.02, batch_size: int = 8, weight_decay: float = 5e-3,
+                  momentum: float = 0.0, examples: int = 64000, seed: int = 0) -> dict:
+    r"""The linear scaling rule (Goyal et al. 2017) on the toy model: B → nB and α → nα, same examples seen.
+
+    For each factor n the toy model trains with batch size :math:`nB` and learning rate
+    :math:`n\alpha` for ``examples // (n B)`` steps (start at the predicted equilibrium norm).
+    At equilibrium the angular step is :math:`\sqrt{2 n\alpha\lambda}`: √n larger per step.
+    If batch gradients are noise dominated, :math:`\lVert g\rVert \propto 1/\sqrt{nB}`, and one
+    step of size √n·η in a random direction moves as far as n steps of size η: the runs then
+    agree as functions of the number of examples seen.
+
+    Returns ``{n: Record}`` and, under key ``"summary"``, ``(len(factors),)`` arrays: ``n``,
+    ``step`` (late median of α‖g‖/‖w‖), ``step_pred`` :math:`\sqrt{2n\alpha\lambda(1-\rho)}`,
+    ``grad_scale`` (late median of ‖g‖‖w‖, the gradient norm at unit weight norm, G) and
+    ``correlation`` (mean cosine of :math:`g_t` with the EMA of earlier gradients).
+    """
+    out, rows = {}, []
+    for n in factors:
+        n = check_int("factor", n)
+        a, B = lr * n, batch_size * n
+        steps = max(examples // B, 20)
+        G = toy_grad_scale(B, seed=seed)
+        rec = train_toy(a, weight_decay, momentum, batch_size=B, steps=steps, seed=seed, track_correlation=True,
+                        init_norm=math.sqrt(equilibrium_sq_norm(a, weight_decay, G, momentum)))
+        w, g = rec.param_norm["w"], rec.grad_norm["w"]
+        rows.append((n, late_median(a * g / w)[0], equilibrium_angular_step(a, weight_decay, momentum),
+                     late_median(w * g)[0], float(np.nanmean(rec.extras["grad_momentum_cos"][1:]))))
+        out[n] = rec
+    cols = list(zip(*rows))
+    out["summary"] = {k: np.asarray(v, dtype=np.float64)
+                      for k, v in zip(("n", "step", "step_pred", "grad_scale", "correlation"), cols)}
+    return out

@@ -75,3 +75,75 @@ def test_science_module_does_not_import_plotting():
     code = "import sys, lecture_lib.equilibrium; print('plotly' in sys.modules, 'ipywidgets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False False"
+
+
+# --- the toy scale-invariant logistic model (real minibatch SGD through lecture_lib.engine) -----------
+SETTINGS = [(0.1, 5e-4, 0.0), (0.4, 5e-4, 0.0), (0.1, 5e-3, 0.0), (0.1, 5e-4, 0.9)]
+
+
+@pytest.fixture(scope="module")
+def toy_family():
+    lr, wd, mom = (list(c) for c in zip(*SETTINGS))
+    # one batched computation; 20000 steps = 4 relaxation times of the slowest setting (1/(4·0.1·5e-4) = 5000)
+    rec = eq.train_toy(lr, wd, mom, steps=20000, record_every=10)
+    return rec, eq.equilibrium_check(rec, lr, wd, mom)
+
+
+def test_toy_weights_are_scale_invariant_and_gradients_orthogonal():
+    rec = eq.train_toy(0.1, 5e-3, steps=50, track_weights=True)
+    w, g = rec.extras["w"][:, 0], rec.extras["g"][:, 0]
+    cos = np.abs((w * g).sum(-1)) / (np.linalg.norm(w, axis=-1) * np.linalg.norm(g, axis=-1))
+    assert cos.max() < 1e-10
+
+
+@pytest.mark.parametrize("r", range(len(SETTINGS)))
+def test_late_time_norm_ratio_matches_the_equilibrium(toy_family, r):
+    _, check = toy_family
+    # SCIENCE.md: measured / predicted ≈ 1.04; allowed 15%
+    assert check["ratio_rel"][r] == pytest.approx(1.0, abs=0.15), SETTINGS[r]
+
+
+@pytest.mark.parametrize("r", range(len(SETTINGS)))
+def test_late_time_angular_step_matches_lars_rate(toy_family, r):
+    _, check = toy_family
+    assert check["step_rel"][r] == pytest.approx(1.0, abs=0.15), SETTINGS[r]
+
+
+def test_norm_relaxes_towards_equilibrium_from_both_sides():
+    # start 4x below and 4x above the predicted equilibrium squared norm; after 6 relaxation times both are close
+    a, lam = 0.2, 5e-3
+    x_star = eq.equilibrium_sq_norm(a, lam, 1.0)
+    tau = eq.relaxation_steps(a, lam)
+    rec = eq.train_toy([a, a], [lam, lam], init_norm=[math.sqrt(x_star / 4), math.sqrt(4 * x_star)],
+                       steps=int(6 * tau))
+    w2 = rec.param_norm["w"] ** 2
+    assert w2[0, 0] < 0.3 * x_star and w2[0, 1] > 3 * x_star
+    late = eq.late_median(w2, 0.8)
+    assert np.all(np.abs(late / late.mean() - 1) < 0.1)
+    # without decay, under the same gradients, the norm only grows (Pythagoras)
+    rec0 = eq.train_toy(a, 0.0, steps=200)
+    assert np.all(np.diff(rec0.param_norm["w"][:, 0]) > 0)
+
+
+def test_lars_angular_step_is_its_learning_rate():
+    rec = eq.train_toy([0.01, 0.05], 0.0, optimizer="lars", steps=100)
+    assert np.allclose(rec.angular_step["w"][:, 0], 0.01, rtol=1e-3)  # atan(eta) ≈ eta
+    assert np.allclose(rec.angular_step["w"][:, 1], math.atan(0.05), rtol=1e-6)
+
+
+def test_gradients_of_successive_batches_are_nearly_orthogonal():
+    rec = eq.train_toy(0.1, 5e-3, 0.9, steps=1500, track_correlation=True)
+    cos = rec.extras["grad_momentum_cos"][500:, 0]
+    assert abs(np.nanmean(cos)) < 0.1
+    assert np.isnan(rec.extras["grad_momentum_cos"][0, 0])  # no history on the first step
+
+
+def test_linear_scaling_rule_scales_the_step_by_sqrt_n_and_the_gradient_by_one_over_sqrt_n():
+    s = eq.batch_scaling(factors=(1, 4), examples=16000)["summary"]
+    assert s["step"][1] / s["step"][0] == pytest.approx(2.0, rel=0.15)  # sqrt(4)
+    assert s["grad_scale"][1] / s["grad_scale"][0] == pytest.approx(0.5, rel=0.15)  # 1/sqrt(4): noise dominated
+
+
+def test_mismatched_per_run_lengths_raise():
+    with pytest.raises(ValueError, match="per-run"):
+        eq.train_toy([0.1, 0.2], [1e-3, 2e-3, 3e-3], steps=5)
