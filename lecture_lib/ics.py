@@ -536,7 +536,7 @@ def reparam_experiment(mean_norm: float = 3.0, cond: float = 10.0, dim: int = 8,
     """
     check_nonnegative("mean_norm", mean_norm)
     steps = check_int("steps", steps)
-    lrs = torch.logspace(-3, 0.5, 8, dtype=F64) if lrs is None else torch.as_tensor(lrs, dtype=F64)
+    lrs = torch.logspace(-2.5, 0.5, 7, dtype=F64) if lrs is None else torch.as_tensor(lrs, dtype=F64)
     ds, m, cov = shifted_inputs_dataset(mean_norm, cond, dim, hidden, n, seed)
     R = lrs.shape[0]
     original = MLP([dim, hidden, 1], activation="tanh", runs=R, seed=seed, dtype=F64)
@@ -610,6 +610,7 @@ def wrinkle_experiment(shift: float = 5.0, steps: int = 200, sizes=(6, 16, 16, 1
 class CenteringSweep:
     """Batch-centering gradients for one shift, plus gradient norms over a grid of shifts."""
 
+    shift: float                      # the chosen shift c
     gradient: CenteringGradient       # at the chosen shift
     shifts: np.ndarray                # (S,) grid
     norm_autograd: np.ndarray         # (S,) ||W̄|| through the centering layer
@@ -642,4 +643,5 @@ def centering_experiment(shift: float = 2.0, batch_size: int = 32, dim: int = 6,
         r = centering_gradient(z + float(c), W, loss_fn)
         na.append(float(r.autograd.norm()))
         nd.append(float(r.direct.norm()))
-    return CenteringSweep(centering_gradient(z + float(shift), W, loss_fn), grid, np.array(na), np.array(nd))
+    return CenteringSweep(float(shift), centering_gradient(z + float(shift), W, loss_fn), grid, np.array(na),
+                          np.array(nd))
