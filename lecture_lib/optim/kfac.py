@@ -237,9 +237,9 @@ def kron_damped_solve(QA: torch.Tensor, dA: torch.Tensor, QS: torch.Tensor, dS: 
     """
     if isinstance(damping, torch.Tensor) and damping.dim() == 1:
         damping = damping.to(G).reshape(-1, *([1] * (G.dim() - 1)))
-    G_eig = QS.transpose(-1, -2) @ G @ QA
-    G_eig = G_eig / (dS.unsqueeze(-1) * dA.unsqueeze(-2) + damping)
-    return QS @ G_eig @ QA.transpose(-1, -2)
+    G_eig = QS.transpose(-1, -2) @ G @ QA                               # into the eigenbasis Q_A ⊗ Q_S
+    G_eig = G_eig / (dS.unsqueeze(-1) * dA.unsqueeze(-2) + damping)     # there A ⊗ S + γI is diagonal
+    return QS @ G_eig @ QA.transpose(-1, -2)                            # and back
 
 
 def eigh_factor(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

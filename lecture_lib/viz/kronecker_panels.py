@@ -14,6 +14,10 @@ Sizes shrink when :data:`lecture_lib.viz.FAST` is set (``LECTURE_FAST=1``).
 """
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -25,6 +29,18 @@ KFAC_CHECKPOINTS = 4 if FAST else 11
 KFAC_SIZES = (4, 6, 3)
 COST_WIDTHS = (4, 8, 12, 16, 24, 32, 48, 64)
 LAYER_LABELS = {"hidden layer (linears.0)": "linears.0", "output layer (linears.1)": "linears.1"}
+
+
+def source(fn) -> "IPython.display.Markdown":  # noqa: F821
+    """A library function's code without its docstring, as a highlighted Markdown block (the math is in the prose)."""
+    from IPython.display import Markdown
+    code = textwrap.dedent(inspect.getsource(fn))
+    body = ast.parse(code).body[0].body
+    lines = code.splitlines()
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        doc = body[0]
+        lines = lines[:doc.lineno - 1] + lines[doc.end_lineno:]
+    return Markdown("```python\n" + "\n".join(lines) + "\n```")
 
 
 def _fmt(x: float) -> str:
