@@ -453,8 +453,8 @@ def _grafting_notes(result: adaptive.GraftingResult) -> str:
     ok = np.isfinite(s["graft"]).all(axis=1)
     ratio = np.abs(s["graft"][ok] / s["M"][ok] - 1).max() if ok.any() else float("nan")
     cos = s["cos_D"][ok].min() if ok.any() else float("nan")
-    parts = [f"along the grafted run: max |‖Δw_ℓ‖ / ‖Δw_ℓ^M‖ − 1| = {ratio:.1e}, "
-             f"min cos(Δw_ℓ, Δw_ℓ^D) = {cos:.6f}"]
+    parts = [f"along the grafted run, every layer ℓ: max |‖Δw<sub>ℓ</sub>‖ / ‖Δw<sub>ℓ</sub><sup>M</sup>‖ − 1| = "
+             f"{ratio:.1e}, min cos(Δw<sub>ℓ</sub>, Δw<sub>ℓ</sub><sup>D</sup>) = {cos:.6f}"]
     for label, rec in result.records.items():
         note = rec.divergence_note(0)
         if note:
@@ -479,6 +479,6 @@ def grafting_panel() -> panels.LivePanel:
         notes=_grafting_notes,
         title="Grafting: one optimizer's step size, another's direction",
         caption=(f"A 64-64-64-10 ReLU network on the 8×8 digits, {GRAFT_STEPS} steps of minibatches of 64, same "
-                 "start and same minibatches for all three runs. Try M = Adam, D = SGD, then swap them: which "
+                 "start and same minibatches for all three runs. Try M = RMSprop, D = SGD, then swap them: which "
                  "curve does the graft follow? On the right, the grafted step (line) sits exactly on M's (circles)."),
     )
