@@ -320,3 +320,50 @@ def test_science_module_never_imports_plotting():
             "bad = [m for m in ('plotly', 'ipywidgets') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- the notebook's figure builders
+
+def _all_finite(fig) -> bool:
+    for trace in fig.data:
+        for key in ("x", "y"):
+            values = getattr(trace, key, None)
+            if values is not None and len(values) and not np.isfinite(np.asarray(values, dtype=float)).all():
+                return False
+    return True
+
+
+def test_trajectory_figure_truncates_a_diverged_run_and_keeps_its_traces():
+    from lecture_lib.viz import adaptive_panels as P
+    ok = P.trajectories(lr_sgd=1.0, steps=30)
+    bad = P.trajectories(lr_sgd=3.0, steps=30)
+    assert ok["diverged_at"]["SGD"] == -1 and bad["diverged_at"]["SGD"] > 0
+    f_ok, f_bad = P.trajectory_figure(ok), P.trajectory_figure(bad)
+    assert len(f_ok.data) == len(f_bad.data)  # the panel only copies trace data
+    assert _all_finite(f_bad)
+    assert "diverged at step" in P._trajectory_notes(bad)
+
+
+def test_trajectory_start_turns_with_the_valley_so_sgd_paths_are_rotations():
+    from lecture_lib.viz import adaptive_panels as P
+    a, b = P.trajectories(angle=0.0, steps=20), P.trajectories(angle=90.0, steps=20)
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])
+    np.testing.assert_allclose(b["paths"]["SGD"], a["paths"]["SGD"] @ rot.T, atol=1e-12)
+    np.testing.assert_allclose(b["loss"]["SGD"], a["loss"]["SGD"], rtol=1e-10)
+
+
+def test_fisher_and_decay_figures_have_stable_trace_counts():
+    from lecture_lib.viz import adaptive_panels as P
+    f1, f2 = P.fisher_figure(P.fisher_comparison(0.0, False)), P.fisher_figure(P.fisher_comparison(1.5, True))
+    assert len(f1.data) == len(f2.data) and _all_finite(f2)
+    d1 = P.decay_figure(P.decay_comparison(lr=0.02, weight_decay=0.3, steps=40))
+    d2 = P.decay_figure(P.decay_comparison(lr=0.1, weight_decay=0.001, steps=40))
+    assert len(d1.data) == len(d2.data) and _all_finite(d2)
+
+
+def test_source_block_shows_code_without_docstrings():
+    from lecture_lib.viz import adaptive_panels as P
+    text = P.source_block(optim.adamw).data
+    assert text.startswith("```python\ndef adamw(") and "scale_by_adam" in text
+    assert "Loshchilov" not in text  # the docstring's reference line is gone
+    assert "Loshchilov" in P.source_block(optim.adamw, docstrings=True).data
