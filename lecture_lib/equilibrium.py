@@ -321,6 +321,18 @@ def late_median(values, fraction: float = 0.5) -> np.ndarray:
     return np.nanmedian(values[start:], axis=0)
 
 
+def grad_scale(record, name: str = "w", fraction: float = 0.5) -> np.ndarray:
+    r"""Late-time RMS of :math:`G = \lVert w\rVert\,\lVert g\rVert` (the gradient norm at unit weight norm), per run.
+
+    The balance :math:`2\alpha'\lambda x = \alpha'^2 E\lVert g\rVert^2` involves the *mean square*
+    gradient, so the equilibrium :math:`x^* = G\sqrt{\alpha'/(2\lambda)}` uses the RMS (in low
+    dimension the median of a noisy :math:`\lVert g\rVert` is far below it).
+    """
+    wg = np.asarray(record.param_norm[name], dtype=np.float64) * np.asarray(record.grad_norm[name], dtype=np.float64)
+    start = int(wg.shape[0] * fraction)
+    return np.sqrt(np.nanmean(wg[start:] ** 2, axis=0))
+
+
 def equilibrium_check(record, lr, weight_decay, momentum=0.0, name: str = "w", fraction: float = 0.5) -> dict:
     r"""Measured late-time medians of :math:`\lVert w\rVert/\lVert g\rVert` and :math:`\alpha\lVert g\rVert/\lVert w\rVert` against the predictions.
 
@@ -363,14 +375,16 @@ def toy_grad_scale(batch_size: int, dim: int = 20, scale: float = 4.0, seed: int
 
 
 def train_bn_network(lr, weight_decay=5e-4, momentum=0.9, batch_size: int = 128, steps: int = 1000,
-                     hidden=(32, 32, 32), seed: int = 0, eval_every: int | None = None, record_every: int = 1):
+                     hidden=(32, 32, 32), seed: int = 0, eval_every: int | None = None, record_every: int = 1,
+                     return_model: bool = False):
     r"""Train a batch-normalized MLP on the 8x8 digits with SGD (torch semantics) and weight decay on every tensor.
 
     Its hidden weight matrices feed batch norm, so they are scale invariant
     (``record.scale_invariant``): these are the "layers" whose norms settle in equilibrium.
     ``lr`` (α), ``weight_decay`` (λ), ``momentum`` (ρ) are floats or length-R sequences; R runs
     share the initialization and the minibatch order, so they differ only in the
-    hyperparameters. Returns the :class:`~lecture_lib.record.Record` (float32 runs).
+    hyperparameters. Returns the :class:`~lecture_lib.record.Record` (float32 runs), or
+    ``(record, model, data)`` with ``return_model``.
     """
     from . import engine, optim
     from .data import digits
@@ -385,8 +399,57 @@ def train_bn_network(lr, weight_decay=5e-4, momentum=0.9, batch_size: int = 128,
     model = MLP(sizes, norm="batch", activation="relu", runs=runs, seed=seed)
     opt = optim.sgd(hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
     with _single_thread():
-        return engine.train(model, data, "cross_entropy", opt, steps=steps, batch_size=batch_size, seed=seed,
-                            eval_every=eval_every, record_every=record_every)
+        rec = engine.train(model, data, "cross_entropy", opt, steps=steps, batch_size=batch_size, seed=seed,
+                           eval_every=eval_every, record_every=record_every)
+    return (rec, model, data) if return_model else rec
+
+
+def rescaled_output_gap(model, x: torch.Tensor, factor: float) -> np.ndarray:
+    r"""Largest change of the outputs, per run, when every scale-invariant tensor is multiplied by ``factor``.
+
+    For a batch-normalized network this is zero up to the normalizer's :math:`\epsilon`: the
+    weight norm carries no capacity (Labatie 2020). Evaluated with batch statistics (train
+    mode) on the inputs ``x``; the model's weights and running statistics are left unchanged.
+    """
+    check_positive("factor", factor)
+    flags = model.scale_invariant
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    params = dict(model.named_parameters())
+    try:
+        with torch.no_grad():
+            before = model(x)
+            for name, on in flags.items():
+                if on:
+                    params[name].mul_(factor)
+            after = model(x)
+            for name, on in flags.items():
+                if on:
+                    params[name].div_(factor)
+    finally:
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                b.copy_(buffers[k])
+    return (after - before).abs().flatten(1).amax(1).double().cpu().numpy()
+
+
+def angle_to(w: np.ndarray, direction) -> np.ndarray:
+    """Angle (radians) between each recorded weight vector ``w`` (``(..., D)``) and a fixed ``direction`` ``(D,)``."""
+    d = np.asarray(direction, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    cos = (w @ d) / (np.linalg.norm(w, axis=-1) * np.linalg.norm(d))
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def smooth(values, window: int) -> np.ndarray:
+    """Moving average along the first axis (``(K, ...)``), same length (shorter windows at the ends)."""
+    values = np.asarray(values, dtype=np.float64)
+    window = max(1, min(int(window), values.shape[0]))
+    kernel = np.ones(window)
+    pad = [(window // 2, window - 1 - window // 2)] + [(0, 0)] * (values.ndim - 1)
+    ones = np.pad(np.ones(values.shape[0]), pad[0])
+    num = np.apply_along_axis(lambda v: np.convolve(v, kernel, "valid"), 0, np.pad(values, pad))
+    den = np.convolve(ones, kernel, "valid")
+    return num / den.reshape(-1, *([1] * (values.ndim - 1)))
 
 
 def scale_invariant_names(record) -> list[str]:
