@@ -332,7 +332,7 @@ def remedy_optimizer(lr, remedy: str = "none", weight_decay=0.0, mask=None) -> "
     tensors. ``hparams['lr']`` is the learning rate *of the masked tensors*, so a
     training record's ``effective_lr`` of a scale-invariant tensor is :math:`\alpha_k/\lVert w_k\rVert^2`.
     """
-    from .optim.base import Transform, chain, resolve_mask
+    from .optim.base import Transform, chain
     from .optim.transforms import add_decayed_weights, masked, project_to_unit_norm, scale_by_lr
 
     check_choice("remedy", remedy, REMEDIES)
@@ -345,10 +345,12 @@ def remedy_optimizer(lr, remedy: str = "none", weight_decay=0.0, mask=None) -> "
     if remedy == "unit_norm":
         return chain(scale_by_lr(lr), project_to_unit_norm(mask))
     schedule = exponential_lr(lr, weight_decay)
-    inside = mask if mask is not None else (lambda name: True)
-
-    def outside(name, _inside=inside):
-        return not resolve_mask(_inside, [name])[name]
+    if mask is None:
+        inside, outside = (lambda name: True), (lambda name: False)
+    elif callable(mask):
+        inside, outside = mask, (lambda name: not mask(name))
+    else:
+        inside, outside = dict(mask), {k: not v for k, v in mask.items()}
 
     t = chain(masked(scale_by_lr(schedule), inside), masked(scale_by_lr(lr), outside))
     return Transform(t.init, t.update, {**t.hparams, "lr": schedule})
@@ -366,10 +368,9 @@ def optimizer_for(name: str, model, loss: str, lr, weight_decay=0.0, damping=1e-
     if name == "sgd":
         return remedy_optimizer(lr, remedy, weight_decay, mask)
     if name == "adam":
-        from .optim.base import chain
-        from .optim.transforms import scale_by_adam, scale_by_lr
+        from .optim import adam
 
-        return chain(scale_by_adam(), scale_by_lr(lr))
+        return adam(lr)
     from .optim.kfac import kfac
 
     return kfac(model, loss, lr, damping=damping, weight_decay=weight_decay, curvature="ggn",
@@ -383,20 +384,43 @@ def _normalize_(model, mask) -> None:
                 p.div_(p.flatten(1).norm(dim=1).reshape(-1, *([1] * (p.dim() - 1))))
 
 
+def _rescale_(model, mask, init_scale) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if mask.get(name, False):
+                p.mul_(per_run_scale(init_scale, p))
+
+
+def per_run_scale(value, like: torch.Tensor):
+    """A float, or an ``(R,)`` tensor shaped to broadcast against a parameter with a leading run dim."""
+    if isinstance(value, torch.Tensor) and value.dim() == 1:
+        return value.to(like).reshape(-1, *([1] * (like.dim() - 1)))
+    return float(value)
+
+
 def run(setup: str, lr, steps: int, batch_size: int | None = None, remedy: str = "none",
         weight_decay=0.0, optimizer: str = "sgd", damping=1e-3, seed: int = 0, record_every: int = 1,
-        **setup_kwargs):
+        init_scale=1.0, **setup_kwargs):
     r"""Train the toy model (``setup='toy'``) or the BN network (``'bn'``) and return its Record.
 
     ``lr`` may be an ``(R,)`` tensor: R runs, one per learning rate, trained as one
     computation from the same initial weights. With ``remedy='unit_norm'`` the
     scale-invariant weights start on the unit sphere too, so :math:`\lVert w_k\rVert = 1`
     at every step. Default batch sizes: 16 (toy), 64 (BN network).
+
+    ``init_scale`` (a float or one value per run) multiplies the scale-invariant weights
+    before training: the same function, a different starting norm, so a different
+    effective learning rate for SGD (:math:`\propto 1/c^2`) and Adam (:math:`\propto 1/c`),
+    and none for undamped K-FAC. An ``(R,)`` ``init_scale`` with a float ``lr`` gives R runs.
     """
     from .engine import train
 
     check_choice("setup", setup, ("toy", "bn"))
-    runs = int(lr.numel()) if isinstance(lr, torch.Tensor) and lr.dim() == 1 else 1
+    runs = 1
+    for v in (lr, init_scale):
+        if isinstance(v, torch.Tensor) and v.dim() == 1:
+            runs = int(v.numel())
+    check_positive("init_scale", init_scale)
     if setup == "toy":
         model, data = toy_setup(runs=runs, seed=seed, **setup_kwargs)
         loss, batch_size = "mse", batch_size or 16
@@ -408,6 +432,8 @@ def run(setup: str, lr, steps: int, batch_size: int | None = None, remedy: str =
     opt = optimizer_for(optimizer, model, loss, lr, weight_decay, damping, remedy)
     if optimizer == "sgd" and remedy == "unit_norm":
         _normalize_(model, model.scale_invariant)
+    else:
+        _rescale_(model, model.scale_invariant, init_scale)
     return train(model, data, loss, opt, steps, batch_size=batch_size, seed=seed, record_every=record_every,
                  diverge_above=1e4)
 

@@ -194,3 +194,29 @@ def test_science_module_never_imports_plotting():
     code = "import sys, lecture_lib.scale_invariance; print('plotly' in sys.modules or 'ipywidgets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_exponential_schedule_on_bn_network_acts_on_masked_layers_only():
+    lr = torch.tensor([0.5])
+    rec = si.run("bn", lr, 30, remedy="exp_schedule", weight_decay=0.02, width=16)
+    rho = 1 - 0.5 * 0.02
+    alpha_k = 0.5 * rho ** -(2 * rec.steps + 1)
+    np.testing.assert_allclose(rec.effective_lr["linears.0.weight"][:, 0],
+                               alpha_k / rec.param_norm["linears.0.weight"][:, 0] ** 2, rtol=1e-5)
+
+
+def test_kfac_angular_steps_ignore_the_weight_scale_unlike_sgd_and_adam():
+    """Start from w0/4, w0, 4 w0 (same function): SGD's step angle scales like 1/‖w‖², Adam's like 1/‖w‖;
+    K-FAC's hardly depends on the scale (exactly invariant only as the damping γ -> 0: effective damping γ‖w‖²)."""
+    scales = torch.tensor([0.25, 1.0, 4.0])
+    first, early = {}, {}
+    for name, lr in (("sgd", 0.3), ("adam", 0.01), ("kfac", 0.003)):
+        rec = si.run("bn", lr, 16, optimizer=name, damping=1e-4, init_scale=scales)
+        ang = rec.angular_step["linears.0.weight"]
+        first[name] = ang[0].max() / ang[0].min()
+        mean = ang[1:].mean(0)
+        early[name] = mean.max() / mean.min()
+    assert first["sgd"] > 100                 # theory at step 0: 4⁴ = 256
+    assert 8 < first["adam"] < 32             # theory at step 0: 4² = 16
+    assert early["kfac"] < 3                  # theory (undamped): 1
+    assert early["kfac"] < early["adam"] < early["sgd"]
