@@ -105,8 +105,8 @@ def descent_figures(result: ics.DescentComparison) -> list[go.Figure]:
         spec.append(go.Scatter(x=np.arange(1, len(ev) + 1), y=ev, mode="markers", name=VARIANT_LABELS[label],
                                marker=dict(size=11 - 3 * i, color=figures.color(i)),
                                hovertemplate="λ_%{x} = %{y:.4g}<extra></extra>"))
-    f2 = figures.figure(spec, x_title="index i", y_title="eigenvalue of H = E[x̃ x̃ᵀ], x̃ = (x, 1)", log_y=True,
-                        height=330)
+    f2 = figures.figure(spec, x_title="index i (H = E[x̃ x̃ᵀ], x̃ = (x, 1))", y_title="eigenvalue λᵢ(H)",
+                        log_y=True, height=330)
     return [f1, f2]
 
 
@@ -214,8 +214,8 @@ def reparam_figures(result: ics.ReparamComparison) -> list[go.Figure]:
         spec.append(go.Scatter(x=np.arange(1, len(ev) + 1), y=ev, mode="markers", name=label,
                                marker=dict(size=9, color=figures.color(i)),
                                hovertemplate="λ_%{x} = %{y:.4g}<extra></extra>"))
-    f2 = figures.figure(spec, x_title="index i", y_title="eigenvalue of the GN matrix at init", log_y=True,
-                        height=330)
+    f2 = figures.figure(spec, x_title="index i (first layer's GN block, W and b, at init)",
+                        y_title="eigenvalue", log_y=True, height=330)
     return [f1, f2]
 
 
@@ -224,7 +224,8 @@ def reparam_notes(result: ics.ReparamComparison) -> str:
     div = [panels.divergence_notes(rec, [f"{label}, α = {lr:.3g}" for lr in result.lrs])
            for label, rec in zip(result.labels, result.records)]
     return (f"same function: max |f(x) − f̃(x̃)| = <b>{result.max_output_gap:.1e}</b> at initialization · "
-            f"top GN eigenvalue {top[0]:.3g} → {top[1]:.3g} · α swept over {len(result.lrs)} values "
+            f"top eigenvalue of the first layer's GN block {top[0]:.3g} → {top[1]:.3g} · "
+            f"α swept over {len(result.lrs)} values "
             f"({result.lrs[0]:.3g} … {result.lrs[-1]:.3g}), one batched run each"
             + "".join(f"<br>{d}" for d in div if d))
 
@@ -251,7 +252,7 @@ def quasi_diagonal_figure(mats: dict) -> go.Figure:
     for col, key in ((1, "curvature"), (2, "preconditioner")):
         z = mats[key].numpy()
         lim = float(np.abs(z).max())
-        fig.add_trace(go.Heatmap(z=z[::-1], zmin=-lim, zmax=lim, colorscale="RdBu_r", showscale=False,
+        fig.add_trace(go.Heatmap(z=np.ascontiguousarray(z[::-1]), zmin=-lim, zmax=lim, colorscale="RdBu_r", showscale=False,
                                  hovertemplate="%{z:.3g}<extra></extra>"), row=1, col=col)
     fig = _style(fig, height=380)
     fig.update_xaxes(showticklabels=False, showline=False)
@@ -292,16 +293,18 @@ def wrinkle_figures(result: ics.WrinkleResult) -> list[go.Figure]:
                                     colors=[figures.color(i)], dash="dash", width=4, legendgroup=norm)
     f1 = figures.figure(loss, y_title="training loss J", log_y=True)
     x = [NORM_LABELS[n] for n in result.norms]
-    bars = [
-        go.Bar(x=x, y=result.kfac_top[:, 0], name="λ_max(A), shift 0", marker_color="#b9c4cf"),
-        go.Bar(x=x, y=result.kfac_top[:, 1], name=f"λ_max(A), shift {c:g}", marker_color="#6c7a89"),
-        go.Bar(x=x, y=result.exact_top[:, 0], name="λ_max(exact GN block), shift 0",
+    kfac, exact = result.kfac_top.tolist(), result.exact_top.tolist()   # plain lists: strided numpy views
+    bars = [                                                           # do not serialize reliably
+        go.Bar(x=x, y=[v[0] for v in kfac], name="λ_max(A), shift 0", marker_color="#b9c4cf"),
+        go.Bar(x=x, y=[v[1] for v in kfac], name=f"λ_max(A), shift {c:g}", marker_color="#6c7a89"),
+        go.Bar(x=x, y=[v[0] for v in exact], name="λ_max(exact GN block), shift 0",
                marker_color=figures.color(5)),
-        go.Bar(x=x, y=result.exact_top[:, 1], name=f"λ_max(exact GN block), shift {c:g}",
+        go.Bar(x=x, y=[v[1] for v in exact], name=f"λ_max(exact GN block), shift {c:g}",
                marker_color=figures.color(0)),
     ]
     f2 = figures.figure(bars, x_title="", y_title="top eigenvalue (layer 2, at init)", log_y=True, height=340)
     f2.update_layout(barmode="group")
+    f2.update_xaxes(type="category")       # the house layout sets a linear axis; these are names
     return [f1, f2]
 
 
