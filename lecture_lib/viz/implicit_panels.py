@@ -506,3 +506,10 @@ def optimizer_panel() -> panels.LivePanel:
                  "decays them; K-FAC's curves lie on top of each other. Raise γ: the effective damping γ‖w‖² "
                  "takes over and K-FAC starts to behave like SGD (Zhang et al. 2019, mechanism 3)."),
     )
+
+
+def source_block(*functions):
+    """The source of library functions as a highlighted code block, docstrings stripped (see notebook 01)."""
+    from .adaptive_panels import source_block as _source_block
+
+    return _source_block(*functions)
