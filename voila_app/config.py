@@ -5,6 +5,8 @@ Every choice here is one a classroom deployment needs:
 - ``template="lecture"`` (``share/jupyter/voila/templates/lecture``): the
   landing page of cards and a clean dashboard page; ``strip_sources`` hides
   all code, ``show_tracebacks=False`` keeps Python errors out of the page;
+- ``extension_allowlist``: only the widget, anywidget and plotly front-end
+  extensions are loaded, whatever else is installed in the environment;
 - ``ip="127.0.0.1"``: only this machine can connect unless the instructor
   asks for another address (``--ip 0.0.0.0`` to serve a room, behind a proxy);
 - pre-heated kernels (``preheat_kernel``, ``default_pool_size``): Voila keeps
@@ -23,6 +25,13 @@ from pathlib import Path
 from traitlets.config import Config
 
 from . import landing
+
+# The only JupyterLab extensions the dashboards need. Voila loads every installed
+# one by default, and a lab-only extension (nbgrader, notebook) fails in the
+# Voila page with module-federation errors.
+FRONTEND_EXTENSIONS = ["@voila-dashboards/widgets-manager8", "@voila-dashboards/widgets-manager7",
+                       "@jupyter-widgets/jupyterlab-manager", "anywidget", "jupyterlab-plotly",
+                       "jupyterlab_pygments"]
 
 APP_DIR = Path(__file__).resolve().parent
 REPO_DIR = APP_DIR.parent
@@ -49,6 +58,7 @@ def build_config(ip: str = "127.0.0.1", port: int = 8866, pool_size: int = 1,
     c.VoilaConfiguration.theme = "light"
     c.VoilaConfiguration.strip_sources = True
     c.VoilaConfiguration.show_tracebacks = False
+    c.VoilaConfiguration.extension_allowlist = FRONTEND_EXTENSIONS
     c.VoilaConfiguration.page_config_hook = landing.page_config_hook
     c.VoilaConfiguration.preheat_kernel = pool_size > 0
     c.VoilaConfiguration.default_pool_size = pool_size
