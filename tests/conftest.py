@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO / "notebooks"
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 ARTIFACTS = REPO / "test-artifacts"
+if str(REPO) not in sys.path:      # voila_app/ is run from the checkout, not installed
+    sys.path.insert(0, str(REPO))
 CHROMIUM = os.environ.get("LECTURE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-dev-shm-usage"]

@@ -1,0 +1,94 @@
+"""The Voila app's pieces without a server: landing cards, configuration, template files."""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from conftest import NOTEBOOKS_DIR, notebook_paths
+from voila_app import config, landing
+
+
+def write_notebook(path, first_markdown: str, metadata: dict | None = None) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(first_markdown), nbformat.v4.new_code_cell("1 + 1"),
+                nbformat.v4.new_markdown_cell("# Not the title\n\n*not the question*")]
+    if metadata:
+        nb.metadata["lecture"] = metadata
+    nbformat.write(nb, path)
+
+
+def test_card_from_first_markdown_cell(tmp_path):
+    write_notebook(tmp_path / "07_new_topic.ipynb",
+                   "# Momentum and **weight decay**\n\n*How does ρ change the equilibrium `‖w‖`?*\n\nMore text.")
+    card = landing.read_card(tmp_path / "07_new_topic.ipynb")
+    assert card == {"title": "Momentum and weight decay", "question": "How does ρ change the equilibrium ‖w‖?",
+                    "number": "07", "path": "07_new_topic.ipynb"}
+
+
+def test_card_metadata_wins_over_markdown(tmp_path):
+    write_notebook(tmp_path / "01_a.ipynb", "# Markdown title\n\n*Markdown question?*",
+                   {"title": "Metadata title", "question": "Metadata question?"})
+    card = landing.read_card(tmp_path / "01_a.ipynb")
+    assert (card["title"], card["question"]) == ("Metadata title", "Metadata question?")
+
+
+def test_card_falls_back_to_file_name(tmp_path):
+    write_notebook(tmp_path / "03_kronecker_spectra.ipynb", "Just prose, no heading.")
+    card = landing.read_card(tmp_path / "03_kronecker_spectra.ipynb")
+    assert card["title"] == "Kronecker spectra" and card["question"] == ""
+
+
+def test_cards_list_every_notebook_in_order_with_links(tmp_path):
+    for name in ("02_b.ipynb", "01_a.ipynb", ".hidden.ipynb"):
+        write_notebook(tmp_path / name, f"# {name}\n\n*q?*")
+    (tmp_path / "notes.txt").write_text("not a notebook")
+    cards = landing.notebook_cards(tmp_path, base_url="/base/")
+    assert [c["path"] for c in cards] == ["01_a.ipynb", "02_b.ipynb"]
+    assert cards[0]["href"] == "/base/voila/render/01_a.ipynb"
+
+
+def test_page_config_hook_adds_cards_on_the_tree_page_only():
+    class ContentsManager:
+        root_dir = str(NOTEBOOKS_DIR)
+
+    class Log:
+        def warning(self, *args):
+            raise AssertionError(args)
+
+    settings = {"contents_manager": ContentsManager()}
+    tree = landing.page_config_hook({}, "/", settings, Log(), None, notebook_path="")
+    assert [c["path"] for c in tree["lectureCards"]] == [p.name for p in notebook_paths()]
+    page = landing.page_config_hook({}, "/", settings, Log(), None, notebook_path="01_x.ipynb")
+    assert "lectureCards" not in page
+
+
+def test_config_defaults_are_classroom_safe():
+    c = config.build_config()
+    assert c.Voila.ip == "127.0.0.1" and c.Voila.open_browser is False
+    assert c.VoilaConfiguration.strip_sources is True and c.VoilaConfiguration.show_tracebacks is False
+    assert c.VoilaConfiguration.template == "lecture" and c.VoilaConfiguration.classic_tree is True
+    assert c.VoilaConfiguration.preheat_kernel is True and c.VoilaConfiguration.default_pool_size == 1
+    assert c.MappingKernelManager.cull_idle_timeout == 1800 and c.MappingKernelManager.cull_connected is True
+    assert "@jupyter-widgets/jupyterlab-manager" in c.VoilaConfiguration.extension_allowlist
+    assert config.build_config(pool_size=0).VoilaConfiguration.preheat_kernel is False
+    with pytest.raises(ValueError):
+        config.build_config(pool_size=-1)
+
+
+def test_template_files_and_search_path():
+    template = config.DATA_DIR / "voila" / "templates" / config.TEMPLATE
+    assert json.loads((template / "conf.json").read_text())["base_template"] == "lab"
+    for name in ("tree.html", "index.html.j2"):
+        text = (template / name).read_text()
+        assert "cdn." not in text, f"{name} must not load anything from a CDN (the app runs offline)"
+    env = config.template_environment({"JUPYTER_PATH": "/elsewhere"})
+    assert env["JUPYTER_PATH"].split(":") == [str(config.DATA_DIR), "/elsewhere"]
+
+
+def test_launcher_arguments():
+    from voila_app.__main__ import parse_args
+
+    args = parse_args(["--port", "9000", "--fast", "--pool-size", "0"])
+    assert (args.port, args.fast, args.pool_size, args.ip) == (9000, True, 0, "127.0.0.1")
