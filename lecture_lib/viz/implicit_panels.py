@@ -37,7 +37,9 @@ def _style(fig: go.Figure, height: int = figures.HEIGHT) -> go.Figure:
     """The house layout (fonts, palette, legend on top) on a figure built with subplots."""
     base = figures.base_layout(height=height)
     fig.update_layout(template=base.template, font=base.font, colorway=base.colorway, height=height,
-                      margin=dict(l=70, r=24, t=90, b=60), legend=base.legend, hovermode="closest",
+                      margin=dict(l=70, r=24, t=120, b=60), hovermode="closest",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.14, xanchor="left", x=0.0,
+                                  font=base.legend.font),
                       hoverlabel=base.hoverlabel, uirevision="lecture")
     fig.update_xaxes(showline=True, linecolor="#888", zeroline=False)
     fig.update_yaxes(showline=True, linecolor="#888", zeroline=False)
@@ -122,11 +124,12 @@ def euler_figure(result: dict) -> go.Figure:
             label = LAYER_LABELS[names[slot]] + (" · scale invariant" if c.scale_invariant else " · not invariant")
             j = int(np.argmin(np.abs(c.gammas - gamma)))
             fig.add_trace(_line(c.gammas, c.loss, label, color, group=str(slot)), 1, 1)
-            fig.add_trace(_line(c.gammas, c.grad_norm, label, color, showlegend=False, group=str(slot)), 1, 2)
+            fig.add_trace(go.Scatter(x=c.gammas, y=c.grad_norm, mode="markers", name=label, showlegend=False,
+                                     legendgroup=str(slot), marker=dict(size=7, color=color)), 1, 2)
             fig.add_trace(go.Scatter(x=[gamma], y=[c.loss[j]], mode="markers", showlegend=False,
-                                     marker=dict(size=12, color=color)), 1, 1)
+                                     marker=dict(size=15, color=color, symbol="diamond")), 1, 1)
             fig.add_trace(go.Scatter(x=[gamma], y=[c.grad_norm[j]], mode="markers", showlegend=False,
-                                     marker=dict(size=12, color=color)), 1, 2)
+                                     marker=dict(size=15, color=color, symbol="diamond")), 1, 2)
         else:
             for col in (1, 2):
                 fig.add_trace(_empty("", color), 1, col)
@@ -372,20 +375,24 @@ def output_panel() -> panels.LivePanel:
 # =========================================================================== 5. remedies
 
 REMEDY_STEPS = 80 if FAST else 400
-REMEDY_LABELS = {"none": "plain SGD", "exp_schedule": "exponential α schedule (Li & Arora)",
-                 "weight_decay": "weight decay λ", "unit_norm": "project to ‖w‖ = 1"}
+REMEDY_LABELS = {"none": "plain SGD", "weight_decay": "weight decay λ",
+                 "exp_schedule": "exponential α schedule (Li & Arora)", "unit_norm": "project to ‖w‖ = 1"}
 
 
 def remedies(lr: float = 1.0, weight_decay: float = 5e-3, exp_schedule: bool = True, use_weight_decay: bool = True,
-             unit_norm: bool = True) -> dict:
-    """BN network: plain SGD and each switched-on remedy, applied to the scale-invariant layers."""
+             unit_norm: bool = True, lr_unit: float = 0.03) -> dict:
+    """BN network: plain SGD and each switched-on remedy, applied to the scale-invariant layers.
+
+    The projected run has its own learning rate ``lr_unit``: on the unit sphere α *is* the
+    effective rate, so it lives on a different scale from the α of the other runs.
+    """
     if float(lr) * float(weight_decay) >= 1:
         raise ValueError("α·λ must be below 1 (otherwise weight decay flips the sign of w)")
-    chosen = {"none": True, "exp_schedule": exp_schedule, "weight_decay": use_weight_decay, "unit_norm": unit_norm}
-    lr_t = torch.tensor([float(lr)])
-    runs = {name: si.run("bn", lr_t, REMEDY_STEPS, remedy=name, weight_decay=float(weight_decay))
+    chosen = {"none": True, "weight_decay": use_weight_decay, "exp_schedule": exp_schedule, "unit_norm": unit_norm}
+    runs = {name: si.run("bn", torch.tensor([float(lr_unit if name == "unit_norm" else lr)]), REMEDY_STEPS,
+                         remedy=name, weight_decay=float(weight_decay))
             for name, on in chosen.items() if on}
-    return {"lr": float(lr), "weight_decay": float(weight_decay), "runs": runs}
+    return {"lr": float(lr), "lr_unit": float(lr_unit), "weight_decay": float(weight_decay), "runs": runs}
 
 
 def remedies_figure(result: dict) -> go.Figure:
@@ -415,7 +422,7 @@ def _remedies_notes(result: dict) -> str:
         ok = eff[np.isfinite(eff)]
         text = f"{html.escape(REMEDY_LABELS[name])}: effective rate {ok[0]:.3g} → {ok[-1]:.3g}" if ok.size else ""
         if name == "unit_norm":
-            err = float(np.nanmax(np.abs(eff / result["lr"] - 1)))
+            err = float(np.nanmax(np.abs(eff / result["lr_unit"] - 1)))
             text += f" (equals α to {err:.0e})"
         note = rec.divergence_note(0)
         lines.append(text + (f" — {note}" if note else ""))
@@ -427,10 +434,11 @@ def remedies_panel() -> panels.LivePanel:
     return panels.LivePanel(
         compute=remedies,
         controls={"lr": panels.log_slider("α (learning rate)", 0.03, 3.0, 1.0),
-                  "weight_decay": panels.log_slider("λ (weight decay; sets the schedule's growth)", 1e-4, 0.1, 5e-3),
+                  "weight_decay": panels.log_slider("λ (weight decay)", 1e-4, 0.1, 5e-3),
                   "exp_schedule": panels.toggle("exponential α schedule", True),
                   "use_weight_decay": panels.toggle("weight decay", True),
-                  "unit_norm": panels.toggle("project to unit norm", True)},
+                  "unit_norm": panels.toggle("project to unit norm", True),
+                  "lr_unit": panels.log_slider("α of the projected run", 1e-3, 1.0, 0.03)},
         figure=remedies_figure(remedies()),
         update=lambda fw, r: figures.copy_trace_data(fw, remedies_figure(r)),
         notes=_remedies_notes,
@@ -438,7 +446,7 @@ def remedies_panel() -> panels.LivePanel:
         caption=("Each switch adds a run, the remedy acting on the batch-norm layers. Weight decay stops the fall "
                  "of α/‖w‖²; the exponential schedule α ϱ^−(2k+1) with ϱ = 1 − αλ reaches the same effective rate "
                  "(Li & Arora's equivalence: the dotted curve lands on the weight-decay one); projecting to unit "
-                 "norm pins it to α itself."),
+                 "norm pins it to α itself, so that run gets its own α: try 1 and watch it stop learning."),
     )
 
 
@@ -503,8 +511,9 @@ def optimizer_panel() -> panels.LivePanel:
         title="Different optimizers, different implicit schedules",
         caption=("The same BN network started from w₀/c, w₀ and c·w₀: the same function, different weight norms. "
                  "SGD's angular steps scale like 1/‖w‖² and Adam's like 1/‖w‖, so the norm growth of training "
-                 "decays them; K-FAC's curves lie on top of each other. Raise γ: the effective damping γ‖w‖² "
-                 "takes over and K-FAC starts to behave like SGD (Zhang et al. 2019, mechanism 3)."),
+                 "decays them; K-FAC's curves stay together (its first steps are large and noisy on this small "
+                 "network). Raise γ: the effective damping γ‖w‖² takes over, the K-FAC curves separate and "
+                 "K-FAC starts to behave like SGD (Zhang et al. 2019, mechanism 3)."),
     )
 
 
