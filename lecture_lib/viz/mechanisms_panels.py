@@ -243,7 +243,7 @@ def table_html(table: dict) -> str:
     regs = M.REGULARIZERS
     paper_rows = list(M.PAPER_TABLE)
     head = "".join(f"<th>{M.LABELS[r]}</th>" for r in regs)
-    head += "".join(f"<th>paper: {html.escape(p)}<br><small>none → WD</small></th>" for p in paper_rows)
+    head += "".join(f"<th>paper, CIFAR-10<br>{html.escape(p)}<br><small>none → WD</small></th>" for p in paper_rows)
     rows = []
     for name in table["mean"]:
         means = table["mean"][name]
@@ -257,8 +257,8 @@ def table_html(table: dict) -> str:
             cells.append(f"<td class='paper'>{a:.2f} → {b:.2f}</td>")
         rows.append(f"<tr><th>{M.LABELS[name]}</th>{''.join(cells)}</tr>")
     style = ("<style>.lecture-table{border-collapse:collapse;font-size:0.98em;margin:6px 0}"
-             ".lecture-table th,.lecture-table td{padding:5px 12px;white-space:nowrap;border-bottom:1px solid #e1e5ea;text-align:center}"
-             ".lecture-table td.paper{color:#555;background:#f6f7f9}</style>")
+             ".lecture-table th,.lecture-table td{padding:5px 9px;border-bottom:1px solid #e1e5ea;text-align:center}"
+             ".lecture-table td{white-space:nowrap}.lecture-table td.paper{color:#555;background:#f6f7f9}.lecture-table th{max-width:150px}</style>")
     v = table.get("version", {})
     caption = (f"Test accuracy (%) on the digits test split ({100 * cfg['test_fraction']:.0f}% of 1797 images), "
                f"mean ± std over {len(cfg['seeds'])} seeds; BN MLP {cfg['width']} × {cfg['depth']}, "
