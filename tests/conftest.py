@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,25 +25,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-dev-shm-usage"]
 KERNEL_NAME = "python3"
 
+from voila_app.server import fast_env, running_app  # noqa: E402  (needs REPO on sys.path)
+
 
 def notebook_paths() -> list[Path]:
     """Every notebook the project ships: ``notebooks/*.ipynb``, sorted (new ones are picked up automatically)."""
     return sorted(p for p in NOTEBOOKS_DIR.glob("*.ipynb") if not p.name.startswith("."))
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def fast_env(**extra: str) -> dict:
-    """The environment for notebook kernels under test: fast settings, strict panels, one thread each."""
-    env = dict(os.environ)
-    env.update(LECTURE_FAST="1", LECTURE_PANEL_RAISE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYDEVD_DISABLE_FILE_VALIDATION="1")
-    env.update(extra)
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -71,56 +54,10 @@ def kernel_name() -> str:
     return KERNEL_NAME
 
 
-class VoilaServer:
-    """``python -m voila_app`` on a free loopback port, serving one folder, fast settings."""
-
-    def __init__(self, notebooks: Path, pool_size: int = 1, log_name: str = "voila"):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.log_path = ARTIFACTS / f"{log_name}.log"
-        cmd = [sys.executable, "-m", "voila_app", "--port", str(self.port), "--notebooks", str(notebooks),
-               "--pool-size", str(pool_size), "--fast"]
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=fast_env(), stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Voila exited with code {self.proc.returncode}; log:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"Voila did not answer on {self.url} within {timeout} s; log:\n{self.log()}")
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # our own session: voila and its kernels
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self._log.close()
-
-
 @contextlib.contextmanager
-def running_voila(notebooks: Path, **kwargs):
-    server = VoilaServer(notebooks, **kwargs)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+def running_voila(notebooks: Path, log_name: str, **kwargs):
+    with running_app(notebooks, ARTIFACTS / f"{log_name}.log", **kwargs) as app:
+        yield app
 
 
 @pytest.fixture(scope="session")

@@ -247,3 +247,18 @@ def test_science_core_never_imports_plotting():
             "bad = [m for m in ('plotly', 'ipywidgets') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_state_element_reports_generation_busy_and_outcome():
+    panel = make_panel(Counter())
+    assert "data-generation='1'" in panel._state.value and "data-busy='0'" in panel._state.value
+    panel.set(lr=0.5)
+    assert panel.wait(10)
+    deadline = time.monotonic() + 5
+    while "data-busy='0'" not in panel._state.value and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "data-generation='2'" in panel._state.value and "data-busy='0'" in panel._state.value
+    panel.set(lr=1.0)
+    assert panel.wait(10)
+    time.sleep(0.05)
+    assert "data-outcome='bad'" in panel._state.value

@@ -37,7 +37,9 @@ What the panel guarantees:
 
 DOM hooks for tests and styling: the panel has CSS class ``lecture-panel``,
 figures ``lecture-figure``, controls ``lecture-control``, the progress row
-``lecture-progress``, notes ``lecture-notes`` and the message ``lecture-message``.
+``lecture-progress``, notes ``lecture-notes``, the message ``lecture-message``, and a
+hidden ``lecture-state`` element whose ``<span data-generation data-busy data-outcome>``
+says which request is drawn and whether work is still pending.
 """
 from __future__ import annotations
 
@@ -239,6 +241,7 @@ class LivePanel(widgets.VBox):
         self._fraction: float | None = None
         self.result: Any = None
         self.message: str = ""
+        self._outcome = "none"
 
         self._title = widgets.HTML(f"<h3>{html.escape(title)}</h3>" if title else "")
         self._title.add_class("lecture-title")
@@ -258,11 +261,14 @@ class LivePanel(widgets.VBox):
         self._message.add_class("lecture-message")
         self._notes = widgets.HTML("")
         self._notes.add_class("lecture-notes")
+        # machine-readable state for browser tests: applied generation, busy flag, outcome
+        self._state = widgets.HTML("", layout=widgets.Layout(display="none"))
+        self._state.add_class("lecture-state")
         self._figure_box = widgets.VBox(self.figures)
         self._figure_box.add_class("lecture-figures")
         children = [widgets.HTML(PANEL_CSS)]
         children += [w for w, text in ((self._title, title), (self._caption, caption)) if text]
-        children += [self._controls_box, self._message, self._figure_box, self._notes]
+        children += [self._controls_box, self._message, self._figure_box, self._notes, self._state]
         super().__init__(children)
         self.add_class("lecture-panel")
 
@@ -310,6 +316,8 @@ class LivePanel(widgets.VBox):
                 self._pending = None
         if cached is not None:
             self._apply(generation, "ok", cached[0])
+        else:
+            self._publish_state()
 
     # -- internals ------------------------------------------------------------
     def _on_change(self, change) -> None:
@@ -397,11 +405,15 @@ class LivePanel(widgets.VBox):
             if outcome is not None and generation == self._generation:
                 self._apply(generation, *outcome)
             with self._lock:
-                if self._pending is None:
-                    self._progress.layout.visibility = "hidden"
-                    if not self.message:
-                        for fw in self.figures:
-                            fw.remove_class("lecture-stale")
+                idle = self._pending is None
+                if idle:
+                    self._busy = False
+            if idle:
+                self._progress.layout.visibility = "hidden"
+                if not self.message:
+                    for fw in self.figures:
+                        fw.remove_class("lecture-stale")
+                self._publish_state()
 
     def _tick(self, done: threading.Event, start: float) -> None:
         expected = sorted(self._durations)[len(self._durations) // 2] if self._durations else 2.0
@@ -445,6 +457,13 @@ class LivePanel(widgets.VBox):
                     fw.remove_class("lecture-stale")
                 else:
                     fw.add_class("lecture-stale")
+            self._outcome = kind
+            self._publish_state()
+
+    def _publish_state(self) -> None:
+        busy = self._pending is not None or self._busy
+        self._state.value = (f"<span data-generation='{self._applied_generation}' data-busy='{int(busy)}' "
+                             f"data-outcome='{self._outcome}'></span>")
 
     def _show_message(self, text: str, error: bool = False) -> None:
         self.message = text

@@ -1,0 +1,99 @@
+"""Run the app in a subprocess on a free loopback port: for tests and benchmarks.
+
+    with running_app(notebooks_dir, log_path=Path("voila.log")) as app:
+        print(app.url)          # http://127.0.0.1:<port>
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from .config import REPO_DIR
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fast_env(**extra: str) -> dict:
+    """Environment for kernels under test: fast settings, strict panels, one BLAS thread each."""
+    env = dict(os.environ)
+    env.update(LECTURE_FAST="1", LECTURE_PANEL_RAISE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYDEVD_DISABLE_FILE_VALIDATION="1")
+    env.update(extra)
+    return env
+
+
+class AppProcess:
+    """``python -m voila_app --fast`` serving one folder on a free 127.0.0.1 port."""
+
+    def __init__(self, notebooks: Path, log_path: Path, pool_size: int = 1, env: dict | None = None):
+        self.notebooks = Path(notebooks)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "voila_app", "--port", str(self.port), "--notebooks", str(notebooks),
+               "--pool-size", str(pool_size), "--fast"]
+        self._log = open(self.log_path, "w")
+        # a session of its own, so that stop() ends Voila and the kernels it started, and nothing else
+        self.proc = subprocess.Popen(cmd, cwd=REPO_DIR, env=env or fast_env(), stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Voila exited with code {self.proc.returncode}; log:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"Voila did not answer on {self.url} within {timeout} s; log:\n{self.log()}")
+
+    def wait_preheated(self, names: list[str], timeout: float = 300.0) -> bool:
+        """Wait until Voila reports a filled kernel pool for every notebook in ``names``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log(tail=None)
+            if all(f"Kernel pool of {name} is filled" in text for name in names):
+                return True
+            time.sleep(0.5)
+        return False
+
+    def log(self, tail: int | None = 4000) -> str:
+        self._log.flush()
+        text = self.log_path.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def running_app(notebooks: Path, log_path: Path, **kwargs):
+    app = AppProcess(notebooks, log_path, **kwargs)
+    try:
+        app.wait_ready()
+        yield app
+    finally:
+        app.stop()
