@@ -229,11 +229,15 @@ def _per_run(values: dict, dtype) -> tuple[dict, int]:
     return out, runs
 
 
-def toy_data(dim: int = 20, n: int = 4000, seed: int = 0, dtype=torch.float64):
-    """The toy task: logistic regression with label noise (teacher logit std 3), from :mod:`lecture_lib.data`."""
+def toy_data(dim: int = 20, n: int = 4000, seed: int = 0, teacher_scale: float = 3.0, dtype=torch.float64):
+    """The toy task: logistic regression with label noise, from :mod:`lecture_lib.data`.
+
+    ``teacher_scale`` is the standard deviation of the teacher's logit (3: a learnable
+    direction with noisy labels; 0: pure-noise labels, so that the direction random-walks).
+    """
     from .data import logistic_regression
 
-    return logistic_regression(n=n, dim=dim, weight_scale=3.0, seed=seed, n_test=1000, dtype=dtype)
+    return logistic_regression(n=n, dim=dim, weight_scale=teacher_scale, seed=seed, n_test=1000, dtype=dtype)
 
 
 def gradient_momentum_correlation(momentum: float = 0.9, names=None):
@@ -376,8 +380,16 @@ def toy_grad_scale(batch_size: int, dim: int = 20, scale: float = 4.0, seed: int
 
 def train_bn_network(lr, weight_decay=5e-4, momentum=0.9, batch_size: int = 128, steps: int = 1000,
                      hidden=(32, 32, 32), seed: int = 0, eval_every: int | None = None, record_every: int = 1,
-                     return_model: bool = False):
+                     return_model: bool = False, label_noise: float = 0.0, decay_scale_invariant_only: bool = False):
     r"""Train a batch-normalized MLP on the 8x8 digits with SGD (torch semantics) and weight decay on every tensor.
+
+    ``decay_scale_invariant_only``: decay only the weights feeding batch norm (Zhang et al.'s
+    "wd-conv"), so that the decay cannot constrain capacity anywhere (the output layer and the
+    normalizer gains are left alone).
+    ``label_noise``: fraction of training labels replaced by uniformly random classes (seeded),
+    so that the network cannot fit the training set and minibatch gradients stay noisy, as they
+    do on an augmented data set (the regime in which the equilibrium holds; without it the
+    gradients fade once the 1347 training images are fitted, and the norms drift).
 
     Its hidden weight matrices feed batch norm, so they are scale invariant
     (``record.scale_invariant``): these are the "layers" whose norms settle in equilibrium.
@@ -395,9 +407,16 @@ def train_bn_network(lr, weight_decay=5e-4, momentum=0.9, batch_size: int = 128,
     check_nonnegative("weight_decay", hp["weight_decay"])
     check_unit_interval("momentum", hp["momentum"])
     data = digits(seed=seed)
+    if _validate.check_unit_interval("label_noise", label_noise) > 0:
+        from dataclasses import replace
+        gen = torch.Generator().manual_seed(seed + 4242)
+        flip = torch.rand(data.n_train, generator=gen) < label_noise
+        noisy = torch.randint(0, data.n_outputs, (data.n_train,), generator=gen).to(data.y_train)
+        data = replace(data, y_train=torch.where(flip.to(data.y_train.device), noisy, data.y_train))
     sizes = [data.n_features, *[check_int("hidden width", h) for h in hidden], data.n_outputs]
     model = MLP(sizes, norm="batch", activation="relu", runs=runs, seed=seed)
-    opt = optim.sgd(hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+    mask = model.scale_invariant if decay_scale_invariant_only else None
+    opt = optim.sgd(hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"], weight_decay_mask=mask)
     with _single_thread():
         rec = engine.train(model, data, "cross_entropy", opt, steps=steps, batch_size=batch_size, seed=seed,
                            eval_every=eval_every, record_every=record_every)
@@ -405,31 +424,27 @@ def train_bn_network(lr, weight_decay=5e-4, momentum=0.9, batch_size: int = 128,
 
 
 def rescaled_output_gap(model, x: torch.Tensor, factor: float) -> np.ndarray:
-    r"""Largest change of the outputs, per run, when every scale-invariant tensor is multiplied by ``factor``.
+    r"""Relative change of the outputs, per run, when every scale-invariant tensor is multiplied by ``factor``.
 
+    Returns :math:`\max|f_{\text{rescaled}} - f| / \max|f|` over the inputs and outputs.
     For a batch-normalized network this is zero up to the normalizer's :math:`\epsilon`: the
     weight norm carries no capacity (Labatie 2020). Evaluated with batch statistics (train
     mode) on the inputs ``x``; the model's weights and running statistics are left unchanged.
     """
     check_positive("factor", factor)
-    flags = model.scale_invariant
-    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
     params = dict(model.named_parameters())
     try:
         with torch.no_grad():
             before = model(x)
-            for name, on in flags.items():
+            for name, on in model.scale_invariant.items():
                 if on:
                     params[name].mul_(factor)
             after = model(x)
-            for name, on in flags.items():
-                if on:
-                    params[name].div_(factor)
     finally:
-        with torch.no_grad():
-            for k, b in model.named_buffers():
-                b.copy_(buffers[k])
-    return (after - before).abs().flatten(1).amax(1).double().cpu().numpy()
+        model.load_state_dict(saved)  # weights and running statistics exactly as they were
+    change = (after - before).abs().flatten(1).amax(1) / before.abs().flatten(1).amax(1)
+    return change.double().cpu().numpy()
 
 
 def angle_to(w: np.ndarray, direction) -> np.ndarray:

@@ -147,3 +147,25 @@ def test_linear_scaling_rule_scales_the_step_by_sqrt_n_and_the_gradient_by_one_o
 def test_mismatched_per_run_lengths_raise():
     with pytest.raises(ValueError, match="per-run"):
         eq.train_toy([0.1, 0.2], [1e-3, 2e-3, 3e-3], steps=5)
+
+
+def test_bn_network_function_ignores_the_norm_of_its_scale_invariant_weights():
+    rec, model, data = eq.train_bn_network([0.1, 0.1], [0.0, 1e-2], steps=30, batch_size=32, label_noise=0.3,
+                                           return_model=True)
+    assert eq.scale_invariant_names(rec) == ["linears.0.weight", "linears.1.weight", "linears.2.weight"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    gap = eq.rescaled_output_gap(model, data.x_train, 10.0)
+    assert np.all(gap < 1e-2)  # exact up to the normalizer's eps and float32
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and running stats restored
+
+
+def test_smooth_and_grad_scale():
+    x = np.arange(10.0)[:, None] * np.ones((1, 2))
+    s = eq.smooth(x, 3)
+    assert s.shape == x.shape and np.allclose(s[1:-1, 0], x[1:-1, 0]) and s[0, 0] == pytest.approx(0.5)
+
+    class R:  # a minimal record: ||w|| ||g|| = 2 and 4 in the two halves, RMS over the second half
+        param_norm = {"w": np.array([[1.0], [1.0], [2.0], [2.0]])}
+        grad_norm = {"w": np.array([[2.0], [2.0], [1.0], [2.0]])}
+    assert eq.grad_scale(R())[0] == pytest.approx(math.sqrt((4 + 16) / 2))

@@ -37,6 +37,9 @@ def _style(fig: go.Figure, height: int = figures.HEIGHT, **layout) -> go.Figure:
                       uirevision="lecture", **layout)
     fig.update_xaxes(showline=True, linecolor="#888", zeroline=False)
     fig.update_yaxes(showline=True, linecolor="#888", zeroline=False)
+    # subplot titles sit just above the plots; keep the legend clear of them
+    fig.update_layout(margin=dict(t=110), legend=dict(y=1.14))
+    fig.update_annotations(font_size=figures.FONT_SIZE)
     return fig
 
 
@@ -60,7 +63,7 @@ BN_STEPS = 150 if FAST else 600
 
 def balance_compute(lr: float, weight_decay: float, momentum: float) -> dict:
     """Train the BN network once; per scale-invariant layer, the per-step shrink and growth of ‖w‖²."""
-    rec = eq.train_bn_network(lr, weight_decay, momentum, steps=BN_STEPS)
+    rec = eq.train_bn_network(lr, weight_decay, momentum, steps=BN_STEPS, batch_size=32, label_noise=0.3)
     names = eq.scale_invariant_names(rec)
     out = {"steps": rec.steps, "names": names, "tau": eq.relaxation_steps(lr, weight_decay, momentum)
            if weight_decay > 0 else math.inf, "record": rec}
@@ -122,7 +125,8 @@ def balance_panel():
         update=lambda figs, r: [figures.copy_trace_data(f, b) for f, b in zip(figs, balance_figures(r))],
         notes=balance_notes,
         title="Weight decay shrinks, the gradient grows: per layer, per step",
-        caption="A batch-normalized MLP on the digits, SGD with momentum and weight decay. Dashed: the shrink "
+        caption="A batch-normalized MLP on the digits (30% of the training labels randomized, so the gradients "
+                "stay noisy), SGD with momentum and weight decay, B = 32. Dashed: the shrink "
                 "2α′λ‖w‖² from weight decay; solid: the growth α′²‖g‖² from the orthogonal gradient (α′ = α/(1−ρ); "
                 "faint: per step, bold: smoothed). Try λ = 10⁻⁴: the growth wins and the norms climb; at λ = 10⁻² "
                 "they meet within a few relaxation times.")
@@ -130,9 +134,10 @@ def balance_panel():
 
 # =========================================================================== 2. equilibrium ratio, collapse
 
-def _toy_steps(lr, weight_decay, momentum) -> int:
+def _toy_steps(lr, weight_decay, momentum, cap: int = 5000) -> int:
+    """About five relaxation times of the slowest run, clipped so that a slider move stays ~1-2 s."""
     tau = float(np.max(eq.relaxation_steps(lr, weight_decay, momentum)))
-    lo, hi = (200, 1500) if FAST else (800, 6000)
+    lo, hi = (200, 1500) if FAST else (800, cap)
     return int(min(max(5 * tau, lo), hi))
 
 
@@ -212,7 +217,7 @@ def ratio_panel():
 
 def lars_compute(lr: float, weight_decay: float, momentum: float) -> dict:
     """SGD+WD and LARS with η = √(2αλ(1−ρ)), same data order, both starting at the equilibrium norm."""
-    steps = _toy_steps(lr, weight_decay, momentum)
+    steps = _toy_steps(lr, weight_decay, momentum, cap=3000)
     eta = eq.equilibrium_angular_step(lr, weight_decay, momentum)
     data = eq.toy_data()
     G = eq.toy_grad_scale(32, data=data)
@@ -277,24 +282,31 @@ def lars_panel():
 PLANE_STEPS = 120 if FAST else 300
 
 
+ARROW_SCALE = 1.0  # draw the two pieces of one step this many times longer than they are
+
+
 @functools.lru_cache(maxsize=16)
 def _plane_run(lr: float, weight_decay: float):
-    data = eq.toy_data(dim=2)
+    data = eq.toy_data(dim=2, teacher_scale=0.0)  # pure-noise labels: the direction random-walks
     rec = eq.train_toy([lr, lr], [0.0, weight_decay], batch_size=8, steps=PLANE_STEPS, dim=2, init_norm=0.5,
                        track_weights=True, data=data)
     G = eq.grad_scale(rec)[1]
-    return rec, math.sqrt(eq.equilibrium_sq_norm(lr, weight_decay, G)), data.meta["w_true"].numpy()
+    return rec, math.sqrt(eq.equilibrium_sq_norm(lr, weight_decay, G))
 
 
 def plane_compute(lr: float, weight_decay: float, step: int) -> dict:
     """Two runs in the plane (no decay, decay λ) and the two pieces of step ``step``."""
-    rec, radius, w_true = _plane_run(lr, weight_decay)
+    rec, radius = _plane_run(lr, weight_decay)
     step = min(int(step), PLANE_STEPS - 1)
     w, g = rec.extras["w"], rec.extras["g"]  # (K, 2, 2)
     decays = np.array([0.0, weight_decay])
-    return {"w": w, "step": step, "radius": radius, "w_true": w_true / np.linalg.norm(w_true),
+    return {"w": w, "step": step, "radius": radius,
             "decay_piece": -lr * decays[:, None] * w[step], "grad_piece": -lr * g[step], "lr": lr,
             "weight_decay": weight_decay, "record": rec}
+
+
+def _times(scale: float) -> str:
+    return "" if scale == 1 else f", drawn ×{scale:g}"
 
 
 def plane_figure(res: dict) -> go.Figure:
@@ -308,22 +320,24 @@ def plane_figure(res: dict) -> go.Figure:
     for r in range(2):
         c = figures.color(r)
         w = res["w"][:, r]
-        fig.add_trace(go.Scatter(x=w[:k + 1, 0], y=w[:k + 1, 1], mode="lines+markers", name=names[r],
-                                 line=dict(color=_rgba(c, 0.6), width=1.5), marker=dict(size=4, color=c)))
+        fig.add_trace(go.Scatter(x=w[:k + 1, 0], y=w[:k + 1, 1], mode="lines", name=names[r],
+                                 line=dict(color=_rgba(c, 0.75), width=1.5)))
+        fig.add_trace(go.Scatter(x=[w[k, 0]], y=[w[k, 1]], mode="markers", showlegend=False,
+                                 marker=dict(size=11, color=c, line=dict(color="white", width=1.5))))
     for r in range(2):
         w0 = res["w"][k, r]
-        gend = w0 + res["grad_piece"][r]
-        dend = gend + res["decay_piece"][r]
+        gend = w0 + ARROW_SCALE * res["grad_piece"][r]
+        dend = gend + ARROW_SCALE * res["decay_piece"][r]
         fig.add_trace(go.Scatter(x=[w0[0], gend[0]], y=[w0[1], gend[1]], mode="lines+markers",
                                  line=dict(color=figures.color(2), width=3),
                                  marker=dict(symbol="arrow", angleref="previous", size=[0, 14],
                                              color=figures.color(2)),
-                                 name="gradient step −αg (⊥ w: outward)", showlegend=r == 1))
+                                 name="gradient step −αg (⊥ w: outward)" + _times(ARROW_SCALE), showlegend=r == 1))
         fig.add_trace(go.Scatter(x=[gend[0], dend[0]], y=[gend[1], dend[1]], mode="lines+markers",
                                  line=dict(color=figures.color(3), width=3),
                                  marker=dict(symbol="arrow", angleref="previous", size=[0, 14],
                                              color=figures.color(3)),
-                                 name="decay step −αλw (inward)", showlegend=r == 1))
+                                 name="decay step −αλw (inward)" + _times(ARROW_SCALE), showlegend=r == 1))
     lim = float(np.nanmax(np.abs(res["w"]))) * 1.1
     fig.update_layout(xaxis=dict(range=[-lim, lim], scaleanchor="y", scaleratio=1), yaxis=dict(range=[-lim, lim]),
                       legend=dict(orientation="v", x=1.02, y=1.0, yanchor="top", xanchor="left"),
@@ -363,7 +377,6 @@ def batch_compute(lr: float, weight_decay: float, batch_size: int) -> dict:
     factors = (1, 2, 4, 8)
     out = eq.batch_scaling(factors=factors, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                            examples=BATCH_EXAMPLES)
-    w_true = eq.toy_data().meta["w_true"].numpy()
     curves = {}
     for n in factors:
         rec = out[n]
@@ -390,8 +403,8 @@ def batch_figure(res: dict) -> go.Figure:
                              name="measured (late median)"), 1, 2)
     fig.add_trace(go.Scatter(x=s["n"], y=s["step_pred"], mode="lines", line=dict(color="black", dash="dash"),
                              name="√(2nαλ): √n per step"), 1, 2)
-    fig.add_trace(go.Scatter(x=s["n"], y=s["step_pred"][0] * np.ones_like(s["n"]), mode="lines",
-                             line=dict(color=GREY, dash="dot"), name="what 'linear' would keep"), 1, 2)
+    fig.add_trace(go.Scatter(x=s["n"], y=s["step_pred"][0] * s["n"], mode="lines",
+                             line=dict(color=GREY, dash="dot"), name="n·√(2αλ) (if steps scaled linearly)"), 1, 2)
     fig.update_xaxes(title_text="examples seen", row=1, col=1)
     fig.update_xaxes(title_text="scale factor n", type="log", row=1, col=2)
     fig.update_yaxes(type="log", row=1, col=2)
@@ -432,6 +445,7 @@ LABATIE_DECAYS = (0.0, 1e-4, 1e-3, 1e-2)
 
 def labatie_compute(lr: float, momentum: float) -> dict:
     rec, model, data = eq.train_bn_network(lr, list(LABATIE_DECAYS), momentum, steps=LABATIE_STEPS,
+                                           batch_size=32, label_noise=0.3, decay_scale_invariant_only=True,
                                            eval_every=max(LABATIE_STEPS // 6, 1), return_model=True)
     names = eq.scale_invariant_names(rec)
     eff = np.mean([rec.effective_lr[n] for n in names], axis=0)  # (K, R): α/‖w‖², averaged over layers
@@ -468,7 +482,7 @@ def labatie_notes(res: dict) -> str:
                    f"<td>{res['test_acc'][r]:.3f}</td><td>{res['test_loss'][r]:.3f}</td><td>{res['gap'][r]:.1e}</td></tr>"
                    for r, lab in enumerate(_decay_labels()))
     return ("<table><tr><th>run</th><th>final α/‖w‖²</th><th>train acc.</th><th>test acc.</th><th>test loss</th>"
-            "<th>max |Δf| when the hidden weights ×10</th></tr>" + rows + "</table>"
+            "<th>relative change of f when the hidden weights ×10</th></tr>" + rows + "</table>"
             + panels.divergence_notes(res["record"], _decay_labels()))
 
 
@@ -481,7 +495,8 @@ def labatie_panel():
         update=lambda fig, r: figures.copy_trace_data(fig, labatie_figure(r)),
         notes=labatie_notes,
         title="What weight decay changes in a normalized network: the effective learning rate",
-        caption="Four decay strengths λ trained as one batched computation (same start, same minibatches). "
+        caption="Four decay strengths λ, applied to the batch-normalized hidden weights only, trained as one batched "
+                "computation (same start, same minibatches). "
                 "Multiplying the hidden weights by 10 leaves the network's outputs unchanged (last column): "
                 "the norm is no capacity. What λ does change is α/‖w‖², and with it how far each noisy step "
                 "turns the weights.")
