@@ -35,8 +35,10 @@ def main(argv=None) -> None:
     os.environ.update(template_environment())     # templates are found through JUPYTER_PATH
     if args.fast:
         os.environ["LECTURE_FAST"] = "1"
+    # kernels inherit this: figures load plotly's front end from /voila/static/ (see lecture_lib.viz.panels)
+    os.environ["LECTURE_SHARED_PLOTLY_BUNDLE"] = "1"
     # import after JUPYTER_PATH is set: jupyter_core reads it when voila collects its templates
-    from voila.app import Voila
+    from .config import LectureVoila as Voila
 
     config = build_config(ip=args.ip, port=args.port, pool_size=args.pool_size,
                           cull_idle_timeout=args.cull_idle_timeout, cull_interval=args.cull_interval,

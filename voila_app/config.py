@@ -69,6 +69,36 @@ def build_config(ip: str = "127.0.0.1", port: int = 8866, pool_size: int = 1,
     return c
 
 
+def plotly_bundle_dir() -> Path:
+    """The folder holding plotly's FigureWidget front end, ``widgetbundle.js``."""
+    import plotly
+
+    return Path(plotly.__file__).resolve().parent / "package_data"
+
+
+def _voila_class():
+    from voila.app import Voila
+
+    class LectureVoila(Voila):
+        """Voila that also serves plotly's ``widgetbundle.js`` under ``/voila/static/``.
+
+        Every figure then imports plotly's front end by URL, once per page, instead of
+        carrying 5 MB of JavaScript in its widget state (see ``lecture_lib.viz.panels``).
+        """
+
+        def setup_template_dirs(self):
+            super().setup_template_dirs()
+            self.static_paths = [*self.static_paths, str(plotly_bundle_dir())]
+
+    return LectureVoila
+
+
+def __getattr__(name):  # LectureVoila is built on first use: importing voila is slow
+    if name == "LectureVoila":
+        return _voila_class()
+    raise AttributeError(name)
+
+
 def template_environment(environ=None) -> dict:
     """``environ`` with ``JUPYTER_PATH`` extended so Voila finds the ``lecture`` template."""
     env = dict(os.environ if environ is None else environ)

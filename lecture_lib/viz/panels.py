@@ -81,6 +81,30 @@ PANEL_CSS = """
 """
 
 
+# plotly >= 6 ships its FigureWidget front end (~5 MB of JavaScript) inside every widget's
+# state, and anywidget evaluates it once per figure and gives up on a model after 2 s. Served
+# by voila_app (which sets LECTURE_SHARED_PLOTLY_BUNDLE=1 for its kernels), a figure instead
+# carries this two-line module that imports the bundle from Voila's static files: fetched and
+# evaluated once per page (the browser caches it), so a dashboard with many figures opens fast.
+SHARED_BUNDLE_ESM = """const body = document.body;
+const base = new URL((body && body.dataset.baseUrl) || "/voila/", window.location.href);
+export default (await import(new URL("static/widgetbundle.js", base).href)).default;
+"""
+
+
+class _SharedBundleFigureWidget(go.FigureWidget):
+    """A FigureWidget whose front end is loaded by URL from Voila (see SHARED_BUNDLE_ESM)."""
+
+    _esm = SHARED_BUNDLE_ESM
+
+
+def figure_widget(figure: go.Figure) -> go.FigureWidget:
+    """One FigureWidget holding all of ``figure``'s traces (passed to the constructor)."""
+    shared = os.environ.get("LECTURE_SHARED_PLOTLY_BUNDLE", "").strip() == "1"
+    cls = _SharedBundleFigureWidget if shared else go.FigureWidget
+    return cls(data=figure.data, layout=figure.layout)
+
+
 class Superseded(Exception):
     """Raised by a ``progress`` callback when a newer control value has arrived."""
 
@@ -224,7 +248,7 @@ class LivePanel(widgets.VBox):
         if not figs or not all(isinstance(f, go.Figure) for f in figs):
             raise TypeError("figure must be a plotly go.Figure or a list of them")
         # Built ONCE, with every trace passed to the constructor.
-        self.figures: list[go.FigureWidget] = [go.FigureWidget(data=f.data, layout=f.layout) for f in figs]
+        self.figures: list[go.FigureWidget] = [figure_widget(f) for f in figs]
         for fw in self.figures:
             fw.add_class("lecture-figure")
 
