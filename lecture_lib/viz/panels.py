@@ -73,6 +73,10 @@ PANEL_CSS = """
 .lecture-panel .lecture-controls { gap: 4px 26px; padding: 6px 0 2px 0; }
 .lecture-panel .lecture-control .widget-label { font-size: 1.0em; }
 .lecture-panel .lecture-notes { color: #333; font-size: 0.98em; }
+.lecture-panel .lecture-notes table { border-collapse: collapse; margin: 6px 0; font-size: 0.95em; }
+.lecture-panel .lecture-notes th, .lecture-panel .lecture-notes td { padding: 3px 12px; text-align: right;
+                 border-bottom: 1px solid #e3e7ec; }
+.lecture-panel .lecture-notes th:first-child, .lecture-panel .lecture-notes td:first-child { text-align: left; }
 .lecture-panel .lecture-notes .lecture-diverged { color: #b34700; font-weight: 600; }
 .lecture-panel .lecture-message .lecture-error { background: #fff4e5; border-left: 4px solid #D55E00;
                  padding: 8px 12px; margin: 6px 0; color: #5b2500; border-radius: 4px; }
