@@ -35,19 +35,22 @@ def fast_env(**extra: str) -> dict:
 
 
 class AppProcess:
-    """``python -m voila_app --fast`` serving one folder on a free 127.0.0.1 port."""
+    """``python -m voila_app`` serving one folder on a free 127.0.0.1 port (``--fast`` unless ``fast=False``)."""
 
-    def __init__(self, notebooks: Path, log_path: Path, pool_size: int = 1, env: dict | None = None):
+    def __init__(self, notebooks: Path, log_path: Path, pool_size: int = 1, env: dict | None = None,
+                 fast: bool = True):
         self.notebooks = Path(notebooks)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "voila_app", "--port", str(self.port), "--notebooks", str(notebooks),
-               "--pool-size", str(pool_size), "--fast"]
+               "--pool-size", str(pool_size)] + (["--fast"] if fast else [])
+        if env is None:
+            env = fast_env() if fast else {k: v for k, v in os.environ.items() if k != "LECTURE_FAST"}
         self._log = open(self.log_path, "w")
         # a session of its own, so that stop() ends Voila and the kernels it started, and nothing else
-        self.proc = subprocess.Popen(cmd, cwd=REPO_DIR, env=env or fast_env(), stdout=self._log,
+        self.proc = subprocess.Popen(cmd, cwd=REPO_DIR, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
