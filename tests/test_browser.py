@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import notebook_paths
+from conftest import FIXTURES_DIR, notebook_paths, running_voila
 
 pytestmark = pytest.mark.browser
 
@@ -171,3 +171,21 @@ def test_fixture_panel_redraws_and_notes_divergence(chromium, voila_fixture_app,
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
         context.close()
+
+
+def test_idle_kernel_is_culled_while_its_tab_is_open(chromium, kernel_name):
+    """Memory returns after visitors leave: an idle kernel is shut down even with a tab connected,
+    while the pre-heated pool kernel is kept."""
+    with running_voila(FIXTURES_DIR, log_name="voila-culling",
+                       extra_args=("--cull-idle-timeout", "4", "--cull-interval", "1")) as app:
+        context, page, watcher = open_page(chromium, f"{app.url}/voila/render/panel_demo.ipynb")
+        try:
+            wait_for_dashboard(page)
+            deadline = time.monotonic() + 60
+            while "Culling 'idle' kernel" not in app.log(tail=None) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            log = app.log(tail=None)
+            assert "Culling 'idle' kernel" in log and "with 1 connections" in log, log[-2000:]
+            assert log.count("Kernel shutdown") == 1, "only the visitor's kernel goes; the pool stays"
+        finally:
+            context.close()

@@ -38,14 +38,14 @@ class AppProcess:
     """``python -m voila_app`` serving one folder on a free 127.0.0.1 port (``--fast`` unless ``fast=False``)."""
 
     def __init__(self, notebooks: Path, log_path: Path, pool_size: int = 1, env: dict | None = None,
-                 fast: bool = True):
+                 fast: bool = True, extra_args: tuple[str, ...] = ()):
         self.notebooks = Path(notebooks)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "voila_app", "--port", str(self.port), "--notebooks", str(notebooks),
-               "--pool-size", str(pool_size)] + (["--fast"] if fast else [])
+               "--pool-size", str(pool_size)] + (["--fast"] if fast else []) + list(extra_args)
         if env is None:
             env = fast_env() if fast else {k: v for k, v in os.environ.items() if k != "LECTURE_FAST"}
         self._log = open(self.log_path, "w")
