@@ -189,3 +189,18 @@ def test_idle_kernel_is_culled_while_its_tab_is_open(chromium, kernel_name):
             assert log.count("Kernel shutdown") == 1, "only the visitor's kernel goes; the pool stays"
         finally:
             context.close()
+
+
+def test_closing_the_tab_shuts_its_kernel_down(chromium, voila_fixture_app):
+    """Voila's page sends a shutdown beacon on unload: a closed tab frees its kernel at once."""
+    context, page, watcher = open_page(chromium, f"{voila_fixture_app.url}/voila/render/panel_demo.ipynb")
+    try:
+        wait_for_dashboard(page)
+        before = voila_fixture_app.log(tail=None).count("Kernel shutdown")
+        page.goto(voila_fixture_app.url + "/")     # leaving the page fires its beforeunload handler
+        deadline = time.monotonic() + 30
+        while voila_fixture_app.log(tail=None).count("Kernel shutdown") == before and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert voila_fixture_app.log(tail=None).count("Kernel shutdown") == before + 1
+    finally:
+        context.close()
