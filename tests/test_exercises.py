@@ -1,0 +1,110 @@
+"""Exercises: checkers accept the instructor solutions, reject wrong ones with a sentence, and the
+student versions carry no solution code and fail their checks with helpful messages only."""
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbclient import NotebookClient
+
+from lecture_lib import teaching
+from lecture_lib.exercises import EXERCISES, ExerciseFailed, check
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+CHECK_CALL = re.compile(r'check\("([\w.]+)",\s*(\w+)\)')
+
+
+def _cells(path, kind):
+    nb = json.loads(path.read_text())
+    return [c for c in nb["cells"] if teaching.EXERCISE_TAG in c["metadata"].get("tags", [])
+            and c["cell_type"] == "code" and c["metadata"].get("nbgrader", {}).get(kind)]
+
+
+def _exercises(path):
+    """(key, function name, instructor solution source) for each exercise of a notebook."""
+    out = []
+    for sol, chk in zip(_cells(path, "solution"), _cells(path, "grade")):
+        key, fn = CHECK_CALL.search("".join(chk["source"])).groups()
+        out.append((key, fn, "".join(sol["source"])))
+    return out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_has_two_registered_exercises(path):
+    exercises = _exercises(path)
+    assert len(exercises) >= 2, f"{path.name} needs at least two exercises"
+    for key, _, source in exercises:
+        assert key in EXERCISES and key.startswith(path.stem[:2] + "."), key
+        assert teaching.BEGIN in source and teaching.END in source
+
+
+ALL = [(p, *e) for p in NOTEBOOKS for e in _exercises(p)]
+
+
+@pytest.mark.parametrize("path,key,fn,source", ALL, ids=[a[1] for a in ALL])
+def test_instructor_solution_passes_and_a_wrong_answer_fails_with_a_hint(path, key, fn, source, capsys):
+    namespace = {}
+    exec(compile(source, f"{path.name}:{key}", "exec"), namespace)
+    check(key, namespace[fn])
+    assert f"✓ [{key}]" in capsys.readouterr().out
+
+    def scaled(x):
+        if isinstance(x, tuple):
+            return tuple(scaled(v) for v in x)
+        return x * 1.5 + (0.1 if not isinstance(x, torch.Tensor) else 0.0)
+
+    with pytest.raises(ExerciseFailed, match=rf"\[{re.escape(key)}\] not quite: .*Hint: "):
+        check(key, lambda *args: scaled(namespace[fn](*args)))
+
+
+def test_clear_solutions_keeps_indentation_and_code_around_the_region():
+    src = "def f(x):\n    '''doc'''\n    ### BEGIN SOLUTION\n    return x + 1\n    ### END SOLUTION\n\ny = 2\n"
+    assert teaching.clear_solutions(src) == "def f(x):\n    '''doc'''\n    raise NotImplementedError()\n\ny = 2\n"
+    with pytest.raises(ValueError, match="unbalanced"):
+        teaching.clear_solutions("### BEGIN SOLUTION\nx = 1\n")
+
+
+def test_exercise_cells_validate_their_input():
+    with pytest.raises(ValueError, match="BEGIN SOLUTION"):
+        teaching.exercise_cells("01.rmsprop_step", "prompt", "def f(): pass")
+    with pytest.raises(ValueError, match="unknown exercise"):
+        check("99.nothing", lambda: None)
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("student")
+    written = teaching.make_student_versions(NOTEBOOKS[0].parent, out)
+    assert [p.name for p in written] == [p.name for p in NOTEBOOKS]
+    return out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_student_version_has_no_solution_code(path, student_dir):
+    student = (student_dir / path.name).read_text()
+    assert teaching.BEGIN not in student and teaching.END not in student
+    for _, _, source in _exercises(path):
+        region = source.split(teaching.BEGIN)[1].split(teaching.END)[0]
+        for line in region.strip().splitlines():
+            if line.strip():
+                assert line.strip() not in student, f"solution line leaked: {line.strip()!r}"
+    nb = json.loads(student)
+    assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_student_version_fails_its_checks_with_helpful_messages(path, student_dir):
+    """Run the student version's exercise cells in a real kernel: every check says 'not done yet', nothing else errs."""
+    nb = nbformat.read(student_dir / path.name, as_version=4)
+    nb.cells = [c for c in nb.cells if teaching.EXERCISE_TAG in c.metadata.get("tags", [])]
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True).execute()
+    errors = [(c.metadata.get("nbgrader", {}), o) for c in nb.cells if c.cell_type == "code"
+              for o in c.outputs if o.output_type == "error"]
+    assert errors, "the student version's checks should fail"
+    for meta, err in errors:
+        assert meta.get("grade"), f"an error outside a check cell: {err['ename']}: {err['evalue']}"
+        assert err["ename"] == "ExerciseFailed" and "not done yet" in err["evalue"], err["evalue"]
+    assert len(errors) == len(_exercises(path))
