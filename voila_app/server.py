@@ -67,7 +67,11 @@ class AppProcess:
         raise RuntimeError(f"Voila did not answer on {self.url} within {timeout} s; log:\n{self.log()}")
 
     def wait_preheated(self, names: list[str], timeout: float = 300.0) -> bool:
-        """Wait until Voila reports a filled kernel pool for every notebook in ``names``."""
+        """Wait until Voila reports a filled kernel pool for every notebook in ``names``.
+
+        Voila logs this once the pool's kernels have *started*; they may still be executing
+        their notebook, and a page opened now waits for that.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log(tail=None)
