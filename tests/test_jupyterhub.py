@@ -1,0 +1,180 @@
+"""The JupyterHub deployment (deploy/jupyterhub): two users, each with their own copy of the app.
+
+One hub for the module, started with ``deploy/jupyterhub/jupyterhub_config.py`` in trial mode
+(shared password, every server runs as this user) on free loopback ports, its database and
+cookie secret in a temporary folder, the Python configurable-http-proxy, LECTURE_FAST=1
+(deploy/jupyterhub/localhub.py). Alice and Bob log in through the hub's login form at the same
+time; each user's server (jupyterhub-singleuser) opens on the app at /user/<name>/lecture/
+(jupyter-server-proxy running ``python -m voila_app``): the landing page lists every notebook,
+a dashboard comes from our template and its kernel answers over the websocket route through
+both proxies. Neither user can reach the other's server, pages or kernel, and nobody logged out
+can; stopping the hub leaves no process behind.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from markupsafe import escape
+
+from conftest import ARTIFACTS, REPO, notebook_paths
+from voila_app import landing
+
+sys.path.insert(0, str(REPO / "deploy" / "jupyterhub"))
+from localhub import HubProcess  # noqa: E402
+
+pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
+
+USERS = ("alice", "bob")
+
+
+@pytest.fixture(scope="module")
+def hub(kernel_name, tmp_path_factory):
+    hub = HubProcess(tmp_path_factory.mktemp("hub"), ARTIFACTS / "jupyterhub.log", fast=True)
+    try:
+        hub.wait_ready()
+        yield hub
+    finally:
+        hub.stop()
+
+
+@pytest.fixture(scope="module")
+def sessions(hub):
+    """Each user logged in (the hub's login form, with its _xsrf token) and their server started."""
+    sessions = {name: hub.login(name) for name in USERS}
+    with ThreadPoolExecutor(len(USERS)) as pool:       # as a class does: at the same time
+        list(pool.map(lambda name: hub.open_server(sessions[name], name), USERS))
+    return sessions
+
+
+def quickest_notebook() -> Path:
+    """The notebook that runs quickest (Kronecker spectra), so the suite stays short."""
+    paths = notebook_paths()
+    return next((p for p in paths if "kronecker" in p.name), paths[0])
+
+
+@pytest.fixture(scope="module")
+def dashboards(hub, sessions):
+    """Each user's dashboard page for the same notebook, opened at the same time: name -> response."""
+    notebook = quickest_notebook().name
+
+    def open_dashboard(name):
+        return sessions[name].get(f"{hub.app_url(name)}voila/render/{notebook}", timeout=300)
+
+    with ThreadPoolExecutor(len(USERS)) as pool:
+        return dict(zip(USERS, pool.map(open_dashboard, USERS)))
+
+
+def kernel_id(page) -> str:
+    return re.search(r'"kernelId": "([0-9a-f-]{36})"', page.text).group(1)
+
+
+async def kernel_info(hub: HubProcess, session, owner: str, kernel_id: str) -> dict:
+    """Open ``owner``'s kernel websocket through the hub's proxy with ``session``'s cookies and
+    ask for kernel_info, as the dashboard's front end does; the reply's content."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+    url = hub.app_url(owner).replace("http://", "ws://") + f"api/kernels/{kernel_id}/channels"
+    conn = await websocket_connect(HTTPRequest(url, headers={"Cookie": cookies}, request_timeout=30))
+    try:
+        msg_id = uuid.uuid4().hex
+        await conn.write_message(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "kernel_info_request", "username": "",
+                       "session": uuid.uuid4().hex, "date": "", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "content": {}, "channel": "shell"}))
+        while True:
+            raw = await asyncio.wait_for(conn.read_message(), 60)
+            assert raw is not None, "the kernel websocket closed without a reply"
+            if isinstance(raw, str):
+                msg = json.loads(raw)
+                if msg["msg_type"] == "kernel_info_reply" and msg["parent_header"].get("msg_id") == msg_id:
+                    return msg["content"]
+    finally:
+        conn.close()
+
+
+def test_each_user_gets_the_landing_page_with_every_notebook(hub, sessions):
+    for name, session in sessions.items():
+        page = session.get(f"{hub.url}/user/{name}/", timeout=60)      # the server opens on the app
+        assert page.status_code == 200 and page.url == hub.app_url(name)
+        assert 'id="lecture-cards"' in page.text, "our template's landing page (voila_app.landing cards)"
+        for path in notebook_paths():
+            assert str(escape(landing.read_card(path)["title"])) in page.text, (name, path.name)
+            # each card links into this user's own server
+            assert f'href="/user/{name}/lecture/voila/render/{path.name}"' in page.text, (name, path.name)
+
+
+def test_each_user_gets_a_live_dashboard_from_our_template(hub, sessions, dashboards):
+    notebook = quickest_notebook().name
+    for name, page in dashboards.items():
+        assert page.status_code == 200 and page.url == f"{hub.app_url(name)}voila/render/{notebook}"
+        text = page.text
+        assert 'class="lecture-nav"' in text and f'data-base-url="/user/{name}/lecture/voila/"' in text
+        assert "from lecture_lib" not in text, "strip_sources: the page carries no code"
+        # the page's kernel answers over the websocket route through the hub's proxy
+        reply = asyncio.run(kernel_info(hub, sessions[name], name, kernel_id(page)))
+        assert reply["status"] == "ok" and reply["implementation"] == "ipython"
+    assert kernel_id(dashboards["alice"]) != kernel_id(dashboards["bob"])
+    # each user's server runs Voila with that user's own kernel
+    for name in USERS:
+        cmdlines = [p.cmdline() for p in hub.user_processes(name)]
+        assert sum(c[1:3] == ["-m", "voila_app"] for c in cmdlines) == 1, cmdlines
+        assert sum("ipykernel_launcher" in c for c in cmdlines) == 1, cmdlines
+
+
+def test_a_user_cannot_reach_another_users_server(hub, sessions, dashboards):
+    import requests
+    from tornado.httpclient import HTTPClientError
+
+    alice = sessions["alice"]
+    bobs_server = f"{hub.url}/user/bob/"
+    for path in ("", "lecture/", f"lecture/voila/render/{quickest_notebook().name}", "lecture/api/kernels",
+                 "api/kernels", "lab"):
+        response = alice.get(bobs_server + path, timeout=60)
+        assert response.status_code == 403, (path, response.status_code, response.url)
+        assert "lecture-card" not in response.text and "kernelId" not in response.text
+    with pytest.raises(PermissionError):
+        hub.login("mallory", password="not the password")
+    bobs_kernel = kernel_id(dashboards["bob"])
+    with pytest.raises(HTTPClientError) as refused:       # bob's kernel, with alice's cookies
+        asyncio.run(kernel_info(hub, alice, "bob", bobs_kernel))
+    assert refused.value.code == 403, refused.value
+    # nobody logged in: pages send to the hub's login page, the kernel's websocket is refused
+    anonymous = requests.Session()
+    page = anonymous.get(hub.app_url("alice"), timeout=60)
+    assert page.url.startswith(f"{hub.url}/hub/login") and "lecture-card" not in page.text
+    with pytest.raises(HTTPClientError) as refused:
+        asyncio.run(kernel_info(hub, anonymous, "bob", bobs_kernel))
+    assert refused.value.code == 403, refused.value
+
+
+def test_idle_servers_are_culled_by_the_standard_service(hub):
+    cmdlines = [" ".join(p.cmdline()) for p in hub.processes()]
+    assert any("-m jupyterhub_idle_culler --timeout=3600" in c for c in cmdlines), cmdlines
+    # it has the scopes it needs: the hub answered its first look at the users' servers
+    assert re.search(r"200 GET /hub/api/users\S* \(jupyterhub-idle-culler-service@", hub.log(None))
+
+
+def test_stopping_the_hub_stops_every_server_and_kernel(hub, sessions):
+    started = hub.processes()
+    # the hub, its proxy, the culler, and per user: jupyterhub-singleuser, Voila, a kernel
+    assert len(started) >= 3 + 2 * 3, [p.cmdline() for p in started]
+    survivors = hub.stop()
+    assert survivors == [], f"processes left after the hub stopped: {survivors}\n{hub.log()}"
+    assert hub.proc.returncode is not None
+
+
+def test_the_suite_installs_the_hub_extra():
+    """``./lecture test`` installs [app,test]: [test] must carry every [hub] requirement."""
+    from test_environment import pyproject, requirement
+
+    extras = pyproject()["project"]["optional-dependencies"]
+    assert {requirement(r) for r in extras["hub"]} <= {requirement(r) for r in extras["test"]}
