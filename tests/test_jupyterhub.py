@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from markupsafe import escape
+from traitlets.config import Config
 
-from conftest import ARTIFACTS, REPO, notebook_paths
+from conftest import ARTIFACTS, REPO, fast_env, notebook_paths
 from voila_app import landing
 
 sys.path.insert(0, str(REPO / "deploy" / "jupyterhub"))
@@ -32,6 +38,7 @@ from localhub import HubProcess  # noqa: E402
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 
 USERS = ("alice", "bob")
+SERVER_CONFIG = REPO / "deploy" / "jupyter-config" / "jupyter_server_config.py"
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +185,80 @@ def test_the_suite_installs_the_hub_extra():
 
     extras = pyproject()["project"]["optional-dependencies"]
     assert {requirement(r) for r in extras["hub"]} <= {requirement(r) for r in extras["test"]}
+
+
+# --- Binder: postBuild and the README's badge ------------------------------------------------------
+
+BINDER_BADGE = re.compile(r"\(https://mybinder\.org/v2/gh/[^/\s]+/[^/\s]+/HEAD\?urlpath=([^)\s]+)\)")
+
+
+def test_post_build_is_an_executable_bash_script():
+    script = REPO / "postBuild"
+    assert os.access(script, os.X_OK), "repo2docker runs postBuild only when it is executable"
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_readme_binder_badge_opens_the_app():
+    match = BINDER_BADGE.search((REPO / "README.md").read_text())
+    assert match, "README: a Binder badge (OWNER/REPO until the repository is on GitHub)"
+    urlpath = unquote(match.group(1))
+    namespace = {"c": Config(), "__file__": str(SERVER_CONFIG)}
+    exec(SERVER_CONFIG.read_text(), namespace)                  # the file jupyter-server-proxy reads
+    assert urlpath.strip("/") in namespace["c"].ServerProxy.servers, urlpath   # the app's own path
+
+
+def test_binder_image_serves_the_app_after_post_build(tmp_path, kernel_name):
+    """postBuild in a scratch copy of the repository, then a Jupyter Server set up as Binder's
+    (the environment's config folder on the path, a /user/<name>/ prefix, token auth) serves the
+    landing page at the badge's URL; stopping the server leaves no process behind."""
+    import psutil
+    import requests
+    from localhub import free_ports
+
+    scratch = tmp_path / "repo"
+    shutil.copytree(REPO, scratch, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "test-artifacts", "__pycache__", "*.egg-info", "student", "out", ".ipynb_checkpoints"))
+    prefix = tmp_path / "env"
+    env = dict(fast_env(), NB_PYTHON_PREFIX=str(prefix))
+    for _ in range(2):                                                   # idempotent
+        result = subprocess.run(["bash", str(scratch / "postBuild")], cwd=scratch, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+    config = (prefix / "etc" / "jupyter" / "jupyter_server_config.py").read_text()
+    assert config.count("load_subconfig(") == 1 and str(scratch / "deploy") in config
+
+    port, token, base = free_ports(1)[0], uuid.uuid4().hex, "/user/binder-test/"
+    env["JUPYTER_CONFIG_PATH"] = str(prefix / "etc" / "jupyter")         # as the image's own prefix
+    log = open(ARTIFACTS / "binder-server.log", "w")
+    server = subprocess.Popen([str(Path(sys.executable).with_name("jupyter-server")), "--no-browser",
+                               "--allow-root", f"--port={port}", f"--ServerApp.base_url={base}",
+                               f"--IdentityProvider.token={token}"],
+                              cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    started = {}
+    try:
+        session = requests.Session()
+        session.headers["Authorization"] = f"token {token}"
+        url = f"http://127.0.0.1:{port}{base}lecture/"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                page = session.get(url, timeout=120)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None and time.monotonic() < deadline, (ARTIFACTS / "binder-server.log").read_text()
+                time.sleep(0.5)
+        started = {p.pid: p for p in psutil.Process(server.pid).children(recursive=True)}
+        assert page.status_code == 200, (page.status_code, (ARTIFACTS / "binder-server.log").read_text()[-3000:])
+        assert 'id="lecture-cards"' in page.text
+        for path in notebook_paths():
+            assert f'href="{base}lecture/voila/render/{path.name}"' in page.text
+        assert any(p.cmdline()[1:3] == ["-m", "voila_app"] for p in started.values())
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+        gone, alive = psutil.wait_procs(list(started.values()), timeout=30)
+        for p in alive:
+            p.kill()
+    assert not alive, f"left running after the server stopped: {[p.cmdline() for p in alive]}"
