@@ -7,8 +7,8 @@ a sentence a student can act on instead of a NaN three cells later.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from numbers import Real
+from collections.abc import Iterable, Sequence
+from numbers import Integral, Real
 
 import torch
 
@@ -56,8 +56,10 @@ def check_unit_interval(name: str, value):
 
 
 def check_int(name: str, value, low: int = 1, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
-            isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point()):
+    """An integer (Python, numpy or 0-d integer tensor; a float only if integral) in ``[low, high]``."""
+    if isinstance(value, bool) or not (isinstance(value, Integral) or (
+            isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point()
+            and not value.is_complex() and value.dtype != torch.bool)):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
@@ -69,6 +71,46 @@ def check_int(name: str, value, low: int = 1, high: int | None = None) -> int:
     return value
 
 
+SEED_MAX = 2 ** 32 - 1  # seeds are offset (seed + 1, 1000 * seed + layer) and must stay inside torch's 64 bits
+
+
+def check_seed(name: str, value) -> int:
+    """A random seed: an integer in ``[0, 2**32 - 1]``."""
+    return check_int(name, value, low=0, high=SEED_MAX)
+
+
+def check_seeds(name: str, value, runs: int) -> int | list[int]:
+    """One seed shared by all runs (an int) or one per run (a sequence of ``runs`` ints); returned as given."""
+    if isinstance(value, torch.Tensor) and value.dim() == 1:
+        value = value.tolist()
+    if isinstance(value, (Sequence, Iterable)) and not isinstance(value, (str, bytes, Integral)) \
+            and not (isinstance(value, torch.Tensor) and value.dim() == 0):
+        seeds = list(value)
+        if len(seeds) != runs:
+            raise ValueError(f"{name} must be an int or a sequence of {runs} ints (one per run), got {len(seeds)} "
+                             f"values: {seeds!r}")
+        return [check_seed(f"{name}[{i}]", s) for i, s in enumerate(seeds)]
+    if isinstance(value, float) or value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be an int or a sequence of {runs} ints (one per run), got {value!r}")
+    return check_seed(name, value)
+
+
+def check_sizes(name: str, value, min_len: int = 2) -> list[int]:
+    """Layer sizes ``[in, h_1, ..., out]``: a sequence of at least ``min_len`` positive integers."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a sequence of layer sizes [in, ..., out], got {value!r}")
+    sizes = list(value)
+    if len(sizes) < min_len:
+        raise ValueError(f"{name} must list at least {min_len} layer sizes (an input and an output size), got {sizes}")
+    return [check_int(f"{name}[{i}]", n) for i, n in enumerate(sizes)]
+
+
+def check_callable(name: str, value):
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+    return value
+
+
 def check_choice(name: str, value, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:
@@ -76,13 +118,22 @@ def check_choice(name: str, value, choices: Iterable[str]) -> str:
     return value
 
 
-def check_tensor(name: str, value, dim: int | None = None, finite: bool = True) -> torch.Tensor:
+def check_tensor(name: str, value, dim: int | None = None, finite: bool = True,
+                 shape: tuple | None = None) -> torch.Tensor:
+    """A non-empty tensor with ``dim`` dimensions (or exactly ``shape``, ``None`` entries free), finite by default."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if shape is not None:
+        dim = len(shape)
     if dim is not None and value.dim() != dim:
         raise ValueError(f"{name} must have {dim} dimensions, got shape {tuple(value.shape)}")
+    if shape is not None and any(want is not None and got != want for got, want in zip(value.shape, shape)):
+        wanted = "(" + ", ".join("*" if d is None else str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
+        raise ValueError(f"{name} must have shape {wanted}, got {tuple(value.shape)}")
     if value.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
+    if value.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
     if finite and value.is_floating_point() and not torch.isfinite(value).all():
         raise ValueError(f"{name} must contain only finite values")
     return value
