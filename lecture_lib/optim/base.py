@@ -137,8 +137,17 @@ def run_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1).reshape(-1, *([1] * (t.dim() - 1)))
 
 
+def check_mask(mask: Mask, name: str = "mask") -> Mask:
+    """A mask is ``None`` (all tensors), a dict ``{param name: bool}`` or a predicate ``name -> bool``."""
+    if mask is None or callable(mask) or isinstance(mask, Mapping):
+        return mask
+    raise TypeError(f"{name} must be a dict {{param name: bool}}, a function name -> bool, or None; "
+                    f"got {type(mask).__name__}")
+
+
 def resolve_mask(mask: Mask, names) -> dict[str, bool]:
     """Turn a mask (dict, predicate or None meaning 'all') into ``{name: bool}``."""
+    check_mask(mask)
     if mask is None:
         return {n: True for n in names}
     if callable(mask):

@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from .. import losses as _losses
-from .._validate import check_choice, check_int, check_nonnegative, check_unit_interval
+from .._validate import check_choice, check_int, check_nonnegative, check_seed, check_tensor, check_unit_interval
 from ..models import BatchedLinear
 from .base import Params, Transform, chain, per_run
 from .transforms import add_decayed_weights, scale_by_lr
@@ -170,6 +170,18 @@ def _second_moment(v: torch.Tensor) -> torch.Tensor:
     return v.transpose(1, 2) @ v / v.shape[1]
 
 
+def check_inputs(x, y=None) -> None:
+    """A batch for a batched model: ``x`` ``(B, features)`` or ``(R, B, features)``, finite; ``y`` with ``B`` rows."""
+    check_tensor("x", x)
+    if x.dim() not in (2, 3):
+        raise ValueError(f"x must have shape (batch, features) or (runs, batch, features), got {tuple(x.shape)}")
+    if y is not None:
+        check_tensor("y", y)
+        batch = x.shape[-2]
+        if y.shape[0] != batch and not (y.dim() >= 2 and y.shape[1] == batch):   # (B, ...) or per run (R, B, ...)
+            raise ValueError(f"y must hold one target per example of x ({batch}), got shape {tuple(y.shape)}")
+
+
 def estimate_factors(model: nn.Module, params: Params | None, x: torch.Tensor, y: torch.Tensor | None,
                      loss, curvature: str = "fisher",
                      generator: torch.Generator | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -192,6 +204,7 @@ def estimate_factors(model: nn.Module, params: Params | None, x: torch.Tensor, y
     curvature = check_choice("curvature", curvature, CURVATURES)
     loss_name = _loss_name(loss)
     loss_fn = _losses.LOSSES[loss_name]
+    check_inputs(x, y)
     if curvature == "empirical" and y is None:
         raise ValueError("curvature='empirical' needs the training targets y")
     params = dict(model.named_parameters()) if params is None else params
@@ -235,6 +248,33 @@ def kron_damped_solve(QA: torch.Tensor, dA: torch.Tensor, QS: torch.Tensor, dS: 
     float or one value per leading index (``(R,)``). Cost :math:`O(n^3 + m^3)` for the
     decompositions instead of :math:`O((nm)^3)` for the explicit matrix; pure function.
     """
+    for name, t, d in (("QA", QA, 2), ("dA", dA, 1), ("QS", QS, 2), ("dS", dS, 1), ("G", G, 2)):
+        check_tensor(name, t)
+        if t.dim() < d:
+            raise ValueError(f"{name} must have at least {d} dimensions, got shape {tuple(t.shape)}")
+    n, m = QA.shape[-1], QS.shape[-1]
+    for name, got, want in (("QA", QA.shape[-2:], (n, n)), ("dA", dA.shape[-1:], (n,)), ("QS", QS.shape[-2:], (m, m)),
+                            ("dS", dS.shape[-1:], (m,)), ("G", G.shape[-2:], (m, n))):
+        if tuple(got) != want:
+            raise ValueError(f"{name} must end in shape {want} (QA is n x n = {n} x {n}, QS is m x m = {m} x {m}, "
+                             f"G is m x n), got {tuple(got)}")
+    try:
+        lead = torch.broadcast_shapes(QA.shape[:-2], dA.shape[:-1], QS.shape[:-2], dS.shape[:-1], G.shape[:-2])
+    except RuntimeError:
+        raise ValueError("the leading (run) dimensions of QA, dA, QS, dS and G do not match: "
+                         f"{tuple(QA.shape)}, {tuple(dA.shape)}, {tuple(QS.shape)}, {tuple(dS.shape)}, "
+                         f"{tuple(G.shape)}") from None
+    check_nonnegative("damping", damping)
+    if not G.is_floating_point():
+        raise TypeError(f"G must be a floating-point tensor, got dtype {G.dtype}")
+    QA, dA, QS, dS = (t.to(G) for t in (QA, dA, QS, dS))     # the factors in G's precision
+    if isinstance(damping, torch.Tensor) and damping.dim() == 1 and (not lead or damping.shape[0] not in (1, lead[0])):
+        raise ValueError(f"damping holds {damping.shape[0]} per-run values but G has leading dimensions {tuple(lead)}")
+    return _damped_solve(QA, dA, QS, dS, G, damping)
+
+
+def _damped_solve(QA, dA, QS, dS, G, damping) -> torch.Tensor:
+    """:func:`kron_damped_solve` without the argument checks (the optimizer's inner loop)."""
     if isinstance(damping, torch.Tensor) and damping.dim() == 1:
         damping = damping.to(G).reshape(-1, *([1] * (G.dim() - 1)))
     G_eig = QS.transpose(-1, -2) @ G @ QA                               # into the eigenbasis Q_A ⊗ Q_S
@@ -315,6 +355,7 @@ def kfac_precondition(model: nn.Module, loss, curvature: str = "fisher", damping
     stat_interval = check_int("stat_interval", stat_interval)
     inv_interval = check_int("inv_interval", inv_interval)
     fallback = check_choice("fallback", fallback, FALLBACKS)
+    seed = check_seed("seed", seed)
     layers = kfac_layers(model)
     key = next(_keys)
 
@@ -363,7 +404,7 @@ def kfac_precondition(model: nn.Module, loss, curvature: str = "fisher", damping
         for n, (QA, dA, QS, dS) in eig.items():
             w, b = parts(n)
             G = updates[w] if b is None else torch.cat([updates[w], updates[b].unsqueeze(-1)], -1)
-            X = kron_damped_solve(QA.to(G), dA.to(G), QS.to(G), dS.to(G), G, damping)
+            X = _damped_solve(QA.to(G), dA.to(G), QS.to(G), dS.to(G), G, damping)
             if b is None:
                 out[w] = X
             else:

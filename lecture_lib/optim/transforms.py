@@ -23,7 +23,8 @@ from typing import Any, NamedTuple
 import torch
 
 from .._validate import check_nonnegative, check_positive, check_unit_interval
-from .base import EmptyState, Mask, Params, Transform, check_runs, per_run, resolve_mask, run_norm, stateless
+from .base import (EmptyState, Mask, Params, Transform, check_mask, check_runs, per_run, resolve_mask, run_norm,
+                   stateless)
 
 
 def _need_params(params, who: str) -> Params:
@@ -116,6 +117,18 @@ def trace(momentum: float | torch.Tensor, nesterov: bool = False) -> Transform:
 
 # --------------------------------------------------------------------------- adaptive preconditioners
 
+def _one_minus_power(beta, power: int = 1):
+    r""":math:`1 - \beta^t` in the hyperparameter's own precision (float64 for floats and float64 tensors).
+
+    Computed before :func:`per_run` casts to the parameters' dtype: in float32 a valid
+    :math:`\beta = 1 - 10^{-9}` rounds to 1, and :math:`1 - \beta` to 0 (then the bias
+    correction divides 0 by 0).
+    """
+    if isinstance(beta, torch.Tensor):
+        return 1 - beta.double() ** power
+    return 1.0 - beta ** power
+
+
 class ScaleByRmsState(NamedTuple):
     s: Params  # running average of g^2: the diagonal of the empirical Fisher
 
@@ -151,9 +164,10 @@ def scale_by_rms(beta2: float | torch.Tensor = 0.99, eps: float | torch.Tensor =
 
     def update(updates, state, params=None):
         s_new, out = {}, {}
+        one_minus_b2 = _one_minus_power(beta2)
         for k, g in updates.items():
             b2, e = per_run(beta2, g, "beta2"), per_run(eps, g, "eps")
-            s = s_new[k] = b2 * state.s[k] + (1 - b2) * g * g
+            s = s_new[k] = b2 * state.s[k] + per_run(one_minus_b2, g, "beta2") * g * g
             out[k] = g / torch.sqrt(s + e) if eps_in_sqrt else g / (torch.sqrt(s) + e)
         return out, ScaleByRmsState(s_new)
 
@@ -197,11 +211,14 @@ def scale_by_adam(beta1: float | torch.Tensor = 0.9, beta2: float | torch.Tensor
     def update(updates, state, params=None):
         t = state.step + 1
         m_new, s_new, out = {}, {}, {}
+        # 1 - beta and the bias corrections 1 - beta^t in float64, before the cast to the parameters' dtype
+        omb1, omb2, c1, c2 = (_one_minus_power(beta1), _one_minus_power(beta2), _one_minus_power(beta1, t),
+                              _one_minus_power(beta2, t))
         for k, g in updates.items():
             b1, b2 = per_run(beta1, g, "beta1"), per_run(beta2, g, "beta2")
-            m = m_new[k] = b1 * state.m[k] + (1 - b1) * g
-            s = s_new[k] = b2 * state.s[k] + (1 - b2) * g * g
-            m_hat, s_hat = m / (1 - b1 ** t), s / (1 - b2 ** t)  # bias correction: m, s start at 0
+            m = m_new[k] = b1 * state.m[k] + per_run(omb1, g, "beta1") * g
+            s = s_new[k] = b2 * state.s[k] + per_run(omb2, g, "beta2") * g * g
+            m_hat, s_hat = m / per_run(c1, g, "beta1"), s / per_run(c2, g, "beta2")  # bias correction: m, s start at 0
             out[k] = m_hat / (torch.sqrt(s_hat) + per_run(eps, g, "eps"))
         return out, ScaleByAdamState(t, m_new, s_new)
 
@@ -228,6 +245,7 @@ def add_decayed_weights(weight_decay: float | torch.Tensor, mask: Mask = None) -
     ================  ===============  ================================================
     """
     check_nonnegative("weight_decay", weight_decay)
+    check_mask(mask)
 
     def init(params):
         check_runs(params, weight_decay=weight_decay)
@@ -265,6 +283,7 @@ def scale_by_trust_ratio(trust_coefficient: float | torch.Tensor = 1e-3, mask: M
     Reference: You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks" (LARS), 2017.
     """
     check_positive("trust_coefficient", trust_coefficient)
+    check_mask(mask)
 
     def rescale(updates, params):
         params = _need_params(params, "scale_by_trust_ratio")
@@ -293,6 +312,7 @@ def project_to_unit_norm(mask: Mask = None) -> Transform:
     (Zhang et al. 2019); with :math:`\lVert w \rVert = 1` it stays exactly :math:`\alpha`,
     which removes the effect weight decay has through the weight norm.
     """
+    check_mask(mask)
 
     def project(updates, params):
         params = _need_params(params, "project_to_unit_norm")
@@ -320,6 +340,9 @@ def masked(transform: Transform, mask: Mask) -> Transform:
 
     The inner transformation sees (and keeps state for) the selected tensors only.
     """
+    if not isinstance(transform, Transform):
+        raise TypeError(f"transform must be a Transform, got {type(transform).__name__}")
+    check_mask(mask)
 
     def select(tree, on):
         return None if tree is None else {k: v for k, v in tree.items() if on[k]}
