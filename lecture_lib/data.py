@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ._validate import check_choice, check_int, check_nonnegative, check_range
+from ._validate import check_choice, check_int, check_nonnegative, check_range, check_seed, check_sizes, check_tensor
 from .device import resolve
 
 TASKS = ("regression", "classification", "binary")
@@ -58,6 +58,11 @@ class Dataset:
 
     def __post_init__(self):
         check_choice("task", self.task, TASKS)
+        for split in ("train", "test"):
+            for kind in ("x", "y"):
+                if not isinstance(getattr(self, f"{kind}_{split}"), torch.Tensor):
+                    raise TypeError(f"{kind}_{split} must be a torch.Tensor, got "
+                                    f"{type(getattr(self, f'{kind}_{split}')).__name__}")
         if self.task == "regression":  # scalar targets become (n, 1), so per-run batches stay unambiguous
             if self.y_train.dim() == 1:
                 self.y_train = self.y_train.unsqueeze(1)
@@ -67,8 +72,19 @@ class Dataset:
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.dim() != 2:
                 raise ValueError(f"x_{split} must have shape (n, features), got {tuple(x.shape)}")
-            if y.shape[0] != x.shape[0]:
-                raise ValueError(f"x_{split} has {x.shape[0]} rows but y_{split} has {y.shape[0]}")
+            if y.dim() == 0 or y.shape[0] != x.shape[0]:
+                raise ValueError(f"x_{split} has {x.shape[0]} rows but y_{split} has shape {tuple(y.shape)}")
+            check_tensor(f"x_{split}", x)    # non-empty and finite: a NaN input would pass for a diverged run
+            if self.task == "regression":
+                check_tensor(f"y_{split}", y, dim=2)
+            else:
+                if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+                    raise TypeError(f"y_{split} must hold integer class labels of shape (n,) for a "
+                                    f"{self.task} task, got dtype {y.dtype} and shape {tuple(y.shape)}")
+                high = 1 if self.task == "binary" else None
+                if int(y.min()) < 0 or (high is not None and int(y.max()) > high):
+                    raise ValueError(f"y_{split} must hold labels in {{0, 1}}" if high else
+                                     f"y_{split} must hold class labels >= 0")
         if self.x_train.shape[1] != self.x_test.shape[1]:
             raise ValueError("training and test inputs have different numbers of features")
 
@@ -118,7 +134,7 @@ class Dataset:
 
 
 def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(check_int("seed", seed, low=0))
+    return torch.Generator().manual_seed(check_seed("seed", seed))
 
 
 def _n_test(n: int, n_test) -> int:
@@ -229,9 +245,7 @@ def teacher(n: int = 512, sizes=(10, 32, 1), activation: str = "tanh", seed: int
     """
     from .models import activation as get_activation
 
-    sizes = [check_int(f"sizes[{i}]", s) for i, s in enumerate(sizes)]
-    if len(sizes) < 2:
-        raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
+    sizes = check_sizes("sizes", sizes)
     act = get_activation(activation)
     check_nonnegative("noise", noise)
     m = _n_test(n, n_test)
@@ -264,8 +278,13 @@ def digits(test_fraction: float = 0.25, seed: int = 0, standardize: bool = True,
     from sklearn.model_selection import train_test_split
 
     check_range("test_fraction", test_fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-    check_int("seed", seed, low=0)
+    check_seed("seed", seed)
     bunch = load_digits()
+    n, classes = len(bunch.target), len(set(bunch.target.tolist()))
+    n_test = math.ceil(float(test_fraction) * n)          # how scikit-learn rounds a fractional test_size
+    if n_test < classes or n - n_test < classes:          # a stratified split needs every class on both sides
+        raise ValueError(f"test_fraction must leave at least one example of each of the {classes} classes in both "
+                         f"splits: it must be in [{classes / n:.4g}, {1 - classes / n:.4g}], got {test_fraction}")
     x_tr, x_te, y_tr, y_te = train_test_split(bunch.data, bunch.target, test_size=test_fraction,
                                               random_state=seed, stratify=bunch.target)
     x_tr = torch.as_tensor(x_tr, dtype=torch.float64)

@@ -33,7 +33,7 @@ equals R separate runs with those seeds.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from . import losses as losses_mod
-from ._validate import check_int, check_positive
+from ._validate import check_int, check_positive, check_seeds
 from .data import Dataset
 from .optim.base import Transform
 from .optim.kfac import observe as observe_batch
@@ -99,18 +99,7 @@ def _model_runs(model: nn.Module) -> int:
 
 
 def _check_seed(seed, runs: int):
-    if isinstance(seed, bool):
-        raise TypeError("seed must be an int or a sequence of ints, one per run")
-    if isinstance(seed, int):
-        return check_int("seed", seed, low=0)
-    if isinstance(seed, torch.Tensor):
-        seed = seed.tolist()
-    if not isinstance(seed, Sequence):
-        raise TypeError(f"seed must be an int or a sequence of {runs} ints, got {type(seed).__name__}")
-    seeds = list(seed)
-    if len(seeds) != runs:
-        raise ValueError(f"seed lists {len(seeds)} values but the model holds {runs} runs (model.runs)")
-    return [check_int(f"seed[{i}]", s, low=0) for i, s in enumerate(seeds)]
+    return check_seeds("seed", seed, runs)
 
 
 def _hparam_runs(name: str, value, runs: int):
@@ -133,7 +122,11 @@ def _resolve_loss(loss, data: Dataset):
     if loss is None:
         return data.default_loss, losses_mod.get(data.default_loss)
     if isinstance(loss, str):
-        return loss, losses_mod.get(loss)
+        fn = losses_mod.get(loss)
+        if loss in ("cross_entropy", "logistic") and data.task == "regression":
+            raise ValueError(f"loss {loss!r} needs class labels but the data are a regression task "
+                             f"({data.name}); use loss='mse' (or None for the task's default)")
+        return loss, fn
     if callable(loss):
         return getattr(loss, "__name__", "custom"), loss
     raise TypeError(f"loss must be a name ({', '.join(losses_mod.LOSSES)}), a callable or None, got {loss!r}")

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._validate import check_choice, check_int, check_positive
+from ._validate import check_choice, check_int, check_positive, check_range, check_seeds, check_sizes
 from .device import resolve
 
 NORMS = ("none", "batch", "center")
@@ -29,14 +29,8 @@ ACTIVATIONS = ("relu", "tanh", "logistic", "linear")
 
 
 def _seeds(seed, runs: int) -> list[int]:
-    if isinstance(seed, bool):
-        raise TypeError("seed must be an int or a sequence of ints, one per run")
-    if isinstance(seed, int):
-        return [seed] * runs
-    seeds = list(seed)
-    if len(seeds) != runs or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ValueError(f"seed must be an int or a sequence of {runs} ints (one per run), got {seed!r}")
-    return seeds
+    seeds = check_seeds("seed", seed, runs)
+    return [seeds] * runs if isinstance(seeds, int) else seeds
 
 
 def _uniform(shape, bound: float, seeds: list[int], dtype, device) -> torch.Tensor:
@@ -48,12 +42,19 @@ def _uniform(shape, bound: float, seeds: list[int], dtype, device) -> torch.Tens
     return torch.stack(draws).to(dtype=dtype, device=device)
 
 
-def _as_runs(x: torch.Tensor, runs: int) -> torch.Tensor:
+def _as_runs(x: torch.Tensor, runs: int, like: torch.Tensor | None = None) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor of shape (batch, features), got {type(x).__name__}")
     if x.dim() == 2:
-        return x.unsqueeze(0).expand(runs, -1, -1)
-    if x.dim() == 3 and x.shape[0] == runs:
-        return x
-    raise ValueError(f"input must have shape (batch, features) or ({runs}, batch, features), got {tuple(x.shape)}")
+        x = x.unsqueeze(0).expand(runs, -1, -1)
+    elif not (x.dim() == 3 and x.shape[0] == runs):
+        raise ValueError(f"input must have shape (batch, features) or ({runs}, batch, features), got {tuple(x.shape)}")
+    if x.shape[1] == 0:
+        raise ValueError(f"input must hold at least one example, got shape {tuple(x.shape)}")
+    if like is not None and x.dtype != like.dtype:
+        raise TypeError(f"input has dtype {x.dtype} but the model's weights are {like.dtype}: "
+                        f"convert one of them (x.to({like.dtype}) or model.to(...))")
+    return x
 
 
 class BatchedLinear(nn.Module):
@@ -78,7 +79,7 @@ class BatchedLinear(nn.Module):
             self.register_parameter("bias", None)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        a = _as_runs(a, self.runs)
+        a = _as_runs(a, self.runs, self.weight)
         if a.shape[-1] != self.in_features:
             raise ValueError(f"input has {a.shape[-1]} features, layer expects in_features={self.in_features}")
         w_t = self.weight.transpose(1, 2)
@@ -104,7 +105,10 @@ class BatchNorm(nn.Module):
         super().__init__()
         self.kind = check_choice("kind", kind, ("batch", "center"))
         self.eps = check_positive("eps", eps)
-        self.momentum = momentum
+        check_range("momentum", momentum, 0.0, 1.0)
+        if isinstance(momentum, torch.Tensor) and momentum.numel() != 1:
+            raise ValueError(f"momentum must be one number shared by all runs, got shape {tuple(momentum.shape)}")
+        self.momentum = float(momentum)
         device = resolve(device)
         shape = (check_int("runs", runs), check_int("features", features))
         if affine:
@@ -116,6 +120,13 @@ class BatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(shape, dtype=dtype, device=device))
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
+        runs, features = self.running_mean.shape
+        if not isinstance(s, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor of shape ({runs}, batch, {features}), got {type(s).__name__}")
+        if s.dim() != 3 or s.shape[0] != runs or s.shape[2] != features:
+            raise ValueError(f"input must have shape ({runs}, batch, {features}), got {tuple(s.shape)}")
+        if s.dtype != self.running_mean.dtype:
+            raise TypeError(f"input has dtype {s.dtype} but the normalizer's statistics are {self.running_mean.dtype}")
         if self.training:
             if s.shape[1] < 2 and self.kind == "batch":
                 raise ValueError("batch norm needs a batch of at least 2 examples per run")
@@ -161,11 +172,8 @@ class MLP(nn.Module):
                  runs: int = 1, seed=0, affine: bool = True, eps: float = 1e-5,
                  dtype=torch.float32, device=None):
         super().__init__()
-        sizes = list(sizes)
-        if len(sizes) < 2:
-            raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
-        for i, n in enumerate(sizes):
-            check_int(f"sizes[{i}]", n)
+        sizes = check_sizes("sizes", sizes)
+        check_positive("eps", eps)
         self.sizes, self.norm, self.runs = sizes, check_choice("norm", norm, NORMS), check_int("runs", runs)
         self.activation_name = activation
         self._act = globals()["activation"](activation)
@@ -209,9 +217,7 @@ class DeepLinear(nn.Module):
 
     def __init__(self, sizes: Sequence[int], runs: int = 1, seed=0, dtype=torch.float32, device=None):
         super().__init__()
-        sizes = list(sizes)
-        if len(sizes) < 2:
-            raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
+        sizes = check_sizes("sizes", sizes)
         self.sizes, self.runs = sizes, check_int("runs", runs)
         seeds = _seeds(seed, runs)
         self.linears = nn.ModuleList(
@@ -255,7 +261,7 @@ class ScaleInvariantLinear(nn.Module):
         return {"w": True}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _as_runs(x, self.runs)
+        x = _as_runs(x, self.runs, self.w)
         if x.shape[-1] != self.dim:
             raise ValueError(f"input has {x.shape[-1]} features, model expects dim={self.dim}")
         direction = self.w / self.w.norm(dim=1, keepdim=True)
