@@ -40,8 +40,8 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp
 
 from . import losses as _losses
-from ._validate import check_choice, check_int
-from .optim.kfac import CURVATURES, _loss_name, estimate_factors, kfac_layers, output_hessian_sqrt
+from ._validate import check_callable, check_choice, check_int, check_seed, check_tensor
+from .optim.kfac import CURVATURES, _loss_name, check_inputs, estimate_factors, kfac_layers, output_hessian_sqrt
 
 __all__ = ["FlatModel", "flatten", "hessian", "gauss_newton", "fisher", "empirical_fisher", "blocks",
            "layer_block", "kfac_factors", "kfac_block", "hvp", "gnvp", "lanczos", "top_eigenvalues"]
@@ -57,15 +57,24 @@ class FlatModel(NamedTuple):
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # fn(theta, x) -> outputs (B, K)
 
 
+def _check_run(model: nn.Module, run) -> int:
+    """``run`` must index one of the model's runs (the leading dimension of its parameters)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module from lecture_lib.models, got {type(model).__name__}")
+    first = next(model.parameters(), None)
+    if first is None or first.dim() == 0:
+        raise ValueError("model must have parameters with a leading run dimension")
+    return check_int("run", run, 0, first.shape[0] - 1)
+
+
 def flatten(model: nn.Module, run: int = 0) -> FlatModel:
     """Run ``run`` of ``model`` as ``fn(theta, x) -> (B, K)`` in float64 (other runs held fixed, no grad).
 
     The model is evaluated functionally (:func:`torch.func.functional_call`) on float64 copies of
     its parameters and buffers, so the model itself is never modified.
     """
+    run = _check_run(model, run)
     named = dict(model.named_parameters())
-    runs = next(iter(named.values())).shape[0]
-    run = check_int("run", run, 0, runs - 1)
     names = list(named)
     shapes = {n: tuple(p.shape[1:]) for n, p in named.items()}
     slices, start = {}, 0
@@ -107,6 +116,7 @@ def _batch_loss(loss_name: str, flat: FlatModel, x, y):
 
 def hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, run: int = 0) -> torch.Tensor:
     r"""Full Hessian :math:`\nabla^2_\theta J` of the batch loss, ``(P, P)`` float64."""
+    check_inputs(x, y)
     flat = flatten(model, run)
     return torch.func.hessian(_batch_loss(_loss_name(loss), flat, x, y))(flat.theta)
 
@@ -123,6 +133,7 @@ def _output_hessian(loss_name: str, f: torch.Tensor) -> torch.Tensor:
 def gauss_newton(model: nn.Module, x: torch.Tensor, loss, run: int = 0) -> torch.Tensor:
     r"""Gauss-Newton matrix :math:`G = \tfrac1B\sum_b J_b^\top H_{\text{out},b} J_b`, ``(P, P)`` float64."""
     loss_name = _loss_name(loss)
+    check_inputs(x)
     flat = flatten(model, run)
     Jac = _jacobian(flat, x)
     H = _output_hessian(loss_name, flat.fn(flat.theta, x))
@@ -144,6 +155,7 @@ def _target_distribution(loss_name: str, f_b: torch.Tensor):
 
 def _gradient_outer(model, x, loss, run, targets_of) -> torch.Tensor:
     loss_name = _loss_name(loss)
+    check_inputs(x)
     flat = flatten(model, run)
     Jac = _jacobian(flat, x)
     f = flat.fn(flat.theta, x).detach()
@@ -165,6 +177,11 @@ def fisher(model: nn.Module, x: torch.Tensor, loss, run: int = 0) -> torch.Tenso
 
 def empirical_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, run: int = 0) -> torch.Tensor:
     r"""Empirical Fisher :math:`\tfrac1B\sum_b g_b g_b^\top` with the training targets :math:`y_b`."""
+    check_tensor("y", y)
+    check_inputs(x, y)
+    if x.dim() != 2 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"x must be (batch, features) and y hold one target per row, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
     return _gradient_outer(model, x, loss, run, lambda name, f_b, b: ([y[b]], [1.0]))
 
 
@@ -196,9 +213,10 @@ def kfac_factors(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss
                  run: int = 0, seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """K-FAC factors ``{layer: (A, S)}`` of one run on one batch, float64 (see :func:`~lecture_lib.optim.kfac.estimate_factors`)."""
     curvature = check_choice("curvature", curvature, CURVATURES)
+    seed = check_seed("seed", seed)
+    run = _check_run(model, run)
+    check_inputs(x, y)
     params = {n: p.detach().to(torch.float64) for n, p in model.named_parameters()}
-    runs = next(iter(params.values())).shape[0]
-    run = check_int("run", run, 0, runs - 1)
     params.update({n: b.detach().to(torch.float64) if b.is_floating_point() else b
                    for n, b in model.named_buffers()})
     factors = estimate_factors(model, params, x.to(torch.float64), y, loss, curvature,
@@ -208,13 +226,23 @@ def kfac_factors(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss
 
 def kfac_block(A: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     r"""The explicit K-FAC block in :math:`\bar W` row-major order: ``kron(S, A)`` (= :math:`A\otimes S` for column-stacking vec)."""
+    for name, M in (("A", A), ("S", S)):
+        check_tensor(name, M, dim=2)
+        if M.shape[0] != M.shape[1]:
+            raise ValueError(f"{name} must be a square matrix, got shape {tuple(M.shape)}")
     return torch.kron(S, A)
 
 
 # ----------------------------------------------------------------------------- matrix-free
+def _check_vector(v, flat: FlatModel) -> None:
+    check_tensor("v", v, shape=(flat.theta.numel(),))
+
+
 def hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, v: torch.Tensor, run: int = 0) -> torch.Tensor:
     r"""Hessian-vector product :math:`Hv` (forward-over-reverse), never forming :math:`H`."""
+    check_inputs(x, y)
     flat = flatten(model, run)
+    _check_vector(v, flat)
     J = _batch_loss(_loss_name(loss), flat, x, y)
     return jvp(torch.func.grad(J), (flat.theta,), (v.to(torch.float64),))[1]
 
@@ -222,7 +250,9 @@ def hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, v: torch.Tenso
 def gnvp(model: nn.Module, x: torch.Tensor, loss, v: torch.Tensor, run: int = 0) -> torch.Tensor:
     r"""Gauss-Newton-vector product :math:`\tfrac1B\sum_b J_b^\top H_{\text{out},b} (J_b v)`: one jvp and one vjp."""
     loss_name = _loss_name(loss)
+    check_inputs(x)
     flat = flatten(model, run)
+    _check_vector(v, flat)
     f, Jv = jvp(lambda t: flat.fn(t, x), (flat.theta,), (v.to(torch.float64),))
     HJv = (_output_hessian(loss_name, f.detach()) @ Jv.unsqueeze(-1)).squeeze(-1) / f.shape[0]
     _, pullback = vjp(lambda t: flat.fn(t, x), flat.theta)
@@ -232,14 +262,22 @@ def gnvp(model: nn.Module, x: torch.Tensor, loss, v: torch.Tensor, run: int = 0)
 def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int = 6, iters: int | None = None,
             seed: int = 0) -> torch.Tensor:
     """Top-``k`` eigenvalues (largest first) of a symmetric operator by Lanczos with full reorthogonalization."""
+    check_callable("matvec", matvec)
     dim, k = check_int("dim", dim), check_int("k", k)
-    m = min(dim, iters or max(3 * k, 30))
-    g = torch.Generator().manual_seed(seed)
+    iters = max(3 * k, 30) if iters is None else check_int("iters", iters)
+    m = min(dim, iters)
+    g = torch.Generator().manual_seed(check_seed("seed", seed))
     q = torch.randn(dim, generator=g, dtype=torch.float64)
     Q = [q / q.norm()]
     alpha, beta = [], []
     for j in range(m):
-        w = matvec(Q[j]).to(torch.float64)
+        w = matvec(Q[j])
+        if not isinstance(w, torch.Tensor) or w.shape != (dim,):
+            raise ValueError(f"matvec must return a vector of shape ({dim},) (dim), got "
+                             f"{tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}")
+        w = w.to(torch.float64)
+        if not torch.isfinite(w).all():
+            raise ValueError("matvec returned non-finite values (NaN or inf): check the model and the batch")
         alpha.append(torch.dot(w, Q[j]))
         Qm = torch.stack(Q)
         w = w - Qm.T @ (Qm @ w)
@@ -260,6 +298,7 @@ def top_eigenvalues(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, l
                     k: int = 6, run: int = 0, iters: int | None = None) -> torch.Tensor:
     """Top-``k`` eigenvalues of the Hessian (``matrix='hessian'``) or Gauss-Newton matrix (``'ggn'``) by Lanczos."""
     check_choice("matrix", matrix, ("hessian", "ggn"))
+    check_inputs(x, y if matrix == "hessian" else None)
     P = flatten(model, run).theta.numel()
     if matrix == "hessian":
         return lanczos(lambda v: hvp(model, x, y, loss, v, run), P, k, iters)

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from . import curvature
-from ._validate import check_choice, check_int, check_positive, check_range
+from ._validate import check_choice, check_int, check_positive, check_range, check_seed, check_sizes, check_tensor
 from .data import teacher
 from .engine import train
-from .models import MLP
-from .optim.kfac import eigh_factor, kron_damped_solve
+from .models import ACTIVATIONS, MLP
+from .optim.kfac import _damped_solve, eigh_factor
 from .optim.transforms import scale_by_lr
 
 
@@ -51,7 +51,7 @@ def random_spd(n: int, cond: float = 10.0, seed: int = 0, scale: float = 1.0) ->
     n = check_int("n", n)
     check_range("cond", cond, 1.0)
     check_positive("scale", scale)
-    g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+    g = torch.Generator().manual_seed(check_seed("seed", seed))
     Q, R = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
     Q = Q * torch.sign(torch.diagonal(R)).unsqueeze(0)
     lam = scale * float(cond) ** (-torch.linspace(0.0, 1.0, n, dtype=torch.float64)) if n > 1 else \
@@ -79,8 +79,14 @@ def kron_spectrum(A: torch.Tensor, B: torch.Tensor) -> KronSpectrum:
     r"""Check :math:`\mathrm{eig}(A\otimes B) = \{\lambda_i\nu_j\}`, eigenvectors :math:`r_i\otimes s_j`,
     and :math:`(A\otimes B)^{-1} = A^{-1}\otimes B^{-1}` on symmetric positive definite ``A``, ``B``."""
     for name, M in (("A", A), ("B", B)):
-        if not isinstance(M, torch.Tensor) or M.dim() != 2 or M.shape[0] != M.shape[1]:
-            raise ValueError(f"{name} must be a square matrix (2-D tensor)")
+        check_tensor(name, M, dim=2)
+        if M.shape[0] != M.shape[1]:
+            raise ValueError(f"{name} must be a square matrix (2-D tensor), got shape {tuple(M.shape)}")
+        M = M.to(torch.float64)
+        if not torch.allclose(M, M.T, rtol=1e-10, atol=1e-12 * float(M.abs().max())):
+            raise ValueError(f"{name} must be symmetric")
+        if float(torch.linalg.eigvalsh(M)[0]) <= 0:
+            raise ValueError(f"{name} must be positive definite (all eigenvalues > 0)")
     A, B = A.to(torch.float64), B.to(torch.float64)
     lam, R = torch.linalg.eigh(A)
     nu, S = torch.linalg.eigh(B)
@@ -104,6 +110,9 @@ def kron_spectrum(A: torch.Tensor, B: torch.Tensor) -> KronSpectrum:
 
 def spectrum_demo(n: int = 6, m: int = 4, cond_a: float = 10.0, cond_b: float = 100.0, seed: int = 0) -> KronSpectrum:
     """:func:`kron_spectrum` of random SPD factors of sizes ``n``, ``m`` and condition numbers ``cond_a``, ``cond_b``."""
+    n, m, seed = check_int("n", n), check_int("m", m), check_seed("seed", seed)
+    check_range("cond_a", cond_a, 1.0)
+    check_range("cond_b", cond_b, 1.0)
     return kron_spectrum(random_spd(n, cond_a, seed), random_spd(m, cond_b, seed + 1))
 
 
@@ -142,11 +151,14 @@ def time_inverses(widths=(4, 8, 16, 24, 32, 48), damping: float = 1e-3, repeats:
     (:math:`O(n^3)`); the dense way forms :math:`A\otimes S + \gamma I` (``n² × n²``) and solves
     (:math:`O(n^6)`). Best of ``repeats`` wall-clock times, float64, current torch thread count.
     """
-    widths = [check_int(f"widths[{i}]", w) for i, w in enumerate(widths)]
-    if not widths or max(widths) > 80:
+    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
+        raise TypeError(f"widths must be a sequence of layer widths, got {widths!r}")
+    widths = [check_int(f"widths[{i}]", w, high=80) for i, w in enumerate(widths)]
+    if not widths:
         raise ValueError(f"widths must be 1..80 (the dense matrix has width^4 entries), got {widths}")
     check_positive("damping", damping)
     repeats = check_int("repeats", repeats)
+    seed = check_seed("seed", seed)
     eig_t, dense_t, diff = [], [], []
     for i, n in enumerate(widths):
         A, S = random_spd(n, 30.0, seed + 2 * i), random_spd(n, 30.0, seed + 2 * i + 1)
@@ -156,7 +168,7 @@ def time_inverses(widths=(4, 8, 16, 24, 32, 48), damping: float = 1e-3, repeats:
         def eigenbasis():
             QA, dA = eigh_factor(A)
             QS, dS = eigh_factor(S)
-            out["eig"] = kron_damped_solve(QA, dA, QS, dS, G, damping)
+            out["eig"] = _damped_solve(QA, dA, QS, dS, G, damping)   # inputs built here: time the solve alone
 
         def dense():
             M = torch.kron(A, S) + damping * torch.eye(n * n, dtype=torch.float64)
@@ -184,7 +196,6 @@ class KFACvsExact:
     factor_s: np.ndarray            # (T, n_out) eigenvalues of S
 
 
-@functools.lru_cache(maxsize=8)
 def kfac_vs_exact(layer: str = "linears.0", sizes: tuple = (4, 6, 3), activation: str = "tanh",
                   steps: int = 200, checkpoints: int = 9, lr: float = 0.05, n: int = 128,
                   seed: int = 0) -> KFACvsExact:
@@ -197,14 +208,21 @@ def kfac_vs_exact(layer: str = "linears.0", sizes: tuple = (4, 6, 3), activation
     :math:`\mathcal{D}s` are independent, and the relative error shows what that costs.
     Results are cached, so a slider over the checkpoints only picks rows.
     """
-    sizes = tuple(check_int(f"sizes[{i}]", s) for i, s in enumerate(sizes))
+    sizes = tuple(check_sizes("sizes", sizes))
     steps = check_int("steps", steps)
     checkpoints = check_int("checkpoints", checkpoints, low=2)
     check_positive("lr", lr)
+    check_choice("activation", activation, ACTIVATIONS)
+    check_choice("layer", layer, [f"linears.{i}" for i in range(len(sizes) - 1)])
+    # the arguments are checked and hashable now (sizes a tuple): the training run is cached on them
+    return _kfac_vs_exact(layer, sizes, activation, steps, checkpoints, float(lr), check_int("n", n),
+                          check_seed("seed", seed))
+
+
+@functools.lru_cache(maxsize=8)
+def _kfac_vs_exact(layer, sizes, activation, steps, checkpoints, lr, n, seed) -> KFACvsExact:
     model = MLP(list(sizes), activation=activation, runs=1, seed=seed, dtype=torch.float64)
-    layers = [f"linears.{i}" for i in range(len(sizes) - 1)]
-    check_choice("layer", layer, layers)
-    data = teacher(n=check_int("n", n), sizes=(sizes[0], 16, sizes[-1]), seed=seed + 1, dtype=torch.float64)
+    data = teacher(n=n, sizes=(sizes[0], 16, sizes[-1]), seed=seed + 1, dtype=torch.float64)
     marks = sorted({int(round(k)) for k in np.linspace(0, steps, checkpoints)})
     snaps = {0: copy.deepcopy(model.state_dict())}
 
