@@ -46,12 +46,14 @@ import numpy as np
 import torch
 
 from . import curvature, data
-from ._validate import check_choice, check_int, check_nonnegative, check_range, check_tensor
+from ._validate import (check_callable, check_choice, check_int, check_nonnegative, check_positive, check_range,
+                        check_seed, check_sizes, check_tensor)
 from .data import Dataset
 from .engine import train
 from .optim import sgd
+from .optim.kfac import check_inputs
 from .record import Record
-from .models import MLP, BatchNorm, activation as get_activation
+from .models import MLP, BatchNorm, _as_runs, activation as get_activation
 
 F64 = torch.float64
 
@@ -69,6 +71,7 @@ def second_moment(a: torch.Tensor) -> torch.Tensor:
 
 def predicted_outlier(mean: torch.Tensor) -> float:
     r""":math:`\nu = \lVert m\rVert^2 + 1`: the top eigenvalue of :math:`I + mm^\top` (inputs with covariance I)."""
+    check_tensor("mean", mean, dim=1)
     return float(mean.to(F64).pow(2).sum()) + 1.0
 
 
@@ -123,7 +126,8 @@ def unit_features(activation: str, dim: int, samples: int, seed: int = 0,
     check_choice("activation", activation, UNITS)
     check_int("dim", dim)
     check_int("samples", samples, low=2)
-    g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+    check_range("preactivation_mean", preactivation_mean)
+    g = torch.Generator().manual_seed(check_seed("seed", seed))
     z = torch.randn(samples, dim, generator=g, dtype=F64) + float(preactivation_mean)
     return get_activation(activation)(z)
 
@@ -170,8 +174,17 @@ def kronecker_alignment(vectors: torch.Tensor, direction: torch.Tensor, out_feat
     rank-one matrix :math:`v\hat m^\top`, the projection of :math:`U` onto that subspace is
     :math:`(U\hat m)\hat m^\top`, and the fraction is :math:`\lVert U\hat m\rVert^2`.
     """
-    m_hat = direction.to(F64) / direction.to(F64).norm()
-    U = vectors.to(F64).T.reshape(vectors.shape[1], check_int("out_features", out_features), m_hat.shape[0])
+    check_tensor("vectors", vectors, dim=2)
+    check_tensor("direction", direction, dim=1)
+    H, D = check_int("out_features", out_features), direction.shape[0]
+    if vectors.shape[0] != H * D:
+        raise ValueError(f"vectors must have out_features * len(direction) = {H} * {D} = {H * D} rows (flattened "
+                         f"(out, in) weight matrices), got shape {tuple(vectors.shape)}")
+    norm = direction.to(F64).norm()
+    if float(norm) == 0:
+        raise ValueError("direction must not be the zero vector")
+    m_hat = direction.to(F64) / norm
+    U = vectors.to(F64).T.reshape(vectors.shape[1], H, D)
     return (U @ m_hat).pow(2).sum(1)
 
 
@@ -190,6 +203,7 @@ def conditioning_report(model: MLP, x: torch.Tensor, layer: int = 0) -> Conditio
     includes the statistics path (the examples of the batch interact).
     """
     name = f"linears.{check_int('layer', layer, low=0, high=len(model.linears) - 1)}"
+    check_inputs(x)
     x = x.to(F64)
     G = curvature.gauss_newton(model, x, "mse")
     flat = curvature.flatten(model)
@@ -232,6 +246,22 @@ def _layer_input_mean(model: MLP, x: torch.Tensor, layer: int) -> torch.Tensor:
 # 3. the fix: reparameterize (centre and whiten) the layer's inputs
 # ---------------------------------------------------------------------------
 
+def _check_moments(mean: torch.Tensor, cov: torch.Tensor, dim: int | None = None) -> int:
+    """``mean`` ``(D,)`` and a symmetric ``cov`` ``(D, D)``, finite; returns D (checked against ``dim`` if given)."""
+    check_tensor("mean", mean, dim=1)
+    D = mean.shape[0] if dim is None else dim
+    if mean.shape[0] != D:
+        raise ValueError(f"mean must have {D} entries, one per feature of the inputs x (or of the first layer), "
+                         f"got shape {tuple(mean.shape)}")
+    check_tensor("cov", cov, dim=2)
+    if cov.shape != (D, D):
+        raise ValueError(f"cov must have shape ({D}, {D}) to match mean's {D} entries, got {tuple(cov.shape)}")
+    c = cov.to(F64)
+    if not torch.allclose(c, c.T, rtol=1e-8, atol=1e-12 * float(c.abs().max())):
+        raise ValueError("cov must be symmetric")
+    return D
+
+
 def _sym_power(cov: torch.Tensor, power: float) -> torch.Tensor:
     evals, evecs = torch.linalg.eigh(cov.to(F64))
     if float(evals.min()) <= 0:
@@ -242,6 +272,7 @@ def _sym_power(cov: torch.Tensor, power: float) -> torch.Tensor:
 def whiten(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     r""":math:`\tilde a = \Sigma^{-1/2}(a - m)` row by row (symmetric square root)."""
     check_tensor("x", x, dim=2)
+    _check_moments(mean, cov, x.shape[1])
     out = (x.to(F64) - mean.to(F64)) @ _sym_power(cov, -0.5)
     return out.to(x.dtype)
 
@@ -256,6 +287,7 @@ def reparameterize(model: MLP, mean: torch.Tensor, cov: torch.Tensor) -> MLP:
     the first layer has no bias; the constant :math:`Wm` is removed by the normalizer
     anyway, so only :math:`W` is transformed.
     """
+    _check_moments(mean, cov, model.linears[0].in_features)
     new = copy.deepcopy(model)
     lin = new.linears[0]
     with torch.no_grad():
@@ -285,8 +317,8 @@ def quasi_diagonal(mean: torch.Tensor, cov: torch.Tensor, out_features: int) -> 
     Returns ``{"R_inv", "R", "preconditioner" (RR^T), "curvature" ([RR^T]^{-1})}``.
     """
     H = check_int("out_features", out_features)
+    D = _check_moments(mean, cov)
     mean, cov = mean.to(F64), cov.to(F64)
-    D = mean.shape[0]
     I = torch.eye(H, dtype=F64)
     R_inv = torch.zeros(D * H + H, D * H + H, dtype=F64)
     R_inv[:D * H, :D * H] = torch.kron(_sym_power(cov, 0.5), I)
@@ -299,6 +331,7 @@ def quasi_diagonal(mean: torch.Tensor, cov: torch.Tensor, out_features: int) -> 
 def flat_first_layer(model: MLP, run: int = 0) -> torch.Tensor:
     r""":math:`\theta = (\mathrm{vec}\,W, b)` of the first layer of run ``run`` (column-stacked vec)."""
     lin = model.linears[0]
+    run = check_int("run", run, 0, lin.runs - 1)
     parts = [lin.weight[run].T.reshape(-1)]
     if lin.bias is not None:
         parts.append(lin.bias[run].reshape(-1))
@@ -329,6 +362,9 @@ class ShiftedMLP(MLP):
         super().__init__(sizes, norm=norm, activation=activation, runs=runs, seed=seed, affine=affine,
                          eps=eps, dtype=dtype, device=device)
         for name, v in (("shift", shift), ("scale", scale)):
+            if isinstance(v, (list, tuple)) and all(isinstance(e, (int, float)) for e in v):
+                v = torch.tensor(v, dtype=torch.float64)
+            check_range(name, v)          # a real number or one per run, finite
             t = torch.as_tensor(v, dtype=dtype)
             if t.dim() == 0:
                 t = t.expand(runs).clone()
@@ -342,7 +378,7 @@ class ShiftedMLP(MLP):
         return a * self.scale.view(-1, 1, 1) + self.shift.view(-1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = x if x.dim() == 3 else x.unsqueeze(0).expand(self.runs, -1, -1)
+        a = _as_runs(x, self.runs, self.linears[0].weight)
         last = len(self.linears) - 1
         for i, (lin, nrm) in enumerate(zip(self.linears, self.norms)):
             if i < last:          # this layer's pre-activations are normalized (hidden layer)
@@ -388,6 +424,7 @@ def centering_gradient(a: torch.Tensor, weight: torch.Tensor,
     """
     check_tensor("a", a, dim=2)
     check_tensor("weight", weight, dim=2)
+    check_callable("loss_fn", loss_fn)
     if weight.shape[1] != a.shape[1]:
         raise ValueError(f"weight has {weight.shape[1]} inputs but a has {a.shape[1]} features")
     if a.shape[0] < 2:
@@ -429,6 +466,8 @@ def outlier_experiment(features: str = "gaussian", mean_norm: float = 3.0, dim: 
     """
     check_choice("features", features, FEATURES)
     check_nonnegative("mean_norm", mean_norm)
+    check_int("dim", dim)
+    check_int("samples", samples, low=2)
     if features == "gaussian":
         a, _, _ = data.gaussian_inputs(samples, dim, mean_norm, 1.0, seed=seed)
     else:
@@ -502,6 +541,8 @@ def shifted_inputs_dataset(mean_norm: float, cond: float, dim: int = 8, hidden: 
     :math:`\lVert m\rVert` = ``mean_norm`` and :math:`\kappa(\Sigma)` = ``cond``.
     Returns ``(dataset, m, Sigma)`` (float64).
     """
+    check_int("dim", dim)
+    check_int("hidden", hidden)
     base = data.teacher(n=n, sizes=(dim, hidden, 1), activation="tanh", seed=seed, dtype=F64)
     _, m, cov = data.gaussian_inputs(2, dim, mean_norm, cond, seed=seed)
     root = _sym_power(cov, 0.5)
@@ -536,7 +577,18 @@ def reparam_experiment(mean_norm: float = 3.0, cond: float = 10.0, dim: int = 8,
     """
     check_nonnegative("mean_norm", mean_norm)
     steps = check_int("steps", steps)
-    lrs = torch.logspace(-2.5, 0.5, 7, dtype=F64) if lrs is None else torch.as_tensor(lrs, dtype=F64)
+    check_int("dim", dim)
+    check_int("hidden", hidden)
+    if lrs is None:
+        lrs = torch.logspace(-2.5, 0.5, 7, dtype=F64)
+    else:
+        try:
+            lrs = torch.as_tensor(lrs, dtype=F64)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"lrs must be a sequence of learning rates, got {lrs!r}") from None
+        if lrs.dim() != 1 or lrs.numel() == 0:
+            raise ValueError(f"lrs must be a non-empty 1-D sequence of learning rates, got shape {tuple(lrs.shape)}")
+        check_positive("lrs", lrs)
     ds, m, cov = shifted_inputs_dataset(mean_norm, cond, dim, hidden, n, seed)
     R = lrs.shape[0]
     original = MLP([dim, hidden, 1], activation="tanh", runs=R, seed=seed, dtype=F64)
@@ -586,6 +638,12 @@ def wrinkle_experiment(shift: float = 5.0, steps: int = 200, sizes=(6, 16, 16, 1
     """
     check_range("shift", shift, -100.0, 100.0)
     steps = check_int("steps", steps)
+    sizes = check_sizes("sizes", sizes, min_len=3)
+    check_positive("lr", lr)
+    layer = check_int("layer", layer, 0, len(sizes) - 2)
+    if isinstance(norms, str) or not hasattr(norms, "__iter__"):
+        raise TypeError(f"norms must be a sequence of normalizers such as ('none', 'center', 'batch'), got {norms!r}")
+    norms = [check_choice("norms", nm, ("none", "center", "batch")) for nm in norms]
     ds = data.teacher(n=n, sizes=(sizes[0], 16, sizes[-1]), activation="tanh", seed=seed, dtype=F64)
     out = WrinkleResult(list(norms), (0.0, float(shift)), [], [], np.zeros((len(norms), 2)),
                         np.zeros((len(norms), 2)))
@@ -630,7 +688,8 @@ def centering_experiment(shift: float = 2.0, batch_size: int = 32, dim: int = 6,
     """
     check_range("shift", shift, -100.0, 100.0)
     B = check_int("batch_size", batch_size, low=2)
-    g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+    dim, out_features = check_int("dim", dim), check_int("out_features", out_features)
+    g = torch.Generator().manual_seed(check_seed("seed", seed))
     z = torch.randn(B, dim, generator=g, dtype=F64)
     W = torch.randn(out_features, dim, generator=g, dtype=F64) / math.sqrt(dim)
     V = torch.randn(out_features, 2, generator=g, dtype=F64)

@@ -38,7 +38,9 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from ._validate import check_choice, check_nonnegative, check_positive, check_tensor
+from .optim.kfac import check_inputs
+
+from ._validate import check_choice, check_int, check_nonnegative, check_positive, check_range, check_tensor
 
 __all__ = [
     "EulerCheck", "euler_identities", "pythagorean_residual", "SqrtLawFit", "fit_sqrt_law",
@@ -111,10 +113,15 @@ def euler_identities(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor,
         gammas: the scale factors :math:`\gamma > 0`.
     """
     params = {k: v.detach() for k, v in model.named_parameters()}
-    if name not in params:
+    if not isinstance(name, str) or name not in params:
         raise ValueError(f"name must be one of the model's parameters {sorted(params)}, got {name!r}")
-    g = torch.as_tensor(gammas, dtype=torch.float64).flatten()
+    try:
+        g = torch.as_tensor(gammas, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"gammas must be a sequence of scale factors, got {gammas!r}") from None
+    g = g.reshape(1) if g.dim() == 0 else g
     check_tensor("gammas", g, dim=1)
+    check_inputs(x, y)
     check_positive("gammas", g)
     buffers = {k: v.detach() for k, v in model.named_buffers()}
     w = params[name]
@@ -141,6 +148,25 @@ def euler_identities(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor,
                       **{k: np.asarray(v) for k, v in rows.items()})
 
 
+def _array(name: str, value) -> np.ndarray:
+    """``value`` as a float64 array; a ``TypeError`` naming ``name`` if it holds no numbers."""
+    try:
+        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
+
+
+def _per_run_array(name: str, value, runs: int) -> np.ndarray:
+    """A positive hyperparameter: a float or one value per run (``(R,)``), as an array that broadcasts to ``(K, R)``."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        value = torch.as_tensor(_array(name, value))
+    check_positive(name, value)
+    a = _array(name, value)
+    if a.ndim > 1 or (a.ndim == 1 and a.shape[0] not in (1, runs)):
+        raise ValueError(f"{name} must be a float or one value per run ({runs},), got shape {a.shape}")
+    return a
+
+
 # --------------------------------------------------------------------------------------
 # 2. Pythagorean growth and the square-root law
 # --------------------------------------------------------------------------------------
@@ -159,12 +185,13 @@ def pythagorean_residual(param_norm: np.ndarray, grad_norm: np.ndarray, lr) -> n
     ``record_every=1``); ``lr`` a float or one value per run. Returns ``(K-1, R)``,
     zero up to rounding for a scale-invariant tensor trained by SGD without weight decay.
     """
-    pn = np.asarray(param_norm, dtype=np.float64)
-    gn = np.asarray(grad_norm, dtype=np.float64)
+    pn, gn = _array("param_norm", param_norm), _array("grad_norm", grad_norm)
     if pn.shape != gn.shape or pn.ndim != 2 or pn.shape[0] < 2:
         raise ValueError(f"param_norm and grad_norm must both have shape (K, R) with K >= 2, "
                          f"got {pn.shape} and {gn.shape}")
-    alpha = np.asarray(lr.detach().cpu() if isinstance(lr, torch.Tensor) else lr, dtype=np.float64)
+    if np.any(pn[np.isfinite(pn)] <= 0):
+        raise ValueError("param_norm must be positive (the relative residual divides by ||w_{k+1}||^2)")
+    alpha = _per_run_array("lr", lr, pn.shape[1])
     grow = pn[1:] ** 2 - pn[:-1] ** 2 - alpha ** 2 * gn[:-1] ** 2
     return grow / pn[1:] ** 2
 
@@ -220,10 +247,12 @@ def fit_sqrt_law(steps, sq_norm) -> SqrtLawFit:
     starting guess). A non-positive slope (no growth) gives :math:`k_0 = \infty`.
     ``r2`` is computed on :math:`\lVert w_k\rVert^2` itself.
     """
-    k = np.asarray(steps, dtype=np.float64).ravel()
-    x = np.asarray(sq_norm, dtype=np.float64).ravel()
+    k = _array("steps", steps).ravel()
+    x = _array("sq_norm", sq_norm).ravel()
     if k.shape != x.shape or k.size < 3:
         raise ValueError(f"steps and sq_norm must be 1-D of equal length >= 3, got {k.shape} and {x.shape}")
+    if not np.all(np.isfinite(k)):
+        raise ValueError("steps must be finite")
     ok = np.isfinite(x)
     k, x = k[ok], x[ok]
     if k.size < 3:
@@ -309,6 +338,7 @@ def bn_setup(runs: int = 1, width: int = 64, depth: int = 2, seed: int = 0, eps:
     from .data import digits
     from .models import MLP
 
+    width, depth = check_int("width", width), check_int("depth", depth)
     model = MLP([64] + [width] * depth + [10], norm="batch", activation="relu", runs=runs, seed=seed, eps=eps,
                 dtype=dtype)
     return model, digits(seed=0, dtype=dtype)
@@ -364,6 +394,10 @@ def optimizer_for(name: str, model, loss: str, lr, weight_decay=0.0, damping=1e-
     :math:`\hat G = A\otimes S` (Martens & Grosse 2015), ``damping`` :math:`\gamma`.
     """
     check_choice("optimizer", name, OPTIMIZERS)
+    check_choice("remedy", remedy, REMEDIES)
+    check_positive("lr", lr)
+    check_nonnegative("weight_decay", weight_decay)
+    check_nonnegative("damping", damping)
     mask = {k: bool(v) for k, v in model.scale_invariant.items()}
     if name == "sgd":
         return remedy_optimizer(lr, remedy, weight_decay, mask)
@@ -416,17 +450,19 @@ def run(setup: str, lr, steps: int, batch_size: int | None = None, remedy: str =
     from .engine import train
 
     check_choice("setup", setup, ("toy", "bn"))
-    runs = 1
-    for v in (lr, init_scale):
-        if isinstance(v, torch.Tensor) and v.dim() == 1:
-            runs = int(v.numel())
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_positive("lr", lr)
     check_positive("init_scale", init_scale)
+    runs = {int(v.numel()) for v in (lr, init_scale) if isinstance(v, torch.Tensor) and v.dim() == 1}
+    if len(runs) > 1:
+        raise ValueError(f"lr and init_scale hold different numbers of per-run values: {sorted(runs)}")
+    runs = runs.pop() if runs else 1
     if setup == "toy":
         model, data = toy_setup(runs=runs, seed=seed, **setup_kwargs)
-        loss, batch_size = "mse", batch_size or 16
+        loss, batch_size = "mse", 16 if batch_size is None else batch_size
     else:
         model, data = bn_setup(runs=runs, seed=seed, **setup_kwargs)
-        loss, batch_size = "cross_entropy", batch_size or 64
+        loss, batch_size = "cross_entropy", 64 if batch_size is None else batch_size
     if isinstance(lr, torch.Tensor):
         lr = lr.to(next(model.parameters()).dtype)
     opt = optimizer_for(optimizer, model, loss, lr, weight_decay, damping, remedy)
@@ -436,6 +472,11 @@ def run(setup: str, lr, steps: int, batch_size: int | None = None, remedy: str =
         _rescale_(model, model.scale_invariant, init_scale)
     return train(model, data, loss, opt, steps, batch_size=batch_size, seed=seed, record_every=record_every,
                  diverge_above=1e4)
+
+
+def _check_name(record, name) -> None:
+    if not isinstance(name, str) or name not in record.param_norm:
+        raise ValueError(f"name must be one of the record's parameters {sorted(record.param_norm)}, got {name!r}")
 
 
 def direction_grad_norm(record, name: str) -> np.ndarray:
@@ -449,8 +490,10 @@ def late_asymptote(record, name: str, tail: float = 0.5) -> np.ndarray:
     :math:`G` is the root-mean-square of :math:`\lVert\nabla\mathcal J(\hat w)\rVert` over the last
     ``tail`` fraction of training, pooled over runs (see :func:`sqrt_law_k0`).
     """
+    _check_name(record, name)
+    check_range("tail", tail, 0.0, 1.0, low_inclusive=False)
     g = direction_grad_norm(record, name)
-    start = int(len(record.steps) * (1 - tail))
+    start = min(int(len(record.steps) * (1 - tail)), len(record.steps) - 1)
     G = float(np.sqrt(np.nanmean(g[start:] ** 2)))
     k = np.maximum(record.steps.astype(np.float64), 1.0)
     return 1.0 / (G * np.sqrt(2.0 * k))
@@ -458,6 +501,10 @@ def late_asymptote(record, name: str, tail: float = 0.5) -> np.ndarray:
 
 def spread(values: np.ndarray, row: int) -> float:
     """max / min over runs of a positive ``(K, R)`` quantity at one row (how far apart the runs are)."""
+    values = _array("values", values)
+    if values.ndim != 2:
+        raise ValueError(f"values must have shape (K, R), got {values.shape}")
+    row = check_int("row", row, -values.shape[0], values.shape[0] - 1)
     v = values[row]
     v = v[np.isfinite(v) & (v > 0)]
     return float(v.max() / v.min()) if v.size else float("nan")
@@ -473,7 +520,7 @@ def layer_learning_rates(record, lr) -> dict[str, np.ndarray]:
     hidden layers, as training goes on (Lecture 5: the output layer escapes the decay).
     ``lr`` is the explicit :math:`\alpha` of the other tensors: a float or one value per run.
     """
-    alpha = np.asarray(lr.detach().cpu() if isinstance(lr, torch.Tensor) else lr, dtype=np.float64)
+    alpha = _per_run_array("lr", lr, record.runs)
     rates = {}
     for name, eff in record.effective_lr.items():
         if record.scale_invariant.get(name, False):
