@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._validate import (check_int, check_nonnegative, check_positive, check_range, check_tensor,
-                        check_unit_interval)
+from ._validate import (check_callable, check_int, check_nonnegative, check_positive, check_range, check_seed,
+                        check_sizes, check_tensor, check_unit_interval)
 from .optim.base import Transform, apply_updates
 from .optim.transforms import ScaleByAdamState
 
@@ -69,10 +69,22 @@ class Quadratic:
         """``(xs, ys, J)`` on a grid, for a contour plot of a 2-D quadratic (numpy)."""
         if self.minimum.numel() != 2:
             raise ValueError("grid() draws 2-D quadratics only")
+        xlim, ylim = _interval("xlim", xlim), _interval("ylim", ylim)
+        points = check_int("points", points, low=2)
         xs = torch.linspace(*xlim, points, dtype=torch.float64)
         ys = torch.linspace(*ylim, points, dtype=torch.float64)
         w = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
         return xs.numpy(), ys.numpy(), self.loss(w).numpy()
+
+
+def _interval(name: str, value) -> tuple[float, float]:
+    """A pair ``(low, high)`` of finite numbers with ``low < high``."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (low, high), got {value!r}")
+    low, high = (float(check_range(name, v)) for v in value)
+    if not low < high:
+        raise ValueError(f"{name} must be a pair (low, high) with low < high, got {value!r}")
+    return low, high
 
 
 def ill_conditioned_quadratic(condition: float = 50.0, angle: float = 0.0, top: float = 1.0) -> Quadratic:
@@ -117,6 +129,7 @@ def descend(optimizer: Transform, grad_fn: Callable[[torch.Tensor, int], torch.T
     """
     if not isinstance(optimizer, Transform):
         raise TypeError(f"optimizer must be a lecture_lib.optim Transform, got {type(optimizer).__name__}")
+    check_callable("grad_fn", grad_fn)
     check_tensor("w0", w0, dim=2)
     steps = check_int("steps", steps, low=0)
     params = {"w": w0.clone()}
@@ -126,6 +139,9 @@ def descend(optimizer: Transform, grad_fn: Callable[[torch.Tensor, int], torch.T
     with torch.no_grad():
         for k in range(steps):
             grads = {"w": grad_fn(params["w"], k)}
+            if not isinstance(grads["w"], torch.Tensor) or grads["w"].shape != w0.shape:
+                raise ValueError(f"grad_fn must return a tensor shaped like w0 {tuple(w0.shape)}, got "
+                                 f"{getattr(grads['w'], 'shape', type(grads['w']).__name__)}")
             updates, state = optimizer.update(grads, state, params)
             params = apply_updates(params, updates)
             path[k + 1] = params["w"]
@@ -137,7 +153,13 @@ def diverged_at(values: np.ndarray, limit: float = 1e6) -> np.ndarray:
 
     ``values`` has shape ``(K, R)``; the result has shape ``(R,)`` (int).
     """
-    values = np.asarray(values, dtype=float)
+    check_positive("limit", limit)
+    try:
+        values = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"values must be an array of numbers, got {type(values).__name__}") from None
+    if values.ndim != 2:
+        raise ValueError(f"values must have shape (K, R), got {values.shape}")
     bad = ~np.isfinite(values) | (np.abs(values) > limit)
     first = np.where(bad.any(axis=0), bad.argmax(axis=0), -1)
     return first.astype(int)
@@ -157,6 +179,16 @@ class LogisticProblem:
     misspecified: bool
 
 
+def _check_logistic_data(x, t) -> None:
+    """Inputs ``x`` ``(n, D)`` and labels ``t`` ``(n,)`` in {0, 1}, finite."""
+    check_tensor("x", x, dim=2)
+    check_tensor("t", t, dim=1)
+    if t.shape[0] != x.shape[0]:
+        raise ValueError(f"t must hold one label per row of x ({x.shape[0]}), got shape {tuple(t.shape)}")
+    if not bool(((t == 0) | (t == 1)).all()):
+        raise ValueError("t must hold labels 0 or 1")
+
+
 def fit_logistic(x: torch.Tensor, t: torch.Tensor, iterations: int = 50, tol: float = 1e-12) -> torch.Tensor:
     r"""Maximum-likelihood logistic regression (no bias) by Newton's method, float64.
 
@@ -167,6 +199,8 @@ def fit_logistic(x: torch.Tensor, t: torch.Tensor, iterations: int = 50, tol: fl
     Stops when the gradient norm is below ``tol``. Raises ``ValueError`` if the
     data are linearly separable (the optimum is at infinity).
     """
+    _check_logistic_data(x, t)
+    check_positive("tol", tol)
     x, t = x.double(), t.double()
     w = torch.zeros(x.shape[1], dtype=torch.float64)
     for _ in range(check_int("iterations", iterations)):
@@ -205,7 +239,7 @@ def logistic_problem(n: int = 20000, dim: int = 8, misspecified: bool = False, o
     n, dim = check_int("n", n, low=10), check_int("dim", dim)
     check_range("outlier_fraction", outlier_fraction, 0.0, 0.5)
     check_range("outlier_spread", outlier_spread, 1.0, 100.0)
-    g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+    g = torch.Generator().manual_seed(check_seed("seed", seed))
     scales = torch.logspace(0, -1, dim, dtype=torch.float64)
     x = torch.randn(n, dim, generator=g, dtype=torch.float64) * scales
     w_true = torch.randn(dim, generator=g, dtype=torch.float64) / scales * (2.0 / math.sqrt(dim))
@@ -257,20 +291,21 @@ def fisher_diagonals(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor, samples:
     approximation for natural gradient descent", NeurIPS 2019; Martens, "New
     insights and perspectives on the natural gradient method", JMLR 2020.
     """
-    x, t, w = x.double(), t.double(), w.double()
     check_tensor("x", x, dim=2)
     check_tensor("t", t, dim=1)
     check_tensor("w", w, dim=1)
+    x, t, w = x.double(), t.double(), w.double()
     if x.shape[0] != t.shape[0] or x.shape[1] != w.shape[0]:
         raise ValueError(f"shapes do not match: x {tuple(x.shape)}, t {tuple(t.shape)}, w {tuple(w.shape)}")
     p = torch.sigmoid(x @ w)
     x2 = x * x
     empirical = ((p - t) ** 2) @ x2 / len(t)
+    check_seed("seed", seed)
     if samples is None:
         true = (p * (1 - p)) @ x2 / len(t)
     else:
         samples = check_int("samples", samples)
-        g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+        g = torch.Generator().manual_seed(check_seed("seed", seed))
         t_model = (torch.rand(samples, len(p), generator=g, dtype=torch.float64) < p).double()
         true = ((p - t_model) ** 2).mean(0) @ x2 / len(t)
     return FisherDiagonals(empirical, true)
@@ -278,7 +313,7 @@ def fisher_diagonals(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor, samples:
 
 def away_direction(dim: int, seed: int = 1) -> torch.Tensor:
     """A fixed random unit vector (float64): the direction in which :func:`fisher_along_path` walks away."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed("seed", seed))
     d = torch.randn(check_int("dim", dim), generator=g, dtype=torch.float64)
     return d / d.norm()
 
@@ -286,7 +321,9 @@ def away_direction(dim: int, seed: int = 1) -> torch.Tensor:
 def point_away(problem: LogisticProblem, distance: float, direction: torch.Tensor | None = None) -> torch.Tensor:
     r""":math:`w = w_\text{opt} + r\,\lVert w_\text{opt}\rVert\, u`: ``distance`` :math:`r` in units of the optimum's norm."""
     check_nonnegative("distance", distance)
-    u = away_direction(problem.w_opt.numel()) if direction is None else direction
+    if direction is not None:
+        check_tensor("direction", direction, shape=(problem.w_opt.numel(),))
+    u = away_direction(problem.w_opt.numel()) if direction is None else direction.to(torch.float64)
     return problem.w_opt + distance * problem.w_opt.norm() * u
 
 
@@ -305,9 +342,13 @@ class FisherPath:
 
 def fisher_along_path(problem: LogisticProblem, distances, direction: torch.Tensor | None = None) -> FisherPath:
     """:func:`fisher_diagonals` at :func:`point_away` for every distance in ``distances``."""
-    distances = np.asarray(distances, dtype=float)
+    try:
+        distances = np.asarray(distances, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"distances must be a sequence of numbers, got {distances!r}") from None
     if distances.ndim != 1 or distances.size == 0:
         raise ValueError("distances must be a non-empty 1-D sequence")
+    check_nonnegative("distances", torch.as_tensor(distances))
     emp, true = [], []
     for r in distances:
         f = fisher_diagonals(problem.x, problem.t, point_away(problem, float(r), direction))
@@ -349,9 +390,13 @@ class RegressionProblem:
         when :math:`\nabla J(w) + \lambda C w = 0`. For AdamW, :math:`C = \mathrm{diag}(\sqrt{\hat s} + \epsilon)`.
         """
         check_nonnegative("weight_decay", weight_decay)
-        c = torch.as_tensor(preconditioner, dtype=self.x.dtype)
+        try:
+            c = torch.as_tensor(preconditioner, dtype=self.x.dtype)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"preconditioner must be a tensor (the diagonal of C), got {preconditioner!r}") from None
         if c.shape != (self.x.shape[1],):
             raise ValueError(f"preconditioner must be the diagonal of C, shape ({self.x.shape[1]},), got {tuple(c.shape)}")
+        check_positive("preconditioner", c)
         h = self.hessian + weight_decay * torch.diag(c)
         return torch.linalg.solve(h, self.x.T @ self.y / len(self.y))
 
@@ -364,7 +409,7 @@ class RegressionProblem:
         """A gradient oracle for :func:`descend`: step ``k`` uses minibatch ``k`` (the same for every run)."""
         n = len(self.y)
         batch_size = check_int("batch_size", batch_size, high=n)
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(check_seed("seed", seed))
         batches: list[torch.Tensor] = []
 
         def grad(w: torch.Tensor, k: int) -> torch.Tensor:
@@ -387,12 +432,17 @@ def regression_problem(n: int = 256, scales: tuple[float, ...] = (1.0, 0.2), w_t
     minibatch gradients of the coordinates differ in size: exactly what Adam's
     per-coordinate normalization reacts to.
     """
+    for name, v in (("scales", scales), ("w_true", w_true)):
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) == 0:
+            raise TypeError(f"{name} must be a non-empty sequence of numbers, got {v!r}")
     if len(scales) != len(w_true):
         raise ValueError(f"scales and w_true must have the same length, got {len(scales)} and {len(w_true)}")
     for j, s in enumerate(scales):
         check_positive(f"scales[{j}]", s)
+    for j, w in enumerate(w_true):
+        check_range(f"w_true[{j}]", w)
     check_nonnegative("noise", noise)
-    g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+    g = torch.Generator().manual_seed(check_seed("seed", seed))
     s = torch.tensor(scales, dtype=torch.float64)
     x = torch.randn(check_int("n", n, low=2), len(scales), generator=g, dtype=torch.float64) * s
     y = x @ torch.tensor(w_true, dtype=torch.float64) + noise * torch.randn(n, generator=g, dtype=torch.float64)
@@ -428,13 +478,23 @@ def regularization_sweep(problem: RegressionProblem, optimizers: Mapping[str, Ca
     of weight decays (e.g. ``lambda wd: optim.adam(lr, weight_decay=wd)``), so
     the whole :math:`\lambda` sweep of one optimizer is one batched run.
     """
-    wds = torch.as_tensor(np.asarray(weight_decays, dtype=float), dtype=torch.float64)
+    try:
+        wds = torch.as_tensor(np.asarray(weight_decays, dtype=float), dtype=torch.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"weight_decays must be a sequence of numbers, got {weight_decays!r}") from None
     if wds.dim() != 1 or wds.numel() == 0:
         raise ValueError("weight_decays must be a non-empty 1-D sequence")
     check_nonnegative("weight_decays", wds)
-    start = torch.as_tensor(w0, dtype=torch.float64).expand(len(wds), -1).clone()
-    if start.shape[1] != problem.x.shape[1]:
-        raise ValueError(f"w0 has {start.shape[1]} entries but the problem has {problem.x.shape[1]} features")
+    try:
+        start = torch.as_tensor(np.asarray(w0, dtype=float), dtype=torch.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"w0 must be a sequence of numbers, got {w0!r}") from None
+    if start.shape != (problem.x.shape[1],):
+        raise ValueError(f"w0 must have {problem.x.shape[1]} entries (the problem's features), got shape "
+                         f"{tuple(start.shape)}")
+    check_tensor("w0", start)
+    start = start.expand(len(wds), -1).clone()
+    steps = check_int("steps", steps, low=0)
     paths, final, div, precond, predicted = {}, {}, {}, {}, {}
     for name, make in optimizers.items():
         path, state = descend(make(wds), problem.minibatch_grad(batch_size, seed), start, steps, return_state=True)
@@ -472,10 +532,11 @@ def adam_preconditioner(state, beta2: float = 0.999, eps: float = 1e-8) -> dict[
     gradients). Searches a chain's state for Adam's; returns ``None`` if there is none.
     ``beta2`` and ``eps`` must be the values the optimizer was built with.
     """
+    check_unit_interval("beta2", beta2)
+    check_nonnegative("eps", eps)
     adam_state = _find_state(state, ScaleByAdamState)
     if adam_state is None or adam_state.step == 0:
         return None
-    check_unit_interval("beta2", beta2)
     correction = 1 - beta2 ** adam_state.step
     return {k: torch.sqrt(s / correction) + eps for k, s in adam_state.s.items()}
 
@@ -555,7 +616,14 @@ def grafting_experiment(magnitude: str = "sgd", direction: str = "adam", steps: 
     from . import engine, models, optim
 
     steps = check_int("steps", steps, low=2)
+    for name, lr in (("lr_magnitude", lr_magnitude), ("lr_direction", lr_direction)):
+        if lr is not None:
+            check_positive(name, lr)
     ds = data_mod.digits() if data is None else data
+    sizes = check_sizes("sizes", sizes)
+    if sizes[0] != ds.n_features or sizes[-1] != ds.n_outputs:
+        raise ValueError(f"sizes must start with the data's {ds.n_features} features and end with its "
+                         f"{ds.n_outputs} classes, got {sizes}")
     m_opt = make_optimizer(magnitude, lr_magnitude)
     d_opt = make_optimizer(direction, lr_direction)
     grafted = optim.graft(m_opt, d_opt)

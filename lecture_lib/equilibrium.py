@@ -66,9 +66,17 @@ def _checked(check):
     """Wrap a :mod:`._validate` check so that it also accepts numpy arrays of per-run values."""
     def run(name, value):
         is_array = isinstance(value, (np.ndarray, list, tuple))
-        check(name, torch.as_tensor(np.asarray(value, dtype=np.float64)) if is_array else value)
+        check(name, torch.as_tensor(_array(name, value)) if is_array else value)
         return value
     return run
+
+
+def _array(name: str, value) -> np.ndarray:
+    """``value`` as a float64 array; a ``TypeError`` naming ``name`` if it holds no numbers."""
+    try:
+        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}") from None
 
 
 check_positive = _checked(_validate.check_positive)
@@ -188,8 +196,10 @@ def norm_balance(param_norm, grad_norm, lr, weight_decay, momentum=0.0) -> tuple
     a = _np(resummed_lr(lr, momentum))
     check_nonnegative("weight_decay", weight_decay)
     wd = _np(weight_decay)
-    w2 = np.asarray(param_norm, dtype=np.float64) ** 2
-    g2 = np.asarray(grad_norm, dtype=np.float64) ** 2
+    w, g = _array("param_norm", param_norm), _array("grad_norm", grad_norm)
+    if w.shape != g.shape:
+        raise ValueError(f"param_norm and grad_norm must have the same shape (K, R), got {w.shape} and {g.shape}")
+    w2, g2 = w ** 2, g ** 2
     return 2.0 * a * wd * w2, a ** 2 * g2
 
 
@@ -237,6 +247,7 @@ def toy_data(dim: int = 20, n: int = 4000, seed: int = 0, teacher_scale: float =
     """
     from .data import logistic_regression
 
+    _validate.check_nonnegative("teacher_scale", teacher_scale)
     return logistic_regression(n=n, dim=dim, weight_scale=teacher_scale, seed=seed, n_test=1000, dtype=dtype)
 
 
@@ -248,7 +259,9 @@ def gradient_momentum_correlation(momentum: float = 0.9, names=None):
     on average. Parameters in ``names`` (default: all) are concatenated per run. The first
     step, with no history, gives NaN.
     """
-    check_unit_interval("momentum", momentum)
+    _validate.check_unit_interval("momentum", momentum)
+    if isinstance(momentum, torch.Tensor):
+        raise TypeError("momentum must be a float (one momentum for the moving average), got a tensor")
     buffer: dict[str, torch.Tensor] = {}
 
     def track(model, params, grads, state):
@@ -320,9 +333,21 @@ def train_toy(lr, weight_decay=0.0, momentum=0.0, batch_size: int = 32, steps: i
 
 def late_median(values, fraction: float = 0.5) -> np.ndarray:
     """Median over the last ``1 - fraction`` of the recorded rows, per run (NaN rows ignored); ``(K, R) -> (R,)``."""
-    values = np.asarray(values, dtype=np.float64)
+    values = _array("values", values)
+    _check_fraction(fraction)
+    if values.ndim == 0 or values.shape[0] == 0:
+        raise ValueError(f"values must have shape (K, R) with K >= 1, got {values.shape}")
     start = int(values.shape[0] * fraction)
     return np.nanmedian(values[start:], axis=0)
+
+
+def _check_fraction(fraction) -> None:
+    _validate.check_range("fraction", fraction, 0.0, 1.0, high_inclusive=False)
+
+
+def _check_name(record, name) -> None:
+    if not isinstance(name, str) or name not in record.param_norm:
+        raise ValueError(f"name must be one of the record's parameters {sorted(record.param_norm)}, got {name!r}")
 
 
 def grad_scale(record, name: str = "w", fraction: float = 0.5) -> np.ndarray:
@@ -332,6 +357,8 @@ def grad_scale(record, name: str = "w", fraction: float = 0.5) -> np.ndarray:
     gradient, so the equilibrium :math:`x^* = G\sqrt{\alpha'/(2\lambda)}` uses the RMS (in low
     dimension the median of a noisy :math:`\lVert g\rVert` is far below it).
     """
+    _check_name(record, name)
+    _check_fraction(fraction)
     wg = np.asarray(record.param_norm[name], dtype=np.float64) * np.asarray(record.grad_norm[name], dtype=np.float64)
     start = int(wg.shape[0] * fraction)
     return np.sqrt(np.nanmean(wg[start:] ** 2, axis=0))
@@ -343,6 +370,7 @@ def equilibrium_check(record, lr, weight_decay, momentum=0.0, name: str = "w", f
     Returns ``(R,)`` arrays ``ratio``, ``ratio_pred``, ``step``, ``step_pred`` and the quotients
     ``ratio_rel`` = measured / predicted, ``step_rel`` likewise.
     """
+    _check_name(record, name)
     w, g = record.param_norm[name], record.grad_norm[name]
     a = _np(lr)
     ratio = late_median(w / g, fraction)
@@ -365,8 +393,10 @@ def toy_grad_scale(batch_size: int, dim: int = 20, scale: float = 4.0, seed: int
     from .losses import logistic
     from .models import ScaleInvariantLinear
 
-    check_int("batch_size", batch_size)
     data = toy_data(dim=dim, seed=seed) if data is None else data
+    check_int("batch_size", batch_size, high=data.n_train)
+    check_int("batches", batches)
+    _validate.check_seed("seed", seed)
     model = ScaleInvariantLinear(dim, scale=scale, runs=batches, seed=seed, dtype=torch.float64)
     with torch.no_grad():
         model.w.copy_(data.meta["w_true"].to(torch.float64).expand(batches, -1))
@@ -413,7 +443,7 @@ def train_bn_network(lr, weight_decay=5e-4, momentum=0.9, batch_size: int = 128,
         flip = torch.rand(data.n_train, generator=gen) < label_noise
         noisy = torch.randint(0, data.n_outputs, (data.n_train,), generator=gen).to(data.y_train)
         data = replace(data, y_train=torch.where(flip.to(data.y_train.device), noisy, data.y_train))
-    sizes = [data.n_features, *[check_int("hidden width", h) for h in hidden], data.n_outputs]
+    sizes = [data.n_features, *_validate.check_sizes("hidden", hidden, min_len=1), data.n_outputs]
     model = MLP(sizes, norm="batch", activation="relu", runs=runs, seed=seed)
     mask = model.scale_invariant if decay_scale_invariant_only else None
     opt = optim.sgd(hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"], weight_decay_mask=mask)
@@ -431,7 +461,10 @@ def rescaled_output_gap(model, x: torch.Tensor, factor: float) -> np.ndarray:
     weight norm carries no capacity (Labatie 2020). Evaluated with batch statistics (train
     mode) on the inputs ``x``; the model's weights and running statistics are left unchanged.
     """
-    check_positive("factor", factor)
+    _validate.check_positive("factor", factor)
+    from .optim.kfac import check_inputs
+
+    check_inputs(x)
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     params = dict(model.named_parameters())
     try:
@@ -443,22 +476,29 @@ def rescaled_output_gap(model, x: torch.Tensor, factor: float) -> np.ndarray:
             after = model(x)
     finally:
         model.load_state_dict(saved)  # weights and running statistics exactly as they were
-    change = (after - before).abs().flatten(1).amax(1) / before.abs().flatten(1).amax(1)
+    scale = before.abs().flatten(1).amax(1).clamp_min(torch.finfo(before.dtype).tiny)  # all-zero outputs: no NaN
+    change = (after - before).abs().flatten(1).amax(1) / scale
     return change.double().cpu().numpy()
 
 
 def angle_to(w: np.ndarray, direction) -> np.ndarray:
     """Angle (radians) between each recorded weight vector ``w`` (``(..., D)``) and a fixed ``direction`` ``(D,)``."""
-    d = np.asarray(direction, dtype=np.float64)
-    w = np.asarray(w, dtype=np.float64)
+    d, w = _array("direction", direction), _array("w", w)
+    if d.ndim != 1 or w.ndim == 0 or w.shape[-1] != d.shape[0]:
+        raise ValueError(f"direction must be a vector as long as the last axis of w, got shapes {d.shape} and "
+                         f"{w.shape}")
+    if not np.all(np.isfinite(d)) or not np.any(d):
+        raise ValueError("direction must be finite and not the zero vector")
     cos = (w @ d) / (np.linalg.norm(w, axis=-1) * np.linalg.norm(d))
     return np.arccos(np.clip(cos, -1.0, 1.0))
 
 
 def smooth(values, window: int) -> np.ndarray:
     """Moving average along the first axis (``(K, ...)``), same length (shorter windows at the ends)."""
-    values = np.asarray(values, dtype=np.float64)
-    window = max(1, min(int(window), values.shape[0]))
+    values = _array("values", values)
+    if values.ndim == 0 or values.shape[0] == 0:
+        raise ValueError(f"values must have at least one row, got shape {values.shape}")
+    window = min(check_int("window", window), values.shape[0])
     kernel = np.ones(window)
     pad = [(window // 2, window - 1 - window // 2)] + [(0, 0)] * (values.ndim - 1)
     ones = np.pad(np.ones(values.shape[0]), pad[0])
@@ -488,9 +528,17 @@ def batch_scaling(factors=(1, 2, 4, 8), lr: float = 0.02, batch_size: int = 8, w
     ``grad_scale`` (late median of ‖g‖‖w‖, the gradient norm at unit weight norm, G) and
     ``correlation`` (mean cosine of :math:`g_t` with the EMA of earlier gradients).
     """
+    if isinstance(factors, (str, bytes)) or not hasattr(factors, "__iter__"):
+        raise TypeError(f"factors must be a sequence of integer batch-size multipliers, got {factors!r}")
+    factors = [check_int(f"factors[{i}]", n) for i, n in enumerate(factors)]
+    _validate.check_positive("lr", lr)
+    _validate.check_positive("weight_decay", weight_decay)
+    _validate.check_unit_interval("momentum", momentum)
+    check_int("batch_size", batch_size)
+    check_int("examples", examples)
+    _validate.check_seed("seed", seed)
     out, rows = {}, []
     for n in factors:
-        n = check_int("factor", n)
         a, B = lr * n, batch_size * n
         steps = max(examples // B, 20)
         G = toy_grad_scale(B, seed=seed)

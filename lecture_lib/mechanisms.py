@@ -52,12 +52,14 @@ import torch
 from torch import nn
 
 from . import __version__
-from ._validate import check_choice, check_int, check_nonnegative, check_positive, check_range
+from ._validate import (check_choice, check_int, check_nonnegative, check_positive, check_range, check_seed,
+                        check_sizes, check_unit_interval)
 from .data import Dataset, digits
 from .engine import train
 from .models import MLP
-from .optim.base import Transform, chain
-from .optim.kfac import KFACState, eigh_factor, estimate_factors, kfac_layers, kfac_precondition, kron_damped_solve
+from .optim.base import Transform, chain, check_runs
+from .optim.kfac import (KFACState, _damped_solve, check_inputs, eigh_factor, estimate_factors, kfac_layers,
+                         kfac_precondition)
 from .optim.transforms import add_decayed_weights, scale_by_adam, scale_by_lr, trace
 from .record import Record
 
@@ -78,6 +80,8 @@ def preconditioner(name: str, model: nn.Module, damping=1e-3, momentum: float = 
     training loss. ``damping`` :math:`\gamma`.
     """
     check_choice("optimizer", name, OPTIMIZERS)
+    check_nonnegative("damping", damping)
+    check_unit_interval("momentum", momentum)
     if name == "sgd":
         return trace(momentum)
     if name == "adam":
@@ -96,11 +100,20 @@ def regularized(pre: Transform, lr, l2=0.0, wd=0.0, l2_mask=None, wd_mask=None) 
     ``l2`` and ``wd`` tensors of shape ``(R,)`` each run picks its own kind: ``(0, 0)`` none,
     ``(λ, 0)`` L2, ``(0, λ)`` weight decay (Loshchilov & Hutter 2019; Zhang et al. 2019, eqs. 5-6).
     """
-    return chain(add_decayed_weights(l2, l2_mask), pre, add_decayed_weights(wd, wd_mask), scale_by_lr(lr))
+    check_nonnegative("l2", l2)      # checked here so that the messages name l2 / wd, not weight_decay
+    check_nonnegative("wd", wd)
+    t = chain(add_decayed_weights(l2, l2_mask), pre, add_decayed_weights(wd, wd_mask), scale_by_lr(lr))
+
+    def init(params):
+        check_runs(params, l2=l2, wd=wd)
+        return t.init(params)
+
+    return Transform(init, t.update, t.hparams)
 
 
 def bn_mlp(width: int = 128, depth: int = 2, runs: int = 1, seed=0, dtype=torch.float32) -> MLP:
     """A batch-norm ReLU MLP for the 8x8 digits: ``[64, width × depth, 10]``; hidden weights scale invariant."""
+    width, depth = check_int("width", width), check_int("depth", depth)
     return MLP([64] + [width] * depth + [10], norm="batch", activation="relu", runs=runs, seed=seed, dtype=dtype)
 
 
@@ -135,6 +148,11 @@ def decay_schemes(schemes: Sequence[str], weight_decay: float) -> tuple[torch.Te
     ``'graft+wd-fc'``: no decay on the normalized layers, whose norms :func:`graft_norms_` copies instead.
     """
     check_nonnegative("weight_decay", weight_decay)
+    if isinstance(schemes, str) or not hasattr(schemes, "__iter__"):
+        raise TypeError(f"schemes must be a sequence of decay schemes from {SCHEMES}, got {schemes!r}")
+    schemes = list(schemes)
+    if not schemes:
+        raise ValueError(f"schemes must name at least one decay scheme from {SCHEMES}")
     for s in schemes:
         check_choice("scheme", s, SCHEMES)
     bn = torch.tensor([weight_decay if s in ("wd-bn", "wd-all") else 0.0 for s in schemes])
@@ -152,11 +170,17 @@ def graft_norms_(model: nn.Module, receivers: Sequence[int], donors: Sequence[in
     prediction, only the effective learning rate :math:`\alpha/\lVert w\rVert^2` of the next steps
     (Zhang et al. 2019, Sec. 4.1, "effective learning rate transfer").
     """
+    runs = next(model.parameters()).shape[0]
+    for name, runs_list in (("receivers", receivers), ("donors", donors)):
+        if isinstance(runs_list, (str, bytes)) or not hasattr(runs_list, "__iter__"):
+            raise TypeError(f"{name} must be a sequence of run indices, got {runs_list!r}")
+    receivers = [check_int(f"receivers[{i}]", r, 0, runs - 1) for i, r in enumerate(receivers)]
+    donors = [check_int(f"donors[{i}]", d, 0, runs - 1) for i, d in enumerate(donors)]
     if len(receivers) != len(donors):
         raise ValueError(f"receivers and donors must pair up, got {len(receivers)} and {len(donors)}")
     mask = dict(model.scale_invariant if mask is None else mask)
-    r = torch.as_tensor(list(receivers), dtype=torch.long)
-    d = torch.as_tensor(list(donors), dtype=torch.long)
+    r = torch.as_tensor(receivers, dtype=torch.long)
+    d = torch.as_tensor(donors, dtype=torch.long)
     for name, p in model.named_parameters():
         if mask.get(name, False):
             norms = p.flatten(1).norm(dim=1)
@@ -189,10 +213,11 @@ def effective_lr_experiment(optimizer: str = "sgd", lr: float | None = None, wei
     lr = (0.05 if optimizer == "sgd" else 1e-3) if lr is None else lr
     weight_decay = (0.02 if optimizer == "sgd" else 1.0) if weight_decay is None else weight_decay
     check_positive("lr", lr)
+    check_int("eval_every", eval_every)
+    lam_bn, lam_fc = decay_schemes(schemes, weight_decay)     # checks schemes and weight_decay
     schemes = list(schemes)
     if any(s.startswith("graft") for s in schemes) and graft_from not in schemes:
         raise ValueError(f"graft_from={graft_from!r} must be one of the schemes trained: {schemes}")
-    lam_bn, lam_fc = decay_schemes(schemes, weight_decay)
     R = len(schemes)
     model = bn_mlp(width, depth, runs=R, seed=seed)
     mask = model.scale_invariant
@@ -214,7 +239,13 @@ def effective_lr_experiment(optimizer: str = "sgd", lr: float | None = None, wei
 
 def smooth(values: np.ndarray, window: int = 5) -> np.ndarray:
     """Moving average over the leading (step) axis, ``(K, ...)`` -> ``(K, ...)`` (shorter windows at the start)."""
-    v = np.asarray(values, dtype=float)
+    try:
+        v = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"values must be an array of numbers, got {type(values).__name__}") from None
+    if v.ndim == 0 or v.shape[0] == 0:
+        raise ValueError(f"values must have at least one row, got shape {v.shape}")
+    window = check_int("window", window)
     c = np.cumsum(np.concatenate([np.zeros((1,) + v.shape[1:]), v]), axis=0)
     k = np.arange(1, len(v) + 1)
     lo = np.maximum(k - window, 0)
@@ -228,7 +259,7 @@ def whitened_inputs(n: int, dim: int, seed: int = 0, dtype=torch.float64) -> tor
     n, dim = check_int("n", n), check_int("dim", dim)
     if n < dim:
         raise ValueError(f"n must be at least dim to whiten exactly, got n={n}, dim={dim}")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed("seed", seed))
     q, _ = torch.linalg.qr(torch.randn(n, dim, generator=g, dtype=torch.float64))
     return (q * math.sqrt(n)).to(dtype)
 
@@ -243,6 +274,7 @@ def input_jacobian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     One backward pass per output: runs and examples do not interact (no batch norm in training mode).
     """
+    check_inputs(x)
     x = _runs_input(model, x).detach().clone().requires_grad_(True)
     with torch.enable_grad():
         out = model(x)
@@ -268,6 +300,7 @@ def kfac_gn_norm(model: nn.Module, x: torch.Tensor, factors=None) -> torch.Tenso
     estimated on ``x`` for the logits' Gauss-Newton matrix (output Hessian :math:`I`) by
     :func:`~lecture_lib.optim.kfac.estimate_factors`; :math:`\bar W = [W\; b]` when the layer has a bias.
     """
+    check_inputs(x)
     if factors is None:
         factors = estimate_factors(model, None, x, None, "mse", curvature="ggn")
     total = 0.0
@@ -287,6 +320,7 @@ def gn_norm(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     forward-mode pass (:func:`torch.func.jvp`). For a bias-free ReLU network of K layers it is
     :math:`K f(x)` (Lemma 1), so :math:`\theta^\top G\theta = K^2\,\mathbb E\lVert f(x)\rVert^2`.
     """
+    check_inputs(x)
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = dict(model.named_buffers())
 
@@ -306,7 +340,8 @@ def linear_identity(sizes: Sequence[int] = (6, 5, 4, 3), n: int = 64, seed: int 
     """
     from .models import DeepLinear
 
-    model = DeepLinear(list(sizes), seed=seed, dtype=torch.float64)
+    sizes = check_sizes("sizes", sizes)
+    model = DeepLinear(sizes, seed=seed, dtype=torch.float64)
     x = whitened_inputs(n, sizes[0], seed=seed)
     K = len(sizes) - 1
     J = model.linears[0].weight[0].detach()
@@ -345,6 +380,16 @@ class JacobianResult:
         return float(base / dec)
 
 
+def _sequence(name: str, values, check) -> list:
+    """A non-empty sequence, each entry checked as ``name[i]``."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a sequence, got {values!r}")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    return [check(f"{name}[{i}]", v) for i, v in enumerate(values)]
+
+
 def jacobian_experiment(steps: int = 800, width: int = 64, depth: int = 2, seeds: Sequence[int] = (0, 1),
                         batch_size: int = 128, damping: float = 1e-2, lr_sgd: float = 0.05,
                         lr_kfac: float = 0.01, weight_decays: Sequence[float] = (0.0, 3e-3, 1e-2, 3e-2, 1e-1),
@@ -358,8 +403,11 @@ def jacobian_experiment(steps: int = 800, width: int = 64, depth: int = 2, seeds
     matrix with damping ``damping`` :math:`\gamma`.
     """
     check_int("steps", steps)
-    seeds = [check_int("seed", s, low=0) for s in seeds]
-    wds = [float(check_nonnegative("weight_decay", w)) for w in weight_decays]
+    check_positive("lr_sgd", lr_sgd)
+    check_positive("lr_kfac", lr_kfac)
+    check_nonnegative("damping", damping)
+    seeds = _sequence("seeds", seeds, lambda name, s: check_seed(name, s))
+    wds = _sequence("weight_decays", weight_decays, lambda name, w: float(check_nonnegative(name, w)))
     data = digits(test_fraction=test_fraction, seed=0)
     sizes = [64] + [check_int("width", width)] * check_int("depth", depth) + [10]
     cols = {k: [] for k in ("optimizer", "weight_decay", "seed", "jacobian_norm", "kfac_norm", "test_accuracy",
@@ -412,6 +460,13 @@ def direction_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: 
     equals the result at :math:`(1, c^2\gamma)`: the effective damping is :math:`\gamma\lVert w\rVert^2`
     (Zhang et al. 2019, eq. 14). ``model`` is not modified.
     """
+    check_nonnegative("damping", damping)
+    check_positive("scale", scale)
+    check_choice("curvature", curvature, ("fisher", "empirical", "ggn"))
+    from .losses import LOSSES
+
+    check_choice("loss", loss, LOSSES)
+    check_inputs(x, y)
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     w_name = f"{layer}.weight"
     if w_name not in params or not model.scale_invariant.get(w_name, False):
@@ -428,7 +483,7 @@ def direction_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: 
         g = torch.autograd.grad(LOSSES[loss](out, y).sum(), p[w_name])[0]
     QA, dA = eigh_factor(A)
     QS, dS = eigh_factor(S)
-    step = -kron_damped_solve(QA, dA, QS, dS, g, damping)
+    step = -_damped_solve(QA, dA, QS, dS, g, damping)
     w = params[w_name]
     norm = w.flatten(1).norm(dim=1).reshape(-1, 1, 1)
     w_hat = w / norm
@@ -449,7 +504,7 @@ def _relative_damping(model, damping, layers):
             QA, dA = eigh_factor(A)
             QS, dS = eigh_factor(S)
             g = grads[f"{name}.weight"]
-            step = kron_damped_solve(QA, dA, QS, dS, g, damping)
+            step = _damped_solve(QA, dA, QS, dS, g, damping)   # a diverged run's NaN must not stop training
             cos.append(torch.nn.functional.cosine_similarity(step.flatten(1), g.flatten(1), dim=1))
         return torch.stack([torch.stack(rel, -1), torch.stack(cos, -1)], -1)   # (R, L, 2)
 
@@ -503,8 +558,10 @@ def damping_experiment(curvature: str = "kfac-f", damping: float = 1e-3, weight_
     check_choice("curvature", curvature, ("kfac-f", "kfac-g"))
     check_positive("damping", damping)
     check_positive("lr", lr)
-    schemes = list(schemes)
+    check_int("eval_every", eval_every)
     lam_bn, lam_fc = decay_schemes(schemes, weight_decay)
+    schemes = list(schemes)
+    probe_size = check_int("probe_size", probe_size, low=2)
     model = bn_mlp(width, depth, runs=len(schemes), seed=seed)
     mask = model.scale_invariant
     opt = chain(preconditioner(curvature, model, damping=damping),
@@ -545,6 +602,31 @@ class TableConfig:
     l2: dict = field(default_factory=lambda: {"sgd": 1e-2, "adam": 3e-3, "kfac-f": 3e-2, "kfac-g": 3e-2})
     wd: dict = field(default_factory=lambda: {"sgd": 3e-2, "adam": 3e-2, "kfac-f": 3e-2, "kfac-g": 1e-1})
 
+    def __post_init__(self):
+        for name in ("optimizers", "seeds"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not list(value):
+                raise ValueError(f"{name} must be a non-empty sequence, got {value!r}")
+        for name in self.optimizers:
+            check_choice("optimizers", name, OPTIMIZERS)
+        for i, s in enumerate(self.seeds):
+            check_seed(f"seeds[{i}]", s)
+        for name in ("width", "depth", "steps", "batch_size"):
+            check_int(name, getattr(self, name))
+        check_seed("split_seed", self.split_seed)
+        check_range("test_fraction", self.test_fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        check_unit_interval("momentum", self.momentum)
+        for table, check, needed in (("lr", check_positive, self.optimizers), ("l2", check_nonnegative, self.optimizers),
+                                     ("wd", check_nonnegative, self.optimizers),
+                                     ("damping", check_nonnegative, [o for o in self.optimizers if o.startswith("kfac")])):
+            values = getattr(self, table)
+            if not isinstance(values, Mapping):
+                raise TypeError(f"{table} must be a dict {{optimizer: value}}, got {values!r}")
+            for name in needed:
+                if name not in values:
+                    raise ValueError(f"{table} has no value for optimizer {name!r}: {dict(values)}")
+                check(f"{table}[{name!r}]", values[name])
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["optimizers"], d["seeds"] = list(self.optimizers), list(self.seeds)
@@ -571,7 +653,7 @@ def validation_split(data: Dataset, fraction: float = 0.25, seed: int = 0) -> Da
     """Hold out ``fraction`` of the *training* set as the evaluation split (the test set is never looked at)."""
     check_range("fraction", fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
     n = data.n_train
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(check_seed("seed", seed)))
     nv = max(int(round(n * fraction)), 1)
     va, tr = perm[:nv], perm[nv:]
     return Dataset(data.x_train[tr], data.y_train[tr], data.x_train[va], data.y_train[va], data.task,
@@ -586,6 +668,12 @@ def train_family(name: str, config: TableConfig, data: Dataset, l2: Sequence[flo
     (NaN for a run that diverged).
     """
     check_choice("optimizer", name, OPTIMIZERS)
+    seeds = _sequence("seeds", seeds, lambda n, s: check_seed(n, s))
+    l2 = _sequence("l2", l2, lambda n, v: float(check_nonnegative(n, v)))
+    wd = _sequence("wd", wd, lambda n, v: float(check_nonnegative(n, v)))
+    if not len(l2) == len(wd) == len(seeds):
+        raise ValueError(f"l2, wd and seeds must have one entry per run, got lengths {len(l2)}, {len(wd)}, "
+                         f"{len(seeds)}")
     model = bn_mlp(config.width, config.depth, runs=len(seeds), seed=[int(s) for s in seeds])
     pre = preconditioner(name, model, damping=config.damping.get(name, 1e-3), momentum=config.momentum)
     opt = regularized(pre, config.lr[name], l2=torch.tensor(list(l2), dtype=torch.float32),
