@@ -86,7 +86,7 @@ class Dataset:
                     raise ValueError(f"y_{split} must hold labels in {{0, 1}}" if high else
                                      f"y_{split} must hold class labels >= 0")
         if self.x_train.shape[1] != self.x_test.shape[1]:
-            raise ValueError("training and test inputs have different numbers of features")
+            raise ValueError(f"x_train has {self.x_train.shape[1]} features but x_test has {self.x_test.shape[1]}")
 
     @property
     def n_train(self) -> int:
