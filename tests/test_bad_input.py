@@ -1,0 +1,1055 @@
+"""Bad input everywhere: every public entry point of the science core rejects bad arguments by name.
+
+One shared table (:data:`ENTRIES`) lists the public functions of ``lecture_lib`` with a small valid
+call and, per numeric/shape/choice parameter, a :class:`Spec` of what it accepts. Hypothesis
+strategies derived from each spec generate what it must *not* accept: negative numbers, zero where
+a positive value is required, NaN, ±inf, values above a documented upper bound, strings and other
+wrong types, empty tensors, tensors of the wrong shape, per-run hyperparameter tensors of the wrong
+length. Every one must raise ``ValueError`` or ``TypeError`` whose message names the parameter,
+never a crash, a hang, a torch ``RuntimeError``, an ``IndexError`` or a silent NaN.
+
+Two properties go the other way: hyperparameters drawn *inside* the accepted ranges give finite
+results on a tiny problem, or a divergence the engine records (``Record.diverged_at``).
+
+The panels side: every panel of ``lecture_lib/viz/*_panels.py`` is built (``LECTURE_FAST=1``, in a
+subprocess so that the fast constants do not leak into other tests), each control is set to its
+extremes (every option of dropdowns and toggles), and the panel must end "ok" or "bad" with a
+message, never "error", with no NaN/inf in any trace's x or y.
+
+Hypothesis runs derandomized and without an example database (repeatable, nothing written to the
+checkout).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from lecture_lib import (adaptive, curvature, data, engine, equilibrium, exercises, ics, kronecker, losses,
+                         mechanisms, models, optim, scale_invariance)
+
+kfac_mod = importlib.import_module("lecture_lib.optim.kfac")   # (lecture_lib.optim.kfac is also a function)
+
+F64 = torch.float64
+R = 3                       # runs of every batched object in the table
+NAN, INF = math.nan, math.inf
+HERE = Path(__file__).resolve().parent
+
+SETTINGS = dict(deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
+
+
+# ============================================================================ what a parameter accepts
+NOT_A_NUMBER = st.sampled_from(["0.1", None, {"v": 0.1}, b"1", 1j, object()])
+
+
+def _not_a_number(optional: bool):
+    return NOT_A_NUMBER.filter(lambda v: v is not None) if optional else NOT_A_NUMBER
+SEQUENCES = st.sampled_from([[0.1], (0.1,)])
+
+
+def _below(low: float, open_: bool):
+    return st.floats(max_value=low, allow_nan=False, allow_infinity=False).filter(
+        lambda v: v < low or (open_ and v == low))
+
+
+def _above(high: float, open_: bool):
+    return st.floats(min_value=high, allow_nan=False, allow_infinity=False).filter(
+        lambda v: v > high or (open_ and v == high))
+
+
+class Spec:
+    def bad(self, runs: int | None) -> st.SearchStrategy:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Num(Spec):
+    """A real number in ``[low, high]`` (ends open when ``*_open``), or also an ``(R,)`` tensor (``per_run``)."""
+
+    low: float = -INF
+    high: float = INF
+    low_open: bool = False
+    high_open: bool = False
+    per_run: bool = False
+    good: float = 0.5
+    sequences: bool = False      # lists/tuples/arrays of per-run values are accepted (not bad)
+    optional: bool = False       # None is accepted (a default)
+
+    def bad_floats(self):
+        options = [st.sampled_from([NAN, INF, -INF])]
+        if self.low > -INF:
+            options.append(_below(self.low, self.low_open))
+        if self.high < INF:
+            options.append(_above(self.high, self.high_open))
+        return st.one_of(options)
+
+    def bad(self, runs):
+        options = [self.bad_floats(), _not_a_number(self.optional)]
+        if not self.sequences:
+            options.append(SEQUENCES)
+        if self.per_run:
+            n = runs or 2
+            options += [
+                st.just(torch.full((n, 2), self.good, dtype=F64)),                 # 2-D
+                st.just(torch.empty(0, dtype=F64)),                                # empty
+                st.builds(lambda v, i: torch.tensor([self.good] * i + [v] + [self.good] * (n - 1 - i), dtype=F64),
+                          self.bad_floats(), st.integers(0, n - 1)),               # one bad run
+            ]
+            if runs is not None:
+                options += [st.just(torch.full((runs + 1,), self.good, dtype=F64)),
+                            st.just(torch.full((max(runs - 1, 2) if runs != 2 else 4,), self.good, dtype=F64))]
+        return st.one_of(options)
+
+
+def pos(**kw):
+    return Num(0.0, low_open=True, **kw)
+
+
+def nonneg(**kw):
+    return Num(0.0, **kw)
+
+
+def unit(**kw):
+    return Num(0.0, 1.0, high_open=True, **kw)
+
+
+@dataclass(frozen=True)
+class Int(Spec):
+    low: int = 1
+    high: int | None = None
+    optional: bool = False
+
+    def bad(self, runs):
+        options = [st.integers(max_value=self.low - 1), _not_a_number(self.optional), st.just(True),
+                   st.sampled_from([NAN, INF, -INF, 2.5, self.low + 0.5])]
+        if self.high is not None:
+            options.append(st.integers(min_value=self.high + 1, max_value=self.high + 1000))
+        return st.one_of(options)
+
+
+@dataclass(frozen=True)
+class Seed(Spec):
+    """A seed: an int >= 0 (or, with ``per_run``, a sequence of R of them)."""
+
+    per_run: bool = False
+
+    def bad(self, runs):
+        options = [st.integers(max_value=-1), st.integers(min_value=2 ** 64, max_value=2 ** 70),
+                   st.sampled_from([1.5, NAN, "0", True])]
+        if self.per_run and runs:
+            options += [st.just(list(range(runs + 1))), st.just([0] * (runs - 1) + [-1]),
+                        st.just([0] * (runs - 1) + [0.5])]
+        return st.one_of(options)
+
+
+@dataclass(frozen=True)
+class Choice(Spec):
+    options: tuple
+
+    def bad(self, runs):
+        return st.one_of(st.text(max_size=6).filter(lambda s: s not in self.options), st.sampled_from([None, 3]))
+
+
+@dataclass(frozen=True)
+class Obj(Spec):
+    """Anything from a fixed list of bad values (wrong types, masks naming unknown parameters, ...)."""
+
+    values: tuple
+
+    def bad(self, runs):
+        return st.sampled_from(self.values)
+
+
+@dataclass(frozen=True)
+class Tensor(Spec):
+    """A float tensor of ``shape`` (``None``: any positive size), finite unless ``finite=False``."""
+
+    shape: tuple
+    finite: bool = True
+    dtype: torch.dtype = F64
+    nonempty: bool = True
+    optional: bool = False       # None is accepted (a default)
+
+    def _make(self, shape, fill=None):
+        t = torch.linspace(0.1, 1.0, math.prod(shape), dtype=self.dtype).reshape(shape) if math.prod(shape) \
+            else torch.empty(shape, dtype=self.dtype)
+        if fill is not None and t.numel():
+            t = t.clone()
+            t.view(-1)[t.numel() // 2] = fill
+        return t
+
+    def bad(self, runs):
+        base = tuple(3 if d is None else d for d in self.shape)
+        bad_shapes = [base + (2,)]
+        if len(base) > 1:
+            bad_shapes.append(base[1:])
+        for i, d in enumerate(self.shape):
+            if d is not None:
+                bad_shapes.append(base[:i] + (d + 1,) + base[i + 1:])
+        if self.nonempty and base:
+            bad_shapes.append((0,) + base[1:])
+        options = [st.sampled_from(bad_shapes).map(self._make),
+                   st.sampled_from(["x", 1.0] if self.optional else ["x", None, 1.0])]
+        if self.finite:
+            options.append(st.sampled_from([NAN, INF, -INF]).map(lambda v: self._make(base, v)))
+        return st.one_of(options)
+
+
+# ============================================================================ tiny problems
+
+
+@functools.lru_cache(maxsize=None)
+def regression_data(n=16, dim=3):
+    return data.linear_regression(n=n, dim=dim, n_test=4, seed=0, dtype=F64)
+
+
+@functools.lru_cache(maxsize=None)
+def digits_small():
+    d = data.digits(dtype=torch.float32)
+    return data.Dataset(d.x_train[:96], d.y_train[:96], d.x_test[:32], d.y_test[:32], d.task, "digits (96)",
+                        dict(d.meta))
+
+
+def tiny_mlp(runs=R, sizes=(3, 4, 1), **kw):
+    return models.MLP(list(sizes), runs=runs, dtype=F64, **kw)
+
+
+def tree(runs=R, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"w": torch.randn(runs, 4, 3, generator=g, dtype=F64), "b": torch.randn(runs, 4, generator=g, dtype=F64)}
+
+
+def run_transform(t, runs=R, steps=2):
+    """init and a few updates of a transformation on a tiny R-run tree; returns the final params."""
+    params = tree(runs)
+    state = t.init(params)
+    for k in range(steps):
+        params, state = optim.functional_step(t, state, params, tree(runs, seed=k + 1))
+    return params
+
+
+DEFAULT = object()   # "not given" (None is a value the table may pass on purpose)
+
+
+def train_tiny(optimizer=DEFAULT, model=DEFAULT, steps=3, **kw):
+    model = tiny_mlp() if model is DEFAULT else model
+    optimizer = optim.sgd(0.1) if optimizer is DEFAULT else optimizer
+    args = dict(model=model, data=regression_data(), loss="mse", optimizer=optimizer, steps=steps)
+    args.update(kw)
+    return engine.train(**args)
+
+
+def kfac_train(**kw):
+    model = tiny_mlp()
+    return train_tiny(kfac_mod.kfac_precondition(model, "mse", **kw), model=model, steps=2)
+
+
+def kfac_alias_train(**kw):
+    model = tiny_mlp()
+    return train_tiny(kfac_mod.kfac(model, "mse", **kw), model=model, steps=2)
+
+
+def transform_optimizer_step(lr=0.1, transform=DEFAULT):
+    net = torch.nn.Linear(3, 2).double()
+    opt = optim.TransformOptimizer(net.parameters(), optim.trace(0.9) if transform is DEFAULT else transform, lr=lr)
+    net(torch.ones(4, 3, dtype=F64)).sum().backward()
+    opt.step()
+    return net
+
+
+def forward(model_fn, x=DEFAULT, **kw):
+    model = model_fn(**kw)
+    x = torch.ones(5, model_in(model), dtype=next(model.parameters()).dtype) if x is DEFAULT else x
+    return model(x)
+
+
+def model_in(model):
+    if hasattr(model, "linears"):
+        return model.linears[0].in_features
+    return getattr(model, "in_features", getattr(model, "dim", 3))
+
+
+def fake_record(K=6, runs=2):
+    return engine.train(tiny_mlp(runs=runs), regression_data(), "mse", optim.sgd(0.1), steps=K)
+
+
+@functools.lru_cache(maxsize=None)
+def cached_record():
+    return fake_record()
+
+
+@functools.lru_cache(maxsize=None)
+def small_logistic_problem():
+    return adaptive.logistic_problem(n=400, dim=3, seed=0)
+
+
+@functools.lru_cache(maxsize=None)
+def small_regression_problem():
+    return adaptive.regression_problem(n=32, seed=0)
+
+
+@functools.lru_cache(maxsize=None)
+def mlp_x_y():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(6, 2, generator=g, dtype=F64), torch.randn(6, 2, generator=g, dtype=F64)
+
+
+def curv_model():
+    return models.MLP([2, 3, 2], activation="tanh", runs=2, dtype=F64)
+
+
+def bn_model(runs=2):
+    return mechanisms.bn_mlp(4, 2, runs=runs, dtype=F64)
+
+
+def small_spd(n=3):
+    return kronecker.random_spd(n, 5.0, seed=0)
+
+
+# ============================================================================ the table
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    call: Callable[..., Any]
+    valid: dict
+    specs: dict
+    runs: int | None = None                       # R of the objects the call builds (for per-run lengths)
+    messages: dict = field(default_factory=dict)  # parameter -> regex its message must match (default: its name)
+
+
+def E(entry_id, call, valid=None, runs=None, /, *, messages=None, **specs):
+    return Entry(entry_id, call, dict(valid or {}), specs, runs, dict(messages or {}))
+
+
+MASK = Obj(({"nope": True}, 3, "w"))
+INPUT = {"x": "input"}     # a model's forward names its argument "input"
+X_OR_INPUT = {"x": "x|input"}
+HP = dict(lr=nonneg(per_run=True), momentum=unit(per_run=True), weight_decay=nonneg(per_run=True))
+NESTEROV = Obj(("yes", 1, None))
+BETAS = Obj(((0.9,), 0.9, (1.0, 0.999), (0.9, NAN), (-0.1, 0.9), (0.9, 0.999, 0.9), "ab"))
+
+ENTRIES = [
+    # ------------------------------------------------------------------ optim: transforms
+    E("scale_by_lr", lambda **k: run_transform(optim.scale_by_lr(**k)), dict(lr=0.1), R, lr=HP["lr"]),
+    E("trace", lambda **k: run_transform(optim.trace(**k)), dict(momentum=0.9), R, momentum=HP["momentum"],
+      nesterov=NESTEROV),
+    E("scale_by_rms", lambda **k: run_transform(optim.scale_by_rms(**k)), {}, R, beta2=unit(per_run=True),
+      eps=pos(per_run=True), eps_in_sqrt=NESTEROV),
+    E("scale_by_adam", lambda **k: run_transform(optim.scale_by_adam(**k)), {}, R, beta1=unit(per_run=True),
+      beta2=unit(per_run=True), eps=pos(per_run=True)),
+    E("add_decayed_weights", lambda **k: run_transform(optim.add_decayed_weights(**k)), dict(weight_decay=0.1), R,
+      weight_decay=HP["weight_decay"], mask=MASK),
+    E("scale_by_trust_ratio", lambda **k: run_transform(optim.scale_by_trust_ratio(**k)), {}, R,
+      trust_coefficient=pos(per_run=True), mask=MASK),
+    E("project_to_unit_norm", lambda **k: run_transform(optim.project_to_unit_norm(**k)), {}, R, mask=MASK),
+    E("masked", lambda **k: run_transform(optim.masked(**k)), dict(transform=optim.trace(0.9), mask={"w": True}), R,
+      transform=Obj(("sgd", None)), mask=MASK),
+    E("graft", lambda **k: run_transform(optim.graft(**k)), dict(magnitude=optim.identity(),
+                                                                  direction=optim.scale_by_adam()), R,
+      magnitude=Obj(("sgd", None, 3)), direction=Obj(("adam", None)), eps=nonneg()),
+    # ------------------------------------------------------------------ optim: aliases
+    E("sgd", lambda **k: run_transform(optim.sgd(**k)), dict(lr=0.1), R, nesterov=NESTEROV,
+      weight_decay_mask=MASK, messages={"weight_decay_mask": "mask"}, **HP),
+    E("sgdw", lambda **k: run_transform(optim.sgdw(**k)), dict(lr=0.1), R, nesterov=NESTEROV, **HP),
+    E("rmsprop", lambda **k: run_transform(optim.rmsprop(**k)), dict(lr=0.01), R, beta2=unit(per_run=True),
+      eps=pos(per_run=True), eps_in_sqrt=NESTEROV, **HP),
+    E("adam", lambda **k: run_transform(optim.adam(**k)), dict(lr=0.01), R, betas=BETAS, eps=pos(per_run=True),
+      lr=HP["lr"], weight_decay=HP["weight_decay"], messages={"betas": "beta"}),
+    E("adamw", lambda **k: run_transform(optim.adamw(**k)), dict(lr=0.01), R, betas=BETAS, eps=pos(per_run=True),
+      lr=HP["lr"], weight_decay=HP["weight_decay"], messages={"betas": "beta"}),
+    E("lars", lambda **k: run_transform(optim.lars(**k)), dict(lr=0.1), R, trust_coefficient=pos(per_run=True),
+      trust_ratio_mask=MASK, nesterov=NESTEROV, messages={"trust_ratio_mask": "mask"}, **HP),
+    E("optim.get", lambda **k: run_transform(optim.get(k.pop("name"), **k)), dict(name="adam", lr=0.01), R,
+      name=Choice(tuple(optim.OPTIMIZERS)), messages={"name": "optimizer"}),
+    E("TransformOptimizer", transform_optimizer_step, {}, None, lr=nonneg(),
+      transform=Obj(("sgd", None, optim.sgd(0.1)))),
+    # ------------------------------------------------------------------ optim: K-FAC
+    E("kfac_precondition", kfac_train, {}, R, damping=nonneg(per_run=True), stat_decay=unit(), stat_interval=Int(1),
+      inv_interval=Int(1), fallback=Choice(kfac_mod.FALLBACKS), curvature=Choice(kfac_mod.CURVATURES), seed=Seed()),
+    E("kfac", kfac_alias_train, dict(lr=0.1), R, lr=HP["lr"], damping=nonneg(per_run=True),
+      weight_decay=HP["weight_decay"], curvature=Choice(kfac_mod.CURVATURES), weight_decay_mask=MASK,
+      messages={"weight_decay_mask": "mask"}),
+    E("kron_damped_solve", kfac_mod.kron_damped_solve,
+      dict(QA=torch.eye(3, dtype=F64), dA=torch.ones(3, dtype=F64), QS=torch.eye(2, dtype=F64),
+           dS=torch.ones(2, dtype=F64), G=torch.ones(2, 3, dtype=F64), damping=0.1), None,
+      QA=Obj((torch.eye(3, 4), torch.ones(3), torch.full((3, 3), NAN), torch.empty(0, 0), "QA")),
+      dA=Obj((torch.ones(2), torch.ones(3, 2), torch.tensor([1.0, INF, 1.0]), torch.ones(()), "dA")),
+      QS=Obj((torch.eye(3), torch.ones(2), torch.eye(2, 3), [[1.0, 0.0], [0.0, 1.0]])),
+      dS=Obj((torch.ones(3), torch.ones(2, 3), torch.tensor([NAN, 1.0]), None)),
+      G=Obj((torch.ones(3, 2), torch.ones(2), torch.ones(2, 3, dtype=torch.long), torch.full((2, 3), NAN), torch.empty(2, 0))),
+      damping=nonneg()),
+    E("estimate_factors", lambda **k: kfac_mod.estimate_factors(curv_model(), None, **k),
+      dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse"), None, x=Tensor((None, 2)),
+      loss=Choice(("mse", "cross_entropy", "logistic")), curvature=Choice(kfac_mod.CURVATURES), messages=X_OR_INPUT),
+    # ------------------------------------------------------------------ models
+    E("BatchedLinear", lambda x=DEFAULT, **k: forward(models.BatchedLinear, x, **k),
+      dict(in_features=3, out_features=2, runs=R), R, in_features=Int(1), out_features=Int(1), runs=Int(1),
+      seed=Seed(per_run=True), x=Tensor((None, 3), finite=False), messages=INPUT),
+    E("BatchNorm", lambda s=DEFAULT, **k: models.BatchNorm(**k)(torch.ones(R, 4, 5) if s is DEFAULT else s),
+      dict(features=5, runs=R), R, features=Int(1), runs=Int(1), kind=Choice(("batch", "center")), eps=pos(),
+      momentum=Num(0.0, 1.0), s=Tensor((R, None, 5), finite=False, dtype=torch.float32), messages={"s": "input"}),
+    E("MLP", lambda x=DEFAULT, **k: forward(models.MLP, x, **k), dict(sizes=[3, 4, 2], runs=R, norm="batch"), R,
+      sizes=Obj(([], [3], [3, 0, 2], [3, -1], [3, 2.5], "ab", None, [3, NAN])), norm=Choice(models.NORMS),
+      activation=Choice(models.ACTIVATIONS), runs=Int(1), seed=Seed(per_run=True), eps=pos(),
+      x=Tensor((None, 3), finite=False), messages=INPUT),
+    E("DeepLinear", lambda x=DEFAULT, **k: forward(models.DeepLinear, x, **k), dict(sizes=[3, 4, 2], runs=R), R,
+      sizes=Obj(([], [3], [3, 0, 2], [3, -1], [3, 2.5], "ab", None)), runs=Int(1), seed=Seed(per_run=True),
+      x=Tensor((None, 3), finite=False), messages=INPUT),
+    E("ScaleInvariantLinear", lambda x=DEFAULT, **k: forward(models.ScaleInvariantLinear, x, **k), dict(dim=3, runs=R),
+      R, dim=Int(1), scale=pos(), runs=Int(1), seed=Seed(per_run=True), init_norm=pos(),
+      x=Tensor((None, 3), finite=False), messages=INPUT),
+    # ------------------------------------------------------------------ data
+    E("gaussian_inputs", data.gaussian_inputs, dict(n=8, dim=3), None, n=Int(1), dim=Int(1), mean_norm=nonneg(),
+      cond=Num(1.0), seed=Seed()),
+    E("linear_regression", data.linear_regression, dict(n=8, dim=3), None, n=Int(1), dim=Int(1),
+      mean_norm=nonneg(), cond=Num(1.0), noise=nonneg(), seed=Seed(), n_test=Int(1, optional=True)),
+    E("logistic_regression", data.logistic_regression, dict(n=8, dim=3), None, n=Int(1), dim=Int(1),
+      weight_scale=nonneg(), seed=Seed(), n_test=Int(1, optional=True), cond=Num(1.0), mean_norm=nonneg()),
+    E("teacher", data.teacher, dict(n=8, sizes=(3, 4, 1)), None, n=Int(1), noise=nonneg(), seed=Seed(),
+      n_test=Int(1, optional=True), sizes=Obj(([], [3], [3, 0, 1], [3, -1], "ab", None)),
+      activation=Choice(models.ACTIVATIONS)),
+    E("digits", data.digits, {}, None, test_fraction=Num(0.0, 1.0, low_open=True, high_open=True), seed=Seed()),
+    E("data.load", lambda **k: data.load(**k), dict(name="teacher", n=8), None, name=Choice(("teacher",))),
+    E("Dataset", data.Dataset,
+      dict(x_train=torch.ones(4, 2), y_train=torch.ones(4, 1), x_test=torch.ones(2, 2), y_test=torch.ones(2, 1),
+           task="regression", name="d"), None,
+      x_train=Tensor((4, 2), dtype=torch.float32), y_train=Tensor((4, None), dtype=torch.float32),
+      x_test=Tensor((2, 2), dtype=torch.float32), task=Choice(data.TASKS)),
+    # ------------------------------------------------------------------ engine
+    E("train", train_tiny, {}, R, steps=Int(1), batch_size=Int(1, 16, optional=True), seed=Seed(per_run=True),
+      record_every=Int(1), eval_every=Int(1, optional=True), diverge_above=Obj((-1.0, 0.0, NAN, -INF, "big", [1e6])),
+      loss=Obj(("hinge", 3, "cross_entropy", "logistic")), optimizer=Obj(("sgd", None, torch.optim.SGD)),
+      model=Obj(("mlp", None, torch.nn.Linear(3, 1))), data=Obj(("digits", None)),
+      track=Obj((3, {"x": 3})), callback=Obj((3, "print"))),
+    # ------------------------------------------------------------------ losses
+    E("mse", losses.mse, dict(out=torch.ones(R, 4, 2), y=torch.ones(4, 2)), R,
+      out=Tensor((None, 4, 2), finite=False, dtype=torch.float32), y=Tensor((4, 2), finite=False,
+                                                                           dtype=torch.float32)),
+    E("cross_entropy", losses.cross_entropy, dict(logits=torch.zeros(R, 4, 3), y=torch.tensor([0, 1, 2, 0])), R,
+      logits=Tensor((None, 4, None), finite=False, dtype=torch.float32),
+      y=Obj((torch.tensor([0, 1, 2, 3]), torch.tensor([0, -1, 2, 0]), torch.tensor([0.0, 1.0, 2.0, 0.0]),
+             torch.tensor([0, 1, 2]), torch.zeros(4, 3, dtype=torch.long), "0120", None)),
+      messages={"logits": "logits|labels", "y": "label|y"}),
+    E("logistic", losses.logistic, dict(logits=torch.zeros(R, 4, 1), y=torch.tensor([0, 1, 1, 0])), R,
+      logits=Tensor((None, 4, 1), finite=False, dtype=torch.float32),
+      y=Obj((torch.tensor([0, 1, 1]), torch.zeros(4, 2), "0110", None)), messages={"logits": "logits|labels",
+                                                                              "y": "label|y"}),
+    E("losses.get", losses.get, dict(name="mse"), None, name=Choice(tuple(losses.LOSSES)),
+      messages={"name": "loss"}),
+    # ------------------------------------------------------------------ curvature
+    E("curvature.flatten", lambda **k: curvature.flatten(curv_model(), **k), {}, None, run=Int(0, 1)),
+    E("hessian", lambda **k: curvature.hessian(curv_model(), **k), dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse"),
+      None, run=Int(0, 1), x=Tensor((None, 2)), loss=Choice(("mse",)), messages=X_OR_INPUT),
+    E("gauss_newton", lambda **k: curvature.gauss_newton(curv_model(), **k), dict(x=mlp_x_y()[0], loss="mse"),
+      None, run=Int(0, 1), x=Tensor((None, 2)), loss=Choice(("mse",)), messages=X_OR_INPUT),
+    E("fisher", lambda **k: curvature.fisher(curv_model(), **k), dict(x=mlp_x_y()[0], loss="mse"), None,
+      run=Int(0, 1), x=Tensor((None, 2)), messages=X_OR_INPUT),
+    E("empirical_fisher", lambda **k: curvature.empirical_fisher(curv_model(), **k),
+      dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse"), None, run=Int(0, 1), x=Tensor((None, 2)),
+      y=Tensor((6, 2)), messages={"x": "x|input", "y": "y|target"}),
+    E("kfac_factors", lambda **k: curvature.kfac_factors(curv_model(), **k),
+      dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse"), None, run=Int(0, 1), x=Tensor((None, 2)),
+      curvature=Choice(kfac_mod.CURVATURES), seed=Seed(), messages=X_OR_INPUT),
+    E("hvp", lambda **k: curvature.hvp(curv_model(), **k),
+      dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse", v=torch.ones(17, dtype=F64)), None, run=Int(0, 1),
+      v=Tensor((17,)), x=Tensor((None, 2)), messages=X_OR_INPUT),
+    E("gnvp", lambda **k: curvature.gnvp(curv_model(), **k), dict(x=mlp_x_y()[0], loss="mse",
+                                                                   v=torch.ones(17, dtype=F64)), None,
+      run=Int(0, 1), v=Tensor((17,)), x=Tensor((None, 2)), messages=X_OR_INPUT),
+    E("lanczos", curvature.lanczos, dict(matvec=lambda v: 2.0 * v, dim=5, k=2), None, dim=Int(1), k=Int(1),
+      iters=Int(1, optional=True), seed=Seed(), matvec=Obj((None, "2v"))),
+    E("top_eigenvalues", lambda **k: curvature.top_eigenvalues(curv_model(), **k),
+      dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse", k=2, iters=5), None, matrix=Choice(("hessian", "ggn")),
+      k=Int(1), run=Int(0, 1), iters=Int(1, optional=True)),
+    E("layer_block", lambda layer: curvature.layer_block(torch.eye(17, dtype=F64), curvature.flatten(curv_model()),
+                                                         layer), dict(layer="linears.0"), None,
+      layer=Obj(("linears.9", "linears", 0, None))),
+    E("kfac_block", curvature.kfac_block, dict(A=torch.eye(2, dtype=F64), S=torch.eye(3, dtype=F64)), None,
+      A=Tensor((2, 2)), S=Tensor((3, 3))),
+    # ------------------------------------------------------------------ kronecker
+    E("random_spd", kronecker.random_spd, dict(n=3), None, n=Int(1), cond=Num(1.0), seed=Seed(), scale=pos()),
+    E("kron_spectrum", kronecker.kron_spectrum, dict(A=small_spd(3), B=small_spd(2)), None, A=Tensor((3, 3)),
+      B=Obj((torch.zeros(2, 2, dtype=F64), -torch.eye(2, dtype=F64), torch.tensor([[1.0, 2.0], [0.0, 1.0]]),
+             torch.ones(2, 3, dtype=F64), torch.empty(0, 0, dtype=F64), "B"))),
+    E("spectrum_demo", kronecker.spectrum_demo, dict(n=3, m=2), None, n=Int(1), m=Int(1), cond_a=Num(1.0),
+      cond_b=Num(1.0), seed=Seed()),
+    E("time_inverses", kronecker.time_inverses, dict(widths=(2, 3), repeats=1), None, damping=pos(),
+      repeats=Int(1), widths=Obj(((), (0, 2), (2, 81), ("a",), (2.5,), None, 3)), seed=Seed()),
+    E("kfac_vs_exact", kronecker.kfac_vs_exact, dict(sizes=(2, 3, 2), steps=4, checkpoints=2, n=16), None,
+      steps=Int(1), checkpoints=Int(2), lr=pos(), n=Int(1), seed=Seed(),
+      layer=Obj(("linears.5", "linear", 0, None)), sizes=Obj(((2,), (2, 0, 2), (2, -3, 2), "ab", None)),
+      activation=Choice(models.ACTIVATIONS)),
+    # ------------------------------------------------------------------ ics
+    E("second_moment", ics.second_moment, dict(a=torch.ones(4, 3, dtype=F64)), None, a=Tensor((None, None))),
+    E("predicted_outlier", ics.predicted_outlier, dict(mean=torch.ones(3, dtype=F64)), None, mean=Tensor((None,))),
+    E("moment_spectrum", ics.moment_spectrum, dict(a=torch.randn(6, 3, dtype=F64)), None, a=Tensor((None, None))),
+    E("unit_features", ics.unit_features, dict(activation="tanh", dim=3, samples=5), None,
+      activation=Choice(ics.UNITS), dim=Int(1), samples=Int(2), seed=Seed(), preactivation_mean=Num()),
+    E("regression_hessian", ics.regression_hessian, dict(x=torch.ones(4, 3, dtype=F64)), None,
+      x=Tensor((None, None))),
+    E("kronecker_alignment", ics.kronecker_alignment,
+      dict(vectors=torch.eye(6, dtype=F64)[:, :2], direction=torch.ones(3, dtype=F64), out_features=2), None,
+      vectors=Tensor((6, None)), direction=Obj((torch.zeros(3, dtype=F64), torch.ones(4, dtype=F64),
+                                                torch.tensor([1.0, NAN, 0.0]), torch.empty(0), "m")),
+      out_features=Obj((0, -1, 4, 2.5, "2"))),
+    E("conditioning_report", lambda **k: ics.conditioning_report(tiny_mlp(runs=1, sizes=(3, 4, 2)), **k),
+      dict(x=torch.randn(8, 3, dtype=F64)), None, layer=Int(0, 1), x=Tensor((None, 3)), messages=X_OR_INPUT),
+    E("whiten", ics.whiten, dict(x=torch.ones(4, 2, dtype=F64), mean=torch.zeros(2, dtype=F64),
+                                 cov=torch.eye(2, dtype=F64)), None,
+      x=Tensor((None, 2)), mean=Tensor((2,)),
+      cov=Obj((-torch.eye(2, dtype=F64), torch.eye(3, dtype=F64), torch.full((2, 2), NAN), torch.ones(2),
+               torch.tensor([[1.0, 0.9], [-0.9, 1.0]], dtype=F64), "cov"))),
+    E("reparameterize", lambda **k: ics.reparameterize(tiny_mlp(runs=2, sizes=(2, 3, 1)), **k),
+      dict(mean=torch.zeros(2, dtype=F64), cov=torch.eye(2, dtype=F64)), None, mean=Tensor((2,)),
+      cov=Obj((-torch.eye(2, dtype=F64), torch.eye(3, dtype=F64), torch.full((2, 2), NAN), torch.ones(2), "cov"))),
+    E("quasi_diagonal", ics.quasi_diagonal, dict(mean=torch.zeros(2, dtype=F64), cov=torch.eye(2, dtype=F64),
+                                                 out_features=2), None,
+      mean=Tensor((2,)), cov=Obj((-torch.eye(2, dtype=F64), torch.eye(3, dtype=F64), torch.full((2, 2), NAN), "c")),
+      out_features=Int(1)),
+    E("flat_first_layer", lambda **k: ics.flat_first_layer(tiny_mlp(runs=2), **k), {}, None, run=Int(0, 1)),
+    E("ShiftedMLP", lambda **k: ics.ShiftedMLP(**k)(torch.ones(4, 3)), dict(sizes=[3, 4, 1], runs=R), R,
+      shift=Num(per_run=True), scale=Num(per_run=True), runs=Int(1), norm=Choice(models.NORMS)),
+    E("centering_gradient", ics.centering_gradient,
+      dict(a=torch.randn(4, 3, dtype=F64), weight=torch.randn(2, 3, dtype=F64), loss_fn=lambda s: s.square().sum()),
+      None, a=Tensor((None, 3)), weight=Tensor((None, 3)), loss_fn=Obj((None, "sum"))),
+    E("outlier_experiment", ics.outlier_experiment, dict(dim=3, samples=10), None, features=Choice(ics.FEATURES),
+      mean_norm=nonneg(), dim=Int(1), samples=Int(2), seed=Seed()),
+    E("descent_experiment", ics.descent_experiment, dict(dim=2, steps=3, n=8), None, mean_norm=nonneg(),
+      cond=Num(1.0), dim=Int(1), steps=Int(1), lr_scale=Num(0.0, 2.0, low_open=True, high_open=True), n=Int(1),
+      seed=Seed()),
+    E("shifted_inputs_dataset", ics.shifted_inputs_dataset, dict(mean_norm=1.0, cond=2.0, dim=2, hidden=3, n=8),
+      None, mean_norm=nonneg(), cond=Num(1.0), dim=Int(1), hidden=Int(1), n=Int(1), seed=Seed()),
+    E("reparam_experiment", ics.reparam_experiment, dict(dim=2, hidden=3, steps=2, n=8, lrs=[0.1, 0.2]), None,
+      mean_norm=nonneg(), cond=Num(1.0), dim=Int(1), hidden=Int(1), steps=Int(1), n=Int(1), seed=Seed(),
+      lrs=Obj(([], [-0.1], [0.1, NAN], [[0.1]], "lr", 0.0))),
+    E("wrinkle_experiment", ics.wrinkle_experiment,
+      dict(steps=2, sizes=(2, 3, 3, 1), n=8, norms=("center",), curvature_at_init=False), None,
+      shift=Num(-100.0, 100.0), steps=Int(1), n=Int(1), lr=pos(), layer=Int(0, 2), record_every=Int(1, optional=True),
+      seed=Seed(),
+      norms=Obj((("batchy",), "none", (None,))), sizes=Obj(((2,), (2, 0, 1), (2, 3, 3, -1), "ab"))),
+    E("centering_experiment", ics.centering_experiment, dict(batch_size=4, dim=2, out_features=2), None,
+      shift=Num(-100.0, 100.0), batch_size=Int(2), dim=Int(1), out_features=Int(1), seed=Seed()),
+    # ------------------------------------------------------------------ scale invariance
+    E("euler_identities", lambda **k: scale_invariance.euler_identities(
+        tiny_mlp(runs=1, sizes=(3, 4, 1), norm="batch"), losses.mse, **k),
+      dict(x=torch.randn(6, 3, dtype=F64), y=torch.randn(6, 1, dtype=F64), name="linears.0.weight", gammas=[0.5, 2.0]),
+      None, name=Obj(("linears.7.weight", None, 3)),
+      gammas=Obj(([], [0.0], [-1.0], [NAN], [[1.0, 2.0], [1.0, 2.0]], "ab", None)), x=Tensor((None, 3)),
+      messages=X_OR_INPUT),
+    E("pythagorean_residual", scale_invariance.pythagorean_residual,
+      dict(param_norm=np.ones((4, 2)), grad_norm=np.ones((4, 2)), lr=0.1), None, lr=pos(per_run=True, sequences=True),
+      param_norm=Obj((np.ones((1, 2)), np.ones(4), np.ones((4, 3)), "p", np.zeros((4, 2)))),
+      grad_norm=Obj((np.ones((4, 3)), np.ones(4), "g"))),
+    E("sqrt_law_k0", scale_invariance.sqrt_law_k0, dict(sq_norm0=1.0, lr=0.1, grad_norm_hat=1.0), None,
+      sq_norm0=pos(), lr=pos(), grad_norm_hat=pos()),
+    E("fit_sqrt_law", scale_invariance.fit_sqrt_law, dict(steps=np.arange(5.0), sq_norm=np.linspace(1, 2, 5)), None,
+      steps=Obj((np.arange(2.0), np.array([0.0, 1.0, NAN, 3.0, 4.0]), "s", None)),
+      sq_norm=Obj((np.ones(3), np.array([1.0, -1.0, 1.0, 1.0, 1.0]), np.full(5, NAN), "n"))),
+    E("exponential_lr", lambda **k: scale_invariance.exponential_lr(**k)(3), dict(lr=0.1, weight_decay=0.1), None,
+      lr=pos(per_run=True), weight_decay=nonneg(per_run=True), messages={"weight_decay": "weight_decay"}),
+    E("toy_setup", scale_invariance.toy_setup, dict(dim=3, n=8), None, runs=Int(1), dim=Int(1), n=Int(1),
+      noise=nonneg(), scale=pos(), init_norm=pos(), seed=Seed()),
+    E("bn_setup", scale_invariance.bn_setup, dict(width=3, depth=1), None, runs=Int(1), width=Int(1), depth=Int(1),
+      seed=Seed(), eps=pos()),
+    E("remedy_optimizer", lambda **k: run_transform(scale_invariance.remedy_optimizer(**k)),
+      dict(lr=0.1, remedy="weight_decay"), R,
+      lr=pos(per_run=True), remedy=Choice(scale_invariance.REMEDIES), weight_decay=nonneg(per_run=True)),
+    E("optimizer_for", lambda **k: scale_invariance.optimizer_for(model=tiny_mlp(), loss="mse", **k),
+      dict(name="kfac", lr=0.1), None, name=Choice(scale_invariance.OPTIMIZERS), lr=pos(),
+      weight_decay=nonneg(), damping=nonneg(), remedy=Choice(scale_invariance.REMEDIES), messages={"name": "optimizer"}),
+    E("scale_invariance.run", scale_invariance.run, dict(setup="toy", lr=0.1, steps=2, dim=3, n=16), None,
+      setup=Choice(("toy", "bn")), lr=pos(per_run=True), steps=Int(1), batch_size=Int(1, 16, optional=True), remedy=Choice(
+          scale_invariance.REMEDIES), weight_decay=nonneg(), optimizer=Choice(scale_invariance.OPTIMIZERS),
+      damping=nonneg(), seed=Seed(), record_every=Int(1), init_scale=pos(per_run=True)),
+    E("late_asymptote", lambda **k: scale_invariance.late_asymptote(cached_record(), **k),
+      dict(name="linears.0.weight"), None, name=Obj(("nope", None)), tail=Num(0.0, 1.0, low_open=True)),
+    E("layer_learning_rates", lambda **k: scale_invariance.layer_learning_rates(cached_record(), **k),
+      dict(lr=0.1), None, lr=pos(per_run=True, sequences=True)),
+    E("spread", scale_invariance.spread, dict(values=np.ones((3, 2)), row=1), None, row=Int(-3, 2),
+      values=Obj((np.ones(3), "v", None))),
+    # ------------------------------------------------------------------ equilibrium
+    E("resummed_lr", equilibrium.resummed_lr, dict(lr=0.1), None, lr=pos(per_run=True, sequences=True),
+      momentum=unit(per_run=True, sequences=True)),
+    E("equilibrium_ratio", equilibrium.equilibrium_ratio, dict(lr=0.1, weight_decay=0.01), None,
+      lr=pos(per_run=True, sequences=True), weight_decay=pos(per_run=True, sequences=True),
+      momentum=unit(sequences=True)),
+    E("equilibrium_angular_step", equilibrium.equilibrium_angular_step, dict(lr=0.1, weight_decay=0.01), None,
+      lr=pos(sequences=True), weight_decay=nonneg(sequences=True), momentum=unit(sequences=True)),
+    E("relaxation_steps", equilibrium.relaxation_steps, dict(lr=0.1, weight_decay=0.01), None,
+      lr=pos(sequences=True), weight_decay=pos(sequences=True), momentum=unit(sequences=True)),
+    E("equilibrium_sq_norm", equilibrium.equilibrium_sq_norm, dict(lr=0.1, weight_decay=0.01, grad_scale=1.0), None,
+      lr=pos(sequences=True), weight_decay=pos(sequences=True), grad_scale=pos(sequences=True),
+      momentum=unit(sequences=True)),
+    E("sq_norm_map", equilibrium.sq_norm_map, dict(x0=1.0, lr=0.1, weight_decay=0.01, grad_scale=1.0, steps=3),
+      None, x0=pos(sequences=True), lr=pos(sequences=True), weight_decay=nonneg(sequences=True),
+      grad_scale=pos(sequences=True), steps=Int(0), momentum=unit(sequences=True)),
+    E("norm_balance", equilibrium.norm_balance, dict(param_norm=np.ones((3, 2)), grad_norm=np.ones((3, 2)), lr=0.1,
+                                                     weight_decay=0.01), None,
+      lr=pos(sequences=True), weight_decay=nonneg(sequences=True), momentum=unit(sequences=True),
+      param_norm=Obj(("w", np.ones((3, 3)))), grad_norm=Obj(("g", np.ones((2, 2))))),
+    E("toy_data", equilibrium.toy_data, dict(dim=3, n=8), None, dim=Int(1), n=Int(1), seed=Seed(),
+      teacher_scale=nonneg()),
+    E("gradient_momentum_correlation", equilibrium.gradient_momentum_correlation, {}, None, momentum=unit()),
+    E("train_toy", equilibrium.train_toy, dict(lr=[0.1, 0.2], batch_size=4, steps=2, dim=3,
+                                               data=equilibrium.toy_data(dim=3, n=16)), None,
+      lr=pos(sequences=True), weight_decay=nonneg(sequences=True), momentum=unit(sequences=True),
+      init_norm=pos(sequences=True), batch_size=Int(1, 16, optional=True), steps=Int(1), optimizer=Choice(("sgd", "lars")),
+      scale=pos(), seed=Seed(), record_every=Int(1), dim=Obj((0, -1, 2.5, 5))),
+    E("late_median", equilibrium.late_median, dict(values=np.ones((4, 2))), None,
+      fraction=Num(0.0, 1.0, high_open=True), values=Obj(("v", None))),
+    E("grad_scale", lambda **k: equilibrium.grad_scale(cached_record(), **k), dict(name="linears.0.weight"), None,
+      fraction=Num(0.0, 1.0, high_open=True), name=Obj(("w", None))),
+    E("toy_grad_scale", equilibrium.toy_grad_scale, dict(batch_size=4, dim=3, batches=2,
+                                                         data=equilibrium.toy_data(dim=3, n=16)), None,
+      batch_size=Int(1, 16), batches=Int(1), scale=pos(), seed=Seed()),
+    E("train_bn_network", equilibrium.train_bn_network, dict(lr=0.1, batch_size=8, steps=2, hidden=(4,)), None,
+      lr=pos(sequences=True), weight_decay=nonneg(sequences=True), momentum=unit(sequences=True),
+      batch_size=Int(1, optional=True), steps=Int(1), hidden=Obj(((0,), (-2,), (2.5,), "ab", None)), seed=Seed(),
+      eval_every=Int(1, optional=True), record_every=Int(1), label_noise=unit()),
+    E("rescaled_output_gap", lambda **k: equilibrium.rescaled_output_gap(bn_model(), **k),
+      dict(x=torch.randn(6, 64, dtype=F64), factor=2.0), None, factor=pos(), x=Tensor((None, 64)),
+      messages=X_OR_INPUT),
+    E("angle_to", equilibrium.angle_to, dict(w=np.ones((3, 2)), direction=np.array([1.0, 0.0])), None,
+      direction=Obj((np.zeros(2), np.ones(3), np.array([NAN, 1.0]), "d", None))),
+    E("smooth (equilibrium)", equilibrium.smooth, dict(values=np.ones(5), window=3), None,
+      window=Int(1), values=Obj(("v", None, np.ones(0)))),
+    E("batch_scaling", equilibrium.batch_scaling, dict(factors=(1,), examples=64, batch_size=4), None,
+      factors=Obj(((0,), (-1,), (1.5,), ("a",), None)), lr=pos(), batch_size=Int(1), weight_decay=pos(),
+      momentum=unit(), examples=Int(1), seed=Seed()),
+    # ------------------------------------------------------------------ adaptive
+    E("ill_conditioned_quadratic", adaptive.ill_conditioned_quadratic, {}, None, condition=Num(1.0),
+      angle=Num(-360.0, 360.0), top=pos()),
+    E("Quadratic.grid", lambda **k: adaptive.ill_conditioned_quadratic().grid(**k), dict(xlim=(-1, 1), ylim=(-1, 1)),
+      None, points=Int(2), xlim=Obj(((1.0, -1.0), (0.0, NAN), (0.0,), "ab", None)),
+      ylim=Obj(((0.0, 0.0), (-INF, 1.0), None))),
+    E("descend", adaptive.descend, dict(optimizer=optim.sgd(0.1), grad_fn=lambda w, k: w, w0=torch.ones(2, 2), steps=3),
+      None, optimizer=Obj(("sgd", None)), w0=Tensor((None, None), dtype=torch.float32), steps=Int(0),
+      grad_fn=Obj((None, "grad"))),
+    E("diverged_at", adaptive.diverged_at, dict(values=np.ones((3, 2))), None, limit=pos(),
+      values=Obj(("v", np.ones(3)))),
+    E("fit_logistic", adaptive.fit_logistic, dict(x=small_logistic_problem().x, t=small_logistic_problem().t), None,
+      iterations=Int(1), tol=pos(), x=Tensor((400, None)),
+      t=Obj((torch.full((400,), 2.0, dtype=F64), torch.ones(3, dtype=F64), torch.full((400,), NAN), "t"))),
+    E("logistic_problem", adaptive.logistic_problem, dict(n=200, dim=2), None, n=Int(10), dim=Int(1),
+      outlier_fraction=Num(0.0, 0.5), outlier_spread=Num(1.0, 100.0), seed=Seed()),
+    E("fisher_diagonals", adaptive.fisher_diagonals, dict(x=torch.ones(5, 2, dtype=F64), t=torch.ones(5, dtype=F64),
+                                                          w=torch.ones(2, dtype=F64)), None,
+      x=Tensor((5, 2)), t=Tensor((5,)), w=Tensor((2,)), samples=Int(1, optional=True), seed=Seed()),
+    E("away_direction", adaptive.away_direction, dict(dim=3), None, dim=Int(1), seed=Seed()),
+    E("point_away", lambda **k: adaptive.point_away(small_logistic_problem(), **k), dict(distance=0.5), None,
+      distance=nonneg(), direction=Tensor((3,), optional=True)),
+    E("fisher_along_path", lambda **k: adaptive.fisher_along_path(small_logistic_problem(), **k),
+      dict(distances=[0.0, 0.5]), None, distances=Obj(([], [-1.0], [NAN], "d", None, [[0.1]])),
+      direction=Tensor((3,), optional=True)),
+    E("RegressionProblem.ridge", lambda **k: small_regression_problem().ridge(**k), dict(weight_decay=0.1), None,
+      weight_decay=nonneg()),
+    E("RegressionProblem.preconditioned_ridge", lambda **k: small_regression_problem().preconditioned_ridge(**k),
+      dict(weight_decay=0.1, preconditioner=torch.ones(2, dtype=F64)), None, weight_decay=nonneg(),
+      preconditioner=Obj((torch.ones(3), torch.tensor([1.0, NAN]), torch.tensor([1.0, -1.0]), torch.zeros(2),
+                          "c"))),
+    E("RegressionProblem.minibatch_grad", lambda **k: small_regression_problem().minibatch_grad(**k)(
+        torch.ones(1, 2, dtype=F64), 0), dict(batch_size=4), None, batch_size=Int(1, 32), seed=Seed()),
+    E("regression_problem", adaptive.regression_problem, dict(n=8), None, n=Int(2), noise=nonneg(), seed=Seed(),
+      scales=Obj(((1.0,), (1.0, -0.2), (1.0, NAN), (), "ab")), w_true=Obj(((1.0, NAN), (1.0,), "ab"))),
+    E("regularization_sweep", lambda **k: adaptive.regularization_sweep(
+        small_regression_problem(), {"adam": lambda wd: optim.adam(0.01, weight_decay=wd)}, **k),
+      dict(weight_decays=[0.0, 0.1], steps=3), None, weight_decays=Obj(([], [-0.1], [NAN], [[0.1]], "w")),
+      steps=Int(0), batch_size=Int(1, 32), w0=Obj(((0.0,), (0.0, NAN), "w0", (0.0, 0.0, 0.0))), seed=Seed()),
+    E("adam_preconditioner", lambda **k: adaptive.adam_preconditioner(
+        adaptive.descend(optim.adam(0.01), lambda w, k: w, torch.ones(1, 2), 2, return_state=True)[1], **k), {},
+      None, beta2=unit(), eps=nonneg()),
+    E("make_optimizer", adaptive.make_optimizer, dict(name="adam"), None, name=Choice(tuple(adaptive.DEFAULT_LR)),
+      lr=pos(optional=True), messages={"name": "optimizer"}),
+    E("grafting_experiment", adaptive.grafting_experiment,
+      dict(steps=2, batch_size=8, sizes=(64, 4, 10), record_every=1, data=digits_small()), None,
+      magnitude=Choice(tuple(adaptive.DEFAULT_LR)), direction=Choice(tuple(adaptive.DEFAULT_LR)), steps=Int(2),
+      batch_size=Int(1, 96, optional=True), lr_magnitude=pos(optional=True), lr_direction=pos(optional=True),
+      record_every=Int(1), seed=Seed(),
+      sizes=Obj(((64,), (3, 4, 10), (64, 4, 3), (64, 0, 10), "ab", None)), messages={"magnitude": "magnitude|optimizer",
+                                                                            "direction": "direction|optimizer"}),
+    # ------------------------------------------------------------------ mechanisms
+    E("preconditioner", lambda **k: mechanisms.preconditioner(model=bn_model(), **k), dict(name="kfac-f"), None,
+      name=Choice(mechanisms.OPTIMIZERS), damping=nonneg(), momentum=unit(), messages={"name": "optimizer"}),
+    E("regularized", lambda **k: run_transform(mechanisms.regularized(optim.trace(0.9), **k)), dict(lr=0.1), R,
+      lr=HP["lr"], l2=nonneg(per_run=True), wd=nonneg(per_run=True)),
+    E("bn_mlp", mechanisms.bn_mlp, dict(width=4), None, width=Int(1), depth=Int(1), runs=Int(1),
+      seed=Seed(per_run=False)),
+    E("relu_net", mechanisms.relu_net, dict(sizes=(3, 4, 2)), None, runs=Int(1), seed=Seed(),
+      sizes=Obj(((3,), (3, 0, 2), "ab")), activation=Choice(models.ACTIVATIONS)),
+    E("decay_schemes", mechanisms.decay_schemes, dict(schemes=("none", "wd-all"), weight_decay=0.1), None,
+      weight_decay=nonneg(), schemes=Obj((("nope",), "none", (None,))), messages={"schemes": "scheme"}),
+    E("graft_norms_", lambda **k: mechanisms.graft_norms_(bn_model(runs=3), **k), dict(receivers=[0], donors=[1]),
+      None, receivers=Obj(([5], [-4], [0, 1], [0.5], "a")), donors=Obj(([3], [1, 2], ["a"])),
+      messages={"receivers": "receivers|donors", "donors": "donors|receivers"}),
+    E("effective_lr_experiment", mechanisms.effective_lr_experiment,
+      dict(schemes=("none", "graft", "wd-all"), steps=2, batch_size=16, width=4, depth=1, eval_every=1,
+           record_every=1), None,
+      optimizer=Choice(("sgd", "adam")), lr=pos(optional=True), weight_decay=nonneg(optional=True), steps=Int(1),
+      batch_size=Int(1, optional=True),
+      width=Int(1), depth=Int(1), seed=Seed(), eval_every=Int(1), record_every=Int(1),
+      test_fraction=Num(0.0, 1.0, low_open=True, high_open=True), schemes=Obj(((), ("nope",), "none")),
+      graft_from=Obj(("nope", "wd-fc", None)), messages={"schemes": "scheme"}),
+    E("smooth (mechanisms)", mechanisms.smooth, dict(values=np.ones(5), window=3), None, window=Int(1),
+      values=Obj(("v", None, np.ones(0)))),
+    E("whitened_inputs", mechanisms.whitened_inputs, dict(n=6, dim=3), None, n=Int(3), dim=Int(1), seed=Seed()),
+    E("jacobian_norm", lambda **k: mechanisms.jacobian_norm(mechanisms.relu_net((3, 4, 2), runs=2, dtype=F64), **k),
+      dict(x=torch.ones(4, 3, dtype=F64)), None, x=Tensor((None, 3)), messages=X_OR_INPUT),
+    E("kfac_gn_norm", lambda **k: mechanisms.kfac_gn_norm(mechanisms.relu_net((3, 4, 2), runs=2, dtype=F64), **k),
+      dict(x=torch.ones(4, 3, dtype=F64)), None, x=Tensor((None, 3)), messages=X_OR_INPUT),
+    E("gn_norm", lambda **k: mechanisms.gn_norm(mechanisms.relu_net((3, 4, 2), runs=2, dtype=F64), **k),
+      dict(x=torch.ones(4, 3, dtype=F64)), None, x=Tensor((None, 3)), messages=X_OR_INPUT),
+    E("linear_identity", mechanisms.linear_identity, dict(sizes=(3, 2, 2), n=8), None, n=Int(3), seed=Seed(),
+      sizes=Obj(((3,), (3, 0, 2), (3, -2), "ab", None))),
+    E("jacobian_experiment", mechanisms.jacobian_experiment,
+      dict(steps=2, width=4, depth=1, seeds=(0,), batch_size=16, weight_decays=(0.0, 0.1)), None,
+      steps=Int(1), width=Int(1), depth=Int(1), batch_size=Int(1, optional=True), damping=nonneg(), lr_sgd=pos(),
+      lr_kfac=pos(),
+      seeds=Obj(((), (-1,), (0.5,), "a")), weight_decays=Obj(((), (-0.1,), (NAN,), "w")),
+      test_fraction=Num(0.0, 1.0, low_open=True, high_open=True), messages={"seeds": "seed",
+                                                                          "weight_decays": "weight_decay"}),
+    E("direction_update", lambda **k: mechanisms.direction_update(bn_model(), **k),
+      dict(x=torch.randn(6, 64, dtype=F64), y=torch.tensor([0, 1, 2, 3, 4, 5]), layer="linears.0", damping=1e-3),
+      None, damping=nonneg(), scale=pos(), curvature=Choice(kfac_mod.CURVATURES), loss=Choice(tuple(losses.LOSSES)),
+      layer=Obj(("linears.2", "linears.9", None))),
+    E("damping_experiment", mechanisms.damping_experiment,
+      dict(steps=2, batch_size=16, width=4, depth=1, record_every=1, eval_every=1, schemes=("none",), probe_size=8),
+      None, curvature=Choice(("kfac-f", "kfac-g")), damping=pos(), weight_decay=nonneg(), lr=pos(), steps=Int(1),
+      batch_size=Int(1, optional=True), width=Int(1), depth=Int(1), seed=Seed(), record_every=Int(1), eval_every=Int(1),
+      probe_size=Int(1), schemes=Obj(((), ("nope",))), messages={"schemes": "scheme"}),
+    E("validation_split", lambda **k: mechanisms.validation_split(regression_data(), **k), {}, None,
+      fraction=Num(0.0, 1.0, low_open=True, high_open=True), seed=Seed()),
+    E("train_family", lambda **k: mechanisms.train_family(
+        config=mechanisms.TableConfig(width=4, depth=1, steps=2, batch_size=16), data=digits_small(), **k),
+      dict(name="sgd", l2=[0.0, 0.1], wd=[0.1, 0.0], seeds=[0, 1]), None, name=Choice(mechanisms.OPTIMIZERS),
+      l2=Obj(([0.0], [-0.1, 0.0], [NAN, 0.0], "l2")), wd=Obj(([0.0], [0.0, -1.0], "wd")),
+      seeds=Obj(([0], [0, -1], "s", [])), messages={"name": "optimizer", "seeds": "seed|l2|wd", "l2": "l2|seeds",
+                                                      "wd": "wd|seeds"}),
+    E("TableConfig", lambda **k: mechanisms.headline_table(mechanisms.TableConfig(**k)),
+      dict(optimizers=("sgd",), seeds=(0,), width=4, depth=1, steps=2, batch_size=16), None,
+      optimizers=Obj((("nope",), (), "sgd")), seeds=Obj(((), (-1,), "s")), width=Int(1), depth=Int(1),
+      steps=Int(1), batch_size=Int(1), momentum=unit(), test_fraction=Num(0.0, 1.0, low_open=True, high_open=True),
+      lr=Obj(({}, {"sgd": -1.0}, {"sgd": NAN}, 0.1)), l2=Obj(({}, {"sgd": -1.0})), wd=Obj(({}, {"sgd": NAN})),
+      messages={"optimizers": "optimizer", "seeds": "seed"}),
+    # ------------------------------------------------------------------ exercises
+    E("exercises.check", exercises.check, dict(key="04.effective_lr", answer=lambda lr, norm: lr / norm ** 2), None,
+      key=Obj(("nope", None, 3)), messages={"key": "exercise"}),
+]
+
+CASES = [pytest.param(e, p, id=f"{e.name}:{p}") for e in ENTRIES for p in e.specs]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("entry, param", CASES)
+@settings(max_examples=8, **SETTINGS)
+@given(data=st.data())
+def test_bad_argument_is_rejected_by_name(entry, param, data):
+    bad = data.draw(entry.specs[param].bad(entry.runs), label=param)
+    if isinstance(bad, torch.Tensor):
+        note(f"{param}: tensor of shape {tuple(bad.shape)}, dtype {bad.dtype}: {bad.flatten()[:6].tolist()}")
+    kwargs = {**entry.valid, param: bad}
+    pattern = entry.messages.get(param, re.escape(param))
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        entry.call(**kwargs)
+
+
+@pytest.mark.parametrize("entry", [pytest.param(e, id=e.name) for e in ENTRIES])
+def test_valid_call_of_the_table_works(entry):
+    """The table's valid arguments are valid: the bad-argument test changes one thing at a time."""
+    entry.call(**entry.valid)
+
+
+def test_table_covers_every_science_module():
+    functions = {e.name.split(" ")[0].split(".")[-1] for e in ENTRIES}
+    for module in (optim, kfac_mod, models, data, engine, losses, curvature, kronecker, ics, scale_invariance,
+                   equilibrium, adaptive, mechanisms, exercises):
+        public = {n for n, f in vars(module).items() if callable(f) and not n.startswith("_")
+                  and getattr(f, "__module__", "").startswith(module.__name__)}
+        assert functions & public, f"no entry of the table calls {module.__name__}"
+    assert len(CASES) > 500, len(CASES)
+
+
+# ============================================================================ valid values: finite, or a recorded divergence
+def _log_uniform(low: float, high: float):
+    return st.floats(math.log10(low), math.log10(high)).map(lambda e: 10.0 ** e)
+
+
+# decay rates in [0, 1), often within 1e-7 of 1 (float32 rounds those to 1.0)
+UNIT = st.one_of(st.floats(0.0, 1.0, exclude_max=True), _log_uniform(1e-16, 1e-2).map(lambda e: 1.0 - e))
+GOOD = {
+    "lr": _log_uniform(1e-4, 1e2), "momentum": UNIT, "beta1": UNIT, "beta2": UNIT, "eps": _log_uniform(1e-12, 1.0),
+    "weight_decay": st.one_of(st.just(0.0), _log_uniform(1e-6, 1.0)), "trust_coefficient": _log_uniform(1e-4, 1.0),
+    "damping": _log_uniform(1e-6, 1.0),
+}
+ALIASES = {
+    "sgd": ("lr", "momentum", "weight_decay"), "sgdw": ("lr", "momentum", "weight_decay"),
+    "rmsprop": ("lr", "beta2", "eps", "momentum", "weight_decay"), "adam": ("lr", "betas", "eps", "weight_decay"),
+    "adamw": ("lr", "betas", "eps", "weight_decay"), "lars": ("lr", "momentum", "weight_decay", "trust_coefficient"),
+    "kfac": ("lr", "damping", "weight_decay"),
+}
+
+
+def _draw_hparams(data, names, runs):
+    """Per-run ``(R,)`` float64 tensors drawn inside the accepted ranges (``betas``: a pair of them)."""
+    out = {}
+    for name in names:
+        if name == "betas":
+            out[name] = tuple(torch.tensor([data.draw(UNIT, label=f"{b}[{r}]") for r in range(runs)], dtype=F64)
+                              for b in ("beta1", "beta2"))
+        else:
+            out[name] = torch.tensor([data.draw(GOOD[name], label=f"{name}[{r}]") for r in range(runs)], dtype=F64)
+    return out
+
+
+def _optimizer(alias, model, hp):
+    if alias == "kfac":
+        return kfac_mod.kfac(model, "mse", curvature="ggn", stat_interval=1, inv_interval=2, **hp)
+    return optim.get(alias, **hp)
+
+
+def _assert_finite_or_diverged(rec, model):
+    """Every recorded row before a run's divergence is finite, every row after it NaN, the weights finite."""
+    assert rec.diverged_at.shape == (rec.runs,)
+    for r in range(rec.runs):
+        valid = rec.valid(r)
+        rows = {"loss": rec.loss[:, r], **{f"‖{n}‖": v[:, r] for n, v in rec.param_norm.items()},
+                **{f"grad ‖{n}‖": v[:, r] for n, v in rec.grad_norm.items()}}
+        for what, values in rows.items():
+            assert np.all(np.isfinite(values[valid])), f"run {r}: non-finite {what} before divergence: {values}"
+            if rec.diverged(r):
+                assert np.all(np.isnan(values[valid.stop:])), f"run {r}: {what} after divergence is not NaN"
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p).all(), f"parameter {name} is not finite after training"
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(alias=st.sampled_from(sorted(ALIASES)), dtype=st.sampled_from([torch.float32, torch.float64]),
+       data=st.data())
+def test_valid_hyperparameters_train_finite_or_record_their_divergence(alias, dtype, data):
+    model = models.MLP([3, 4, 1], activation="tanh", runs=R, dtype=dtype)
+    hp = _draw_hparams(data, ALIASES[alias], R)
+    rec = engine.train(model, regression_data(), "mse", _optimizer(alias, model, hp), steps=5, batch_size=8)
+    _assert_finite_or_diverged(rec, model)
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(alias=st.sampled_from(["sgd", "sgdw", "adam", "adamw"]), data=st.data())
+def test_small_learning_rates_never_diverge_in_float32(alias, data):
+    """With α ≤ 1e-3 five steps cannot blow up a tiny tanh network: a recorded divergence would be a numerical bug
+    (e.g. β = 0.99999999 rounding to 1 in float32 and the bias correction dividing 0 by 0)."""
+    model = models.MLP([3, 4, 1], activation="tanh", runs=R, dtype=torch.float32)
+    hp = _draw_hparams(data, [n for n in ALIASES[alias] if n != "lr"], R)
+    hp["lr"] = torch.tensor([data.draw(_log_uniform(1e-6, 1e-3), label=f"lr[{r}]") for r in range(R)], dtype=F64)
+    rec = engine.train(model, regression_data(), "mse", optim.get(alias, **hp), steps=5, batch_size=8)
+    _assert_finite_or_diverged(rec, model)
+    assert np.all(rec.diverged_at == -1), f"diverged at {rec.diverged_at} with {hp}"
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(lr=_log_uniform(1e-4, 10.0), weight_decay=_log_uniform(1e-6, 1.0), momentum=st.floats(0.0, 0.99),
+       grad_scale=_log_uniform(1e-3, 1e3), x0=_log_uniform(1e-3, 1e3))
+def test_equilibrium_formulas_are_finite_inside_their_ranges(lr, weight_decay, momentum, grad_scale, x0):
+    values = [equilibrium.resummed_lr(lr, momentum), equilibrium.equilibrium_ratio(lr, weight_decay, momentum),
+              equilibrium.equilibrium_angular_step(lr, weight_decay, momentum),
+              equilibrium.relaxation_steps(lr, weight_decay, momentum),
+              equilibrium.equilibrium_sq_norm(lr, weight_decay, grad_scale, momentum)]
+    assert all(math.isfinite(v) and v > 0 for v in values), values
+    path = equilibrium.sq_norm_map(x0, lr, weight_decay, grad_scale, 20, momentum)
+    assert np.all(np.isfinite(path)) and np.all(path > 0), path
+
+
+# ============================================================================ the panels: no control reaches a value the library rejects
+VIZ = HERE.parent / "lecture_lib" / "viz"
+PANEL_TIMEOUT = 300          # seconds for the whole sweep (one subprocess, LECTURE_FAST=1; ~90 s on 2 idle cores)
+NOT_LIVE_PANELS = {"mechanisms_panels.headline_panel": "a saved table and a 'recompute' button (minutes of training), "
+                                                         "no control that sets a value"}
+
+
+def panel_functions() -> list[str]:
+    """Every ``def *_panel()`` at the top of ``lecture_lib/viz/*_panels.py``, as ``module.function`` (read, not run)."""
+    import ast
+
+    out = []
+    for path in sorted(VIZ.glob("*_panels.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name.endswith("_panel") and not node.name.startswith("_"):
+                out.append(f"{path.stem}.{node.name}")
+    return out
+
+
+def _fast_panel_patches():
+    """Shorter runs for the panels whose fast settings still take 15-70 s per computation on 2 cores.
+
+    Only step counts change (and the K-FAC panel's width): the controls, their ranges and the code paths
+    are the app's.
+    """
+    from lecture_lib.viz import equilibrium_panels as eqp
+    from lecture_lib.viz import mechanisms_panels as mp
+
+    original_damping = mp.damping.__wrapped__
+    mp.damping = functools.lru_cache(maxsize=16)(
+        lambda curvature="kfac-f", damping=1e-3, weight_decay=0.1: original_damping(curvature, damping, weight_decay,
+                                                                                    steps=20))
+    mp.M3_WIDTH = 16
+    original_toy_steps = eqp._toy_steps
+    eqp._toy_steps = lambda lr, weight_decay, momentum, cap=5000: min(original_toy_steps(lr, weight_decay, momentum,
+                                                                                         cap), 200)
+    eqp.BATCH_EXAMPLES = 2000
+    eqp.LABATIE_STEPS = 60
+    eqp.BN_STEPS = 60
+    return ["mechanisms_panels.damping: 20 steps, width 16", "equilibrium_panels: toy runs <= 200 steps, "
+            "batch scaling 2000 examples, BN runs 60 steps"]
+
+
+def _extremes(widget) -> list:
+    """The values a control can be set to at its ends: slider min and max, every option, both states."""
+    import ipywidgets as widgets
+
+    if isinstance(widget, widgets.FloatLogSlider):
+        return [widget.base ** widget.min, widget.base ** widget.max]
+    if isinstance(widget, (widgets.FloatSlider, widgets.IntSlider)):
+        return [widget.min, widget.max]
+    if isinstance(widget, widgets.Checkbox):
+        return [not widget.value]
+    if hasattr(widget, "_options_values"):
+        return [v for v in widget._options_values if v != widget.value]
+    raise TypeError(f"no extremes known for {type(widget).__name__}")
+
+
+def _nonfinite_traces(panel) -> list[str]:
+    bad = []
+    for i, fw in enumerate(panel.figures):
+        for j, trace in enumerate(fw.data):
+            for axis in ("x", "y"):
+                values = getattr(trace, axis, None)
+                if values is None:
+                    continue
+                flat = np.asarray(values, dtype=object).ravel()
+                if any(isinstance(v, (float, np.floating)) and not math.isfinite(v) for v in flat):
+                    bad.append(f"figure {i} trace {j} ({trace.name!r}) {axis}")
+    return bad
+
+
+def sweep_panel(panel, per_value_timeout: float = 60.0) -> list[dict]:
+    """Set each control of a LivePanel to its extremes, one control at a time (then back); what the panel showed."""
+    steps = []
+
+    def observe(control, value):
+        t0 = time.monotonic()
+        idle = panel.wait(per_value_timeout)
+        steps.append({"control": control, "value": repr(value), "idle": idle, "outcome": panel._outcome,
+                      "message": panel.message, "nonfinite": _nonfinite_traces(panel),
+                      "seconds": round(time.monotonic() - t0, 2)})
+
+    observe(None, None)                        # the first draw
+    for name, widget in panel.controls.items():
+        initial = widget.value
+        for value in _extremes(widget):
+            widget.value = value               # as a user would: fires the panel's observer
+            observe(name, value)
+        widget.value = initial
+        panel.wait(per_value_timeout)
+    return steps
+
+
+def sweep_panels(names: list[str], per_value_timeout: float = 60.0) -> dict:
+    """Build each panel and :func:`sweep_panel` it."""
+    import importlib as _importlib
+
+    report = {"patches": _fast_panel_patches(), "panels": {}}
+    for qualified in names:
+        module, fn = qualified.split(".")
+        start = time.monotonic()
+        entry = report["panels"][qualified] = {"steps": []}
+        try:
+            panel = getattr(_importlib.import_module(f"lecture_lib.viz.{module}"), fn)()
+        except Exception as exc:     # a panel that cannot even be built fails its test with this message
+            entry["build_error"] = f"{type(exc).__name__}: {exc}"
+            continue
+        entry["build_s"] = round(time.monotonic() - start, 2)
+        entry["steps"] = sweep_panel(panel, per_value_timeout)
+        entry["total_s"] = round(time.monotonic() - start, 2)
+    return report
+
+
+@pytest.fixture(scope="module")
+def panel_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("panels") / "sweep.json"
+    env = {**os.environ, "LECTURE_FAST": "1", "MPLBACKEND": "Agg"}
+    env.pop("LECTURE_PANEL_RAISE", None)          # the panels must show messages, not raise
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, __file__, "--sweep-panels", str(out)], env=env, capture_output=True,
+                          text=True, timeout=PANEL_TIMEOUT, cwd=HERE.parent)
+    assert proc.returncode == 0, f"panel sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    report = json.loads(out.read_text())
+    report["wall_s"] = round(time.monotonic() - start, 1)
+    print(f"\npanel sweep: {report['wall_s']} s; patches: {report['patches']}")
+    return report
+
+
+def test_the_sweep_sees_errors_rejections_and_nan():
+    """The panel checks can fail: a toy panel that draws NaN, rejects a value and crashes is caught at each."""
+    import plotly.graph_objects as go
+
+    from lecture_lib.viz import figures, panels
+
+    def compute(a=1.0, mode="ok"):
+        if mode == "crash":
+            raise RuntimeError("boom")
+        if a >= 2.0:
+            raise ValueError("a must be below 2")
+        return [0.0, a if a > 0 else math.nan]
+
+    def figure(y):
+        return go.Figure(go.Scatter(x=[0.0, 1.0], y=y, name="toy"))
+
+    panel = panels.LivePanel(compute, {"a": panels.slider("a", 0.0, 2.0, 1.0),
+                                       "mode": panels.dropdown("mode", ["ok", "crash"], "ok")},
+                             figure=figure(compute()), update=lambda fw, y: figures.copy_trace_data(fw, figure(y)))
+    steps = {(s["control"], s["value"]): s for s in sweep_panel(panel, per_value_timeout=20)}
+    assert steps[(None, "None")]["outcome"] == "ok" and not steps[(None, "None")]["nonfinite"]
+    assert steps[("a", "0.0")]["nonfinite"] == ["figure 0 trace 0 ('toy') y"]
+    assert steps[("a", "2.0")]["outcome"] == "bad" and steps[("a", "2.0")]["message"] == "a must be below 2"
+    assert steps[("mode", "'crash'")]["outcome"] == "error"
+
+
+def test_every_panel_function_is_swept():
+    names = panel_functions()
+    assert len(names) >= 25, names          # six notebooks' panels
+    assert set(NOT_LIVE_PANELS) <= set(names)
+
+
+@pytest.mark.parametrize("name", [n for n in panel_functions() if n not in NOT_LIVE_PANELS])
+def test_panel_controls_at_their_extremes_end_ok_or_with_a_message(panel_sweep, name):
+    entry = panel_sweep["panels"][name]
+    assert "build_error" not in entry, entry["build_error"]
+    assert entry["steps"], "no control was set"
+    for step in entry["steps"]:
+        where = f"{name}: {step['control']} = {step['value']}" if step["control"] else f"{name} (first draw)"
+        assert step["idle"], f"{where}: still computing after the time limit"
+        assert step["outcome"] in ("ok", "bad"), f"{where}: outcome {step['outcome']!r}: {step['message']}"
+        if step["outcome"] == "bad":
+            assert step["message"].strip(), f"{where}: rejected without a message"
+        assert not step["nonfinite"], f"{where}: NaN/inf drawn in {step['nonfinite']}"
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--sweep-panels":
+    # run by the panel_sweep fixture in a fresh interpreter with LECTURE_FAST=1
+    result = sweep_panels([n for n in panel_functions() if n not in NOT_LIVE_PANELS])
+    Path(sys.argv[2]).write_text(json.dumps(result, indent=1))
