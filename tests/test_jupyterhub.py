@@ -38,6 +38,7 @@ from localhub import HubProcess  # noqa: E402
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 
 USERS = ("alice", "bob")
+KERNEL_WS_PROTOCOL = "v1.kernel.websocket.jupyter.org"    # what JupyterLab's and Voila's front ends ask for
 SERVER_CONFIG = REPO / "deploy" / "jupyter-config" / "jupyter_server_config.py"
 
 
@@ -83,27 +84,33 @@ def kernel_id(page) -> str:
 
 
 async def kernel_info(hub: HubProcess, session, owner: str, kernel_id: str) -> dict:
-    """Open ``owner``'s kernel websocket through the hub's proxy with ``session``'s cookies and
-    ask for kernel_info, as the dashboard's front end does; the reply's content."""
+    """Open ``owner``'s kernel websocket through the hub's proxy with ``session``'s cookies, as
+    a dashboard's front end does (the v1 kernel protocol: its subprotocol, binary frames), and
+    ask for kernel_info; the reply's content."""
+    from jupyter_server.services.kernels.connection.base import (deserialize_msg_from_ws_v1,
+                                                                 serialize_msg_to_ws_v1)
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
     cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
     url = hub.app_url(owner).replace("http://", "ws://") + f"api/kernels/{kernel_id}/channels"
-    conn = await websocket_connect(HTTPRequest(url, headers={"Cookie": cookies}, request_timeout=30))
+    conn = await websocket_connect(HTTPRequest(url, headers={"Cookie": cookies}, request_timeout=30),
+                                   subprotocols=[KERNEL_WS_PROTOCOL])
     try:
+        # a browser drops a websocket whose handshake does not name the subprotocol it asked for
+        assert conn.selected_subprotocol == KERNEL_WS_PROTOCOL
         msg_id = uuid.uuid4().hex
-        await conn.write_message(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": "kernel_info_request", "username": "",
-                       "session": uuid.uuid4().hex, "date": "", "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "content": {}, "channel": "shell"}))
+        header = {"msg_id": msg_id, "msg_type": "kernel_info_request", "username": "",
+                  "session": uuid.uuid4().hex, "date": "", "version": "5.3"}
+        parts = [json.dumps(part).encode() for part in (header, {}, {}, {})]
+        await conn.write_message(serialize_msg_to_ws_v1(parts, "shell"), binary=True)
         while True:
             raw = await asyncio.wait_for(conn.read_message(), 60)
             assert raw is not None, "the kernel websocket closed without a reply"
-            if isinstance(raw, str):
-                msg = json.loads(raw)
-                if msg["msg_type"] == "kernel_info_reply" and msg["parent_header"].get("msg_id") == msg_id:
-                    return msg["content"]
+            channel, parts = deserialize_msg_from_ws_v1(raw)
+            reply_header, parent = json.loads(parts[0]), json.loads(parts[1])
+            if reply_header["msg_type"] == "kernel_info_reply" and parent.get("msg_id") == msg_id:
+                return json.loads(parts[3])
     finally:
         conn.close()
 

@@ -71,12 +71,14 @@ if data_dir:
     c.JupyterHub.db_url = f"sqlite:///{data / 'jupyterhub.sqlite'}"                 # noqa: F821
     c.JupyterHub.cookie_secret_file = str(data / "jupyterhub_cookie_secret")         # noqa: F821
     c.ConfigurableHTTPProxy.pid_file = str(data / "jupyterhub-proxy.pid")            # noqa: F821
-# The Python port of configurable-http-proxy (PyPI `configurable-http-proxy`, in the [hub] extra)
-# is a drop-in for the Node.js one: `pip install` is all a machine needs. To use Node's, put it
-# on PATH and pass --ConfigurableHTTPProxy.command=configurable-http-proxy.
-# --proxy-timeout: the Python port otherwise gives up on a response after tornado's default 20 s,
-# and a dashboard page returns only once its notebook has run (Node's proxy has no default limit).
-c.ConfigurableHTTPProxy.command = [_script("configurable-http-proxy"), "--proxy-timeout=600000"]  # noqa: F821
+# The proxy: configurable-http-proxy's Python port (PyPI, in the [hub] extra: `pip install` is
+# all a machine needs), through python_chp.py beside this file, which makes it answer the
+# websocket subprotocol browsers ask for. --proxy-timeout: the port otherwise gives up on a
+# response after tornado's default 20 s, and a dashboard page returns once its notebook has run.
+# For a class, Node.js's proxy is the tried one (npm install -g configurable-http-proxy, or
+# Debian's node-configurable-http-proxy): --ConfigurableHTTPProxy.command=configurable-http-proxy
+c.ConfigurableHTTPProxy.command = [sys.executable, str(Path(__file__).resolve().with_name("python_chp.py")),  # noqa: F821
+                                   "--proxy-timeout=600000"]
 c.JupyterHub.cleanup_servers = True     # noqa: F821  stopping the hub stops every user's server
 
 # --- who may log in, and as whom their server runs --------------------------------------------
