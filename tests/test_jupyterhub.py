@@ -269,3 +269,38 @@ def test_binder_image_serves_the_app_after_post_build(tmp_path, kernel_name):
         for p in alive:
             p.kill()
     assert not alive, f"left running after the server stopped: {[p.cmdline() for p in alive]}"
+
+
+# --- one app path everywhere: the hub, Zero to JupyterHub, Binder ----------------------------------
+
+def quantity_bytes(text: str) -> float:
+    """A Kubernetes memory quantity as Zero to JupyterHub writes it (800M, 3.5G) in bytes."""
+    number, unit = re.fullmatch(r"([\d.]+)([KMGT]?)", str(text)).groups()
+    return float(number) * 1000 ** " KMGT".index(unit or " ")
+
+
+def test_hub_and_z2jh_open_the_app_that_the_server_config_serves():
+    import yaml
+
+    server = {"c": Config(), "__file__": str(SERVER_CONFIG)}
+    exec(SERVER_CONFIG.read_text(), server)
+    app_path = f"/{next(iter(server['c'].ServerProxy.servers))}/"
+    assert server["c"].ServerApp.default_url == app_path
+
+    hub_config = REPO / "deploy" / "jupyterhub" / "jupyterhub_config.py"
+    hub = {"c": Config(), "__file__": str(hub_config)}
+    exec(hub_config.read_text(), hub)
+    assert hub["c"].Spawner.default_url == app_path
+    assert hub["c"].Spawner.cmd[0].endswith("jupyterhub-singleuser")
+
+    values = yaml.safe_load((REPO / "deploy" / "z2jh" / "config.yaml").read_text())
+    single = values["singleuser"]
+    assert single["cmd"] == "jupyterhub-singleuser" and single["defaultUrl"] == app_path
+    assert single["storage"]["type"] == "none"
+    assert 0 < quantity_bytes(single["memory"]["guarantee"]) < quantity_bytes(single["memory"]["limit"])
+    assert 0 < single["cpu"]["guarantee"] <= single["cpu"]["limit"]
+    assert values["cull"]["enabled"] is True
+    # every LECTURE_ setting the chart passes is one the server configuration reads
+    for name in single["extraEnv"]:
+        if name.startswith("LECTURE_"):
+            assert name in SERVER_CONFIG.read_text(), name
