@@ -1,6 +1,6 @@
 """A trial JupyterHub on this machine's loopback: for the tests, the benchmark, and a quick look.
 
-    .venv/bin/python deploy/jupyterhub/localhub.py [--port 8000] [--fast]
+    .venv/bin/python deploy/jupyterhub/localhub.py [--port 8000] [--fast] [--proxy-command PATH]
 
 starts ``jupyterhub -f deploy/jupyterhub/jupyterhub_config.py`` in trial mode (one shared
 password, printed; every user's server runs as you), its state in a temporary folder, and
@@ -47,11 +47,13 @@ class HubProcess:
     """``jupyterhub`` with our configuration in trial mode, on free loopback ports.
 
     The hub's database, cookie secret, proxy pid file and the users' home folders live in
-    ``data_dir``; its log goes to ``log_path``. ``fast`` sets LECTURE_FAST=1 for the users' kernels.
+    ``data_dir``; its log goes to ``log_path``. ``fast`` sets LECTURE_FAST=1 for the users' kernels;
+    ``args`` are more jupyterhub options (e.g. ``--ConfigurableHTTPProxy.command=...``).
     """
 
     def __init__(self, data_dir: Path, log_path: Path, password: str | None = None, pool_size: int = 0,
-                 fast: bool = True, port: int | None = None, server_idle: int = 3600, env: dict | None = None):
+                 fast: bool = True, port: int | None = None, server_idle: int = 3600, env: dict | None = None,
+                 args: tuple[str, ...] = ()):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.password = password or secrets.token_urlsafe(12)
@@ -67,7 +69,8 @@ class HubProcess:
         else:
             run_env.pop("LECTURE_FAST", None)
         cmd = [str(BIN / "jupyterhub"), "-f", str(CONFIG), "--ip", "127.0.0.1", "--port", str(port),
-               f"--JupyterHub.hub_port={hub_port}", f"--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{api_port}"]
+               f"--JupyterHub.hub_port={hub_port}",
+               f"--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{api_port}", *args]
         self._log = open(self.log_path, "w")
         # its own session: a signal to the test run never reaches the hub half-way
         self.proc = subprocess.Popen(cmd, cwd=self.data_dir, env=run_env, stdout=self._log,
@@ -200,10 +203,14 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, default=8000, help="the hub's public port (default 8000)")
     parser.add_argument("--pool-size", type=int, default=0, help="pre-heated kernels per notebook per user")
     parser.add_argument("--fast", action="store_true", help="LECTURE_FAST=1 in every user's kernels")
+    parser.add_argument("--proxy-command", default=None,
+                        help="the hub's proxy, e.g. Node.js's configurable-http-proxy (default: the Python port)")
     args = parser.parse_args(argv)
+    extra = (f"--ConfigurableHTTPProxy.command={args.proxy_command}",) if args.proxy_command else ()
     with tempfile.TemporaryDirectory(prefix="lecture-hub-") as data:
         log = Path(data) / "jupyterhub.log"
-        with running_hub(log, Path(data), port=args.port, pool_size=args.pool_size, fast=args.fast) as hub:
+        with running_hub(log, Path(data), port=args.port, pool_size=args.pool_size, fast=args.fast,
+                         args=extra) as hub:
             print(f"JupyterHub at {hub.url}/ : log in with any user name and the password {hub.password}\n"
                   f"(log: {log}); Ctrl-C stops it and every user's server.", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
