@@ -215,7 +215,7 @@ def test_readme_binder_badge_opens_the_app():
     assert urlpath.strip("/") in namespace["c"].ServerProxy.servers, urlpath   # the app's own path
 
 
-def test_binder_image_serves_the_app_after_post_build(tmp_path, kernel_name):
+def test_binder_image_serves_the_app_after_post_build(tmp_path, artifacts_dir):
     """postBuild in a scratch copy of the repository, then a Jupyter Server set up as Binder's
     (the environment's config folder on the path, a /user/<name>/ prefix, token auth) serves the
     landing page at the badge's URL; stopping the server leaves no process behind."""
@@ -237,7 +237,8 @@ def test_binder_image_serves_the_app_after_post_build(tmp_path, kernel_name):
 
     port, token, base = free_ports(1)[0], uuid.uuid4().hex, "/user/binder-test/"
     env["JUPYTER_CONFIG_PATH"] = str(prefix / "etc" / "jupyter")         # as the image's own prefix
-    log = open(ARTIFACTS / "binder-server.log", "w")
+    log_path = artifacts_dir / "binder-server.log"
+    log = open(log_path, "w")
     server = subprocess.Popen([str(Path(sys.executable).with_name("jupyter-server")), "--no-browser",
                                "--allow-root", f"--port={port}", f"--ServerApp.base_url={base}",
                                f"--IdentityProvider.token={token}"],
@@ -253,17 +254,21 @@ def test_binder_image_serves_the_app_after_post_build(tmp_path, kernel_name):
                 page = session.get(url, timeout=120)
                 break
             except requests.ConnectionError:
-                assert server.poll() is None and time.monotonic() < deadline, (ARTIFACTS / "binder-server.log").read_text()
+                assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.5)
         started = {p.pid: p for p in psutil.Process(server.pid).children(recursive=True)}
-        assert page.status_code == 200, (page.status_code, (ARTIFACTS / "binder-server.log").read_text()[-3000:])
+        assert page.status_code == 200, (page.status_code, log_path.read_text()[-3000:])
         assert 'id="lecture-cards"' in page.text
         for path in notebook_paths():
             assert f'href="{base}lecture/voila/render/{path.name}"' in page.text
         assert any(p.cmdline()[1:3] == ["-m", "voila_app"] for p in started.values())
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
         log.close()
         gone, alive = psutil.wait_procs(list(started.values()), timeout=30)
         for p in alive:
