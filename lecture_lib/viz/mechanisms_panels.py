@@ -277,6 +277,12 @@ def hyperparameter_html(table: dict) -> str:
             f"<th>γ</th></tr>{rows}</table>")
 
 
+def _title(text: str) -> widgets.HTML:
+    title = widgets.HTML(f"<h3>{html.escape(text)}</h3>")
+    title.add_class("lecture-title")
+    return title
+
+
 class HeadlineTable(widgets.VBox):
     """The saved headline table, and a button that recomputes it (with a progress bar) from its config."""
 
@@ -292,7 +298,7 @@ class HeadlineTable(widgets.VBox):
         self._status = widgets.HTML("<span style='color:#555'>showing the saved table</span>")
         self._button.on_click(self._recompute)
         super().__init__([widgets.HTML(panels.PANEL_CSS),
-                          widgets.HTML("<h3>The headline table, reproduced on the digits</h3>"),
+                          _title("The headline table, reproduced on the digits"),
                           self._html, widgets.HBox([self._button, self._bar, self._status]),
                           widgets.HTML("<b>Hyperparameters</b>"), self._hyper])
         self.add_class("lecture-panel")

@@ -35,15 +35,23 @@ What the panel guarantees:
   failure of the first computation is raised instead, so a broken notebook
   fails its test.
 
+- panels are numbered 1, 2, ... in the order they are built; in a Voila dashboard the
+  page's URL can set a panel's controls and switch on presenter mode (figures laid out
+  side by side for a 1280×720 projector, larger fonts, thicker lines), and each panel
+  publishes its non-default control values so that the page keeps the URL in step
+  (:mod:`lecture_lib.viz.url_state`).
+
 DOM hooks for tests and styling: the panel has CSS class ``lecture-panel``,
 figures ``lecture-figure``, controls ``lecture-control``, the progress row
 ``lecture-progress``, notes ``lecture-notes``, the message ``lecture-message``, and a
-hidden ``lecture-state`` element whose ``<span data-generation data-busy data-outcome>``
-says which request is drawn and whether work is still pending.
+hidden ``lecture-state`` element whose ``<span data-generation data-busy data-outcome
+data-panel data-link>`` says which request is drawn, whether work is still pending, the
+panel's number and its URL fragment (``p2.lr=0.3&p2.beta2=0.9``).
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import html
 import inspect
 import logging
@@ -54,13 +62,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
+from . import figures as _figures
+from . import url_state
+
 log = logging.getLogger(__name__)
 
 CONTROL_WIDTH = "360px"
+# presenter mode: the panel's figures side by side on a 1280x720 canvas (the page scales it to the screen)
+PRESENT_WIDTH, PRESENT_FIGURE_HEIGHT, PRESENT_GAP = 1236, 440, 12
 _STYLE = {"description_width": "initial"}
 
 PANEL_CSS = """
@@ -78,7 +92,7 @@ PANEL_CSS = """
                  border-bottom: 1px solid #e3e7ec; }
 .lecture-panel .lecture-notes th:first-child, .lecture-panel .lecture-notes td:first-child { text-align: left; }
 .lecture-panel .lecture-notes .lecture-diverged { color: #b34700; font-weight: 600; }
-.lecture-panel .lecture-message .lecture-error { background: #fff4e5; border-left: 4px solid #D55E00;
+.lecture-panel .lecture-message .lecture-error, .lecture-panel .lecture-link-note .lecture-error { background: #fff4e5; border-left: 4px solid #D55E00;
                  padding: 8px 12px; margin: 6px 0; color: #5b2500; border-radius: 4px; }
 .lecture-panel .lecture-stale { opacity: 0.45; transition: opacity 0.2s; }
 </style>
@@ -107,6 +121,19 @@ def figure_widget(figure: go.Figure) -> go.FigureWidget:
     shared = os.environ.get("LECTURE_SHARED_PLOTLY_BUNDLE", "").strip() == "1"
     cls = _SharedBundleFigureWidget if shared else go.FigureWidget
     return cls(data=figure.data, layout=figure.layout)
+
+
+def refresh_initial_state(fw: go.FigureWidget) -> None:
+    """Make the state a browser receives when it first connects match the figure as it is now.
+
+    A FigureWidget sends later changes as relayout/restyle messages and keeps its construction-time
+    data and layout as the state a newly connecting page starts from. In a pre-heated Voila kernel
+    a panel can change before the page connects (a link sets its sliders, presenter mode restyles
+    it): those messages reach nobody, so the initial state is brought up to date here, silently
+    (no message: pages already connected got the restyle/relayout).
+    """
+    fw._trait_values["_widget_data"] = copy.deepcopy(fw._data)
+    fw._trait_values["_widget_layout"] = copy.deepcopy(fw._layout_obj._props)
 
 
 class Superseded(Exception):
@@ -187,6 +214,47 @@ def divergence_notes(record, labels: Sequence[str]) -> str:
         if note:
             lines.append(f"<span class='lecture-diverged'>{html.escape(str(label))}: {html.escape(note)}</span>")
     return " · ".join(lines)
+
+
+def encode_value(w: widgets.Widget) -> str:
+    """A control's current value as URL text: the option's label, ``1``/``0`` for a switch, 6 digits for a float."""
+    if isinstance(w, widgets.Checkbox):
+        return "1" if w.value else "0"
+    if hasattr(w, "_options_labels"):
+        return str(w.label)
+    if isinstance(w.value, float):
+        return f"{w.value:.6g}"
+    return str(w.value)
+
+
+def _slider_range(w: widgets.Widget) -> tuple[float, float]:
+    if isinstance(w, widgets.FloatLogSlider):
+        return w.base ** w.min, w.base ** w.max
+    return w.min, w.max
+
+
+def decode_value(w: widgets.Widget, text: str):
+    """The control value that URL ``text`` stands for; ValueError (with the accepted values) if none does."""
+    if isinstance(w, widgets.Checkbox):
+        word = text.strip().lower()
+        if word in url_state.TRUE_WORDS or word in {"0", "false", "no", "off"}:
+            return word in url_state.TRUE_WORDS
+        raise ValueError(f"{text!r} is not a switch value (1 or 0)")
+    if hasattr(w, "_options_labels"):
+        labels = list(w._options_labels)
+        if text not in labels:
+            raise ValueError(f"{text!r} is not one of {', '.join(map(repr, labels))}")
+        return w._options_values[labels.index(text)]
+    if isinstance(w, (widgets.IntSlider, widgets.FloatSlider, widgets.FloatLogSlider)):
+        lo, hi = _slider_range(w)
+        try:
+            value = int(text) if isinstance(w, widgets.IntSlider) else float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and lo * (1 - 1e-9) <= value <= hi * (1 + 1e-9) + 1e-12):
+            raise ValueError(f"{text} is outside [{lo:.6g}, {hi:.6g}]")
+        return min(max(value, lo), hi)
+    raise ValueError(f"a {type(w).__name__} cannot be set from a link")
 
 
 def _freeze(value):
@@ -294,12 +362,25 @@ class LivePanel(widgets.VBox):
         self._state.add_class("lecture-state")
         self._figure_box = widgets.VBox(self.figures)
         self._figure_box.add_class("lecture-figures")
+        # what a link set (or could not set) on this panel, e.g. "link ignored p2.lr=7: outside [...]"
+        self._link_note = widgets.HTML("")
+        self._link_note.add_class("lecture-link-note")
         children = [widgets.HTML(PANEL_CSS)]
         children += [w for w, text in ((self._title, title), (self._caption, caption)) if text]
-        children += [self._controls_box, self._message, self._figure_box, self._notes, self._state]
+        children += [self._controls_box, self._link_note, self._message, self._figure_box, self._notes,
+                     self._state]
         super().__init__(children)
         self.add_class("lecture-panel")
 
+        # URL state: defaults are what the notebook chose; a link may already ask for other values
+        self._defaults = {name: encode_value(w) for name, w in self.controls.items()}
+        self._quiet = False
+        self.presenting = False
+        self.number = url_state.PAGE.register(self)
+        link_values, present = url_state.PAGE.pending_for(self.number)
+        self._set_from_link(link_values)
+        if present:
+            self.present()
         for w in self.controls.values():
             w.observe(self._on_change, names="value")
         self._first_compute()
@@ -322,6 +403,37 @@ class LivePanel(widgets.VBox):
             raise ValueError(f"unknown controls {sorted(unknown)}; panel has {sorted(self.controls)}")
         for name, value in values.items():
             self.controls[name].value = value
+
+    def link(self) -> dict[str, str]:
+        """The controls that differ from the notebook's defaults, as URL text (``{"lr": "0.3"}``)."""
+        current = {name: encode_value(w) for name, w in self.controls.items()}
+        return {name: text for name, text in current.items() if text != self._defaults[name]}
+
+    def attach_url_state(self, values: Mapping[str, str], present: bool) -> None:
+        """Apply what the page's URL asks of this panel (called by :data:`url_state.PAGE`)."""
+        if present:
+            self.present()
+        if self._set_from_link(values):
+            self.request()
+        else:
+            self._publish_state()        # data-synced: the page may now write the URL
+
+    def present(self, width: int = PRESENT_WIDTH, height: int = PRESENT_FIGURE_HEIGHT) -> None:
+        """Lay the panel out for a projector: figures side by side in ``width`` pixels, ``height`` tall,
+        larger fonts, darker axes, thicker lines (:func:`figures.restyle_for_projector`)."""
+        with self._apply_lock:
+            n = len(self.figures)
+            each = (width - PRESENT_GAP * (n - 1)) // max(n, 1)
+            with contextlib.ExitStack() as stack:
+                for fw in self.figures:
+                    stack.enter_context(fw.batch_update())
+                    _figures.restyle_for_projector(fw, width=each, height=height)
+            for fw in self.figures:
+                refresh_initial_state(fw)
+            self._figure_box.layout.flex_flow = "row nowrap"
+            self._figure_box.layout.grid_gap = f"{PRESENT_GAP}px"
+            self.add_class("lecture-presenting")
+            self.presenting = True
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until no computation is running or pending; ``False`` on timeout."""
@@ -349,7 +461,32 @@ class LivePanel(widgets.VBox):
 
     # -- internals ------------------------------------------------------------
     def _on_change(self, change) -> None:
-        self.request()
+        if not self._quiet:
+            self.request()
+
+    def _set_from_link(self, texts: Mapping[str, str]) -> bool:
+        """Set controls from URL text without a request per control; returns whether any changed."""
+        changed, ignored = False, []
+        values = {}
+        for name, text in texts.items():
+            if name not in self.controls:
+                ignored.append(f"p{self.number}.{name} (this panel has no such control; it has "
+                               f"{', '.join(self.controls)})")
+                continue
+            try:
+                values[name] = decode_value(self.controls[name], text)
+            except ValueError as exc:
+                ignored.append(f"p{self.number}.{name}={text}: {exc}")
+        self._quiet = True
+        try:
+            for name, value in values.items():
+                changed |= _freeze(self.controls[name].value) != _freeze(value)
+                self.controls[name].value = value
+        finally:
+            self._quiet = False
+        self._link_note.value = ("" if not ignored else "<div class='lecture-error'><b>Part of the link was ignored:</b> "
+                                 + "; ".join(html.escape(i) for i in ignored) + "</div>")
+        return changed
 
     def _cache_get(self, key):
         if key in self._cache:
@@ -469,6 +606,8 @@ class LivePanel(widgets.VBox):
                         for fw in self.figures:
                             stack.enter_context(fw.batch_update())
                         self._update(self.figures[0] if self._single else self.figures, payload)
+                    for fw in self.figures:
+                        refresh_initial_state(fw)
                     notes = self._notes_fn(payload) if self._notes_fn else ""
                 except Exception as exc:  # noqa: BLE001
                     if strict:
@@ -490,8 +629,11 @@ class LivePanel(widgets.VBox):
 
     def _publish_state(self) -> None:
         busy = self._pending is not None or self._busy
+        link = "&".join(f"p{self.number}.{quote(k)}={quote(v)}" for k, v in self.link().items())
         self._state.value = (f"<span data-generation='{self._applied_generation}' data-busy='{int(busy)}' "
-                             f"data-outcome='{self._outcome}'></span>")
+                             f"data-outcome='{self._outcome}' data-panel='{self.number}' "
+                             f"data-synced='{int(url_state.PAGE.query is not None)}' "
+                             f"data-link='{html.escape(link, quote=True)}'></span>")
 
     def _show_message(self, text: str, error: bool = False) -> None:
         self.message = text
