@@ -103,12 +103,22 @@ def test_landing_page_lists_every_notebook(chromium, voila_app, artifacts_dir):
         page.wait_for_selector("#lecture-cards", timeout=30_000)
         screenshot(page, artifacts_dir / "landing.png")
         for path in notebook_paths():
-            card = page.locator(f'a.lecture-card[data-notebook="{path.name}"]')
+            card = page.locator(f'.lecture-card[data-notebook="{path.name}"]')
             assert card.count() == 1, f"no card for {path.name}"
             assert card.locator("h2").inner_text().strip(), f"card of {path.name} has no title"
             assert card.locator(".question").inner_text().strip(), f"card of {path.name} has no question"
-            assert card.get_attribute("href").endswith(f"/voila/render/{path.name}")
-        assert page.locator("a.lecture-card").count() == len(notebook_paths())
+            assert card.locator("a.lecture-card-link").get_attribute("href").endswith(f"/voila/render/{path.name}")
+            assert card.locator("a.present").get_attribute("href").endswith(f"/voila/render/{path.name}?present=1")
+        assert page.locator(".lecture-card").count() == len(notebook_paths())
+        # the whole card opens the dashboard (the title link covers it), the Present button presenter mode
+        # (hit-test instead of clicking: opening a dashboard here would take notebook 01's pre-heated kernel)
+        hits = page.evaluate("""() => Array.from(document.querySelectorAll('.lecture-card')).map(card => {
+            card.scrollIntoView({block: 'center'});
+            const at = (el) => { const r = el.getBoundingClientRect();
+                                 const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+                                 return hit && hit.closest('a') ? hit.closest('a').className : null; };
+            return [at(card.querySelector('.question')), at(card.querySelector('a.present'))]; })""")
+        assert hits == [["lecture-card-link", "present"]] * len(notebook_paths()), hits
         assert watcher.errors == []
     finally:
         context.close()

@@ -69,6 +69,7 @@ def notebook_cards(directory: Path, base_url: str = "/") -> list[dict]:
             continue
         card = read_card(path)
         card["href"] = f"{base_url.rstrip('/')}/voila/render/{quote(path.name)}"
+        card["present_href"] = card["href"] + "?present=1"
         cards.append(card)
     return cards
 
