@@ -5,6 +5,9 @@ Every choice here is one a classroom deployment needs:
 - ``template="lecture"`` (``share/jupyter/voila/templates/lecture``): the
   landing page of cards and a clean dashboard page; ``strip_sources`` hides
   all code, ``show_tracebacks=False`` keeps Python errors out of the page;
+  ``allow_template_override``/``allow_theme_override="NO"``: a visitor cannot pick
+  another template with ``?template=`` (Voila's ``lab``/``classic``/``reveal`` bypass ours,
+  and ``?template=base`` left its response unfinished forever);
 - ``extension_allowlist``: only the widget, anywidget and plotly front-end
   extensions are loaded, whatever else is installed in the environment;
 - ``ip="127.0.0.1"``: only this machine can connect unless the instructor
@@ -12,6 +15,10 @@ Every choice here is one a classroom deployment needs:
 - pre-heated kernels (``preheat_kernel``, ``default_pool_size``): Voila keeps
   ``pool_size`` kernels per notebook that have already executed it, so a
   visitor sees a drawn dashboard at once; the pool refills in the background;
+- the kernel websocket: Voila forwards only widget (comm) and kernel-info messages
+  from a page to its kernel, so a visitor cannot execute code; ``LectureVoila`` also
+  drops kernel ``error`` and ``stderr`` messages on their way to the page (they carry
+  tracebacks with lines of the hidden code) and logs one line for each instead;
 - idle-kernel culling (``MappingKernelManager.cull_*``): a kernel idle for
   ``cull_idle_timeout`` seconds is shut down even if a forgotten tab is still
   connected, so memory returns after visitors leave (pooled kernels are never
@@ -58,6 +65,8 @@ def build_config(ip: str = "127.0.0.1", port: int = 8866, pool_size: int = 1,
     c.VoilaConfiguration.theme = "light"
     c.VoilaConfiguration.strip_sources = True
     c.VoilaConfiguration.show_tracebacks = False
+    c.VoilaConfiguration.allow_template_override = "NO"
+    c.VoilaConfiguration.allow_theme_override = "NO"
     c.VoilaConfiguration.extension_allowlist = FRONTEND_EXTENSIONS
     c.VoilaConfiguration.page_config_hook = landing.page_config_hook
     c.VoilaConfiguration.preheat_kernel = pool_size > 0
@@ -78,9 +87,13 @@ def plotly_bundle_dir() -> Path:
 
 def _voila_class():
     from voila.app import Voila
+    from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
+
+    from .kernel_socket import LectureKernelWebsocketHandler
 
     class LectureVoila(Voila):
-        """Voila that also serves plotly's ``widgetbundle.js`` under ``/voila/static/``.
+        """Voila that also serves plotly's ``widgetbundle.js`` under ``/voila/static/``, and
+        whose kernel websocket keeps tracebacks off the page (``voila_app.kernel_socket``).
 
         Every figure then imports plotly's front end by URL, once per page, instead of
         carrying 5 MB of JavaScript in its widget state (see ``lecture_lib.viz.panels``).
@@ -89,6 +102,14 @@ def _voila_class():
         def setup_template_dirs(self):
             super().setup_template_dirs()
             self.static_paths = [*self.static_paths, str(plotly_bundle_dir())]
+
+        def init_handlers(self):
+            handlers = super().init_handlers()
+            swapped = [(h[0], LectureKernelWebsocketHandler, *h[2:]) if h[1] is VoilaKernelWebsocketHandler else h
+                       for h in handlers]
+            if swapped == handlers:
+                raise RuntimeError("Voila's kernel websocket route was not found: tracebacks would reach the page")
+            return swapped
 
     return LectureVoila
 
