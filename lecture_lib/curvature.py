@@ -148,9 +148,9 @@ def _target_distribution(loss_name: str, f_b: torch.Tensor):
     if loss_name == "logistic":
         p1 = torch.sigmoid(f_b[0])
         return torch.tensor([0, 1]), torch.stack([1 - p1, p1])
-    eye = torch.eye(K, dtype=f_b.dtype) * math.sqrt(K)
+    eye = torch.eye(K, dtype=f_b.dtype, device=f_b.device) * math.sqrt(K)
     points = torch.cat([f_b + eye, f_b - eye])                  # (2K, K): moments of N(f_b, I)
-    return points, torch.full((2 * K,), 1.0 / (2 * K), dtype=f_b.dtype)
+    return points, torch.full((2 * K,), 1.0 / (2 * K), dtype=f_b.dtype, device=f_b.device)
 
 
 def _gradient_outer(model, x, loss, run, targets_of) -> torch.Tensor:
@@ -161,7 +161,7 @@ def _gradient_outer(model, x, loss, run, targets_of) -> torch.Tensor:
     f = flat.fn(flat.theta, x).detach()
     dl = torch.func.grad(_per_example_loss(loss_name))           # d ell / d f_b
     P = flat.theta.numel()
-    F = torch.zeros(P, P, dtype=torch.float64)
+    F = torch.zeros(P, P, dtype=torch.float64, device=Jac.device)
     for b in range(f.shape[0]):
         ys, ws = targets_of(loss_name, f[b], b)
         for y_b, w in zip(ys, ws):

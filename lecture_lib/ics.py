@@ -273,7 +273,7 @@ def whiten(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tens
     r""":math:`\tilde a = \Sigma^{-1/2}(a - m)` row by row (symmetric square root)."""
     check_tensor("x", x, dim=2)
     _check_moments(mean, cov, x.shape[1])
-    out = (x.to(F64) - mean.to(F64)) @ _sym_power(cov, -0.5)
+    out = (x.to(F64) - mean.to(device=x.device, dtype=F64)) @ _sym_power(cov, -0.5).to(x.device)
     return out.to(x.dtype)
 
 
@@ -504,7 +504,7 @@ def descent_experiment(mean_norm: float = 3.0, cond: float = 1.0, dim: int = 10,
     steps = check_int("steps", steps)
     check_range("lr_scale", lr_scale, 0.0, 2.0, low_inclusive=False, high_inclusive=False)
     ds = data.linear_regression(n=n, dim=dim, mean_norm=mean_norm, cond=cond, noise=0.1, seed=seed, dtype=F64)
-    m, cov = ds.meta["mean"], ds.meta["cov"]
+    m, cov = ds.meta["mean"].to(ds.x_train.device), ds.meta["cov"].to(ds.x_train.device)
     variants = {
         "uncentered": lambda x: x,
         "centered": lambda x: x - m,
@@ -517,7 +517,7 @@ def descent_experiment(mean_norm: float = 3.0, cond: float = 1.0, dim: int = 10,
         evals = torch.linalg.eigvalsh(H).flip(0)
         lr = float(lr_scale) / float(evals[0])
         # the optimum J(w*) by least squares (bias column appended)
-        X = torch.cat([d.x_train, torch.ones(d.n_train, 1, dtype=F64)], 1)
+        X = torch.cat([d.x_train, torch.ones(d.n_train, 1, dtype=F64, device=d.x_train.device)], 1)
         coef = torch.linalg.lstsq(X, d.y_train).solution
         best = float(0.5 * (X @ coef - d.y_train).pow(2).sum(1).mean())
         model = MLP([dim, 1], runs=1, seed=seed, dtype=F64)
@@ -526,7 +526,7 @@ def descent_experiment(mean_norm: float = 3.0, cond: float = 1.0, dim: int = 10,
         out.labels.append(label)
         out.records.append(rec)
         out.excess_loss.append(np.maximum(rec.loss[:, 0] - best, 1e-14))   # floor: float64 rounding
-        out.hessian_eigenvalues.append(evals.numpy())
+        out.hessian_eigenvalues.append(evals.cpu().numpy())
         out.condition_numbers.append(float(evals[0] / evals[-1]))
         out.lrs.append(lr)
     return out
@@ -545,8 +545,8 @@ def shifted_inputs_dataset(mean_norm: float, cond: float, dim: int = 8, hidden: 
     check_int("hidden", hidden)
     base = data.teacher(n=n, sizes=(dim, hidden, 1), activation="tanh", seed=seed, dtype=F64)
     _, m, cov = data.gaussian_inputs(2, dim, mean_norm, cond, seed=seed)
-    root = _sym_power(cov, 0.5)
-    return replace(base, x_train=base.x_train @ root + m, x_test=base.x_test @ root + m,
+    root, shift = _sym_power(cov, 0.5).to(base.x_train.device), m.to(base.x_train.device)
+    return replace(base, x_train=base.x_train @ root + shift, x_test=base.x_test @ root + shift,
                    name=f"teacher MLP, inputs |m|={mean_norm:g}, cond={cond:g}"), m, cov
 
 
@@ -603,7 +603,7 @@ def reparam_experiment(mean_norm: float = 3.0, cond: float = 10.0, dim: int = 8,
     for model, single, d in ((original, single, ds), (tilde, reparameterize(single, m, cov), ds_tilde)):
         G = curvature.gauss_newton(single, d.x_train, "mse")
         block = curvature.layer_block(G, curvature.flatten(single), "linears.0")
-        out.gn_eigenvalues.append(torch.linalg.eigvalsh(block).flip(0).numpy())
+        out.gn_eigenvalues.append(torch.linalg.eigvalsh(block).flip(0).cpu().numpy())
         rec = train(model, d, "mse", sgd(lr=lrs), steps=steps, diverge_above=1e6, record_every=_record_every(steps))
         final = np.where(rec.diverged_at >= 0, np.inf, rec.loss[-1])
         out.records.append(rec)

@@ -99,8 +99,8 @@ def kron_spectrum(A: torch.Tensor, B: torch.Tensor) -> KronSpectrum:
     K_inv = torch.linalg.inv(K)
     inv_err = torch.linalg.matrix_norm(K_inv - torch.kron(torch.linalg.inv(A), torch.linalg.inv(B)))
     return KronSpectrum(
-        factor_a=lam.flip(0).numpy(), factor_b=nu.flip(0).numpy(),
-        explicit=explicit.numpy(), products=products.numpy(),
+        factor_a=lam.flip(0).cpu().numpy(), factor_b=nu.flip(0).cpu().numpy(),
+        explicit=explicit.cpu().numpy(), products=products.cpu().numpy(),
         eigenvalue_error=float((explicit - products).abs().max() / top),
         eigenvector_residual=float(residual),
         inverse_error=float(inv_err / torch.linalg.matrix_norm(K_inv)),
@@ -242,10 +242,10 @@ def _kfac_vs_exact(layer, sizes, activation, steps, checkpoints, lr, n, seed) ->
         approx = curvature.kfac_block(A, S)
         with torch.no_grad():
             rows["loss"].append(float(0.5 * (model(x)[0] - y).pow(2).sum(-1).mean()))
-        rows["exact"].append(torch.linalg.eigvalsh(exact).flip(0).numpy())
-        rows["kfac"].append(torch.linalg.eigvalsh(approx).flip(0).numpy())
+        rows["exact"].append(torch.linalg.eigvalsh(exact).flip(0).cpu().numpy())
+        rows["kfac"].append(torch.linalg.eigvalsh(approx).flip(0).cpu().numpy())
         rows["err"].append(float(torch.linalg.matrix_norm(exact - approx) / torch.linalg.matrix_norm(exact)))
-        rows["a"].append(torch.linalg.eigvalsh(A).flip(0).numpy())
-        rows["s"].append(torch.linalg.eigvalsh(S).flip(0).numpy())
+        rows["a"].append(torch.linalg.eigvalsh(A).flip(0).cpu().numpy())
+        rows["s"].append(torch.linalg.eigvalsh(S).flip(0).cpu().numpy())
     return KFACvsExact(layer, np.array(marks), np.array(rows["loss"]), np.stack(rows["exact"]),
                        np.stack(rows["kfac"]), np.array(rows["err"]), np.stack(rows["a"]), np.stack(rows["s"]))
