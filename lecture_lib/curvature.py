@@ -244,7 +244,7 @@ def hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, v: torch.Tenso
     flat = flatten(model, run)
     _check_vector(v, flat)
     J = _batch_loss(_loss_name(loss), flat, x, y)
-    return jvp(torch.func.grad(J), (flat.theta,), (v.to(torch.float64),))[1]
+    return jvp(torch.func.grad(J), (flat.theta,), (v.to(device=flat.theta.device, dtype=torch.float64),))[1]
 
 
 def gnvp(model: nn.Module, x: torch.Tensor, loss, v: torch.Tensor, run: int = 0) -> torch.Tensor:
@@ -253,7 +253,7 @@ def gnvp(model: nn.Module, x: torch.Tensor, loss, v: torch.Tensor, run: int = 0)
     check_inputs(x)
     flat = flatten(model, run)
     _check_vector(v, flat)
-    f, Jv = jvp(lambda t: flat.fn(t, x), (flat.theta,), (v.to(torch.float64),))
+    f, Jv = jvp(lambda t: flat.fn(t, x), (flat.theta,), (v.to(device=flat.theta.device, dtype=torch.float64),))
     HJv = (_output_hessian(loss_name, f.detach()) @ Jv.unsqueeze(-1)).squeeze(-1) / f.shape[0]
     _, pullback = vjp(lambda t: flat.fn(t, x), flat.theta)
     return pullback(HJv)[0]
@@ -275,7 +275,7 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int = 6
         if not isinstance(w, torch.Tensor) or w.shape != (dim,):
             raise ValueError(f"matvec must return a vector of shape ({dim},) (dim), got "
                              f"{tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}")
-        w = w.to(torch.float64)
+        w = w.to(device=Q[j].device, dtype=torch.float64)     # the Lanczos vectors stay on the CPU
         if not torch.isfinite(w).all():
             raise ValueError("matvec returned non-finite values (NaN or inf): check the model and the batch")
         alpha.append(torch.dot(w, Q[j]))

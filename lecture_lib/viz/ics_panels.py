@@ -51,7 +51,7 @@ def _update_from(builder):
 
 def outlier_figure(spec: ics.MomentSpectrum) -> go.Figure:
     """Sorted eigenvalues of A = E[aaᵀ] with the predicted outlier ‖m‖² + σ² and the bulk level σ²."""
-    ev = spec.eigenvalues.numpy()
+    ev = spec.eigenvalues.cpu().numpy()
     i = np.arange(1, len(ev) + 1)
     traces = [
         go.Scatter(x=i, y=ev, mode="markers", name="eigenvalues of A = E[a aᵀ]",
@@ -140,7 +140,7 @@ MAX_OUTPUTS = 4
 
 
 def conditioning_figures(rep: ics.ConditioningReport) -> list[go.Figure]:
-    exact, kfac = rep.exact.numpy(), rep.kfac.numpy()
+    exact, kfac = rep.exact.cpu().numpy(), rep.kfac.cpu().numpy()
     top = min(len(exact), 40)
     i = np.arange(1, top + 1)
     traces = [
@@ -150,7 +150,7 @@ def conditioning_figures(rep: ics.ConditioningReport) -> list[go.Figure]:
                    marker=dict(size=13, symbol="circle-open", color=figures.color(2), line=dict(width=2)),
                    hovertemplate="λ_%{x} = %{y:.4g}<extra></extra>"),
     ]
-    pred = rep.predicted.numpy()
+    pred = rep.predicted.cpu().numpy()
     for k in range(MAX_OUTPUTS):
         y = [pred[k]] * 2 if k < len(pred) else []
         x = [0.5, top + 0.5] if k < len(pred) else []
@@ -158,7 +158,7 @@ def conditioning_figures(rep: ics.ConditioningReport) -> list[go.Figure]:
                                  legendgroup="pred", line=dict(color=figures.color(1), dash="dash", width=2),
                                  hovertemplate="ν·λ(S) = %{y:.4g}<extra></extra>"))
     f1 = figures.figure(traces, x_title="index (top 40 eigenvalues, sorted)", y_title="eigenvalue", log_y=True)
-    align = rep.alignment.numpy()
+    align = rep.alignment.cpu().numpy()
     k = np.arange(1, MAX_OUTPUTS + 1)
     y = np.full(MAX_OUTPUTS, np.nan)
     y[:len(align)] = align
@@ -173,8 +173,8 @@ def conditioning_figures(rep: ics.ConditioningReport) -> list[go.Figure]:
 
 
 def conditioning_notes(rep: ics.ConditioningReport) -> str:
-    pred = ", ".join(f"{p:.3g}" for p in rep.predicted.numpy())
-    got = ", ".join(f"{e:.3g}" for e in rep.exact.numpy()[:len(rep.predicted)])
+    pred = ", ".join(f"{p:.3g}" for p in rep.predicted.cpu().numpy())
+    got = ", ".join(f"{e:.3g}" for e in rep.exact.cpu().numpy()[:len(rep.predicted)])
     return (f"ν = ‖m‖² + 1 = <b>{rep.nu:.3g}</b> · predicted outliers ν·λᵢ(S): {pred} · "
             f"exact top eigenvalues: {got} · rest of the spectrum below {float(rep.exact[len(rep.predicted)]):.3g}")
 
@@ -250,7 +250,7 @@ def quasi_diagonal_figure(mats: dict) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=("[RRᵀ]⁻¹ (approximates the curvature)", "RRᵀ (the preconditioner)"))
     for col, key in ((1, "curvature"), (2, "preconditioner")):
-        z = mats[key].numpy()
+        z = mats[key].cpu().numpy()
         lim = float(np.abs(z).max())
         fig.add_trace(go.Heatmap(z=np.ascontiguousarray(z[::-1]), zmin=-lim, zmax=lim, colorscale="RdBu_r", showscale=False,
                                  hovertemplate="%{z:.3g}<extra></extra>"), row=1, col=col)
@@ -337,12 +337,12 @@ def wrinkle_panel() -> panels.LivePanel:
 
 def centering_figures(sweep: ics.CenteringSweep) -> list[go.Figure]:
     g = sweep.gradient
-    auto = g.autograd.numpy().ravel()
-    lim = float(max(np.abs(auto).max(), np.abs(g.direct.numpy()).max())) * 1.05
+    auto = g.autograd.cpu().numpy().ravel()
+    lim = float(max(np.abs(auto).max(), np.abs(g.direct.cpu().numpy()).max())) * 1.05
     f1 = figures.figure([
-        go.Scatter(x=auto, y=g.centered.numpy().ravel(), mode="markers", name="S̄ᵀÃ (centered activations)",
+        go.Scatter(x=auto, y=g.centered.cpu().numpy().ravel(), mode="markers", name="S̄ᵀÃ (centered activations)",
                    marker=dict(size=11, color=figures.color(0))),
-        go.Scatter(x=auto, y=g.direct.numpy().ravel(), mode="markers", name="S̄ᵀA (direct path only)",
+        go.Scatter(x=auto, y=g.direct.cpu().numpy().ravel(), mode="markers", name="S̄ᵀA (direct path only)",
                    marker=dict(size=9, symbol="x", color=figures.color(1))),
         figures.reference_line([-lim, lim], [-lim, lim], "equality"),
     ], x_title="W̄ by autograd through the centering layer (entries)", y_title="formula (entries)", height=360)

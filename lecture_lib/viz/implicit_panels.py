@@ -276,7 +276,7 @@ def collapse(lr_min: float = 0.01, decades: int = 3) -> dict:
         raise ValueError(f"decades must be between 1 and 5, got {decades}")
     lr = float(lr_min) * torch.logspace(0, decades, COLLAPSE_RUNS, dtype=F64)
     rec = si.run("toy", lr, COLLAPSE_STEPS)
-    return {"lr": lr.numpy(), "record": rec, "asymptote": si.late_asymptote(rec, "w")}
+    return {"lr": lr.cpu().numpy(), "record": rec, "asymptote": si.late_asymptote(rec, "w")}
 
 
 def collapse_figure(result: dict) -> go.Figure:
@@ -465,7 +465,7 @@ def optimizers(damping: float = 1e-4, spread: float = 4.0) -> dict:
     scales = torch.tensor([1.0 / spread, 1.0, float(spread)])
     records = {name: si.run("bn", lr, OPT_STEPS, optimizer=name, damping=float(damping), init_scale=scales)
                for name, lr in OPT_LR.items()}
-    return {"damping": float(damping), "scales": scales.numpy(), "records": records}
+    return {"damping": float(damping), "scales": scales.cpu().numpy(), "records": records}
 
 
 def optimizer_figure(result: dict) -> go.Figure:
