@@ -38,6 +38,13 @@ from localhub import HubProcess  # noqa: E402
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 
 USERS = ("alice", "bob")
+
+
+def run_coroutine(coroutine):
+    """``asyncio.run`` on a thread of its own: the session's sync Playwright (browser tests run
+    earlier in the same pytest session) keeps an event loop running on the main thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 KERNEL_WS_PROTOCOL = "v1.kernel.websocket.jupyter.org"    # what JupyterLab's and Voila's front ends ask for
 SERVER_CONFIG = REPO / "deploy" / "jupyter-config" / "jupyter_server_config.py"
 
@@ -134,7 +141,7 @@ def test_each_user_gets_a_live_dashboard_from_our_template(hub, sessions, dashbo
         assert 'class="lecture-nav"' in text and f'data-base-url="/user/{name}/lecture/voila/"' in text
         assert "from lecture_lib" not in text, "strip_sources: the page carries no code"
         # the page's kernel answers over the websocket route through the hub's proxy
-        reply = asyncio.run(kernel_info(hub, sessions[name], name, kernel_id(page)))
+        reply = run_coroutine(kernel_info(hub, sessions[name], name, kernel_id(page)))
         assert reply["status"] == "ok" and reply["implementation"] == "ipython"
     assert kernel_id(dashboards["alice"]) != kernel_id(dashboards["bob"])
     # each user's server runs Voila with that user's own kernel
@@ -159,14 +166,14 @@ def test_a_user_cannot_reach_another_users_server(hub, sessions, dashboards):
         hub.login("mallory", password="not the password")
     bobs_kernel = kernel_id(dashboards["bob"])
     with pytest.raises(HTTPClientError) as refused:       # bob's kernel, with alice's cookies
-        asyncio.run(kernel_info(hub, alice, "bob", bobs_kernel))
+        run_coroutine(kernel_info(hub, alice, "bob", bobs_kernel))
     assert refused.value.code == 403, refused.value
     # nobody logged in: pages send to the hub's login page, the kernel's websocket is refused
     anonymous = requests.Session()
     page = anonymous.get(hub.app_url("alice"), timeout=60)
     assert page.url.startswith(f"{hub.url}/hub/login") and "lecture-card" not in page.text
     with pytest.raises(HTTPClientError) as refused:
-        asyncio.run(kernel_info(hub, anonymous, "bob", bobs_kernel))
+        run_coroutine(kernel_info(hub, anonymous, "bob", bobs_kernel))
     assert refused.value.code == 403, refused.value
 
 
