@@ -19,6 +19,8 @@ Every choice here is one a classroom deployment needs:
   from a page to its kernel, so a visitor cannot execute code; ``LectureVoila`` also
   drops kernel ``error`` and ``stderr`` messages on their way to the page (they carry
   tracebacks with lines of the hidden code) and logs one line for each instead;
+- plotly's 5 MB figure front end goes out gzip-compressed, with an ETag
+  (``voila_app.bundle``): it must arrive within anywidget's 2 seconds;
 - idle-kernel culling (``MappingKernelManager.cull_*``): a kernel idle for
   ``cull_idle_timeout`` seconds is shut down even if a forgotten tab is still
   connected, so memory returns after visitors leave (pooled kernels are never
@@ -86,9 +88,11 @@ def plotly_bundle_dir() -> Path:
 
 
 def _voila_class():
+    from jupyter_server.utils import url_path_join
     from voila.app import Voila
     from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 
+    from .bundle import BUNDLE_NAME, BundleHandler, CompressedFile
     from .kernel_socket import LectureKernelWebsocketHandler
 
     class LectureVoila(Voila):
@@ -97,6 +101,8 @@ def _voila_class():
 
         Every figure then imports plotly's front end by URL, once per page, instead of
         carrying 5 MB of JavaScript in its widget state (see ``lecture_lib.viz.panels``).
+        The bundle goes out gzip-compressed, so that it arrives within anywidget's
+        2 seconds (``voila_app.bundle``).
         """
 
         def setup_template_dirs(self):
@@ -105,11 +111,14 @@ def _voila_class():
 
         def init_handlers(self):
             handlers = super().init_handlers()
-            swapped = [(h[0], LectureKernelWebsocketHandler, *h[2:]) if h[1] is VoilaKernelWebsocketHandler else h
-                       for h in handlers]
-            if swapped == handlers:
+            if not any(h[1] is VoilaKernelWebsocketHandler for h in handlers):
                 raise RuntimeError("Voila's kernel websocket route was not found: tracebacks would reach the page")
-            return swapped
+            bundle = CompressedFile(plotly_bundle_dir() / BUNDLE_NAME)
+            route = url_path_join(self.server_url, r"/voila/static/widgetbundle\.js")
+            # first: tornado takes the first matching route, and /voila/static/(.*) would match too
+            return [(route, BundleHandler, {"bundle": bundle})] + [
+                (h[0], LectureKernelWebsocketHandler, *h[2:]) if h[1] is VoilaKernelWebsocketHandler else h
+                for h in handlers]
 
     return LectureVoila
 
