@@ -100,13 +100,28 @@ PANEL_CSS = """
 
 
 # plotly >= 6 ships its FigureWidget front end (~5 MB of JavaScript) inside every widget's
-# state, and anywidget evaluates it once per figure and gives up on a model after 2 s. Served
-# by voila_app (which sets LECTURE_SHARED_PLOTLY_BUNDLE=1 for its kernels), a figure instead
-# carries this two-line module that imports the bundle from Voila's static files: fetched and
-# evaluated once per page (the browser caches it), so a dashboard with many figures opens fast.
+# state, and anywidget evaluates it once per figure. Served by voila_app (which sets
+# LECTURE_SHARED_PLOTLY_BUNDLE=1 for its kernels), a figure instead carries this small module,
+# which imports the bundle from Voila's static files: fetched and evaluated once per page (the
+# browser caches it), so a dashboard with many figures opens fast.
+# anywidget gives a model's initialize() 2 seconds; past that the figure is drawn but never
+# follows its model again. The bundle can take longer to arrive and evaluate (a slow line, ten
+# visitors' kernels starting on the same laptop), so initialize() only starts plotly's own
+# initialisation and render() waits for it, without a deadline.
 SHARED_BUNDLE_ESM = """const body = document.body;
 const base = new URL((body && body.dataset.baseUrl) || "/voila/", window.location.href);
-export default (await import(new URL("static/widgetbundle.js", base).href)).default;
+const bundle = import(new URL("static/widgetbundle.js", base).href);
+export default () => {
+  let plotly;
+  return {
+    initialize(ctx) {
+      plotly = bundle.then((m) => { const widget = m.default(); widget.initialize(ctx); return widget; });
+    },
+    async render(ctx) {
+      return (await plotly).render(ctx);
+    },
+  };
+};
 """
 
 
