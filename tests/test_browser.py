@@ -42,8 +42,9 @@ class Watcher:
                 if msg.type == "error" else None)
 
 
-def open_page(chromium, url: str):
-    context = chromium.new_context(viewport=VIEWPORT)
+def open_page(chromium, url: str, viewport=VIEWPORT):
+    """A fresh browser context (own cookies, so its own kernel) on ``url``, watched for errors."""
+    context = chromium.new_context(viewport=viewport, accept_downloads=True)
     page = context.new_page()
     watcher = Watcher(page)
     page.goto(url, wait_until="domcontentloaded", timeout=LOAD_TIMEOUT_MS)

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import notebook_paths
 from test_browser import (LOAD_TIMEOUT_MS, PANEL_STATE_JS,
-                          REDRAW_TIMEOUT_MS, Watcher, assert_no_cell_errors, move_slider, wait_for_dashboard,
+                          REDRAW_TIMEOUT_MS, assert_no_cell_errors, move_slider, open_page, wait_for_dashboard,
                           wait_until_settled)
 
 pytestmark = pytest.mark.browser
@@ -43,14 +43,6 @@ LAYOUT_JS = """() => {
 }"""
 
 
-def open_at(chromium, url: str, viewport=PROJECTOR):
-    context = chromium.new_context(viewport=viewport, accept_downloads=True)
-    page = context.new_page()
-    watcher = Watcher(page)
-    page.goto(url, wait_until="domcontentloaded", timeout=LOAD_TIMEOUT_MS)
-    return context, page, watcher
-
-
 def inside(box, width, height, top=0.0, slack=1.0) -> bool:
     left, t, right, bottom = box
     return left >= -slack and t >= top - slack and right <= width + slack and bottom <= height + slack
@@ -73,7 +65,7 @@ def wait_presented(page, number: int, has_figures: bool) -> dict:
 
 @pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
 def test_presenter_mode_shows_each_panel_whole_at_1280x720(chromium, voila_app, artifacts_dir, path):
-    context, page, watcher = open_at(chromium, f"{voila_app.url}/voila/render/{path.name}?present=1")
+    context, page, watcher = open_page(chromium, f"{voila_app.url}/voila/render/{path.name}?present=1", PROJECTOR)
     try:
         page.wait_for_selector(".lecture-present-bar", timeout=LOAD_TIMEOUT_MS)
         wait_for_dashboard(page)
@@ -113,7 +105,7 @@ def test_presenter_mode_shows_each_panel_whole_at_1280x720(chromium, voila_app, 
 def test_presenter_keys_reach_the_panel_and_escape_leaves(chromium, voila_fixture_app, artifacts_dir):
     """A focused slider keeps its arrow keys; PageDown/PageUp (clickers) still navigate; Esc leaves."""
     url = f"{voila_fixture_app.url}/voila/render/panel_demo.ipynb?present=1"
-    context, page, watcher = open_at(chromium, url)
+    context, page, watcher = open_page(chromium, url, PROJECTOR)
     try:
         layout = wait_presented(page, 1, has_figures=True)
         assert layout["visible"] == 1 and layout["scale"] >= 1.0     # a small panel is shown at least life size
@@ -136,7 +128,7 @@ def test_presenter_keys_reach_the_panel_and_escape_leaves(chromium, voila_fixtur
 
 def test_url_holds_the_slider_values_and_reopens_the_same_plot(chromium, voila_fixture_app):
     base = f"{voila_fixture_app.url}/voila/render/panel_demo.ipynb"
-    context, page, watcher = open_at(chromium, base, viewport={"width": 1280, "height": 900})
+    context, page, watcher = open_page(chromium, base)
     try:
         wait_for_dashboard(page)
         panel = page.locator(".lecture-panel").first
@@ -160,7 +152,7 @@ def test_url_holds_the_slider_values_and_reopens_the_same_plot(chromium, voila_f
         context.close()
 
     # a new visitor opening the bookmark sees the same slider value and the same plot
-    context, page, watcher = open_at(chromium, bookmarked, viewport={"width": 1280, "height": 900})
+    context, page, watcher = open_page(chromium, bookmarked)
     try:
         panel = page.locator(".lecture-panel").first
         page.wait_for_function(f"""() => {{ const r = document.querySelector('.lecture-panel .widget-readout');
@@ -175,7 +167,7 @@ def test_url_holds_the_slider_values_and_reopens_the_same_plot(chromium, voila_f
 
 def test_a_bad_link_shows_a_message_not_a_traceback(chromium, voila_fixture_app):
     url = f"{voila_fixture_app.url}/voila/render/panel_demo.ipynb?p1.lr=70&p1.momentum=0.9"
-    context, page, watcher = open_at(chromium, url, viewport={"width": 1280, "height": 900})
+    context, page, watcher = open_page(chromium, url)
     try:
         wait_for_dashboard(page)
         note = page.locator(".lecture-link-note", has_text="Part of the link was ignored")
@@ -190,8 +182,7 @@ def test_a_bad_link_shows_a_message_not_a_traceback(chromium, voila_fixture_app)
 
 
 def test_png_and_svg_export_download_every_figure(chromium, voila_fixture_app, tmp_path):
-    context, page, watcher = open_at(chromium, f"{voila_fixture_app.url}/voila/render/panel_demo.ipynb",
-                                     viewport={"width": 1280, "height": 900})
+    context, page, watcher = open_page(chromium, f"{voila_fixture_app.url}/voila/render/panel_demo.ipynb")
     try:
         wait_for_dashboard(page)
         panel = page.locator(".lecture-panel").first
