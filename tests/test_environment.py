@@ -31,18 +31,20 @@ def declared_requirements() -> set[str]:
     return {requirement(r) for r in reqs}
 
 
-def conda_pip_requirements() -> set[str]:
+def conda_pip_lines() -> list[str]:
+    """The ``pip:`` section of environment.yml, line by line."""
     env = yaml.safe_load((REPO / "environment.yml").read_text())
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    return {requirement(r) for r in pip if not r.startswith("-")}      # -e ., --extra-index-url are options
+    return next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+
+
+def conda_pip_requirements() -> set[str]:
+    return {requirement(r) for r in conda_pip_lines() if not r.startswith("-")}   # -e ., --extra-index-url are options
 
 
 def test_conda_environment_takes_the_cpu_torch_wheel():
     # On Binder/conda, PyPI's torch==2.13.0 for Linux is a CUDA build of several GB; PyTorch's CPU index
     # offers 2.13.0+cpu, which ==2.13.0 matches and pip prefers (a local version sorts above the plain one).
-    env = yaml.safe_load((REPO / "environment.yml").read_text())
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in pip
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in conda_pip_lines()
 
 
 def test_environment_yml_mirrors_pyproject():
