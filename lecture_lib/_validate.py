@@ -7,8 +7,9 @@ a sentence a student can act on instead of a NaN three cells later.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from numbers import Integral, Real
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from numbers import Integral
+from numbers import Real as RealNumber
 
 import torch
 
@@ -16,7 +17,7 @@ Hyper = "float | torch.Tensor"  # a scalar, or one value per run (shape (R,))
 
 
 def _values(name: str, value) -> torch.Tensor:
-    if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
+    if isinstance(value, bool) or not isinstance(value, (RealNumber, torch.Tensor)):
         raise TypeError(f"{name} must be a real number or a 1-D tensor of per-run values, got {type(value).__name__}")
     t = torch.as_tensor(value, dtype=torch.float64)
     if t.dim() > 1:
@@ -137,3 +138,218 @@ def check_tensor(name: str, value, dim: int | None = None, finite: bool = True,
     if finite and value.is_floating_point() and not torch.isfinite(value).all():
         raise ValueError(f"{name} must contain only finite values")
     return value
+
+
+# =========================================================================== declarations
+# A public function declares what each parameter accepts once, next to its signature:
+#
+#     @accepts(lr=Real(0, per_run=True), momentum=Real(0, 1, high_open=True, per_run=True))
+#     def sgd(lr, momentum=0.0): ...        # the body holds only the algorithm
+#
+# ``accepts`` checks the bound arguments at entry (defaults included) and raises a ValueError or
+# TypeError naming the parameter. ``fn.__accepts__`` exposes the declarations, so the bad-input
+# tests generate their cases from the same source instead of restating every range.
+# Relations between parameters (two tensors that must agree in shape) are plain functions
+# ``check(arguments) -> None`` passed positionally: ``@accepts(same_rows, x=..., y=...)``.
+
+import functools
+import inspect
+from dataclasses import dataclass
+
+
+class Spec:
+    """What one parameter accepts; ``check(name, value, arguments)`` raises or returns the value."""
+
+    optional: bool = False      # None is accepted (a default meaning "choose for me")
+
+    def check(self, name: str, value, arguments: Mapping):
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Real(Spec):
+    """A real number in ``[low, high]`` (ends open when ``*_open``); with ``per_run`` also an ``(R,)`` tensor;
+    with ``sequences`` also a list/tuple/array of them (one per run)."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    per_run: bool = False
+    sequences: bool = False
+    optional: bool = False
+
+    def check(self, name, value, arguments):
+        if self.sequences and (isinstance(value, (list, tuple)) or getattr(value, "ndim", None) == 1
+                               and not isinstance(value, torch.Tensor)):
+            if len(value) == 0:
+                raise ValueError(f"{name} must not be empty")
+            for i, v in enumerate(value):
+                check_range(f"{name}[{i}]", v, self.low, self.high, not self.low_open, not self.high_open)
+            return value
+        return check_range(name, value, self.low, self.high, not self.low_open, not self.high_open)
+
+
+def Positive(**kw) -> Real:
+    """> 0 (learning rates of some methods, eps, scales)."""
+    return Real(0.0, low_open=True, **kw)
+
+
+def NonNegative(**kw) -> Real:
+    """>= 0 (learning rates, weight decay, damping)."""
+    return Real(0.0, **kw)
+
+
+def Unit(**kw) -> Real:
+    """[0, 1): decay rates such as momentum and betas."""
+    return Real(0.0, 1.0, high_open=True, **kw)
+
+
+@dataclass(frozen=True)
+class Int(Spec):
+    """An integer in ``[low, high]`` (``high=None``: no upper bound)."""
+
+    low: int = 1
+    high: int | None = None
+    optional: bool = False
+
+    def check(self, name, value, arguments):
+        return check_int(name, value, self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Seed(Spec):
+    """A random seed in ``[0, 2**32 - 1]``; with ``runs`` (the name of the argument holding R, or an int),
+    also one seed per run."""
+
+    runs: str | int | None = None
+    optional: bool = False
+
+    def check(self, name, value, arguments):
+        if self.runs is None:
+            return check_seed(name, value)
+        runs = self.runs if isinstance(self.runs, int) else arguments[self.runs]
+        return check_seeds(name, value, runs)
+
+
+@dataclass(frozen=True)
+class Choice(Spec):
+    """One of a fixed set of names (``options``)."""
+
+    options: tuple
+    optional: bool = False
+
+    def check(self, name, value, arguments):
+        return check_choice(name, value, self.options)
+
+
+@dataclass(frozen=True)
+class Bool(Spec):
+    optional: bool = False
+
+    def check(self, name, value, arguments):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class Tensor(Spec):
+    """A non-empty real tensor with ``dim`` dimensions or ``shape`` (``None`` entries free), finite by default."""
+
+    dim: int | None = None
+    shape: tuple | None = None
+    finite: bool = True
+    optional: bool = False
+
+    def check(self, name, value, arguments):
+        return check_tensor(name, value, self.dim, self.finite, self.shape)
+
+
+@dataclass(frozen=True)
+class Sizes(Spec):
+    """Layer sizes ``[in, h_1, ..., out]``: at least ``min_len`` positive integers."""
+
+    min_len: int = 2
+    optional: bool = False
+
+    def check(self, name, value, arguments):
+        return check_sizes(name, value, self.min_len)
+
+
+@dataclass(frozen=True)
+class Function(Spec):
+    """Anything callable."""
+
+    optional: bool = False
+
+    def check(self, name, value, arguments):
+        return check_callable(name, value)
+
+
+@dataclass(frozen=True)
+class Instance(Spec):
+    """An instance of ``kind`` (a class or a tuple of classes)."""
+
+    kind: type | tuple
+    optional: bool = False
+
+    def check(self, name, value, arguments):
+        if not isinstance(value, self.kind):
+            kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+            raise TypeError(f"{name} must be a {' or '.join(k.__name__ for k in kinds)}, got {type(value).__name__}")
+        return value
+
+
+@dataclass(frozen=True)
+class Where(Spec):
+    """A custom rule: ``rule(name, value)`` raises ValueError/TypeError naming ``name`` (or returns the value).
+    ``bad`` lists values the rule rejects (the bad-input tests draw from them)."""
+
+    rule: Callable
+    bad: tuple = ()
+    optional: bool = False
+
+    def check(self, name, value, arguments):
+        out = self.rule(name, value)
+        return value if out is None else out
+
+
+def accepts(*relations: Callable[[Mapping], None], **specs: Spec):
+    """Declare what a function's parameters accept; check them when it is called.
+
+    ``specs`` maps parameter names to :class:`Spec` objects; ``relations`` are functions of the
+    bound arguments (a dict, defaults applied) that check constraints between parameters.
+    Values returned by a spec (e.g. ``3.0`` turned into ``3`` by :class:`Int`) are passed on.
+    """
+    def decorate(fn):
+        signature = inspect.signature(fn)
+        unknown = set(specs) - set(signature.parameters)
+        if unknown:
+            raise TypeError(f"@accepts on {fn.__qualname__} declares unknown parameters {sorted(unknown)}")
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
+            for name, spec in specs.items():
+                value = arguments[name]
+                if value is None and spec.optional:
+                    continue
+                arguments[name] = spec.check(name, value, arguments)
+            for relation in relations:
+                relation(arguments)
+            return fn(*bound.args, **bound.kwargs)
+
+        checked.__accepts__ = dict(specs)
+        checked.__relations__ = tuple(relations)
+        return checked
+
+    return decorate
+
+
+def declared(fn) -> dict[str, Spec]:
+    """The parameter declarations of a function (or class) decorated with :func:`accepts`."""
+    target = fn.__init__ if isinstance(fn, type) else fn
+    return dict(getattr(target, "__accepts__", {}))

@@ -40,6 +40,7 @@ import torch
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
+from lecture_lib import _validate as V
 from lecture_lib import (adaptive, curvature, data, engine, equilibrium, exercises, ics, kronecker, losses,
                          mechanisms, models, optim, scale_invariance)
 
@@ -212,6 +213,49 @@ class Tensor(Spec):
         return st.one_of(options)
 
 
+# ============================================================================ specs from the library's declarations
+def _good(low: float, high: float, low_open: bool, high_open: bool) -> float:
+    """A value inside the range (per-run tensors are built around it, with one bad run)."""
+    for v in (0.5, 0.1, 2.0, low + 1.0, high - 1.0):
+        if (v > low or (v == low and not low_open)) and (v < high or (v == high and not high_open)):
+            return v
+    return low
+
+
+def from_declaration(d: V.Spec) -> Spec:
+    """The test-side spec (what to draw as *bad*) of one of ``lecture_lib``'s parameter declarations."""
+    if isinstance(d, V.Real):
+        return Num(d.low, d.high, d.low_open, d.high_open, per_run=d.per_run, sequences=d.sequences,
+                   optional=d.optional, good=_good(d.low, d.high, d.low_open, d.high_open))
+    if isinstance(d, V.Int):
+        return Int(d.low, d.high, optional=d.optional)
+    if isinstance(d, V.Seed):
+        return Seed(per_run=d.runs is not None)
+    if isinstance(d, V.Choice):
+        return Choice(tuple(d.options))
+    if isinstance(d, V.Tensor):
+        shape = d.shape if d.shape is not None else (None,) * (d.dim or 1)
+        return Tensor(tuple(shape), finite=d.finite, optional=d.optional)
+    if isinstance(d, V.Sizes):
+        return Obj(([], [3], [3, 0, 2], [3, -1], [3, 2.5], "ab", None)[d.min_len - 2 if d.min_len > 2 else 0:])
+    if isinstance(d, (V.Bool,)):
+        return Obj(("yes", 1) if d.optional else ("yes", 1, None))
+    if isinstance(d, (V.Function, V.Instance)):
+        return Obj((3, "x") if d.optional else (3, "x", None))
+    if isinstance(d, V.Where):
+        assert d.bad, "a Where declaration must list values it rejects (bad=...)"
+        return Obj(tuple(d.bad))
+    raise TypeError(f"no test strategy for declarations of type {type(d).__name__}")
+
+
+def declared(fn, *, skip=(), **overrides) -> dict[str, Spec]:
+    """Every declared parameter of ``fn`` as a test spec (``overrides`` replace or add some; ``skip`` drops some)."""
+    specs = {name: from_declaration(d) for name, d in V.declared(fn).items() if name not in skip}
+    assert specs or overrides, f"{getattr(fn, '__qualname__', fn)} declares no parameters (@accepts)"
+    specs.update(overrides)
+    return specs
+
+
 # ============================================================================ tiny problems
 
 
@@ -347,23 +391,22 @@ BETAS = Obj(((0.9,), 0.9, (1.0, 0.999), (0.9, NAN), (-0.1, 0.9), (0.9, 0.999, 0.
 
 ENTRIES = [
     # ------------------------------------------------------------------ optim: transforms
-    E("scale_by_lr", lambda **k: run_transform(optim.scale_by_lr(**k)), dict(lr=0.1), R, lr=HP["lr"]),
-    E("trace", lambda **k: run_transform(optim.trace(**k)), dict(momentum=0.9), R, momentum=HP["momentum"],
-      nesterov=NESTEROV),
-    E("scale_by_rms", lambda **k: run_transform(optim.scale_by_rms(**k)), {}, R, beta2=unit(per_run=True),
-      eps=pos(per_run=True), eps_in_sqrt=NESTEROV),
-    E("scale_by_adam", lambda **k: run_transform(optim.scale_by_adam(**k)), {}, R, beta1=unit(per_run=True),
-      beta2=unit(per_run=True), eps=pos(per_run=True)),
+    E("scale_by_lr", lambda **k: run_transform(optim.scale_by_lr(**k)), dict(lr=0.1), R,
+      **declared(optim.scale_by_lr)),
+    E("trace", lambda **k: run_transform(optim.trace(**k)), dict(momentum=0.9), R, **declared(optim.trace)),
+    E("scale_by_rms", lambda **k: run_transform(optim.scale_by_rms(**k)), {}, R, **declared(optim.scale_by_rms)),
+    E("scale_by_adam", lambda **k: run_transform(optim.scale_by_adam(**k)), {}, R, **declared(optim.scale_by_adam)),
     E("add_decayed_weights", lambda **k: run_transform(optim.add_decayed_weights(**k)), dict(weight_decay=0.1), R,
-      weight_decay=HP["weight_decay"], mask=MASK),
+      **declared(optim.add_decayed_weights)),
     E("scale_by_trust_ratio", lambda **k: run_transform(optim.scale_by_trust_ratio(**k)), {}, R,
-      trust_coefficient=pos(per_run=True), mask=MASK),
-    E("project_to_unit_norm", lambda **k: run_transform(optim.project_to_unit_norm(**k)), {}, R, mask=MASK),
+      **declared(optim.scale_by_trust_ratio)),
+    E("project_to_unit_norm", lambda **k: run_transform(optim.project_to_unit_norm(**k)), {}, R,
+      **declared(optim.project_to_unit_norm)),
     E("masked", lambda **k: run_transform(optim.masked(**k)), dict(transform=optim.trace(0.9), mask={"w": True}), R,
-      transform=Obj(("sgd", None)), mask=MASK),
+      **declared(optim.masked)),
     E("graft", lambda **k: run_transform(optim.graft(**k)), dict(magnitude=optim.identity(),
                                                                   direction=optim.scale_by_adam()), R,
-      magnitude=Obj(("sgd", None, 3)), direction=Obj(("adam", None)), eps=nonneg()),
+      **declared(optim.graft)),
     # ------------------------------------------------------------------ optim: aliases
     E("sgd", lambda **k: run_transform(optim.sgd(**k)), dict(lr=0.1), R, nesterov=NESTEROV,
       weight_decay_mask=MASK, messages={"weight_decay_mask": "mask"}, **HP),
@@ -773,6 +816,28 @@ def test_bad_argument_is_rejected_by_name(entry, param, data):
 def test_valid_call_of_the_table_works(entry):
     """The table's valid arguments are valid: the bad-argument test changes one thing at a time."""
     entry.call(**entry.valid)
+
+
+def _declared_functions() -> dict[str, Any]:
+    """Every function or class of lecture_lib whose parameters are declared with @accepts, by qualified name."""
+    import pkgutil
+    import lecture_lib
+    found = {}
+    for info in pkgutil.walk_packages(lecture_lib.__path__, "lecture_lib."):
+        if ".viz" in info.name or info.name.endswith("teaching"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if V.declared(obj) and getattr(obj, "__module__", None) == module.__name__:
+                found[f"{module.__name__}.{name}"] = obj
+    return found
+
+
+def test_every_declared_function_is_in_the_table():
+    """The table is generated from the declarations: a function that declares its parameters is tested."""
+    tested = {e.name.split(" ")[0].split(".")[-1] for e in ENTRIES}
+    missing = sorted(q for q in _declared_functions() if q.split(".")[-1] not in tested)
+    assert not missing, f"declared but not in the bad-input table: {missing}"
 
 
 def test_table_covers_every_science_module():

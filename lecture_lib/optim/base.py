@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .._validate import Where
+
 Params = dict[str, torch.Tensor]
 Mask = Mapping[str, bool] | Callable[[str], bool] | None
 
@@ -143,6 +145,16 @@ def check_mask(mask: Mask, name: str = "mask") -> Mask:
         return mask
     raise TypeError(f"{name} must be a dict {{param name: bool}}, a function name -> bool, or None; "
                     f"got {type(mask).__name__}")
+
+
+MASK = Where(lambda name, mask: check_mask(mask, name), bad=({"nope": True}, 3, "w"))  # the declaration of a mask
+
+
+def need_params(params, who: str) -> Params:
+    """``params`` for a transformation that needs the current weights (decay, trust ratio, projection)."""
+    if params is None:
+        raise ValueError(f"{who} needs the current parameters: call update(updates, state, params)")
+    return params
 
 
 def resolve_mask(mask: Mask, names) -> dict[str, bool]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .._validate import check_nonnegative
+from .._validate import Instance, NonNegative, accepts
 from .base import Transform, run_norm
 
 
@@ -18,6 +18,7 @@ class GraftState(NamedTuple):
     direction: Any
 
 
+@accepts(magnitude=Instance(Transform), direction=Instance(Transform), eps=NonNegative())
 def graft(magnitude: Transform, direction: Transform, eps: float = 1e-16) -> Transform:
     r"""Run two transformations on the same gradient; keep the direction of one and the norm of the other.
 
@@ -40,11 +41,6 @@ def graft(magnitude: Transform, direction: Transform, eps: float = 1e-16) -> Tra
     Gradient Methods from Learning Rates" (AdaGraft), arXiv:2002.11803, 2020;
     google-research/precondition, ``tearfree/grafting.py``.
     """
-    for name, t in (("magnitude", magnitude), ("direction", direction)):
-        if not isinstance(t, Transform):
-            raise TypeError(f"{name} must be a Transform, got {type(t).__name__}")
-    check_nonnegative("eps", eps)
-
     def init(params):
         return GraftState(magnitude.init(params), direction.init(params))
 

@@ -22,21 +22,17 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .._validate import check_nonnegative, check_positive, check_unit_interval
-from .base import (EmptyState, Mask, Params, Transform, check_mask, check_runs, per_run, resolve_mask, run_norm,
-                   stateless)
+from .._validate import Bool, Instance, NonNegative, Positive, Unit, Where, accepts, check_nonnegative
+from .base import (EmptyState, MASK, Mask, Params, Transform, check_runs, need_params, per_run, resolve_mask,
+                   run_norm, stateless)
 
 
-def _need_params(params, who: str) -> Params:
-    if params is None:
-        raise ValueError(f"{who} needs the current parameters: call update(updates, state, params)")
-    return params
+def _lr_or_schedule(name, lr):
+    """A learning rate >= 0 (float or per-run tensor), or a schedule ``step -> lr``."""
+    return lr if callable(lr) else check_nonnegative(name, lr)
 
 
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
+LR = Where(_lr_or_schedule, bad=(-0.1, float("nan"), "0.1", None))
 
 
 # --------------------------------------------------------------------------- learning rate
@@ -45,6 +41,7 @@ class ScaleByLrState(NamedTuple):
     step: int  # number of updates so far; the schedule is called with it
 
 
+@accepts(lr=LR)
 def scale_by_lr(lr: float | torch.Tensor | Callable[[int], Any]) -> Transform:
     r"""Multiply by minus the learning rate: the last link of every optimizer chain.
 
@@ -60,8 +57,6 @@ def scale_by_lr(lr: float | torch.Tensor | Callable[[int], Any]) -> Transform:
     Sets ``hparams = {"lr": lr}`` so a training loop can read the learning rate back.
     """
     schedule = lr if callable(lr) else None
-    if schedule is None:
-        check_nonnegative("lr", lr)
 
     def init(params):
         check_runs(params, lr=lr if schedule is None else schedule(0))
@@ -81,6 +76,7 @@ class TraceState(NamedTuple):
     velocity: Params  # v, the momentum buffer
 
 
+@accepts(momentum=Unit(per_run=True), nesterov=Bool())
 def trace(momentum: float | torch.Tensor, nesterov: bool = False) -> Transform:
     r"""Heavy-ball momentum, exactly as ``torch.optim.SGD`` (with ``dampening=0``).
 
@@ -97,9 +93,6 @@ def trace(momentum: float | torch.Tensor, nesterov: bool = False) -> Transform:
 
     Reference: Polyak (1964); Sutskever et al., ICML 2013 (Nesterov form as in PyTorch).
     """
-    check_unit_interval("momentum", momentum)
-    _check_bool("nesterov", nesterov)
-
     def init(params):
         check_runs(params, momentum=momentum)
         return TraceState({k: torch.zeros_like(p) for k, p in params.items()})
@@ -133,6 +126,7 @@ class ScaleByRmsState(NamedTuple):
     s: Params  # running average of g^2: the diagonal of the empirical Fisher
 
 
+@accepts(beta2=Unit(per_run=True), eps=Positive(per_run=True), eps_in_sqrt=Bool())
 def scale_by_rms(beta2: float | torch.Tensor = 0.99, eps: float | torch.Tensor = 1e-8,
                  eps_in_sqrt: bool = False) -> Transform:
     r"""RMSprop's preconditioner, as ``torch.optim.RMSprop`` (whose ``alpha`` is :math:`\beta_2`).
@@ -154,10 +148,6 @@ def scale_by_rms(beta2: float | torch.Tensor = 0.99, eps: float | torch.Tensor =
 
     Reference: Tieleman & Hinton, Coursera NN lecture 6.5 (2012).
     """
-    check_unit_interval("beta2", beta2)
-    check_positive("eps", eps)
-    _check_bool("eps_in_sqrt", eps_in_sqrt)
-
     def init(params):
         check_runs(params, beta2=beta2, eps=eps)
         return ScaleByRmsState({k: torch.zeros_like(p) for k, p in params.items()})
@@ -180,6 +170,7 @@ class ScaleByAdamState(NamedTuple):
     s: Params  # second moment, as in RMSprop (Kingma & Ba's v)
 
 
+@accepts(beta1=Unit(per_run=True), beta2=Unit(per_run=True), eps=Positive(per_run=True))
 def scale_by_adam(beta1: float | torch.Tensor = 0.9, beta2: float | torch.Tensor = 0.999,
                   eps: float | torch.Tensor = 1e-8) -> Transform:
     r"""Adam's preconditioned momentum, as ``torch.optim.Adam``: RMSprop plus momentum plus bias correction.
@@ -199,10 +190,6 @@ def scale_by_adam(beta1: float | torch.Tensor = 0.9, beta2: float | torch.Tensor
 
     Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
     """
-    check_unit_interval("beta1", beta1)
-    check_unit_interval("beta2", beta2)
-    check_positive("eps", eps)
-
     def init(params):
         check_runs(params, beta1=beta1, beta2=beta2, eps=eps)
         zeros = {k: torch.zeros_like(p) for k, p in params.items()}
@@ -227,6 +214,7 @@ def scale_by_adam(beta1: float | torch.Tensor = 0.9, beta2: float | torch.Tensor
 
 # --------------------------------------------------------------------------- weight decay
 
+@accepts(weight_decay=NonNegative(per_run=True), mask=MASK)
 def add_decayed_weights(weight_decay: float | torch.Tensor, mask: Mask = None) -> Transform:
     r"""Add :math:`\lambda w` to the update (only for tensors where ``mask`` is true).
 
@@ -244,9 +232,6 @@ def add_decayed_weights(weight_decay: float | torch.Tensor, mask: Mask = None) -
     ``mask``          --               ``{name: bool}``, ``name -> bool`` or None (all)
     ================  ===============  ================================================
     """
-    check_nonnegative("weight_decay", weight_decay)
-    check_mask(mask)
-
     def init(params):
         check_runs(params, weight_decay=weight_decay)
         resolve_mask(mask, params)  # fail early on a mask naming unknown parameters
@@ -255,7 +240,7 @@ def add_decayed_weights(weight_decay: float | torch.Tensor, mask: Mask = None) -
     def update(updates, state, params=None):
         if not isinstance(weight_decay, torch.Tensor) and weight_decay == 0:
             return updates, state  # no decay: skip two full-size ops per tensor (g + 0 * w == g)
-        params = _need_params(params, "add_decayed_weights")
+        params = need_params(params, "add_decayed_weights")
         on = resolve_mask(mask, updates)
         return {k: g + per_run(weight_decay, g, "weight_decay") * params[k] if on[k] else g
                 for k, g in updates.items()}, state
@@ -265,6 +250,7 @@ def add_decayed_weights(weight_decay: float | torch.Tensor, mask: Mask = None) -
 
 # --------------------------------------------------------------------------- layer-wise rescaling
 
+@accepts(trust_coefficient=Positive(per_run=True), mask=MASK)
 def scale_by_trust_ratio(trust_coefficient: float | torch.Tensor = 1e-3, mask: Mask = None) -> Transform:
     r"""LARS's layer-wise rescaling: each tensor's step gets length :math:`\eta \lVert w \rVert`.
 
@@ -282,11 +268,8 @@ def scale_by_trust_ratio(trust_coefficient: float | torch.Tensor = 1e-3, mask: M
 
     Reference: You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks" (LARS), 2017.
     """
-    check_positive("trust_coefficient", trust_coefficient)
-    check_mask(mask)
-
     def rescale(updates, params):
-        params = _need_params(params, "scale_by_trust_ratio")
+        params = need_params(params, "scale_by_trust_ratio")
         on = resolve_mask(mask, updates)
         out = {}
         for k, g in updates.items():
@@ -301,6 +284,7 @@ def scale_by_trust_ratio(trust_coefficient: float | torch.Tensor = 1e-3, mask: M
     return stateless(rescale, {"trust_coefficient": trust_coefficient})
 
 
+@accepts(mask=MASK)
 def project_to_unit_norm(mask: Mask = None) -> Transform:
     r"""Keep scale-invariant weights on the unit sphere: place last in a chain.
 
@@ -312,10 +296,8 @@ def project_to_unit_norm(mask: Mask = None) -> Transform:
     (Zhang et al. 2019); with :math:`\lVert w \rVert = 1` it stays exactly :math:`\alpha`,
     which removes the effect weight decay has through the weight norm.
     """
-    check_mask(mask)
-
     def project(updates, params):
-        params = _need_params(params, "project_to_unit_norm")
+        params = need_params(params, "project_to_unit_norm")
         on = resolve_mask(mask, updates)
         out = {}
         for k, g in updates.items():
@@ -335,15 +317,12 @@ class MaskedState(NamedTuple):
     inner: Any
 
 
+@accepts(transform=Instance(Transform), mask=MASK)
 def masked(transform: Transform, mask: Mask) -> Transform:
     """Apply ``transform`` only to the tensors where ``mask`` is true; pass the others through.
 
     The inner transformation sees (and keeps state for) the selected tensors only.
     """
-    if not isinstance(transform, Transform):
-        raise TypeError(f"transform must be a Transform, got {type(transform).__name__}")
-    check_mask(mask)
-
     def select(tree, on):
         return None if tree is None else {k: v for k, v in tree.items() if on[k]}
 

@@ -156,9 +156,6 @@ def _trajectory_notes(result: dict) -> str:
 
 def trajectories_panel() -> panels.LivePanel:
     """Section 1: SGD vs RMSprop vs Adam on a 2-D valley; sliders α (two), β and the valley's angle."""
-    def update(fw, result):
-        figures.copy_trace_data(fw, trajectory_figure(result))
-
     return panels.LivePanel(
         compute=trajectories,
         controls={
@@ -167,8 +164,7 @@ def trajectories_panel() -> panels.LivePanel:
             "beta2": panels.slider("β (second-moment decay)", 0.0, 0.999, 0.9, step=0.001),
             "angle": panels.slider("θ (valley angle, degrees)", 0.0, 90.0, 0.0, step=5.0, readout_format=".0f"),
         },
-        figure=trajectory_figure(trajectories()),
-        update=update,
+        build=trajectory_figure,
         notes=_trajectory_notes,
         title="Diagonal preconditioning on an ill-conditioned valley",
         caption=("Curvatures 1 and 1/100. At θ = 0 the valley lies along the axes: RMSprop and Adam head for the "

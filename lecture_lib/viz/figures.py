@@ -17,6 +17,9 @@ only trace data changes (:func:`copy_trace_data`).
 """
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -81,6 +84,44 @@ def base_layout(title: str | None = None, x_title: str = "step k", y_title: str 
 def figure(traces: Sequence[go.BaseTraceType] = (), **layout_kwargs) -> go.Figure:
     """A figure holding ``traces`` with :func:`base_layout` (keyword arguments go to it)."""
     return go.Figure(data=list(traces), layout=base_layout(**layout_kwargs))
+
+
+def rgba(hex_color: str, alpha: float) -> str:
+    """A palette colour with transparency, for bands and faded runs."""
+    h = hex_color.lstrip("#")
+    return f"rgba({int(h[0:2], 16)}, {int(h[2:4], 16)}, {int(h[4:6], 16)}, {alpha})"
+
+
+def style(fig: go.Figure, height: int = HEIGHT, **layout) -> go.Figure:
+    """Apply the house layout (fonts, palette, legend on top) to a figure built with subplots."""
+    base = base_layout(height=height)
+    fig.update_layout(template=base.template, font=base.font, colorway=base.colorway, height=height,
+                      margin=base.margin, legend=base.legend, hovermode="closest", hoverlabel=base.hoverlabel,
+                      uirevision="lecture", **layout)
+    fig.update_xaxes(showline=True, linecolor="#888", zeroline=False)
+    fig.update_yaxes(showline=True, linecolor="#888", zeroline=False)
+    return fig
+
+
+def _without_docstring(source: str) -> str:
+    """A function's source with its docstring removed (the code reads shorter; the docs are one ``help()`` away)."""
+    tree = ast.parse(textwrap.dedent(source))
+    body = tree.body[0].body if tree.body and hasattr(tree.body[0], "body") else []
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        lines = source.splitlines()
+        start, end = body[0].lineno - 1, body[0].end_lineno
+        return "\n".join(lines[:start] + lines[end:])
+    return source
+
+
+def source_block(*functions, docstrings: bool = False) -> "IPython.display.Markdown":  # noqa: F821
+    """The source code of library functions as a highlighted Markdown code block (for the notebook)."""
+    from IPython.display import Markdown
+    sources = [inspect.getsource(f).rstrip() for f in functions]
+    if not docstrings:
+        sources = [_without_docstring(src) for src in sources]
+    return Markdown("```python\n" + "\n\n".join(sources) + "\n```")
 
 
 def _array_of(record, values) -> np.ndarray:

@@ -313,9 +313,25 @@ class LivePanel(widgets.VBox):
     """
 
     def __init__(self, compute: Callable[..., Any], controls: Mapping[str, widgets.Widget],
-                 figure: go.Figure | Sequence[go.Figure], update: Callable[[Any, Any], None],
+                 figure: go.Figure | Sequence[go.Figure] | None = None,
+                 update: Callable[[Any, Any], None] | None = None,
                  notes: Callable[[Any], str] | None = None, title: str | None = None,
-                 caption: str | None = None, cache_size: int = 32, progress_after: float = 0.5):
+                 caption: str | None = None, cache_size: int = 32, progress_after: float = 0.5,
+                 build: Callable[[Any], go.Figure | Sequence[go.Figure]] | None = None):
+        if build is not None:
+            if figure is not None or update is not None:
+                raise TypeError("give build, or figure and update, not both")
+            self.controls = dict(controls)
+            self._compute, self._takes_progress = compute, _takes_progress(compute)
+            first = (tuple(sorted(self.values.items())), self._compute(**self.values))  # computed once
+            figure = build(first[1])
+
+            def update(target, result):
+                for fw, fig in zip(target if isinstance(target, list) else [target],
+                                   [build(result)] if isinstance(figure, go.Figure) else build(result)):
+                    _figures.copy_trace_data(fw, fig)
+        else:
+            first = None
         if not callable(compute) or not callable(update):
             raise TypeError("compute and update must be callables")
         if cache_size < 1:
@@ -398,7 +414,7 @@ class LivePanel(widgets.VBox):
             self.present()
         for w in self.controls.values():
             w.observe(self._on_change, names="value")
-        self._first_compute()
+        self._first_compute(first)
 
     # -- public ---------------------------------------------------------------
     @property
@@ -527,13 +543,14 @@ class LivePanel(widgets.VBox):
 
         return self._compute(**values, progress=progress)
 
-    def _first_compute(self) -> None:
+    def _first_compute(self, known=None) -> None:
+        """Compute (or take ``known``, the result that built the figure) for the current values and draw it."""
         values = self.values
         key = tuple(sorted(values.items()))
         self._generation = 1
         start = time.monotonic()
         try:
-            result = self._call(values, 1)
+            result = known[1] if known is not None and known[0] == key else self._call(values, 1)
         except Exception as exc:  # noqa: BLE001 - shown to the user, raised in tests
             if _strict():
                 raise
