@@ -45,3 +45,18 @@ class Record:
         if not self.diverged(run):
             return slice(None)
         return slice(0, int(np.searchsorted(self.steps, self.diverged_at[run], side="left")))
+
+
+def smooth(values, window: int = 5) -> np.ndarray:
+    """Centred moving average along the step axis: ``(K, ...) -> (K, ...)``, shorter windows at both ends.
+
+    The one smoother of the project (curves of noisy per-step quantities such as α‖g‖/‖w‖); NaN after a
+    divergence stays NaN where the window reaches it.
+    """
+    v = np.asarray(values, dtype=float)
+    window = max(1, min(int(window), v.shape[0]))
+    kernel = np.ones(window)
+    pad = [(window // 2, window - 1 - window // 2)] + [(0, 0)] * (v.ndim - 1)
+    num = np.apply_along_axis(lambda col: np.convolve(col, kernel, "valid"), 0, np.pad(v, pad))
+    den = np.convolve(np.pad(np.ones(v.shape[0]), pad[0]), kernel, "valid")
+    return num / den.reshape(-1, *([1] * (v.ndim - 1)))

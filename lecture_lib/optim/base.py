@@ -168,3 +168,45 @@ def resolve_mask(mask: Mask, names) -> dict[str, bool]:
     if unknown:
         raise ValueError(f"mask names unknown parameters {sorted(unknown)}; known: {sorted(names)}")
     return {n: bool(mask.get(n, False)) for n in names}
+
+
+def find_state(state, kind: type):
+    """The first state of type ``kind`` inside a (nested) chain state, or ``None``.
+
+    Chains hold tuples of states and NamedTuple states hold their fields, so a depth-first walk
+    over tuples finds e.g. the :class:`~lecture_lib.optim.transforms.ScaleByAdamState` of an Adam chain.
+    """
+    if isinstance(state, kind):
+        return state
+    if isinstance(state, tuple):
+        for s in state:
+            found = find_state(s, kind)
+            if found is not None:
+                return found
+    return None
+
+
+def stack_runs(values: Mapping[str, Any], dtype=torch.float32) -> tuple[dict, int]:
+    """Hyperparameters given as floats, sequences or tensors -> floats or ``(R,)`` tensors, and R.
+
+    Sequences of one value per run become tensors; all per-run lengths must agree (a length-1 value is
+    broadcast). This is how a list of learning rates becomes one batched family of runs.
+    """
+    runs, out = 1, {}
+    for name, v in values.items():
+        if isinstance(v, (list, tuple)) or type(v).__module__ == "numpy" and getattr(v, "ndim", 0) >= 1:
+            v = torch.as_tensor([float(x) for x in v], dtype=torch.float64)
+        if isinstance(v, torch.Tensor):
+            v = v.to(dtype)
+            if v.dim() == 0:
+                v = float(v)
+            elif v.shape[0] != 1:
+                if runs not in (1, v.shape[0]):
+                    raise ValueError(f"{name} holds {v.shape[0]} per-run values but another hyperparameter "
+                                     f"holds {runs}; give every per-run hyperparameter the same length")
+                runs = v.shape[0]
+        out[name] = v
+    for name, v in out.items():
+        if isinstance(v, torch.Tensor) and v.shape[0] != runs:
+            out[name] = v.expand(runs).clone()
+    return out, runs
