@@ -40,19 +40,19 @@ def test_encode_decode_round_trip_every_control_kind():
                                                                        "SGD": ("sgd", 0.1)}, ("sgd", 0.1)),
                 panels.choice("kind", ["fisher", "ggn"], "ggn"), panels.toggle("wd", True)]
     for w in controls:
-        assert panels.decode_value(w, panels.encode_value(w)) == w.value
-    assert panels.decode_value(controls[3], "RMSprop (α = 0.001)") == ("rmsprop", 1e-3)
-    assert panels.decode_value(controls[5], "0") is False
+        assert url_state.decode_value(w, url_state.encode_value(w)) == w.value
+    assert url_state.decode_value(controls[3], "RMSprop (α = 0.001)") == ("rmsprop", 1e-3)
+    assert url_state.decode_value(controls[5], "0") is False
     with pytest.raises(ValueError, match=r"outside \[0.001, 1\]"):
-        panels.decode_value(controls[0], "7")
+        url_state.decode_value(controls[0], "7")
     with pytest.raises(ValueError, match="not a number"):
-        panels.decode_value(controls[2], "many")
+        url_state.decode_value(controls[2], "many")
     with pytest.raises(ValueError, match="not one of 'fisher', 'ggn'"):
-        panels.decode_value(controls[4], "empirical")
+        url_state.decode_value(controls[4], "empirical")
     with pytest.raises(ValueError, match="not a number"):
-        panels.decode_value(controls[1], "nan!")
+        url_state.decode_value(controls[1], "nan!")
     with pytest.raises(ValueError, match="outside"):
-        panels.decode_value(controls[1], "nan")
+        url_state.decode_value(controls[1], "nan")
 
 
 def test_link_lists_only_changed_controls_and_state_publishes_it(page):
@@ -98,8 +98,7 @@ def test_present_lays_figures_side_by_side_for_a_projector(page):
     panel = panels.LivePanel(
         compute=lambda lr: make_record(lr),
         controls={"lr": panels.log_slider("α", 1e-3, 1.0, 0.1)},
-        figure=[loss_figure(make_record(0.1)), loss_figure(make_record(0.1))],
-        update=lambda fws, rec: [figures.copy_trace_data(fw, loss_figure(rec)) for fw in fws])
+        build=lambda rec: [loss_figure(rec), loss_figure(rec)])
     page.receive("present=1")
     assert panel.presenting and "lecture-presenting" in panel._dom_classes
     assert panel._figure_box.layout.flex_flow == "row nowrap"

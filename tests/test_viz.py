@@ -83,8 +83,33 @@ def test_copy_trace_data_moves_data_not_style():
     figures.copy_trace_data(target, source)
     assert len(target.data[1].x) == 10 and "diverged at step 10" in target.data[1].name
     np.testing.assert_allclose(target.data[0].y, np.exp(-0.5 * np.arange(50)))
-    with pytest.raises(ValueError, match="traces"):
-        figures.copy_trace_data(target, figures.figure([]))
+    assert target.data[0].line.color == figures.PALETTE[0]          # style stays as built
+
+
+def test_copy_trace_data_matches_traces_by_name_hides_and_adds():
+    def fig(*names):
+        return figures.figure([go.Scatter(x=[0, 1], y=[i, i], name=n) for i, n in enumerate(names)])
+
+    target = go.FigureWidget(fig("a", "b", "c"))
+    figures.copy_trace_data(target, fig("c", "a"))                  # order changed, b gone
+    assert [t.name for t in target.data] == ["a", "b", "c"]
+    assert list(target.data[0].y) == [1, 1] and list(target.data[2].y) == [0, 0]
+    assert target.data[1].visible is False and target.data[0].visible is not False
+    figures.copy_trace_data(target, fig("a", "b", "c", "d"))        # b comes back, d is new
+    assert [t.name for t in target.data] == ["a", "b", "c", "d"]
+    assert target.data[1].visible is True and list(target.data[3].y) == [3, 3]
+    figures.copy_trace_data(target, figures.figure([]))             # nothing left to draw: all hidden
+    assert all(t.visible is False for t in target.data)
+
+
+def test_copy_trace_data_follows_a_renamed_trace():
+    """A run that diverges changes its legend entry: still the same trace (matched in order)."""
+    target = go.FigureWidget(loss_figure(make_record(0.1, None)))
+    figures.copy_trace_data(target, loss_figure(make_record(0.1, 20)))
+    assert len(target.data) == 2 and target.data[1].name == "α = 3 (diverged at step 20)"
+    assert len(target.data[1].y) == 20 and target.data[1].line.color == figures.PALETTE[1]
+    figures.copy_trace_data(target, loss_figure(make_record(0.1, None)))
+    assert len(target.data) == 2 and target.data[1].name == "α = 3" and len(target.data[1].y) == 50
 
 
 def test_control_helpers():
@@ -127,10 +152,96 @@ def make_panel(compute, **kwargs) -> panels.LivePanel:
     return panels.LivePanel(
         compute=compute,
         controls={"lr": panels.log_slider("α", 1e-3, 1.0, 0.1), "slow": panels.toggle("slow", False)},
-        figure=loss_figure(make_record(0.1, None)),
-        update=lambda fw, rec: figures.copy_trace_data(fw, loss_figure(rec)),
+        build=loss_figure,
         notes=lambda rec: panels.divergence_notes(rec, LABELS),
         title="Loss curves", caption="Move α.", **kwargs)
+
+
+def test_building_a_panel_computes_its_default_exactly_once():
+    compute = Counter()
+    panel = make_panel(compute)
+    assert compute.calls == [pytest.approx(0.1)]
+    np.testing.assert_allclose(panel.figure.data[0].y, np.exp(-0.1 * np.arange(50)))
+    panel.set(lr=0.5)
+    assert panel.wait(10) and len(compute.calls) == 2
+
+
+def test_build_may_return_several_figures_and_change_their_layout():
+    def build(rec):
+        title = f"{np.isnan(rec.loss).any(axis=0).sum()} diverged"
+        return [loss_figure(rec).update_layout(title=title), loss_figure(rec)]
+
+    compute = Counter()
+    panel = panels.LivePanel(compute=compute, controls={"lr": panels.log_slider("α", 1e-3, 1.0, 0.1)},
+                             build=build)
+    assert len(compute.calls) == 1 and len(panel.figures) == 2
+    assert panel.figures[0].layout.title.text == "0 diverged"
+    panel.figures[0].layout.xaxis.range = [0, 10]                 # as a user's zoom would
+    panel.set(lr=0.5)
+    assert panel.wait(10)
+    assert panel.figures[0].layout.title.text == "1 diverged"    # the builder's change arrives
+    assert tuple(panel.figures[0].layout.xaxis.range) == (0, 10)  # the user's zoom stays
+    assert len(panel.figures[1].data[1].y) == 20
+
+
+def test_with_build_a_failed_first_computation_builds_the_figure_later():
+    broken = panels.LivePanel(compute=Counter(), controls={"lr": panels.log_slider("α", 1e-3, 1.0, 0.95)},
+                              build=loss_figure)
+    assert broken.figures == [] and "lr must be at most 0.9" in broken.message
+    broken.set(lr=0.2)
+    assert broken.wait(10) and broken.message == ""
+    assert len(broken.figure.data) == 2 and broken.figure in broken._figure_box.children
+
+
+def test_the_older_figure_and_update_form_still_works():
+    compute = Counter()
+    panel = panels.LivePanel(
+        compute=compute, controls={"lr": panels.log_slider("α", 1e-3, 1.0, 0.1)},
+        figure=loss_figure(make_record(0.3, None)),
+        update=lambda fw, rec: figures.copy_trace_data(fw, loss_figure(rec)))
+    np.testing.assert_allclose(panel.figure.data[0].y, np.exp(-0.1 * np.arange(50)))   # the first result drawn
+    assert len(compute.calls) == 1
+    with pytest.raises(TypeError, match="build"):
+        panels.LivePanel(compute=compute, controls={}, build=loss_figure, figure=loss_figure(make_record()))
+
+
+def test_figure_widget_class_can_be_chosen_by_the_environment(monkeypatch):
+    from lecture_lib.viz import live_figures
+
+    monkeypatch.setenv("LECTURE_FIGURE_WIDGET", "voila_app.figure_widget:SharedBundleFigureWidget")
+    assert "widgetbundle.js" in live_figures.figure_widget(loss_figure(make_record()))._esm
+    monkeypatch.setenv("LECTURE_FIGURE_WIDGET", "no_such_module:Widget")     # unusable: plotly's own
+    assert live_figures.figure_widget_class() is go.FigureWidget
+    monkeypatch.delenv("LECTURE_FIGURE_WIDGET")
+    fw = live_figures.figure_widget(loss_figure(make_record()))
+    assert isinstance(fw, go.FigureWidget) and "widgetbundle.js" not in str(fw._esm)
+
+
+def test_runner_alone_caches_supersedes_and_delivers_newest_first():
+    from lecture_lib.viz.runner import ComputeRunner
+
+    started, gate, outcomes, idle = threading.Event(), threading.Event(), [], threading.Event()
+
+    def compute(x):
+        if x == "slow":
+            started.set()
+            gate.wait(5)
+        if x == "bad":
+            raise ValueError("x is bad")
+        return x.upper()
+
+    runner = ComputeRunner(compute, on_outcome=outcomes.append, on_idle=idle.set)
+    assert runner.run_now({"x": "a"}).value == "A" and runner.generation == 1
+    runner.request({"x": "slow"})                 # generation 2, blocked
+    assert started.wait(5)
+    runner.request({"x": "a"})                    # generation 3, cached: delivered at once
+    assert outcomes[-1].value == "A" and outcomes[-1].generation == 3 and runner.busy
+    gate.set()
+    assert runner.wait(10) and idle.wait(10)
+    assert [o.generation for o in outcomes] == [1, 3]           # the slow result was never delivered
+    assert runner.key({"x": "slow"}) in runner.cache
+    runner.request({"x": "bad"})
+    assert runner.wait(10) and (outcomes[-1].kind, outcomes[-1].value) == ("bad", "x is bad")
 
 
 def test_panel_builds_one_figure_widget_with_all_traces_and_dom_hooks():
@@ -239,7 +350,7 @@ def test_cache_is_bounded():
     for lr in (0.2, 0.3, 0.4):
         panel.set(lr=lr)
         assert panel.wait(10)
-    assert len(panel._cache) == 2
+    assert len(panel.runner.cache) == 2
 
 
 def test_science_core_never_imports_plotting():

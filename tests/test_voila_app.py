@@ -92,3 +92,13 @@ def test_launcher_arguments():
 
     args = parse_args(["--port", "9000", "--fast", "--pool-size", "0"])
     assert (args.port, args.fast, args.pool_size, args.ip) == (9000, True, 0, "127.0.0.1")
+
+
+def test_kernels_build_figures_that_load_plotly_from_the_app():
+    """The viz layer has no Voila code: the app names its FigureWidget class in the kernels' environment."""
+    env = config.kernel_environment({"PYTHONPATH": "/elsewhere"})
+    assert env["LECTURE_FIGURE_WIDGET"] == "voila_app.figure_widget:SharedBundleFigureWidget"
+    assert env["PYTHONPATH"].split(":") == [str(config.REPO_DIR), "/elsewhere"]   # kernels can import it
+    from voila_app.figure_widget import SharedBundleFigureWidget
+
+    assert 'import(new URL("static/widgetbundle.js", base)' in SharedBundleFigureWidget._esm

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from .config import NOTEBOOKS_DIR, build_config, template_environment
+from .config import NOTEBOOKS_DIR, build_config, kernel_environment, template_environment
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,8 +35,8 @@ def main(argv=None) -> None:
     os.environ.update(template_environment())     # templates are found through JUPYTER_PATH
     if args.fast:
         os.environ["LECTURE_FAST"] = "1"
-    # kernels inherit this: figures load plotly's front end from /voila/static/ (see lecture_lib.viz.panels)
-    os.environ["LECTURE_SHARED_PLOTLY_BUNDLE"] = "1"
+    # kernels inherit this: figures load plotly's front end from /voila/static/ (voila_app.figure_widget)
+    os.environ.update(kernel_environment())
     # import after JUPYTER_PATH is set: jupyter_core reads it when voila collects its templates
     from .config import LectureVoila as Voila
 

@@ -20,7 +20,9 @@ Every choice here is one a classroom deployment needs:
   drops kernel ``error`` and ``stderr`` messages on their way to the page (they carry
   tracebacks with lines of the hidden code) and logs one line for each instead;
 - plotly's 5 MB figure front end goes out gzip-compressed, with an ETag
-  (``voila_app.bundle``): it must arrive within anywidget's 2 seconds;
+  (``voila_app.bundle``): it must arrive within anywidget's 2 seconds; the kernels build
+  figures that import it by URL, once per page (:func:`kernel_environment`,
+  ``voila_app.figure_widget``);
 - idle-kernel culling (``MappingKernelManager.cull_*``): a kernel idle for
   ``cull_idle_timeout`` seconds is shut down even if a forgotten tab is still
   connected, so memory returns after visitors leave (pooled kernels are never
@@ -100,7 +102,7 @@ def _voila_class():
         whose kernel websocket keeps tracebacks off the page (``voila_app.kernel_socket``).
 
         Every figure then imports plotly's front end by URL, once per page, instead of
-        carrying 5 MB of JavaScript in its widget state (see ``lecture_lib.viz.panels``).
+        carrying 5 MB of JavaScript in its widget state (see ``voila_app.figure_widget``).
         The bundle goes out gzip-compressed, so that it arrives within anywidget's
         2 seconds (``voila_app.bundle``).
         """
@@ -127,6 +129,20 @@ def __getattr__(name):  # LectureVoila is built on first use: importing voila is
     if name == "LectureVoila":
         return _voila_class()
     raise AttributeError(name)
+
+
+def kernel_environment(environ=None) -> dict:
+    """``environ`` plus what the kernels Voila starts need (they inherit the server's environment):
+    ``LECTURE_FIGURE_WIDGET`` names :class:`voila_app.figure_widget.SharedBundleFigureWidget` as the
+    class of every panel figure, and the checkout leads ``PYTHONPATH`` so that kernels can import it
+    (and import the ``lecture_lib`` next to it)."""
+    from .figure_widget import FIGURE_WIDGET
+
+    env = dict(os.environ if environ is None else environ)
+    parts = [str(REPO_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+    env["LECTURE_FIGURE_WIDGET"] = FIGURE_WIDGET
+    return env
 
 
 def template_environment(environ=None) -> dict:

@@ -1,16 +1,22 @@
 """The figure and widget layer of the explorables (never imported by the science core).
 
 - :mod:`lecture_lib.viz.figures`: pure functions ``record -> plotly figure``, the
-  house theme (fonts, colour-blind-safe palette) and helpers such as
-  :func:`~lecture_lib.viz.figures.line_traces`, which draws each run only up to
-  the step at which it diverged.
-- :mod:`lecture_lib.viz.panels`: :class:`~lecture_lib.viz.panels.LivePanel`,
-  which wires slider/dropdown controls to a compute function and a figure built
-  once, plus control helpers (``slider``, ``log_slider``, ``dropdown``, ``toggle``).
+  house theme (fonts, colour-blind-safe palette, :func:`~lecture_lib.viz.figures.style`,
+  :func:`~lecture_lib.viz.figures.rgba`, :func:`~lecture_lib.viz.figures.source_block`) and
+  helpers such as :func:`~lecture_lib.viz.figures.line_traces`, which draws each run only
+  up to the step at which it diverged.
+- :mod:`lecture_lib.viz.panels`: :class:`~lecture_lib.viz.panels.LivePanel`, which wires
+  controls to a compute function and a figure built from its first result. Its pieces:
+  :mod:`~lecture_lib.viz.controls` (``slider``, ``log_slider``, ``dropdown``, ``toggle``...),
+  :mod:`~lecture_lib.viz.runner` (worker thread, newest request wins, cache, progress),
+  :mod:`~lecture_lib.viz.live_figures` (FigureWidgets built once, redrawn by trace name),
+  :mod:`~lecture_lib.viz.panel_view` (the widgets, CSS and DOM hooks) and
+  :mod:`~lecture_lib.viz.url_state` (a dashboard's state in its URL).
 
-``FAST`` is ``True`` when the environment variable ``LECTURE_FAST`` is set to
-``1`` (or ``true``/``yes``/``on``): notebooks then choose small step counts so
-that the test suite and CI can execute every notebook in seconds.
+:func:`fast_mode` is ``True`` when the environment variable ``LECTURE_FAST`` is set to
+``1`` (or ``true``/``yes``/``on``): notebooks then choose small step counts so that the
+test suite and CI can execute every notebook in seconds. Call it when the value is needed;
+``FAST`` (read once, at import) is kept for code not yet converted.
 """
 from __future__ import annotations
 
@@ -24,6 +30,6 @@ def fast_mode(environ=os.environ) -> bool:
 
 FAST: bool = fast_mode()
 
-from . import figures, panels  # noqa: E402  (FAST must exist before panels reads it)
+from . import figures, panels  # noqa: E402  (FAST must exist before the *_panels modules read it)
 
 __all__ = ["FAST", "fast_mode", "figures", "panels"]

@@ -12,8 +12,8 @@ update. The house style:
 - a run that diverged is drawn up to its last finite value and ends in a cross,
   with "diverged at step k" in its legend entry: NaN is never handed to plotly.
 
-To keep panels fast, a figure is built once with all its traces; afterwards
-only trace data changes (:func:`copy_trace_data`).
+To keep panels fast, a figure is built once; afterwards only trace data
+changes, trace by trace name (:func:`copy_trace_data`).
 """
 from __future__ import annotations
 
@@ -197,13 +197,6 @@ def reference_line(x, y, name: str, dash: str = "dash", color_: str = REFERENCE_
                       hovertemplate=f"{name}<br>%{{x:.4g}}, %{{y:.4g}}<extra></extra>")
 
 
-def note_annotation(text: str, x: float = 1.0, y: float = 1.0) -> dict:
-    """A small text box in paper coordinates (top right by default), for ``layout.annotations``."""
-    return dict(text=text, x=x, y=y, xref="paper", yref="paper", xanchor="right", yanchor="top",
-                showarrow=False, align="right", bgcolor="rgba(255,255,255,0.85)",
-                bordercolor="#bbb", borderwidth=1, font=dict(size=FONT_SIZE - 2))
-
-
 PROJECTOR_FONT_SIZE = 18
 
 
@@ -237,20 +230,57 @@ def _get(obj, dotted: str):
     return obj
 
 
-def copy_trace_data(target, source: go.Figure, layout_keys: Sequence[str] = ()) -> None:
-    """Copy the data of ``source``'s traces onto ``target``'s traces, in order.
+def _trace_keys(traces) -> list[tuple]:
+    """Each trace's identity: its type, its name, and how many traces of that type and name came before it."""
+    seen: dict[tuple, int] = {}
+    keys = []
+    for t in traces:
+        base = (t.type, t.name)
+        keys.append(base + (seen.get(base, 0),))
+        seen[base] = seen.get(base, 0) + 1
+    return keys
 
-    ``target`` is usually the panel's ``FigureWidget`` and ``source`` the figure
-    a pure builder returned for the new result; only data attributes
-    (:data:`DATA_KEYS`) and the named layout keys (e.g. ``("annotations",
-    "xaxis.range")``) are copied, so styling and user zoom stay put. Both
-    figures must have the same number of traces (build them with the same
-    function).
+
+def match_traces(target, source) -> tuple[list[tuple], list, list]:
+    """Pair ``target``'s traces with ``source``'s: ``(pairs, unmatched_target, unmatched_source)``.
+
+    A trace is known by its type and ``name`` (the k-th of several traces with the same name
+    pairs with the k-th). Traces left over on both sides are then paired in order when their
+    types agree: a run whose legend entry became ``"α = 3 (diverged at step 12)"`` is still
+    the same trace.
     """
-    if len(target.data) != len(source.data):
-        raise ValueError(f"figure has {len(target.data)} traces but the update has {len(source.data)}: "
-                         "build both with the same figure function")
-    for t, s in zip(target.data, source.data):
+    by_key = dict(zip(_trace_keys(target), target))
+    pairs, unmatched_source = [], []
+    for key, s in zip(_trace_keys(source), source):
+        t = by_key.pop(key, None)
+        if t is None:
+            unmatched_source.append(s)
+        else:
+            pairs.append((t, s))
+    unmatched_target = list(by_key.values())
+    still_unmatched = []
+    for s in unmatched_source:
+        i = next((i for i, t in enumerate(unmatched_target) if t.type == s.type), None)
+        if i is None:
+            still_unmatched.append(s)
+        else:
+            pairs.append((unmatched_target.pop(i), s))
+    unmatched_source = still_unmatched
+    return pairs, unmatched_target, unmatched_source
+
+
+def copy_trace_data(target, source: go.Figure, layout_keys: Sequence[str] = ()) -> None:
+    """Make ``target`` show the data of ``source``, matching traces by name (:func:`match_traces`).
+
+    ``target`` is usually a panel's ``FigureWidget`` and ``source`` the figure a pure
+    builder returned for the new result. For each matched pair only data attributes
+    (:data:`DATA_KEYS`) are copied, so styling, a user's zoom and a legend entry the user
+    switched off stay put; a trace of ``target`` that ``source`` no longer has is hidden
+    (kept, so that it can come back), and a trace only ``source`` has is added. The named
+    layout keys (e.g. ``("annotations", "xaxis.range")``) are copied too.
+    """
+    pairs, gone, new = match_traces(target.data, source.data)
+    for t, s in pairs:
         patch = {}
         for key in DATA_KEYS:
             try:
@@ -259,6 +289,12 @@ def copy_trace_data(target, source: go.Figure, layout_keys: Sequence[str] = ()) 
                 continue
             if value is not None:
                 patch[key.replace(".", "_")] = value
+        if t.visible is False and s.visible is None:
+            patch["visible"] = True          # hidden by an earlier update: back on screen
         t.update(patch)
+    for t in gone:
+        t.visible = False
+    if new:
+        target.add_traces(new)
     for key in layout_keys:
         target.update_layout({key.replace(".", "_"): _get(source.layout, key)})

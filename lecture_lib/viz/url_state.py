@@ -27,16 +27,22 @@ notebook before anyone asked for it), over Voila's ``voila/query/<kernel id>`` w
 visitor arrives. :data:`PAGE` waits for it in a daemon thread and hands each registered
 :class:`~lecture_lib.viz.panels.LivePanel` its part; panels built later get theirs at
 construction. Outside Voila (JupyterLab, nbclient) there is no query and nothing happens.
+
+:func:`encode_value` and :func:`decode_value` translate between a control's value and its
+text in the URL.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import threading
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
+
+import ipywidgets as widgets
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,47 @@ def parse_query(query: str | None) -> Query:
         else:
             ignored.append(key)
     return Query(present, panel, values, tuple(ignored))
+
+
+def encode_value(w: widgets.Widget) -> str:
+    """A control's current value as URL text: the option's label, ``1``/``0`` for a switch, 6 digits for a float."""
+    if isinstance(w, widgets.Checkbox):
+        return "1" if w.value else "0"
+    if hasattr(w, "_options_labels"):
+        return str(w.label)
+    if isinstance(w.value, float):
+        return f"{w.value:.6g}"
+    return str(w.value)
+
+
+def _slider_range(w: widgets.Widget) -> tuple[float, float]:
+    if isinstance(w, widgets.FloatLogSlider):
+        return w.base ** w.min, w.base ** w.max
+    return w.min, w.max
+
+
+def decode_value(w: widgets.Widget, text: str):
+    """The control value that URL ``text`` stands for; ValueError (with the accepted values) if none does."""
+    if isinstance(w, widgets.Checkbox):
+        word = text.strip().lower()
+        if word in TRUE_WORDS or word in {"0", "false", "no", "off"}:
+            return word in TRUE_WORDS
+        raise ValueError(f"{text!r} is not a switch value (1 or 0)")
+    if hasattr(w, "_options_labels"):
+        labels = list(w._options_labels)
+        if text not in labels:
+            raise ValueError(f"{text!r} is not one of {', '.join(map(repr, labels))}")
+        return w._options_values[labels.index(text)]
+    if isinstance(w, (widgets.IntSlider, widgets.FloatSlider, widgets.FloatLogSlider)):
+        lo, hi = _slider_range(w)
+        try:
+            value = int(text) if isinstance(w, widgets.IntSlider) else float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and lo * (1 - 1e-9) <= value <= hi * (1 + 1e-9) + 1e-12):
+            raise ValueError(f"{text} is outside [{lo:.6g}, {hi:.6g}]")
+        return min(max(value, lo), hi)
+    raise ValueError(f"a {type(w).__name__} cannot be set from a link")
 
 
 def _env(name: str, default: str = "") -> str:

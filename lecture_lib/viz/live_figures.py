@@ -1,0 +1,168 @@
+"""The figure side of a panel: plotly ``FigureWidget``\\ s built once, redrawn in place.
+
+- each plotly figure becomes ONE ``FigureWidget``, built from the figure's traces and
+  layout (traces added to a FigureWidget after construction are not drawn by Voila 0.5
+  with plotly >= 6: a builder should return the same traces for every result);
+- a redraw changes trace data inside ``fig.batch_update()``, so the browser redraws once;
+- :meth:`LiveFigures.built` follows a builder ``build(result) -> go.Figure``: each new
+  result is built the same way, its trace data copied by trace name
+  (:func:`~lecture_lib.viz.figures.copy_trace_data`) and the layout keys the builder
+  changed (a title, annotations, an axis range) copied too;
+- which ``FigureWidget`` class is built can be chosen from outside: ``LECTURE_FIGURE_WIDGET``
+  names a subclass as ``module:Class`` (the Voila app sets it so that figures load plotly's
+  front end once per page, see ``voila_app.figure_widget``).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import importlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+from . import figures as _figures
+
+log = logging.getLogger(__name__)
+
+FIGURE_WIDGET_ENV = "LECTURE_FIGURE_WIDGET"
+
+
+@functools.lru_cache(maxsize=None)
+def _load_class(spec: str) -> type:
+    module, _, name = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        if not (isinstance(cls, type) and issubclass(cls, go.FigureWidget)):
+            raise TypeError(f"{spec} is not a FigureWidget subclass")
+        return cls
+    except Exception as exc:  # noqa: BLE001 - a plain FigureWidget still draws
+        log.warning("%s=%s unusable (%s): using plotly's FigureWidget", FIGURE_WIDGET_ENV, spec, exc)
+        return go.FigureWidget
+
+
+def figure_widget_class() -> type:
+    """``go.FigureWidget``, or the subclass that ``LECTURE_FIGURE_WIDGET`` names (``module:Class``)."""
+    spec = os.environ.get(FIGURE_WIDGET_ENV, "").strip()
+    return _load_class(spec) if spec else go.FigureWidget
+
+
+def figure_widget(figure: go.Figure) -> go.FigureWidget:
+    """One FigureWidget holding all of ``figure``'s traces (passed to the constructor)."""
+    return figure_widget_class()(data=figure.data, layout=figure.layout)
+
+
+def refresh_initial_state(fw: go.FigureWidget) -> None:
+    """Make the state a browser receives when it first connects match the figure as it is now.
+
+    A FigureWidget sends later changes as relayout/restyle messages and keeps its construction-time
+    data and layout as the state a newly connecting page starts from. In a pre-heated Voila kernel
+    a panel can change before the page connects (a link sets its sliders, presenter mode restyles
+    it): those messages reach nobody, so the initial state is brought up to date here, silently
+    (no message: pages already connected got the restyle/relayout).
+    """
+    fw._trait_values["_widget_data"] = copy.deepcopy(fw._data)
+    fw._trait_values["_widget_layout"] = copy.deepcopy(fw._layout_obj._props)
+
+
+def _flat(layout: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"xaxis": {"range": [0, 1]}}`` -> ``{"xaxis.range": [0, 1]}`` (lists are leaves; no template)."""
+    out = {}
+    for key, value in layout.items():
+        if key == "template" and not prefix:
+            continue
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):  # arrays inside: treat as changed, setting them again is harmless
+        return False
+
+
+def copy_layout_changes(target, before: dict, after: dict) -> None:
+    """Set on ``target`` the layout entries in which the flat layouts ``before`` and ``after`` differ."""
+    for path in before.keys() | after.keys():
+        if path not in after:
+            target.layout[path] = None
+        elif path not in before or not _same(before[path], after[path]):
+            target.layout[path] = after[path]
+
+
+class LiveFigures:
+    """A panel's figures: ``widgets`` (FigureWidgets, CSS class ``lecture-figure``), built once.
+
+    Args:
+        figure: a ``go.Figure`` or a list of them, with every trace.
+        redraw: ``redraw(fig_widget, result)`` (or ``redraw([fig_widgets], result)`` for a
+            list) setting trace data; it runs inside ``batch_update()``.
+    """
+
+    def __init__(self, figure: go.Figure | Sequence[go.Figure], redraw: Callable[[Any, Any], None]):
+        if not callable(redraw):
+            raise TypeError("update must be a callable")
+        self._single = isinstance(figure, go.Figure)
+        figs = [figure] if self._single else list(figure)
+        if not figs or not all(isinstance(f, go.Figure) for f in figs):
+            raise TypeError("figure must be a plotly go.Figure or a list of them")
+        self.widgets: list[go.FigureWidget] = [figure_widget(f) for f in figs]
+        for fw in self.widgets:
+            fw.add_class("lecture-figure")
+        self._redraw = redraw
+        self._lock = threading.RLock()           # one redraw or restyle at a time
+
+    @classmethod
+    def built(cls, build: Callable[[Any], go.Figure | Sequence[go.Figure]], result) -> "LiveFigures":
+        """Figures built by ``build(result)``; each later result is built the same way and copied over."""
+        first = build(result)
+        layouts = [_flat(f.layout.to_plotly_json()) for f in ([first] if isinstance(first, go.Figure) else first)]
+
+        def redraw(target, new_result) -> None:
+            targets = target if isinstance(target, list) else [target]
+            new = build(new_result)
+            new = [new] if isinstance(new, go.Figure) else list(new)
+            if len(new) != len(targets):
+                raise ValueError(f"build returned {len(new)} figures for this result, {len(targets)} for the first")
+            for i, (fw, fig) in enumerate(zip(targets, new)):
+                _figures.copy_trace_data(fw, fig)
+                after = _flat(fig.layout.to_plotly_json())
+                copy_layout_changes(fw, layouts[i], after)
+                layouts[i] = after
+
+        return cls(first, redraw)
+
+    def draw(self, result) -> None:
+        """Show ``result``: one batched redraw per figure; a page connecting later starts from it."""
+        with self._lock:
+            with contextlib.ExitStack() as stack:
+                for fw in self.widgets:
+                    stack.enter_context(fw.batch_update())
+                self._redraw(self.widgets[0] if self._single else self.widgets, result)
+            for fw in self.widgets:
+                refresh_initial_state(fw)
+
+    def restyle_for_projector(self, width: int, height: int, gap: int) -> None:
+        """Figures side by side in ``width`` pixels (``gap`` between them), ``height`` tall, projector style."""
+        with self._lock:
+            each = (width - gap * (len(self.widgets) - 1)) // max(len(self.widgets), 1)
+            with contextlib.ExitStack() as stack:
+                for fw in self.widgets:
+                    stack.enter_context(fw.batch_update())
+                    _figures.restyle_for_projector(fw, width=each, height=height)
+            for fw in self.widgets:
+                refresh_initial_state(fw)
+
+    def mark_stale(self, stale: bool) -> None:
+        """Fade the figures (CSS class ``lecture-stale``) while they do not show the controls' values."""
+        for fw in self.widgets:
+            (fw.add_class if stale else fw.remove_class)("lecture-stale")

@@ -1,0 +1,125 @@
+"""What a panel looks like: its widgets, CSS and the DOM hooks that tests and the Voila page read.
+
+:class:`PanelView` is the box a :class:`~lecture_lib.viz.panels.LivePanel` displays, top to
+bottom: title, caption, controls (with the progress bar at the end of their row), the note
+about a link, the message, the figures, the notes, and a hidden state element. It only
+shows things; the panel decides what.
+
+DOM hooks for tests and styling: the panel has CSS class ``lecture-panel``, figures
+``lecture-figure``, controls ``lecture-control``, the progress row ``lecture-progress``,
+notes ``lecture-notes``, the message ``lecture-message``, and a hidden ``lecture-state``
+element (:meth:`PanelView.show_state`) whose ``<span data-generation data-busy data-outcome data-panel data-synced
+data-link>`` says which request is drawn, whether work is still pending, the panel's number,
+whether the page's URL is known, and the panel's URL fragment (``p2.lr=0.3&p2.beta2=0.9``).
+In presenter mode the panel also has class ``lecture-presenting``.
+"""
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import ipywidgets as widgets
+
+# presenter mode: the panel's figures side by side on a 1280x720 canvas (the page scales it to the screen)
+PRESENT_WIDTH, PRESENT_FIGURE_HEIGHT, PRESENT_GAP = 1236, 440, 12
+
+PANEL_CSS = """
+<style>
+.lecture-panel { border: 1px solid #d8dde3; border-radius: 10px; padding: 14px 18px 10px 18px;
+                 margin: 14px 0 22px 0; background: #ffffff; box-shadow: 0 1px 3px rgba(0,0,0,0.06);
+                 max-width: 1040px; }
+.lecture-panel .lecture-title h3 { margin: 0 0 4px 0; font-size: 1.25em; font-weight: 600; color: #1d2a3a; }
+.lecture-panel .lecture-caption { color: #4a5563; font-size: 0.98em; line-height: 1.45; margin-bottom: 6px; }
+.lecture-panel .lecture-controls { gap: 4px 26px; padding: 6px 0 2px 0; }
+.lecture-panel .lecture-control .widget-label { font-size: 1.0em; }
+.lecture-panel .lecture-notes { color: #333; font-size: 0.98em; }
+.lecture-panel .lecture-notes table { border-collapse: collapse; margin: 6px 0; font-size: 0.95em; }
+.lecture-panel .lecture-notes th, .lecture-panel .lecture-notes td { padding: 3px 12px; text-align: right;
+                 border-bottom: 1px solid #e3e7ec; }
+.lecture-panel .lecture-notes th:first-child, .lecture-panel .lecture-notes td:first-child { text-align: left; }
+.lecture-panel .lecture-notes .lecture-diverged { color: #b34700; font-weight: 600; }
+.lecture-panel .lecture-message .lecture-error, .lecture-panel .lecture-link-note .lecture-error { background: #fff4e5; border-left: 4px solid #D55E00;
+                 padding: 8px 12px; margin: 6px 0; color: #5b2500; border-radius: 4px; }
+.lecture-panel .lecture-stale { opacity: 0.45; transition: opacity 0.2s; }
+</style>
+"""
+
+
+def _html(css_class: str, value: str = "", **layout) -> widgets.HTML:
+    w = widgets.HTML(value, layout=widgets.Layout(**layout))
+    w.add_class(css_class)
+    return w
+
+
+class PanelView(widgets.VBox):
+    """The panel's box of widgets (see the module docstring for its parts and DOM hooks)."""
+
+    def __init__(self, controls: Sequence[widgets.Widget], title: str | None = None, caption: str | None = None):
+        self.message: str = ""
+        self._title = _html("lecture-title", f"<h3>{html.escape(title)}</h3>" if title else "")
+        self._caption = _html("lecture-caption", caption or "")
+        self._bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
+                                          layout=widgets.Layout(width="160px"))
+        self._status = widgets.HTML("")
+        self._progress = widgets.HBox([self._bar, self._status],
+                                      layout=widgets.Layout(visibility="hidden", align_items="center"))
+        self._progress.add_class("lecture-progress")
+        # the progress bar sits at the end of the controls row: no jump in the layout when it shows
+        self._controls_box = widgets.HBox(list(controls) + [self._progress],
+                                          layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        self._controls_box.add_class("lecture-controls")
+        # what a link set (or could not set) on this panel, e.g. "link ignored p2.lr=7: outside [...]"
+        self._link_note = _html("lecture-link-note")
+        self._message = _html("lecture-message")
+        self._figure_box = widgets.VBox([])
+        self._figure_box.add_class("lecture-figures")
+        self._notes = _html("lecture-notes")
+        # machine-readable state for browser tests and the page's URL: see show_state
+        self._state = _html("lecture-state", display="none")
+        children = [widgets.HTML(PANEL_CSS)]
+        children += [w for w, text in ((self._title, title), (self._caption, caption)) if text]
+        children += [self._controls_box, self._link_note, self._message, self._figure_box, self._notes,
+                     self._state]
+        super().__init__(children)
+        self.add_class("lecture-panel")
+
+    def show_figures(self, figure_widgets: Sequence[widgets.Widget]) -> None:
+        self._figure_box.children = tuple(figure_widgets)
+
+    def show_notes(self, notes: str) -> None:
+        self._notes.value = notes or ""
+
+    def show_message(self, text: str, error: bool = False) -> None:
+        """A message above the figures (``""`` clears it): bad settings, or a failure (``error``)."""
+        self.message = text
+        if not text:
+            self._message.value = ""
+            return
+        head = "Something went wrong" if error else "Cannot run with these settings"
+        self._message.value = f"<div class='lecture-error'><b>{head}:</b> {html.escape(text)}</div>"
+
+    def show_link_note(self, ignored: Sequence[str]) -> None:
+        """List the parts of the page's link that could not be applied (nothing if none)."""
+        self._link_note.value = ("" if not ignored else "<div class='lecture-error'><b>Part of the link was ignored:</b> "
+                                 + "; ".join(html.escape(i) for i in ignored) + "</div>")
+
+    def show_progress(self, fraction: float, elapsed: float) -> None:
+        self._progress.layout.visibility = "visible"
+        self._bar.value = fraction
+        self._status.value = f"<span style='color:#555'>computing… {elapsed:.1f} s</span>"
+
+    def hide_progress(self) -> None:
+        self._progress.layout.visibility = "hidden"
+
+    def lay_out_for_projector(self) -> None:
+        """Figures in a row (their size is the figures' business), class ``lecture-presenting``."""
+        self._figure_box.layout.flex_flow = "row nowrap"
+        self._figure_box.layout.grid_gap = f"{PRESENT_GAP}px"
+        self.add_class("lecture-presenting")
+
+    def show_state(self, generation: int, busy: bool, outcome: str, number: int, synced: bool,
+                      link: str) -> None:
+        self._state.value = (f"<span data-generation='{generation}' data-busy='{int(busy)}' "
+                             f"data-outcome='{outcome}' data-panel='{number}' "
+                             f"data-synced='{int(synced)}' "
+                             f"data-link='{html.escape(link, quote=True)}'></span>")
