@@ -1,13 +1,14 @@
 """The figure side of a panel: plotly ``FigureWidget``\\ s built once, redrawn in place.
 
-- each plotly figure becomes ONE ``FigureWidget``, built from the figure's traces and
-  layout (traces added to a FigureWidget after construction are not drawn by Voila 0.5
-  with plotly >= 6: a builder should return the same traces for every result);
-- a redraw changes trace data inside ``fig.batch_update()``, so the browser redraws once;
+- each plotly figure becomes ONE ``FigureWidget``, built once from the figure's traces
+  and layout; a redraw changes trace data inside ``fig.batch_update()``, so the browser
+  redraws once;
 - :meth:`LiveFigures.built` follows a builder ``build(result) -> go.Figure``: each new
   result is built the same way, its trace data copied by trace name
-  (:func:`~lecture_lib.viz.figures.copy_trace_data`) and the layout keys the builder
-  changed (a title, annotations, an axis range) copied too;
+  (:func:`~lecture_lib.viz.figures.copy_trace_data`: a trace the new figure lacks is
+  hidden, a new one added, so a builder needs no placeholder traces; an added trace was
+  checked to draw in a Voila 0.5 page with plotly 6 served by ``voila_app``), and the
+  layout keys the builder changed (a title, annotations, an axis range) copied too;
 - which ``FigureWidget`` class is built can be chosen from outside: ``LECTURE_FIGURE_WIDGET``
   names a subclass as ``module:Class`` (the Voila app sets it so that figures load plotly's
   front end once per page, see ``voila_app.figure_widget``).
