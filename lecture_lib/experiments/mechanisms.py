@@ -299,7 +299,7 @@ class TableConfig:
     @accepts(_every_optimizer_has_values, optimizers=sequence_of(Choice(OPTIMIZERS), bad=(("nope",), (), "sgd")),
              seeds=SEEDS, width=Int(1), depth=Int(1), steps=Int(1), batch_size=Int(1), test_fraction=FRACTION,
              split_seed=Seed(), momentum=Unit(),
-             lr=_per_optimizer(Positive(), bad=({"sgd": -1.0}, {"sgd": 0.0}, 0.1)),
+             lr=_per_optimizer(Positive(), bad=({"sgd": -1.0}, {"sgd": 0.0}, {"sgd": float("nan")}, 0.1)),
              l2=_per_optimizer(NonNegative(), bad=({"sgd": -1.0}, [0.1])),
              wd=_per_optimizer(NonNegative(), bad=({"sgd": float("nan")},)),
              damping=_per_optimizer(NonNegative(), bad=({"kfac-f": -1.0}, "0.1")))
@@ -344,7 +344,7 @@ def _one_entry_per_run(args: Mapping) -> None:
                          f"{len(args['wd'])}, {len(args['seeds'])}")
 
 
-@accepts(_one_entry_per_run, name=Choice(OPTIMIZERS), l2=sequence_of(NonNegative(), bad=([-0.1, 0.0], "l2")),
+@accepts(_one_entry_per_run, name=Choice(OPTIMIZERS), l2=sequence_of(NonNegative(), bad=([-0.1, 0.0], [float("nan"), 0.0], "l2")),
          wd=sequence_of(NonNegative(), bad=([0.0, -1.0], "wd")), seeds=SEEDS)
 def train_family(name: str, config: TableConfig, data: Dataset, l2: Sequence[float], wd: Sequence[float],
                  seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
