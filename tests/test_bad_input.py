@@ -974,11 +974,7 @@ def _fast_panel_patches():
     from lecture_lib.viz import equilibrium_panels as eqp
     from lecture_lib.viz import mechanisms_panels as mp
 
-    original_damping = mp.damping.__wrapped__
-    mp.damping = functools.lru_cache(maxsize=16)(
-        lambda curvature="kfac-f", damping=1e-3, weight_decay=0.1: original_damping(curvature, damping, weight_decay,
-                                                                                    steps=20))
-    mp.M3_WIDTH = 16
+    mp.DAMPING_SIZES[True] = dict(steps=20, width=16)
     original_toy_steps = eqp._toy_steps
     eqp._toy_steps = lambda lr, weight_decay, momentum, cap=5000: min(original_toy_steps(lr, weight_decay, momentum,
                                                                                          cap), 200)
