@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lecture_lib import mechanisms as M  # noqa: E402
+from lecture_lib.experiments import mechanisms as M  # noqa: E402
 
 
 def bar(fraction: float, start: float) -> None:

@@ -363,6 +363,27 @@ def bn_model(runs=2):
     return mechanisms.bn_mlp(4, 2, runs=runs, dtype=F64)
 
 
+mechanisms_exp = importlib.import_module("lecture_lib.experiments.mechanisms")
+
+
+@dataclass(frozen=True)
+class Either(Spec):
+    """The bad values of either of two specs."""
+
+    first: Spec
+    second: Spec
+
+    def bad(self, runs):
+        return st.one_of(self.first.bad(runs), self.second.bad(runs))
+
+
+def declared_with_relations(fn, **rejected) -> dict[str, Spec]:
+    """:func:`declared`, plus values that only a relation between parameters rejects (a run index past the
+    model's runs, ``n < dim``): each parameter's bad values are its declaration's or these."""
+    specs = declared(fn)
+    return {**specs, **{name: Either(specs[name], Obj(tuple(values))) for name, values in rejected.items()}}
+
+
 def small_spd(n=3):
     return kronecker.random_spd(n, 5.0, seed=0)
 
@@ -729,67 +750,53 @@ ENTRIES = [
                                                                             "direction": "direction|optimizer"}),
     # ------------------------------------------------------------------ mechanisms
     E("preconditioner", lambda **k: mechanisms.preconditioner(model=bn_model(), **k), dict(name="kfac-f"), None,
-      name=Choice(mechanisms.OPTIMIZERS), damping=nonneg(), momentum=unit(), messages={"name": "optimizer"}),
-    E("regularized", lambda **k: run_transform(mechanisms.regularized(optim.trace(0.9), **k)), dict(lr=0.1), R,
-      lr=HP["lr"], l2=nonneg(per_run=True), wd=nonneg(per_run=True)),
-    E("bn_mlp", mechanisms.bn_mlp, dict(width=4), None, width=Int(1), depth=Int(1), runs=Int(1),
-      seed=Seed(per_run=False)),
-    E("relu_net", mechanisms.relu_net, dict(sizes=(3, 4, 2)), None, runs=Int(1), seed=Seed(),
-      sizes=Obj(((3,), (3, 0, 2), "ab")), activation=Choice(models.ACTIVATIONS)),
+      **declared(mechanisms.preconditioner)),
+    E("regularized", lambda **k: run_transform(mechanisms.regularized(**k)), dict(pre=optim.trace(0.9), lr=0.1), R,
+      **declared(mechanisms.regularized, lr=HP["lr"])),        # lr: also per-run values of the wrong length
+    E("bn_mlp", mechanisms.bn_mlp, dict(width=4), None, **declared(mechanisms.bn_mlp)),
+    E("relu_net", mechanisms.relu_net, dict(sizes=(3, 4, 2)), None, **declared(mechanisms.relu_net)),
     E("decay_schemes", mechanisms.decay_schemes, dict(schemes=("none", "wd-all"), weight_decay=0.1), None,
-      weight_decay=nonneg(), schemes=Obj((("nope",), "none", (None,))), messages={"schemes": "scheme"}),
+      **declared(mechanisms.decay_schemes)),
     E("graft_norms_", lambda **k: mechanisms.graft_norms_(bn_model(runs=3), **k), dict(receivers=[0], donors=[1]),
-      None, receivers=Obj(([5], [-4], [0, 1], [0.5], "a")), donors=Obj(([3], [1, 2], ["a"])),
-      messages={"receivers": "receivers|donors", "donors": "donors|receivers"}),
-    E("effective_lr_experiment", mechanisms.effective_lr_experiment,
-      dict(schemes=("none", "graft", "wd-all"), steps=2, batch_size=16, width=4, depth=1, eval_every=1,
-           record_every=1), None,
-      optimizer=Choice(("sgd", "adam")), lr=pos(optional=True), weight_decay=nonneg(optional=True), steps=Int(1),
-      batch_size=Int(1, optional=True),
-      width=Int(1), depth=Int(1), seed=Seed(), eval_every=Int(1), record_every=Int(1),
-      test_fraction=Num(0.0, 1.0, low_open=True, high_open=True), schemes=Obj(((), ("nope",), "none")),
-      graft_from=Obj(("nope", "wd-fc", None)), messages={"schemes": "scheme"}),
-    E("smooth (mechanisms)", mechanisms.smooth, dict(values=np.ones(5), window=3), None, window=Int(1),
-      values=Obj(("v", None, np.ones(0)))),
-    E("whitened_inputs", mechanisms.whitened_inputs, dict(n=6, dim=3), None, n=Int(3), dim=Int(1), seed=Seed()),
+      None, **declared_with_relations(mechanisms.graft_norms_, receivers=([5], [0, 1]), donors=([3], [1, 2]))),
+    E("whitened_inputs", mechanisms.whitened_inputs, dict(n=6, dim=3), None,
+      **declared_with_relations(mechanisms.whitened_inputs, n=(1, 2))),
+    E("input_jacobian", lambda **k: mechanisms.input_jacobian(mechanisms.relu_net((3, 4, 2), runs=2, dtype=F64), **k),
+      dict(x=torch.ones(4, 3, dtype=F64)), None, messages=X_OR_INPUT,
+      **declared(mechanisms.input_jacobian, x=Tensor((None, 3)))),
     E("jacobian_norm", lambda **k: mechanisms.jacobian_norm(mechanisms.relu_net((3, 4, 2), runs=2, dtype=F64), **k),
-      dict(x=torch.ones(4, 3, dtype=F64)), None, x=Tensor((None, 3)), messages=X_OR_INPUT),
+      dict(x=torch.ones(4, 3, dtype=F64)), None, messages=X_OR_INPUT,
+      **declared(mechanisms.jacobian_norm, x=Tensor((None, 3)))),
     E("kfac_gn_norm", lambda **k: mechanisms.kfac_gn_norm(mechanisms.relu_net((3, 4, 2), runs=2, dtype=F64), **k),
-      dict(x=torch.ones(4, 3, dtype=F64)), None, x=Tensor((None, 3)), messages=X_OR_INPUT),
+      dict(x=torch.ones(4, 3, dtype=F64)), None, messages=X_OR_INPUT,
+      **declared(mechanisms.kfac_gn_norm, x=Tensor((None, 3)))),
     E("gn_norm", lambda **k: mechanisms.gn_norm(mechanisms.relu_net((3, 4, 2), runs=2, dtype=F64), **k),
-      dict(x=torch.ones(4, 3, dtype=F64)), None, x=Tensor((None, 3)), messages=X_OR_INPUT),
-    E("linear_identity", mechanisms.linear_identity, dict(sizes=(3, 2, 2), n=8), None, n=Int(3), seed=Seed(),
-      sizes=Obj(((3,), (3, 0, 2), (3, -2), "ab", None))),
-    E("jacobian_experiment", mechanisms.jacobian_experiment,
-      dict(steps=2, width=4, depth=1, seeds=(0,), batch_size=16, weight_decays=(0.0, 0.1)), None,
-      steps=Int(1), width=Int(1), depth=Int(1), batch_size=Int(1, optional=True), damping=nonneg(), lr_sgd=pos(),
-      lr_kfac=pos(),
-      seeds=Obj(((), (-1,), (0.5,), "a")), weight_decays=Obj(((), (-0.1,), (NAN,), "w")),
-      test_fraction=Num(0.0, 1.0, low_open=True, high_open=True), messages={"seeds": "seed",
-                                                                          "weight_decays": "weight_decay"}),
+      dict(x=torch.ones(4, 3, dtype=F64)), None, messages=X_OR_INPUT,
+      **declared(mechanisms.gn_norm, x=Tensor((None, 3)))),
+    E("linear_identity", mechanisms.linear_identity, dict(sizes=(3, 2, 2), n=8), None,
+      **declared_with_relations(mechanisms.linear_identity, n=(1, 2))),
     E("direction_update", lambda **k: mechanisms.direction_update(bn_model(), **k),
       dict(x=torch.randn(6, 64, dtype=F64), y=torch.tensor([0, 1, 2, 3, 4, 5]), layer="linears.0", damping=1e-3),
-      None, damping=nonneg(), scale=pos(), curvature=Choice(kfac_mod.CURVATURES), loss=Choice(tuple(losses.LOSSES)),
-      layer=Obj(("linears.2", "linears.9", None))),
-    E("damping_experiment", mechanisms.damping_experiment,
+      None, **declared_with_relations(mechanisms.direction_update, layer=("linears.2", "linears.9"))),
+    E("effective_lr_experiment", mechanisms_exp.effective_lr_experiment,
+      dict(schemes=("none", "graft", "wd-all"), steps=2, batch_size=16, width=4, depth=1, eval_every=1,
+           record_every=1), None,
+      **declared_with_relations(mechanisms_exp.effective_lr_experiment, graft_from=("wd-fc",))),
+    E("jacobian_experiment", mechanisms_exp.jacobian_experiment,
+      dict(steps=2, width=4, depth=1, seeds=(0,), batch_size=16, weight_decays=(0.0, 0.1)), None,
+      **declared(mechanisms_exp.jacobian_experiment)),
+    E("damping_experiment", mechanisms_exp.damping_experiment,
       dict(steps=2, batch_size=16, width=4, depth=1, record_every=1, eval_every=1, schemes=("none",), probe_size=8),
-      None, curvature=Choice(("kfac-f", "kfac-g")), damping=pos(), weight_decay=nonneg(), lr=pos(), steps=Int(1),
-      batch_size=Int(1, optional=True), width=Int(1), depth=Int(1), seed=Seed(), record_every=Int(1), eval_every=Int(1),
-      probe_size=Int(1), schemes=Obj(((), ("nope",))), messages={"schemes": "scheme"}),
-    E("validation_split", lambda **k: mechanisms.validation_split(regression_data(), **k), {}, None,
-      fraction=Num(0.0, 1.0, low_open=True, high_open=True), seed=Seed()),
-    E("train_family", lambda **k: mechanisms.train_family(
-        config=mechanisms.TableConfig(width=4, depth=1, steps=2, batch_size=16), data=digits_small(), **k),
-      dict(name="sgd", l2=[0.0, 0.1], wd=[0.1, 0.0], seeds=[0, 1]), None, name=Choice(mechanisms.OPTIMIZERS),
-      l2=Obj(([0.0], [-0.1, 0.0], [NAN, 0.0], "l2")), wd=Obj(([0.0], [0.0, -1.0], "wd")),
-      seeds=Obj(([0], [0, -1], "s", [])), messages={"name": "optimizer", "seeds": "seed|l2|wd", "l2": "l2|seeds",
-                                                      "wd": "wd|seeds"}),
-    E("TableConfig", lambda **k: mechanisms.headline_table(mechanisms.TableConfig(**k)),
+      None, **declared(mechanisms_exp.damping_experiment)),
+    E("validation_split", lambda **k: mechanisms_exp.validation_split(regression_data(), **k), {}, None,
+      **declared(mechanisms_exp.validation_split)),
+    E("train_family", lambda **k: mechanisms_exp.train_family(
+        config=mechanisms_exp.TableConfig(width=4, depth=1, steps=2, batch_size=16), data=digits_small(), **k),
+      dict(name="sgd", l2=[0.0, 0.1], wd=[0.1, 0.0], seeds=[0, 1]), None,
+      **declared_with_relations(mechanisms_exp.train_family, l2=([0.0],), wd=([0.0],), seeds=([0],))),
+    E("TableConfig", lambda **k: mechanisms_exp.headline_table(mechanisms_exp.TableConfig(**k)),
       dict(optimizers=("sgd",), seeds=(0,), width=4, depth=1, steps=2, batch_size=16), None,
-      optimizers=Obj((("nope",), (), "sgd")), seeds=Obj(((), (-1,), "s")), width=Int(1), depth=Int(1),
-      steps=Int(1), batch_size=Int(1), momentum=unit(), test_fraction=Num(0.0, 1.0, low_open=True, high_open=True),
-      lr=Obj(({}, {"sgd": -1.0}, {"sgd": NAN}, 0.1)), l2=Obj(({}, {"sgd": -1.0})), wd=Obj(({}, {"sgd": NAN})),
-      messages={"optimizers": "optimizer", "seeds": "seed"}),
+      **declared_with_relations(mechanisms_exp.TableConfig.validate, lr=({},), l2=({},), wd=({},))),
     # ------------------------------------------------------------------ exercises
     E("exercises.check", exercises.check, dict(key="04.effective_lr", answer=lambda lr, norm: lr / norm ** 2), None,
       key=Obj(("nope", None, 3)), messages={"key": "exercise"}),
@@ -967,11 +974,7 @@ def _fast_panel_patches():
     from lecture_lib.viz import equilibrium_panels as eqp
     from lecture_lib.viz import mechanisms_panels as mp
 
-    original_damping = mp.damping.__wrapped__
-    mp.damping = functools.lru_cache(maxsize=16)(
-        lambda curvature="kfac-f", damping=1e-3, weight_decay=0.1: original_damping(curvature, damping, weight_decay,
-                                                                                    steps=20))
-    mp.M3_WIDTH = 16
+    mp.DAMPING_SIZES[True] = dict(steps=20, width=16)
     original_toy_steps = eqp._toy_steps
     eqp._toy_steps = lambda lr, weight_decay, momentum, cap=5000: min(original_toy_steps(lr, weight_decay, momentum,
                                                                                          cap), 200)

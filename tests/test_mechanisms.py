@@ -1,4 +1,4 @@
-"""Tests for lecture_lib.mechanisms: the three mechanisms of weight decay (Zhang et al. 2019)."""
+"""Tests for lecture_lib.mechanisms (the three mechanisms of weight decay, Zhang et al. 2019) and their experiments."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lecture_lib import mechanisms as M
+from lecture_lib.experiments import mechanisms as E
 from lecture_lib.models import DeepLinear
 
 
@@ -125,7 +126,7 @@ def test_norm_grafting_keeps_the_function_and_copies_the_norms():
 
 def test_norm_grafting_at_every_step_of_training():
     """In the experiment the grafted runs carry the donor's norms after every step, with no decay of their own."""
-    res = M.effective_lr_experiment("sgd", steps=12, width=16, eval_every=6, record_every=1)
+    res = E.effective_lr_experiment("sgd", steps=12, width=16, eval_every=6, record_every=1)
     rec, s = res.record, res.schemes
     donor, graft, none = s.index("wd-all"), s.index("graft"), s.index("none")
     for layer in res.layers:
@@ -140,9 +141,9 @@ def test_norm_grafting_at_every_step_of_training():
 
 def test_effective_lr_experiment_validates():
     with pytest.raises(ValueError, match="optimizer"):
-        M.effective_lr_experiment("kfac-f", steps=2)
+        E.effective_lr_experiment("kfac-f", steps=2)
     with pytest.raises(ValueError, match="graft_from"):
-        M.effective_lr_experiment("sgd", steps=2, schemes=("none", "graft"))
+        E.effective_lr_experiment("sgd", steps=2, schemes=("none", "graft"))
 
 
 def test_regularized_chain_l2_equals_decay_for_plain_gradient_descent():
@@ -198,7 +199,7 @@ def test_direction_update_rejects_a_layer_that_is_not_scale_invariant():
 
 
 def test_damping_experiment_records_the_mechanism():
-    res = M.damping_experiment("kfac-f", steps=20, width=16, record_every=5, eval_every=10, probe_size=64)
+    res = E.damping_experiment("kfac-f", steps=20, width=16, record_every=5, eval_every=10, probe_size=64)
     K, R, L = res.relative_damping.shape
     assert (K, R, L) == (4, 3, 2)
     assert res.cosine.shape == (K, R, L) and np.all(np.abs(res.cosine) <= 1 + 1e-6)
@@ -208,7 +209,7 @@ def test_damping_experiment_records_the_mechanism():
 
 
 def test_jacobian_experiment_rows():
-    res = M.jacobian_experiment(steps=8, width=8, depth=1, seeds=(0,), weight_decays=(0.0, 0.1))
+    res = E.jacobian_experiment(steps=8, width=8, depth=1, seeds=(0,), weight_decays=(0.0, 0.1))
     assert list(res.optimizer) == ["sgd", "sgd", "kfac-g", "kfac-g"]
     assert res.jacobian_norm.shape == (4,) and np.all(res.jacobian_norm > 0) and np.all(res.kfac_norm > 0)
     assert np.isfinite(res.ratio("sgd", 0.1))
@@ -216,9 +217,9 @@ def test_jacobian_experiment_rows():
 
 # ----------------------------------------------------------------------------- the headline table
 def test_saved_table_is_complete_and_made_by_the_current_config():
-    table = M.load_table()
-    assert table["config"] == M.TableConfig().to_dict()
-    assert table["version"]["lecture_lib"] == M.__version__
+    table = E.load_table()
+    assert table["config"] == E.TableConfig().to_dict()
+    assert table["version"]["lecture_lib"] == E.__version__
     for name in M.OPTIMIZERS:
         for reg in M.REGULARIZERS:
             acc = table["accuracy"][name][reg]
@@ -226,13 +227,13 @@ def test_saved_table_is_complete_and_made_by_the_current_config():
             assert table["mean"][name][reg] == pytest.approx(np.mean(acc), abs=1e-3)
             assert table["std"][name][reg] == pytest.approx(np.std(acc), abs=1e-3)
             assert 50.0 < table["mean"][name][reg] <= 100.0
-    assert table["reduced"]["config"] == M.reduced_config().to_dict()
+    assert table["reduced"]["config"] == E.reduced_config().to_dict()
 
 
 def test_saved_reduced_table_is_reproduced(one_thread):
     """The code regenerates the saved reduced table: same accuracies, same training losses (float32, CPU)."""
-    saved = M.load_table()["reduced"]
-    again = M.headline_table(M.TableConfig.from_dict(saved["config"]))
+    saved = E.load_table()["reduced"]
+    again = E.headline_table(E.TableConfig.from_dict(saved["config"]))
     assert again["accuracy"] == saved["accuracy"]
     for name in saved["train_loss"]:
         for reg in M.REGULARIZERS:
@@ -240,17 +241,17 @@ def test_saved_reduced_table_is_reproduced(one_thread):
 
 
 def test_table_config_round_trip_and_validation_split():
-    cfg = M.TableConfig()
-    assert M.TableConfig.from_dict(cfg.to_dict()) == cfg
-    data = M.digits(test_fraction=0.5, seed=0)
-    val = M.validation_split(data, 0.25, seed=0)
+    cfg = E.TableConfig()
+    assert E.TableConfig.from_dict(cfg.to_dict()) == cfg
+    data = E.digits(test_fraction=0.5, seed=0)
+    val = E.validation_split(data, 0.25, seed=0)
     assert val.n_train + val.n_test == data.n_train
     assert val.n_test == round(0.25 * data.n_train)
     with pytest.raises(ValueError, match="fraction"):
-        M.validation_split(data, 1.5)
+        E.validation_split(data, 1.5)
 
 
 def test_format_table_lists_every_optimizer():
-    text = M.format_table(M.load_table())
+    text = E.format_table(E.load_table())
     for name in M.OPTIMIZERS:
         assert M.LABELS[name] in text

@@ -1,9 +1,9 @@
 """Figures and live panels of notebook 06, "Three mechanisms of weight decay" (Zhang et al. 2019).
 
-One ``*_panel()`` per section. Each compute function trains real networks through
-:mod:`lecture_lib.mechanisms` (all configurations of a panel as one batched run) and is
-memoized, so the figure built for the panel and the panel's first result are one computation.
-Step counts shrink under :data:`lecture_lib.viz.FAST` (``LECTURE_FAST=1``).
+One ``*_panel()`` per section. Each compute function runs an experiment of
+:mod:`lecture_lib.experiments.mechanisms` (all configurations of a panel as one batched run) and
+each figure builder draws its result. A panel's ``fast`` argument (default: ``LECTURE_FAST``, see
+:func:`lecture_lib.viz.fast_mode`) picks the small run sizes under which CI executes the notebook.
 """
 from __future__ import annotations
 
@@ -16,29 +16,30 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .. import mechanisms as M
-from . import FAST, figures, panels
+from ..experiments import mechanisms as E
+from . import fast_mode, figures, panels
 
 SCHEME_COLORS = {"none": figures.color(6), "wd-bn": figures.color(0), "wd-fc": figures.color(4),
                  "wd-all": figures.color(1), "graft": figures.color(2), "graft+wd-fc": figures.color(3)}
 SCHEME_DASH = {"graft": "dot", "graft+wd-fc": "dot"}
 
-M1_STEPS = 150 if FAST else 1000
-M1_WIDTH = 32 if FAST else 64
-M2_STEPS = 100 if FAST else 600
-M2_SEEDS = (0,) if FAST else (0, 1)
-M3_STEPS = 100 if FAST else 1000
-M3_WIDTH = 32 if FAST else 64
+# Run sizes of each panel: {fast: sizes}. Fast (LECTURE_FAST=1, or fast=True) runs the notebook in seconds.
+EFFECTIVE_LR_SIZES = {False: dict(steps=1000, width=64), True: dict(steps=150, width=32)}
+JACOBIAN_SIZES = {False: dict(steps=600, seeds=(0, 1)), True: dict(steps=100, seeds=(0,))}
+DAMPING_SIZES = {False: dict(steps=1000, width=64), True: dict(steps=100, width=32)}
 
 
-def _scheme_traces(x, values, schemes, showlegend=True, log=False):
+def _scheme_traces(x, values, schemes, showlegend=True, label: str = "", dash: str | None = None):
+    """One line per decay scheme (a column of ``values``), drawn up to its first non-finite value."""
     traces = []
     for i, s in enumerate(schemes):
         y = np.asarray(values[:, i], dtype=float)
         n = figures.finite_prefix(y)
-        traces.append(go.Scatter(x=np.asarray(x[:n], dtype=float), y=y[:n], mode="lines",
-                                 name=M.SCHEME_LABELS[s], legendgroup=s, showlegend=showlegend,
-                                 line=dict(color=SCHEME_COLORS[s], width=2.5, dash=SCHEME_DASH.get(s)),
-                                 hovertemplate=f"{M.SCHEME_LABELS[s]}<br>step %{{x}}: %{{y:.4g}}<extra></extra>"))
+        name = f"{label}, {M.SCHEME_LABELS[s]}" if label else M.SCHEME_LABELS[s]
+        traces.append(go.Scatter(x=np.asarray(x[:n], dtype=float), y=y[:n], mode="lines", name=name,
+                                 legendgroup=s, showlegend=showlegend,
+                                 line=dict(color=SCHEME_COLORS[s], width=2.5, dash=dash or SCHEME_DASH.get(s)),
+                                 hovertemplate=f"{name}<br>step %{{x}}: %{{y:.4g}}<extra></extra>"))
     return traces
 
 
@@ -58,14 +59,15 @@ def _scheme_notes(record, schemes, extra: str = "") -> str:
 
 # =========================================================================== 1. effective learning rate
 @functools.lru_cache(maxsize=16)
-def effective_lr(optimizer: str = "sgd", decay_per_step: float = 1e-3, steps: int = M1_STEPS) -> M.EffectiveLrResult:
+def effective_lr(optimizer: str = "sgd", decay_per_step: float = 1e-3, steps: int = 1000,
+                 width: int = 64) -> E.EffectiveLrResult:
     r"""Mechanism 1 for the panel: the slider sets :math:`\alpha\lambda`, the shrink factor per step."""
     lr = 0.05 if optimizer == "sgd" else 1e-3
-    return M.effective_lr_experiment(optimizer, lr=lr, weight_decay=decay_per_step / lr, steps=steps,
-                                     width=M1_WIDTH, eval_every=max(steps // 30, 1), record_every=max(steps // 100, 1))
+    return E.effective_lr_experiment(optimizer, lr=lr, weight_decay=decay_per_step / lr, steps=steps, width=width,
+                                     eval_every=max(steps // 30, 1), record_every=max(steps // 100, 1))
 
 
-def effective_lr_figures(result: M.EffectiveLrResult) -> list[go.Figure]:
+def effective_lr_figures(result: E.EffectiveLrResult) -> list[go.Figure]:
     rec, schemes = result.record, result.schemes
     acc = figures.figure(_scheme_traces(rec.eval_steps, 100 * rec.test_accuracy, schemes),
                          y_title="test accuracy (%)", height=380)
@@ -76,24 +78,20 @@ def effective_lr_figures(result: M.EffectiveLrResult) -> list[go.Figure]:
     return [acc, eff]
 
 
-def effective_lr_panel() -> panels.LivePanel:
+def effective_lr_panel(fast: bool | None = None) -> panels.LivePanel:
     """Section 1: decay on the BN layers, on the top layer, everywhere, and norm grafting."""
-
-    def update(figs, result):
-        for fw, new in zip(figs, effective_lr_figures(result)):
-            figures.copy_trace_data(fw, new)
-
+    fast = fast_mode() if fast is None else fast
+    size = EFFECTIVE_LR_SIZES[fast]
     return panels.LivePanel(
-        compute=effective_lr,
+        compute=functools.partial(effective_lr, **size),
         controls={"optimizer": panels.dropdown("optimizer", {"SGD (ρ = 0.9, α = 0.05)": "sgd",
                                                              "Adam (α = 10⁻³)": "adam"}, "sgd"),
                   "decay_per_step": panels.log_slider("αλ (decay per step)", 1e-5, 1e-2, 1e-3)},
-        figure=effective_lr_figures(effective_lr()),
-        update=update,
+        build=effective_lr_figures,
         notes=lambda r: _scheme_notes(r.record, r.schemes),
         title="Mechanism 1: weight decay raises the effective learning rate",
-        caption=(f"Six copies of one BN network ({M1_WIDTH} units × 2 hidden layers, digits, {M1_STEPS} steps, "
-                 "same start, same minibatches) trained as one batched run. The dotted runs never decay their "
+        caption=(f"Six copies of one BN network ({size['width']} units × 2 hidden layers, digits, {size['steps']} "
+                 "steps, same start, same minibatches) trained as one batched run. The dotted runs never decay their "
                  "normalized layers; after every step their norms are set to those of the run decaying "
                  "everywhere, which changes nothing but α/‖w‖². Watch the dotted green and purple curves "
                  "in the lower plot sit on the red one; slide αλ to 10⁻⁵ and every scheme collapses onto "
@@ -102,12 +100,7 @@ def effective_lr_panel() -> panels.LivePanel:
 
 
 # =========================================================================== 2. Jacobian regularization
-@functools.lru_cache(maxsize=8)
-def jacobian(depth: int = 2, steps: int = M2_STEPS) -> M.JacobianResult:
-    return M.jacobian_experiment(steps=steps, depth=depth, seeds=M2_SEEDS, width=64)
-
-
-def jacobian_figures(result: M.JacobianResult) -> list[go.Figure]:
+def jacobian_figures(result: E.JacobianResult) -> list[go.Figure]:
     ok = ~result.diverged
     scatter, lines = [], []
     for i, (name, symbol) in enumerate((("sgd", "circle"), ("kfac-g", "diamond"))):
@@ -133,7 +126,7 @@ def jacobian_figures(result: M.JacobianResult) -> list[go.Figure]:
     return [fig_s, fig_l]
 
 
-def _jacobian_notes(result: M.JacobianResult) -> str:
+def _jacobian_notes(result: E.JacobianResult) -> str:
     wds = sorted(set(result.weight_decay.tolist()) - {0.0})
     w = wds[len(wds) // 2] if wds else None
     bits = [f"correlation of log norms across the {int((~result.diverged).sum())} trained networks: "
@@ -141,7 +134,7 @@ def _jacobian_notes(result: M.JacobianResult) -> str:
     if w is not None:
         bits.append(f"‖J‖² without decay / with λ = {w:g}: SGD <b>{result.ratio('sgd', w):.1f}×</b>, "
                     f"K-FAC-G <b>{result.ratio('kfac-g', w):.1f}×</b>")
-    paper = M.PAPER_JACOBIAN
+    paper = E.PAPER_JACOBIAN
     bits.append("paper (Table 2, no decay → decay): VGG16 SGD {} → {}, K-FAC-G {} → {}; ResNet32 SGD {} → {}, "
                 "K-FAC-G {} → {}".format(*paper["VGG16"]["sgd"], *paper["VGG16"]["kfac-g"],
                                           *paper["ResNet32"]["sgd"], *paper["ResNet32"]["kfac-g"]))
@@ -152,54 +145,45 @@ def _jacobian_notes(result: M.JacobianResult) -> str:
     return "<br>".join(bits)
 
 
-def jacobian_panel() -> panels.LivePanel:
+def jacobian_panel(fast: bool | None = None) -> panels.LivePanel:
     """Section 2: K-FAC GN norm against the Jacobian norm, and how much decay cuts ‖J‖² per optimizer."""
-
-    def update(figs, result):
-        for fw, new in zip(figs, jacobian_figures(result)):
-            figures.copy_trace_data(fw, new)
-
+    fast = fast_mode() if fast is None else fast
+    size = JACOBIAN_SIZES[fast]
     return panels.LivePanel(
-        compute=jacobian,
+        compute=functools.partial(E.jacobian_experiment, width=64, **size),
         controls={"depth": panels.int_slider("hidden layers", 1, 3, 2)},
-        figure=jacobian_figures(jacobian()),
-        update=update,
+        build=jacobian_figures,
         notes=_jacobian_notes,
         title="Mechanism 2: K-FAC-G with weight decay shrinks the input-output Jacobian",
         caption=(f"Bias-free ReLU networks without BN (64 units per hidden layer) trained on the digits for "
-                 f"{M2_STEPS} steps with SGD (ρ = 0.9) or K-FAC-G over a grid of λ, seeds {list(M2_SEEDS)}: "
-                 "each point is one trained network. Top: the K-FAC norm that decoupled decay penalizes "
+                 f"{size['steps']} steps with SGD (ρ = 0.9) or K-FAC-G over a grid of λ, seeds "
+                 f"{list(size['seeds'])}: each point is one trained network. Top: the K-FAC norm that decoupled decay penalizes "
                  "tracks ‖Jₓ‖². Bottom: the same decays cut ‖Jₓ‖² much more under K-FAC-G. Change the depth."),
     )
 
 
 # =========================================================================== 3. effective damping
 @functools.lru_cache(maxsize=16)
-def damping(curvature: str = "kfac-f", damping: float = 1e-3, weight_decay: float = 0.1,
-            steps: int = M3_STEPS) -> M.DampingResult:
-    return M.damping_experiment(curvature, damping=damping, weight_decay=weight_decay, steps=steps,
-                                width=M3_WIDTH, record_every=max(steps // 40, 1), eval_every=max(steps // 20, 1))
+def damping(curvature: str = "kfac-f", damping: float = 1e-3, weight_decay: float = 0.1, steps: int = 1000,
+            width: int = 64) -> E.DampingResult:
+    return E.damping_experiment(curvature, damping=damping, weight_decay=weight_decay, steps=steps, width=width,
+                                record_every=max(steps // 40, 1), eval_every=max(steps // 20, 1))
 
 
-def damping_figures(result: M.DampingResult) -> list[go.Figure]:
+def damping_figures(result: E.DampingResult) -> list[go.Figure]:
     rec, schemes = result.record, result.schemes
     rel = figures.figure(_scheme_traces(rec.steps, result.relative_damping[:, :, 0], schemes),
                          y_title="γ / mean eigenvalue of A⊗S", log_y=True, height=340)
     cos = figures.figure(_scheme_traces(rec.steps, result.cosine[:, :, 0], schemes, showlegend=False),
                          y_title="cos(K-FAC step, gradient)", height=300)
     cos.update_yaxes(range=[0, 1.02])
-    traces = []
-    for i, s in enumerate(schemes):
-        for values, label, dash in ((result.fisher_trace, "tr F(ŵ)", None), (result.gn_trace, "tr G(ŵ)", "dash")):
-            y = values[:, i]
-            n = figures.finite_prefix(y)
-            traces.append(go.Scatter(x=rec.steps[:n], y=y[:n], mode="lines", name=f"{label}, {M.SCHEME_LABELS[s]}",
-                                     line=dict(color=SCHEME_COLORS[s], width=2.5, dash=dash)))
+    traces = (_scheme_traces(rec.steps, result.fisher_trace, schemes, label="tr F(ŵ)", dash="solid")
+              + _scheme_traces(rec.steps, result.gn_trace, schemes, label="tr G(ŵ)", dash="dash"))
     tr = figures.figure(traces, y_title=f"trace, layer {result.layers[0]}", log_y=True, height=360)
     return [rel, cos, tr]
 
 
-def _damping_notes(result: M.DampingResult) -> str:
+def _damping_notes(result: E.DampingResult) -> str:
     extra = []
     for i, s in enumerate(result.schemes):
         f, g = result.fisher_trace[:, i], result.gn_trace[:, i]
@@ -211,24 +195,20 @@ def _damping_notes(result: M.DampingResult) -> str:
     return _scheme_notes(result.record, result.schemes, "<br>".join(extra))
 
 
-def damping_panel() -> panels.LivePanel:
+def damping_panel(fast: bool | None = None) -> panels.LivePanel:
     """Section 3: effective damping γ‖w‖² of K-FAC on a BN network, and the Fisher's collapse."""
-
-    def update(figs, result):
-        for fw, new in zip(figs, damping_figures(result)):
-            figures.copy_trace_data(fw, new)
-
+    fast = fast_mode() if fast is None else fast
+    size = DAMPING_SIZES[fast]
     return panels.LivePanel(
-        compute=damping,
+        compute=functools.partial(damping, **size),
         controls={"curvature": panels.dropdown("K-FAC curvature", {"Fisher (K-FAC-F)": "kfac-f",
                                                                    "Gauss-Newton (K-FAC-G)": "kfac-g"}, "kfac-f"),
                   "damping": panels.log_slider("γ (damping)", 1e-5, 1e-1, 1e-3),
                   "weight_decay": panels.log_slider("λ (weight decay)", 1e-3, 1.0, 0.1)},
-        figure=damping_figures(damping()),
-        update=update,
+        build=damping_figures,
         notes=_damping_notes,
         title="Mechanism 3: weight decay keeps K-FAC second order",
-        caption=(f"K-FAC (α = 0.02) on a BN network ({M3_WIDTH} units × 2), first hidden layer. Top: damping "
+        caption=(f"K-FAC (α = 0.02) on a BN network ({size['width']} units × 2), first hidden layer. Top: damping "
                  "relative to the curvature; once it passes 1 the damping dominates. Middle: the cosine between "
                  "K-FAC's step and the plain gradient, which tends to 1 as K-FAC turns into gradient descent. "
                  "Bottom: traces of the Fisher (solid) and Gauss-Newton (dashed) blocks for ŵ. Compare K-FAC-F "
@@ -241,7 +221,7 @@ def table_html(table: dict) -> str:
     """Our digits table (mean ± std over seeds, best per row in bold) beside the paper's CIFAR-10 numbers."""
     cfg = table["config"]
     regs = M.REGULARIZERS
-    paper_rows = list(M.PAPER_TABLE)
+    paper_rows = list(E.PAPER_TABLE)
     head = "".join(f"<th>{M.LABELS[r]}</th>" for r in regs)
     head += "".join(f"<th>paper, CIFAR-10<br>{html.escape(p)}<br><small>none → WD</small></th>" for p in paper_rows)
     rows = []
@@ -253,7 +233,7 @@ def table_html(table: dict) -> str:
             text = f"{means[r]:.2f} ± {table['std'][name][r]:.2f}"
             cells.append(f"<td>{'<b>' + text + '</b>' if means[r] == best else text}</td>")
         for p in paper_rows:
-            a, b = M.PAPER_TABLE[p][name]
+            a, b = E.PAPER_TABLE[p][name]
             cells.append(f"<td class='paper'>{a:.2f} → {b:.2f}</td>")
         rows.append(f"<tr><th>{M.LABELS[name]}</th>{''.join(cells)}</tr>")
     style = ("<style>.lecture-table{border-collapse:collapse;font-size:0.98em;margin:6px 0}"
@@ -287,7 +267,7 @@ class HeadlineTable(widgets.VBox):
     """The saved headline table, and a button that recomputes it (with a progress bar) from its config."""
 
     def __init__(self, table: dict | None = None):
-        self.table = table if table is not None else M.load_table()
+        self.table = table if table is not None else E.load_table()
         self._html = widgets.HTML(table_html(self.table))
         self._hyper = widgets.HTML(hyperparameter_html(self.table))
         self._button = widgets.Button(description="Recompute the table", icon="refresh",
@@ -312,9 +292,9 @@ class HeadlineTable(widgets.VBox):
     def recompute(self) -> dict:
         """Retrain the table from the saved config (blocking); updates the widget when done."""
         try:
-            config = M.TableConfig.from_dict(self.table["config"])
+            config = E.TableConfig.from_dict(self.table["config"])
             self._bar.value = 0.0
-            new = M.headline_table(config, progress=lambda f: setattr(self._bar, "value", f))
+            new = E.headline_table(config, progress=lambda f: setattr(self._bar, "value", f))
             new["reduced"] = self.table.get("reduced")
             new["tuning"] = self.table.get("tuning")
             same = new["accuracy"] == self.table["accuracy"]

@@ -1,0 +1,459 @@
+r"""The experiments of notebook 06, "Three mechanisms of weight decay" (Zhang et al. 2019).
+
+Each function trains real networks on the scikit-learn digits, every configuration of a figure as
+one batched run, and returns a small result dataclass; the mathematics they build on is in
+:mod:`lecture_lib.mechanisms`.
+
+* :func:`effective_lr_experiment` (mechanism 1): decay schemes and norm grafting on a BN MLP.
+* :func:`jacobian_experiment` (mechanism 2): SGD and K-FAC-G over a grid of decays, Jacobian norms.
+* :func:`damping_experiment` (mechanism 3): K-FAC's relative damping on a BN MLP.
+* :func:`headline_table` (the paper's Table 1, in kind): {SGD, Adam, K-FAC-F, K-FAC-G} ×
+  {none, L2, weight decay}, several seeds, with the λ chosen on a validation split (:func:`tune`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .._validate import Choice, Function, Int, NonNegative, Positive, Real, Seed, Spec, Unit, Where, accepts
+from ..data import Dataset, digits
+from ..engine import train
+from ..mechanisms import (OPTIMIZERS, REGULARIZERS, SCHEME_LIST, SCHEMES, SEEDS, LABELS, bn_mlp, decay_schemes,
+                          graft_norms_, jacobian_norm, kfac_gn_norm, preconditioner, regularized, relu_net,
+                          sequence_of)
+from ..optim.base import Transform, chain, find_state
+from ..optim.kfac import KFACState, _damped_solve, eigh_factor, estimate_factors
+from ..optim.transforms import add_decayed_weights, scale_by_lr
+from ..record import Record
+
+FRACTION = Real(0.0, 1.0, low_open=True, high_open=True)
+SIZES = dict(steps=Int(1), batch_size=Int(1, optional=True), width=Int(1), depth=Int(1), test_fraction=FRACTION)
+
+
+def _decayed_by_scheme(pre: Transform, lr, schemes: Sequence[str], weight_decay, mask: Mapping[str, bool]) -> Transform:
+    r"""``pre`` with decoupled decay per scheme (:func:`~lecture_lib.mechanisms.decay_schemes`):
+
+    :math:`w \leftarrow w - \alpha(C^{-1}\nabla J + \lambda_{BN} w_{BN} + \lambda_{FC} w_{FC})`.
+    """
+    lam_bn, lam_fc = decay_schemes(schemes, weight_decay)
+    others = {k: not v for k, v in mask.items()}
+    return chain(pre, add_decayed_weights(lam_bn, mask), add_decayed_weights(lam_fc, others), scale_by_lr(lr))
+
+
+# ============================================================================ mechanism 1
+@dataclass
+class EffectiveLrResult:
+    """Mechanism 1: ``record`` of the schemes trained as one batched run, in the order of ``schemes``."""
+
+    record: Record
+    schemes: list[str]
+    layers: list[str]                  # the scale-invariant weight tensors
+
+
+def _graft_donor_is_trained(args: Mapping) -> None:
+    if any(s.startswith("graft") for s in args["schemes"]) and args["graft_from"] not in args["schemes"]:
+        raise ValueError(f"graft_from={args['graft_from']!r} must be one of the schemes trained: "
+                         f"{list(args['schemes'])}")
+
+
+@accepts(_graft_donor_is_trained, optimizer=Choice(("sgd", "adam")), lr=Positive(optional=True),
+         weight_decay=NonNegative(optional=True), schemes=SCHEME_LIST, seed=Seed(), eval_every=Int(1),
+         record_every=Int(1), graft_from=Choice(SCHEMES), **SIZES)
+def effective_lr_experiment(optimizer: str = "sgd", lr: float | None = None, weight_decay: float | None = None,
+                            schemes: Sequence[str] = SCHEMES, steps: int = 1500, batch_size: int = 128,
+                            width: int = 128, depth: int = 2, seed: int = 0, eval_every: int = 50,
+                            record_every: int = 10, test_fraction: float = 0.5,
+                            graft_from: str = "wd-all") -> EffectiveLrResult:
+    r"""Train the decay schemes of :func:`~lecture_lib.mechanisms.decay_schemes` side by side on one BN MLP
+    (same start, same batches).
+
+    ``optimizer`` ``'sgd'`` (momentum 0.9, default :math:`\alpha = 0.05, \lambda = 0.02`) or ``'adam'``
+    (defaults :math:`\alpha = 10^{-3}, \lambda = 1`); the decay is decoupled,
+    :math:`w \leftarrow (1-\alpha\lambda)w - \alpha C^{-1}\nabla J`. After every step the ``'graft'`` runs
+    get the normalized layers' norms of the ``graft_from`` run (:func:`~lecture_lib.mechanisms.graft_norms_`).
+    """
+    lr = (0.05 if optimizer == "sgd" else 1e-3) if lr is None else lr
+    weight_decay = (0.02 if optimizer == "sgd" else 1.0) if weight_decay is None else weight_decay
+    schemes = list(schemes)
+    model = bn_mlp(width, depth, runs=len(schemes), seed=seed)
+    mask = model.scale_invariant
+    opt = _decayed_by_scheme(preconditioner(optimizer, model), lr, schemes, weight_decay, mask)
+    receivers = [i for i, s in enumerate(schemes) if s.startswith("graft")]
+    donors = [schemes.index(graft_from)] * len(receivers)
+
+    def callback(step, m):
+        if receivers:
+            graft_norms_(m, receivers, donors, mask)
+
+    data = digits(test_fraction=test_fraction, seed=0)
+    rec = train(model, data, "cross_entropy", opt, steps, batch_size=batch_size, seed=seed,
+                record_every=record_every, eval_every=eval_every, callback=callback, diverge_above=1e4)
+    return EffectiveLrResult(rec, schemes, [n for n, v in mask.items() if v])
+
+
+# ============================================================================ mechanism 2
+# Table 2 of the paper: squared Frobenius norm of the input-output Jacobian, without -> with weight decay.
+PAPER_JACOBIAN = {"VGG16": {"sgd": (564, 142), "kfac-g": (498, 51.44)},
+                  "ResNet32": {"sgd": (2765, 1074), "kfac-g": (2115, 64.16)}}
+
+
+@dataclass
+class JacobianResult:
+    """Mechanism 2: one row per trained network (``optimizer``, ``weight_decay``, ``seed``) and its measures."""
+
+    optimizer: np.ndarray          # (N,) 'sgd' | 'kfac-g'
+    weight_decay: np.ndarray       # (N,)
+    seed: np.ndarray               # (N,)
+    jacobian_norm: np.ndarray      # (N,) E ||J_x||_F^2 on the test inputs
+    kfac_norm: np.ndarray          # (N,) K-FAC Gauss-Newton norm on the training inputs
+    test_accuracy: np.ndarray      # (N,)
+    train_loss: np.ndarray         # (N,)
+    diverged: np.ndarray           # (N,) bool
+
+    def correlation(self) -> float:
+        """Pearson correlation of log K-FAC norm and log Jacobian norm over the finite rows."""
+        ok = ~self.diverged & np.isfinite(self.jacobian_norm) & np.isfinite(self.kfac_norm)
+        if ok.sum() < 3:
+            return float("nan")
+        return float(np.corrcoef(np.log(self.jacobian_norm[ok]), np.log(self.kfac_norm[ok]))[0, 1])
+
+    def ratio(self, optimizer: str, weight_decay: float) -> float:
+        """Mean Jacobian norm without decay / with ``weight_decay``, for one optimizer (finite rows)."""
+        rows = (self.optimizer == optimizer) & ~self.diverged
+        base = self.jacobian_norm[rows & (self.weight_decay == 0)].mean()
+        dec = self.jacobian_norm[rows & np.isclose(self.weight_decay, weight_decay)].mean()
+        return float(base / dec)
+
+
+@accepts(seeds=SEEDS, damping=NonNegative(), lr_sgd=Positive(), lr_kfac=Positive(),
+         weight_decays=sequence_of(NonNegative(), bad=((), (-0.1,), (float("nan"),), "w")),
+         progress=Function(optional=True), **SIZES)
+def jacobian_experiment(steps: int = 800, width: int = 64, depth: int = 2, seeds: Sequence[int] = (0, 1),
+                        batch_size: int = 128, damping: float = 1e-2, lr_sgd: float = 0.05,
+                        lr_kfac: float = 0.01, weight_decays: Sequence[float] = (0.0, 3e-3, 1e-2, 3e-2, 1e-1),
+                        test_fraction: float = 0.5,
+                        progress: Callable[[float], None] | None = None) -> JacobianResult:
+    r"""Train bias-free ReLU networks (no BN) with SGD and K-FAC-G, each over a grid of decoupled decays.
+
+    Every (decay, seed) pair of one optimizer is a run of one batched computation. For each trained
+    network: :math:`\mathbb E\lVert J_x\rVert_F^2` on the test inputs and the K-FAC Gauss-Newton norm on
+    the training inputs (:func:`~lecture_lib.mechanisms.kfac_gn_norm`). SGD uses momentum 0.9; K-FAC-G the
+    logits' Gauss-Newton matrix with damping ``damping`` :math:`\gamma`.
+    """
+    data = digits(test_fraction=test_fraction, seed=0)
+    runs = [(w, s) for w in weight_decays for s in seeds]
+    cols = {k: [] for k in ("optimizer", "weight_decay", "seed", "jacobian_norm", "kfac_norm", "test_accuracy",
+                            "train_loss", "diverged")}
+    for i, (name, lr) in enumerate((("sgd", lr_sgd), ("kfac-g", lr_kfac))):
+        model = relu_net([64] + [width] * depth + [10], runs=len(runs), seed=[1000 + s for _, s in runs])
+        opt = regularized(preconditioner(name, model, damping=damping), lr, wd=torch.tensor([w for w, _ in runs]))
+        rec = train(model, data, "cross_entropy", opt, steps, batch_size=batch_size, seed=[s for _, s in runs],
+                    record_every=max(steps // 20, 1), eval_every=steps, diverge_above=1e3)
+        model.eval()
+        with torch.no_grad():
+            kn = kfac_gn_norm(model, data.x_train)
+        cols["optimizer"] += [name] * len(runs)
+        cols["weight_decay"] += [w for w, _ in runs]
+        cols["seed"] += [s for _, s in runs]
+        cols["jacobian_norm"] += jacobian_norm(model, data.x_test).tolist()
+        cols["kfac_norm"] += kn.tolist()
+        cols["test_accuracy"] += rec.test_accuracy[-1].tolist()
+        cols["train_loss"] += rec.loss[-1].tolist()
+        cols["diverged"] += (rec.diverged_at >= 0).tolist()
+        if progress is not None:
+            progress((i + 1) / 2)
+    return JacobianResult(**{k: np.asarray(v) for k, v in cols.items()})
+
+
+# ============================================================================ mechanism 3
+@dataclass
+class DampingResult:
+    """Mechanism 3: a K-FAC run without and with weight decay (and on the BN layers only)."""
+
+    record: Record
+    schemes: list[str]
+    layers: list[str]
+    relative_damping: np.ndarray   # (K, R, L) γ / mean eigenvalue of A ⊗ S
+    cosine: np.ndarray             # (K, R, L) cos(K-FAC step, gradient): → 1 when first order
+    fisher_trace: np.ndarray       # (K, R) tr F(ŵ) of the first layer (K-FAC blocks)
+    gn_trace: np.ndarray           # (K, R) tr G(ŵ)
+
+
+def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor) -> dict[str, Callable]:
+    r"""What :func:`damping_experiment` records each step; the one place here that reads K-FAC's state.
+
+    ``'damping'`` ``(R, L, 2)``: :math:`\gamma` over the mean eigenvalue of :math:`A\otimes S`, and the cosine of
+    the K-FAC step with the gradient, per layer. ``'traces'`` ``(R, 2)``: :math:`\operatorname{tr}` of the first
+    layer's K-FAC Fisher and Gauss-Newton blocks for :math:`\hat w`, i.e.
+    :math:`\lVert w\rVert^2\operatorname{tr}A\,\operatorname{tr}S` with output Hessian
+    :math:`\mathrm{diag}(p) - pp^\top` (the Fisher's exact expectation over the model's labels) or :math:`I`.
+    """
+
+    def relative_damping(model, params, grads, opt_state):
+        state = find_state(opt_state, KFACState)
+        rel, cos = [], []
+        for name in layers:
+            A, S = state.A[name], state.S[name]
+            mean_eig = A.diagonal(dim1=-2, dim2=-1).mean(-1) * S.diagonal(dim1=-2, dim2=-1).mean(-1)
+            rel.append(damping / mean_eig.clamp_min(1e-30))
+            g = grads[f"{name}.weight"]
+            step = _damped_solve(*eigh_factor(A), *eigh_factor(S), g, damping)   # NaN of a diverged run: no error
+            cos.append(torch.nn.functional.cosine_similarity(step.flatten(1), g.flatten(1), dim=1))
+        return torch.stack([torch.stack(rel, -1), torch.stack(cos, -1)], -1)
+
+    def curvature_traces(model, params, grads, opt_state):
+        sq = params[f"{layers[0]}.weight"].flatten(1).square().sum(1)
+        out = []
+        for loss in ("cross_entropy", "mse"):
+            A, S = estimate_factors(model, params, probe, None, loss, curvature="ggn")[layers[0]]
+            out.append(sq * A.diagonal(dim1=-2, dim2=-1).sum(-1) * S.diagonal(dim1=-2, dim2=-1).sum(-1))
+        return torch.stack(out, -1)
+
+    return {"damping": relative_damping, "traces": curvature_traces}
+
+
+@accepts(curvature=Choice(("kfac-f", "kfac-g")), damping=Positive(), weight_decay=NonNegative(), lr=Positive(),
+         seed=Seed(), record_every=Int(1), eval_every=Int(1), schemes=SCHEME_LIST, probe_size=Int(2), **SIZES)
+def damping_experiment(curvature: str = "kfac-f", damping: float = 1e-3, weight_decay: float = 0.01,
+                       lr: float = 0.02, steps: int = 1000, batch_size: int = 128, width: int = 128,
+                       depth: int = 2, seed: int = 0, record_every: int = 25, eval_every: int = 50,
+                       schemes: Sequence[str] = ("none", "wd-bn", "wd-all"), test_fraction: float = 0.5,
+                       probe_size: int = 256) -> DampingResult:
+    r"""K-FAC (``'kfac-f'`` or ``'kfac-g'``) on a BN MLP with the decay schemes of
+    :func:`~lecture_lib.mechanisms.decay_schemes`.
+
+    Tracks per hidden (normalized) layer the relative damping :math:`\gamma/\bar\lambda(A\otimes S)`
+    (:math:`\propto \gamma\lVert w\rVert^2` against the direction's curvature), the cosine between the
+    K-FAC step and the gradient, and the first layer's Fisher and Gauss-Newton traces for :math:`\hat w`.
+    Decay is decoupled: :math:`w \leftarrow (1-\alpha\lambda)w - \alpha(\hat G + \gamma I)^{-1}\nabla J`.
+    """
+    schemes = list(schemes)
+    model = bn_mlp(width, depth, runs=len(schemes), seed=seed)
+    mask = model.scale_invariant
+    opt = _decayed_by_scheme(preconditioner(curvature, model, damping=damping), lr, schemes, weight_decay, mask)
+    layers = [n.rsplit(".", 1)[0] for n, v in mask.items() if v]
+    data = digits(test_fraction=test_fraction, seed=0)
+    rec = train(model, data, "cross_entropy", opt, steps, batch_size=batch_size, seed=seed,
+                record_every=record_every, eval_every=eval_every, diverge_above=1e4,
+                track=_kfac_tracks(damping, layers, data.x_train[:probe_size]))
+    d, t = rec.extras["damping"], rec.extras["traces"]
+    return DampingResult(rec, schemes, layers, d[..., 0], d[..., 1], t[..., 0], t[..., 1])
+
+
+# ============================================================================ the headline table
+def _per_optimizer(spec: Spec, bad: tuple) -> Where:
+    """The declaration of a table ``{optimizer: value}`` whose values ``name['sgd']`` each satisfy ``spec``."""
+
+    def rule(name, values):
+        if not isinstance(values, Mapping):
+            raise TypeError(f"{name} must be a dict {{optimizer: value}}, got {values!r}")
+        for k, v in values.items():
+            spec.check(f"{name}[{k!r}]", v, {})
+
+    return Where(rule, bad=bad)
+
+
+def _every_optimizer_has_values(args: Mapping) -> None:
+    for table in ("lr", "l2", "wd", "damping"):
+        needed = [o for o in args["optimizers"] if table != "damping" or o.startswith("kfac")]
+        for name in needed:
+            if name not in args[table]:
+                raise ValueError(f"{table} has no value for optimizer {name!r}: {dict(args[table])}")
+
+
+@dataclass
+class TableConfig:
+    r"""Everything that fixes the headline table: data, model, training, and per-optimizer hyperparameters.
+
+    ``lr`` :math:`\alpha`, ``l2`` and ``wd`` :math:`\lambda` (chosen on a validation split by
+    :func:`tune`), ``damping`` :math:`\gamma` for K-FAC; SGD uses momentum ``momentum`` :math:`\rho`.
+    """
+
+    optimizers: tuple = OPTIMIZERS
+    seeds: tuple = tuple(range(10))
+    width: int = 128
+    depth: int = 2
+    steps: int = 800
+    batch_size: int = 128
+    test_fraction: float = 0.5
+    split_seed: int = 0
+    momentum: float = 0.9
+    lr: dict = field(default_factory=lambda: {"sgd": 0.05, "adam": 1e-3, "kfac-f": 0.01, "kfac-g": 0.01})
+    damping: dict = field(default_factory=lambda: {"kfac-f": 1e-2, "kfac-g": 1e-3})
+    # chosen by tune() (scripts/make_headline_table.py --tune): best mean validation accuracy over 4 seeds
+    l2: dict = field(default_factory=lambda: {"sgd": 1e-2, "adam": 3e-3, "kfac-f": 3e-2, "kfac-g": 3e-2})
+    wd: dict = field(default_factory=lambda: {"sgd": 3e-2, "adam": 3e-2, "kfac-f": 3e-2, "kfac-g": 1e-1})
+
+    def __post_init__(self):
+        self.validate(**vars(self))
+
+    @staticmethod
+    @accepts(_every_optimizer_has_values, optimizers=sequence_of(Choice(OPTIMIZERS), bad=(("nope",), (), "sgd")),
+             seeds=SEEDS, width=Int(1), depth=Int(1), steps=Int(1), batch_size=Int(1), test_fraction=FRACTION,
+             split_seed=Seed(), momentum=Unit(),
+             lr=_per_optimizer(Positive(), bad=({"sgd": -1.0}, {"sgd": 0.0}, {"sgd": float("nan")}, 0.1)),
+             l2=_per_optimizer(NonNegative(), bad=({"sgd": -1.0}, [0.1])),
+             wd=_per_optimizer(NonNegative(), bad=({"sgd": float("nan")},)),
+             damping=_per_optimizer(NonNegative(), bad=({"kfac-f": -1.0}, "0.1")))
+    def validate(optimizers, seeds, width, depth, steps, batch_size, test_fraction, split_seed, momentum, lr, damping,
+                 l2, wd) -> None:
+        """The fields' declarations, checked when a config is made (the dataclass writes ``__init__``)."""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["optimizers"], d["seeds"] = list(self.optimizers), list(self.seeds)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "TableConfig":
+        d = dict(d)
+        d["optimizers"], d["seeds"] = tuple(d["optimizers"]), tuple(d["seeds"])
+        return cls(**d)
+
+
+REDUCED = dict(seeds=(0, 1), width=32, steps=30, batch_size=64)
+
+
+def reduced_config(config: TableConfig | None = None) -> TableConfig:
+    """The CI-sized version of ``config`` (2 seeds, width 32, 30 steps): same hyperparameters, seconds to run."""
+    return dataclasses.replace(config or TableConfig(), **REDUCED)
+
+
+@accepts(fraction=FRACTION, seed=Seed())
+def validation_split(data: Dataset, fraction: float = 0.25, seed: int = 0) -> Dataset:
+    """Hold out ``fraction`` of the *training* set as the evaluation split (the test set is never looked at)."""
+    n = data.n_train
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    nv = max(int(round(n * fraction)), 1)
+    va, tr = perm[:nv], perm[nv:]
+    return Dataset(data.x_train[tr], data.y_train[tr], data.x_train[va], data.y_train[va], data.task,
+                   f"{data.name}, validation split", dict(data.meta))
+
+
+def _one_entry_per_run(args: Mapping) -> None:
+    if not len(args["l2"]) == len(args["wd"]) == len(args["seeds"]):
+        raise ValueError(f"l2, wd and seeds must have one entry per run, got lengths {len(args['l2'])}, "
+                         f"{len(args['wd'])}, {len(args['seeds'])}")
+
+
+@accepts(_one_entry_per_run, name=Choice(OPTIMIZERS), l2=sequence_of(NonNegative(), bad=([-0.1, 0.0], [float("nan"), 0.0], "l2")),
+         wd=sequence_of(NonNegative(), bad=([0.0, -1.0], "wd")), seeds=SEEDS)
+def train_family(name: str, config: TableConfig, data: Dataset, l2: Sequence[float], wd: Sequence[float],
+                 seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    r"""Train one optimizer's runs ``(l2[r], wd[r], seeds[r])`` as one batched computation on ``data``.
+
+    Returns the final accuracy on ``data``'s test split and the final training loss, ``(R,)`` each
+    (NaN for a run that diverged).
+    """
+    model = bn_mlp(config.width, config.depth, runs=len(seeds), seed=list(seeds))
+    pre = preconditioner(name, model, damping=config.damping.get(name, 1e-3), momentum=config.momentum)
+    opt = regularized(pre, config.lr[name], l2=torch.tensor(l2, dtype=torch.float32),
+                      wd=torch.tensor(wd, dtype=torch.float32))
+    rec = train(model, data, "cross_entropy", opt, config.steps, batch_size=config.batch_size, seed=list(seeds),
+                record_every=max(config.steps // 10, 1), eval_every=config.steps, diverge_above=1e4)
+    return rec.test_accuracy[-1], rec.loss[-1]
+
+
+def headline_table(config: TableConfig | None = None, progress: Callable[[float], None] | None = None) -> dict:
+    r"""Test accuracy of every optimizer × {none, L2, weight decay} × seed, each optimizer one batched run.
+
+    Returns a JSON-ready dict: ``config``, ``version`` (lecture_lib and torch), ``accuracy[opt][reg]``
+    (one value per seed, in %), ``mean`` and ``std`` (population std over seeds, in %), ``train_loss``.
+    """
+    config = config or TableConfig()
+    data = digits(test_fraction=config.test_fraction, seed=config.split_seed)
+    out = {"config": config.to_dict(), "version": versions(), "accuracy": {}, "mean": {}, "std": {},
+           "train_loss": {}}
+    for i, name in enumerate(config.optimizers):
+        cells = [(reg, s) for reg in REGULARIZERS for s in config.seeds]
+        l2 = [config.l2[name] if reg == "l2" else 0.0 for reg, _ in cells]
+        wd = [config.wd[name] if reg == "wd" else 0.0 for reg, _ in cells]
+        acc, loss = train_family(name, config, data, l2, wd, [s for _, s in cells])
+        n = len(config.seeds)
+        out["accuracy"][name], out["mean"][name], out["std"][name], out["train_loss"][name] = {}, {}, {}, {}
+        for j, reg in enumerate(REGULARIZERS):
+            a = 100.0 * np.asarray(acc[j * n:(j + 1) * n], dtype=float)
+            out["accuracy"][name][reg] = [round(float(v), 4) for v in a]
+            out["mean"][name][reg] = round(float(np.mean(a)), 4)
+            out["std"][name][reg] = round(float(np.std(a)), 4)
+            out["train_loss"][name][reg] = [float(f"{v:.6g}") for v in loss[j * n:(j + 1) * n]]
+        if progress is not None:
+            progress((i + 1) / len(config.optimizers))
+    return out
+
+
+def tune(config: TableConfig | None = None, l2_grid: Mapping[str, Sequence[float]] | None = None,
+         wd_grid: Mapping[str, Sequence[float]] | None = None, seeds: Sequence[int] = (0, 1, 2, 3),
+         fraction: float = 0.25) -> dict:
+    r"""Choose each optimizer's L2 and weight-decay :math:`\lambda` on a validation split of the training set.
+
+    Every grid value × seed is a run of one batched computation per optimizer; the best mean validation
+    accuracy wins (ties: the smaller :math:`\lambda`). Returns ``{'l2': {...}, 'wd': {...}, 'scores': ...}``.
+    """
+    config = config or TableConfig()
+    l2_grid = l2_grid or {k: (3e-4, 1e-3, 3e-3, 1e-2, 3e-2) for k in OPTIMIZERS}
+    wd_grid = wd_grid or {"sgd": (1e-2, 3e-2, 1e-1, 3e-1, 1.0), "adam": (0.03, 0.1, 0.3, 1.0, 3.0),
+                          "kfac-f": (1e-2, 3e-2, 1e-1, 3e-1, 1.0), "kfac-g": (1e-2, 3e-2, 1e-1, 3e-1, 1.0)}
+    data = validation_split(digits(test_fraction=config.test_fraction, seed=config.split_seed), fraction)
+    chosen = {"l2": {}, "wd": {}, "scores": {}}
+    for name in config.optimizers:
+        cells = ([("none", 0.0)] + [("l2", v) for v in l2_grid[name]] + [("wd", v) for v in wd_grid[name]])
+        runs = [(reg, v, s) for reg, v in cells for s in seeds]
+        acc, _ = train_family(name, config, data, [v if r == "l2" else 0.0 for r, v, _ in runs],
+                              [v if r == "wd" else 0.0 for r, v, _ in runs], [s for *_, s in runs])
+        acc = np.nan_to_num(np.asarray(acc, dtype=float).reshape(len(cells), len(seeds)), nan=0.0).mean(1)
+        chosen["scores"][name] = [[reg, v, round(100 * float(a), 3)] for (reg, v), a in zip(cells, acc)]
+        for reg in ("l2", "wd"):
+            best = max((a, -v, v) for (r, v), a in zip(cells, acc) if r == reg)
+            chosen[reg][name] = best[2]
+    return chosen
+
+
+def format_table(table: Mapping) -> str:
+    """Plain-text rendering of a headline table: one row per optimizer, mean ± std (%) per regularizer."""
+    head = f"{'optimizer':10s}" + "".join(f"{LABELS[r]:>22s}" for r in REGULARIZERS)
+    lines = [head]
+    for name in table["mean"]:
+        cells = "".join(f"{table['mean'][name][r]:>14.2f} ± {table['std'][name][r]:5.2f}" for r in REGULARIZERS)
+        lines.append(f"{LABELS[name]:10s}{cells}")
+    return "\n".join(lines)
+
+
+def versions() -> dict:
+    return {"lecture_lib": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+TABLE_PATH = Path(__file__).resolve().parent.parent / "data_files" / "headline_table.json"
+
+
+def save_table(table: dict, path: str | Path = TABLE_PATH) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    return path
+
+
+def load_table(path: str | Path = TABLE_PATH) -> dict:
+    """The saved headline table (see ``scripts/make_headline_table.py``)."""
+    return json.loads(Path(path).read_text())
+
+
+# The paper's numbers (Zhang et al. 2019, Table 1, CIFAR-10): baseline -> weight decay, in %.
+# Its L2 column appears only in Figure 1 (not in a table), so it is not quoted here.
+PAPER_TABLE = {
+    "ResNet32, BN + augmentation": {"sgd": (92.95, 95.14), "adam": (93.63, 94.66), "kfac-f": (93.80, 95.35),
+                                    "kfac-g": (93.44, 95.04)},
+    "VGG16, BN + augmentation": {"sgd": (91.71, 93.39), "adam": (92.89, 93.62), "kfac-f": (93.12, 93.90),
+                                 "kfac-g": (93.19, 93.80)},
+    "VGG16, no BN": {"sgd": (83.20, 84.87), "adam": (83.16, 84.12), "kfac-f": (85.58, 89.60),
+                     "kfac-g": (83.85, 89.81)},
+}
