@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lecture_lib import data, ics
+from lecture_lib.experiments import ics as experiments
 from lecture_lib.engine import train
 from lecture_lib.models import MLP
 from lecture_lib.optim import sgd
@@ -13,9 +14,10 @@ from lecture_lib.optim import sgd
 F64 = torch.float64
 
 
-def test_science_module_imports_no_widgets():
-    assert "plotly" not in ics.__dict__ and "ipywidgets" not in ics.__dict__
-    src = open(ics.__file__).read()
+@pytest.mark.parametrize("module", [ics, experiments], ids=["ics", "experiments.ics"])
+def test_science_module_imports_no_widgets(module):
+    assert "plotly" not in module.__dict__ and "ipywidgets" not in module.__dict__
+    src = open(module.__file__).read()
     assert "import plotly" not in src and "import ipywidgets" not in src
 
 
@@ -54,7 +56,7 @@ def test_regression_hessian_with_bias_is_the_augmented_moment():
 
 
 def test_descent_is_slow_on_uncentered_features():
-    r = ics.descent_experiment(mean_norm=3.0, cond=1.0, dim=10, steps=100)
+    r = experiments.descent_experiment(mean_norm=3.0, cond=1.0, dim=10, steps=100)
     kappa = dict(zip(r.labels, r.condition_numbers))
     assert kappa["uncentered"] > 50 * kappa["centered"]
     final = dict(zip(r.labels, [e[-1] for e in r.excess_loss]))
@@ -133,7 +135,7 @@ def test_gradient_step_in_new_coordinates_is_quasi_diagonal_preconditioning():
 
 
 def test_reparameterization_removes_the_outliers():
-    r = ics.reparam_experiment(mean_norm=3.0, cond=10.0, steps=20, n=128, lrs=[0.1])
+    r = experiments.reparam_experiment(mean_norm=3.0, cond=10.0, steps=20, n=128, lrs=[0.1])
     assert r.max_output_gap < 1e-12
     top_original, top_tilde = r.gn_eigenvalues[0][0], r.gn_eigenvalues[1][0]
     assert top_original > 1.5 * top_tilde
@@ -160,7 +162,7 @@ def test_without_a_normalizer_the_shift_matters():
 
 
 def test_wrinkle_kfac_factor_has_the_outlier_exact_curvature_does_not():
-    r = ics.wrinkle_experiment(shift=5.0, steps=5, sizes=(4, 8, 8, 1), n=64)
+    r = experiments.wrinkle_experiment(shift=5.0, steps=5, sizes=(4, 8, 8, 1), n=64)
     i = {n: k for k, n in enumerate(r.norms)}
     for norm in ("center", "batch"):
         assert r.kfac_top[i[norm], 1] > 20 * r.kfac_top[i[norm], 0]           # A sees the shift
@@ -185,15 +187,29 @@ def test_batch_centering_gradient_is_s_bar_transpose_centered_a(shift):
 
 
 def test_centering_gradient_does_not_depend_on_the_shift():
-    r = ics.centering_experiment(shift=1.0)
+    r = experiments.centering_experiment(shift=1.0)
     np.testing.assert_allclose(r.norm_autograd, r.norm_autograd[0], rtol=1e-10)
     assert r.norm_direct.max() > 2 * r.norm_direct.min()
 
 
 def test_bad_arguments_raise_value_errors_naming_the_parameter():
     with pytest.raises(ValueError, match="features"):
-        ics.outlier_experiment(features="sigmoid")
+        experiments.outlier_experiment(features="sigmoid")
     with pytest.raises(ValueError, match="lr_scale"):
-        ics.descent_experiment(lr_scale=2.5)
+        experiments.descent_experiment(lr_scale=2.5)
     with pytest.raises(ValueError, match="mean_norm"):
-        ics.outlier_experiment(mean_norm=-1.0)
+        experiments.outlier_experiment(mean_norm=-1.0)
+
+
+def test_symmetric_power_roots_multiply_back():
+    _, _, cov = data.gaussian_inputs(2, 4, mean_norm=1.0, cond=30.0, seed=6)
+    root, inverse_root = ics.symmetric_power(cov, 0.5), ics.symmetric_power(cov, -0.5)
+    torch.testing.assert_close(root @ root, cov, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(root @ inverse_root, torch.eye(4, dtype=F64), rtol=1e-12, atol=1e-12)
+
+
+def test_panel_experiments_have_one_outlier_per_output():
+    rep = experiments.conditioning_experiment(mean_norm=3.0, outputs=2, n=300)
+    assert rep.predicted.shape == (2,)
+    qd = experiments.quasi_diagonal_experiment(mean_norm=0.0, cond=1.0)
+    torch.testing.assert_close(qd["preconditioner"], torch.eye(8, dtype=F64), rtol=0, atol=1e-12)

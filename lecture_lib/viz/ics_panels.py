@@ -1,50 +1,33 @@
 """Figures and live panels of notebook 02, "Internal covariate shift and outlier eigenvalues".
 
 Each section of the notebook calls one ``*_panel()`` function. Every panel has the
-same three layers: a **compute** function of the control values that runs real
-PyTorch through :mod:`lecture_lib.ics` (cached by the panel), a **pure figure builder**
-``result -> go.Figure`` that draws every trace, and an **update** that copies the new
-trace data onto the figure widget built once. Settings shrink when
-:data:`lecture_lib.viz.FAST` is set (``LECTURE_FAST=1``).
+same two layers: an **experiment** of :mod:`lecture_lib.experiments.ics`, called in one
+line with the control values (cached by the panel), and a **pure figure builder**
+``result -> go.Figure`` that draws every trace, each with its own name; the panel builds
+its figure widget from the first result and copies later results' trace data onto it.
+Each panel takes ``fast`` (default: :func:`lecture_lib.viz.fast_mode`, i.e.
+``LECTURE_FAST=1``) and then runs smaller experiments.
 """
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import data, ics
-from ..models import MLP
-from . import FAST, figures, panels
+from .. import ics
+from ..experiments import ics as experiments
+from . import fast_mode, figures, panels
 
 NORM_LABELS = {"none": "no normalizer", "center": "batch centering", "batch": "batch norm"}
 VARIANT_LABELS = {"uncentered": "uncentered x", "centered": "centered x − m", "whitened": "whitened Σ^(−1/2)(x − m)"}
-
-
-def _style(fig: go.Figure, height: int = figures.HEIGHT, **layout) -> go.Figure:
-    base = figures.base_layout(height=height)
-    fig.update_layout(template=base.template, font=base.font, colorway=base.colorway, height=height,
-                      margin=base.margin, legend=base.legend, hovermode="closest", hoverlabel=base.hoverlabel,
-                      uirevision="lecture", **layout)
-    fig.update_xaxes(showline=True, linecolor="#888", zeroline=False)
-    fig.update_yaxes(showline=True, linecolor="#888", zeroline=False)
-    return fig
 
 
 def _positive(values, rel_floor: float = 1e-9) -> np.ndarray:
     """Eigenvalues for a log axis: values below ``rel_floor`` x the largest (rounding noise) dropped."""
     v = np.asarray(values, dtype=float)
     return v[v > rel_floor * max(v.max(), 1e-300)]
-
-
-def _update_from(builder):
-    def update(fig, result):
-        if isinstance(fig, list):
-            for target, source in zip(fig, builder(result)):
-                figures.copy_trace_data(target, source, layout_keys=("annotations",))
-        else:
-            figures.copy_trace_data(fig, builder(result), layout_keys=("annotations",))
-    return update
 
 
 # =========================================================================== 1. the outlier of A
@@ -71,21 +54,17 @@ def outlier_notes(spec: ics.MomentSpectrum) -> str:
             f"|cos(top eigenvector, m)| = {align} · condition number κ(A) = {spec.condition_number:.3g}")
 
 
-def outlier_panel() -> panels.LivePanel:
-    samples = 5000 if FAST else 20000
-
-    def compute(features, mean_norm, dim):
-        return ics.outlier_experiment(features, mean_norm, int(dim), samples=samples)
-
+def outlier_panel(fast: bool | None = None) -> panels.LivePanel:
+    fast = fast_mode() if fast is None else fast
     controls = {"features": panels.dropdown("inputs a", {"Gaussian N(m, I)": "gaussian",
                                                          "logistic units σ(z)": "logistic",
                                                          "tanh units tanh(z)": "tanh",
                                                          "ReLU units max(z, 0)": "relu"}, "gaussian"),
                 "mean_norm": panels.slider("‖m‖ (Gaussian inputs)", 0.0, 6.0, 3.0, step=0.25),
                 "dim": panels.int_slider("D (width)", 4, 64, 20)}
-    first = compute("gaussian", 3.0, 20)
     return panels.LivePanel(
-        compute, controls, outlier_figure(first), _update_from(outlier_figure), notes=outlier_notes,
+        partial(experiments.outlier_experiment, samples=5000 if fast else 20000), controls,
+        build=outlier_figure, notes=outlier_notes,
         title="One outlier eigenvalue, in the direction of the mean",
         caption="Slide ‖m‖: the top eigenvalue follows ‖m‖² + 1 while the rest stay at 1. Then switch to "
                 "logistic units (mean ½ each, so ‖m‖² ≈ D/4) and widen the layer; tanh units have no outlier.")
@@ -93,7 +72,7 @@ def outlier_panel() -> panels.LivePanel:
 
 # =========================================================================== 2. gradient descent
 
-def descent_figures(result: ics.DescentComparison) -> list[go.Figure]:
+def descent_figures(result: experiments.DescentComparison) -> list[go.Figure]:
     loss = []
     for i, (label, rec, excess) in enumerate(zip(result.labels, result.records, result.excess_loss)):
         loss += figures.line_traces(rec, np.asarray(excess)[:, None], [VARIANT_LABELS[label]],
@@ -110,25 +89,21 @@ def descent_figures(result: ics.DescentComparison) -> list[go.Figure]:
     return [f1, f2]
 
 
-def descent_notes(result: ics.DescentComparison) -> str:
+def descent_notes(result: experiments.DescentComparison) -> str:
     parts = [f"{VARIANT_LABELS[l]}: κ(H) = <b>{k:.3g}</b>, α = {lr:.3g}"
              for l, k, lr in zip(result.labels, result.condition_numbers, result.lrs)]
     notes = [panels.divergence_notes(rec, [VARIANT_LABELS[l]]) for l, rec in zip(result.labels, result.records)]
     return " · ".join(parts) + "".join(f"<br>{n}" for n in notes if n)
 
 
-def descent_panel() -> panels.LivePanel:
-    steps = 100 if FAST else 400
-
-    def compute(mean_norm, cond, lr_scale):
-        return ics.descent_experiment(mean_norm, cond, steps=steps, lr_scale=lr_scale)
-
+def descent_panel(fast: bool | None = None) -> panels.LivePanel:
+    fast = fast_mode() if fast is None else fast
     controls = {"mean_norm": panels.slider("‖m‖ (input mean)", 0.0, 6.0, 3.0, step=0.25),
                 "cond": panels.log_slider("κ(Σ) (input covariance)", 1.0, 100.0, 1.0),
                 "lr_scale": panels.slider("α · λ_max(H)", 0.1, 1.9, 1.0, step=0.1)}
-    first = compute(3.0, 1.0, 1.0)
     return panels.LivePanel(
-        compute, controls, descent_figures(first), _update_from(descent_figures), notes=descent_notes,
+        partial(experiments.descent_experiment, steps=100 if fast else 400), controls,
+        build=descent_figures, notes=descent_notes,
         title="Gradient descent on linear regression: uncentered vs centered features",
         caption="Each run uses its own step α = c/λ_max(H). Raise ‖m‖: the uncentered run slows down by "
                 "κ(H) ≈ (‖m‖² + 1)², centering fixes it; raise κ(Σ) and only whitening helps.")
@@ -150,13 +125,11 @@ def conditioning_figures(rep: ics.ConditioningReport) -> list[go.Figure]:
                    marker=dict(size=13, symbol="circle-open", color=figures.color(2), line=dict(width=2)),
                    hovertemplate="λ_%{x} = %{y:.4g}<extra></extra>"),
     ]
-    pred = rep.predicted.cpu().numpy()
-    for k in range(MAX_OUTPUTS):
-        y = [pred[k]] * 2 if k < len(pred) else []
-        x = [0.5, top + 0.5] if k < len(pred) else []
-        traces.append(go.Scatter(x=x, y=y, mode="lines", name="predicted ν·λᵢ(S)", showlegend=(k == 0),
-                                 legendgroup="pred", line=dict(color=figures.color(1), dash="dash", width=2),
-                                 hovertemplate="ν·λ(S) = %{y:.4g}<extra></extra>"))
+    pred = rep.predicted.cpu().numpy()      # one dashed level per output, in one trace (None breaks the line)
+    traces.append(go.Scatter(x=[v for _ in pred for v in (0.5, top + 0.5, None)],
+                             y=[v for p in pred for v in (p, p, None)], mode="lines", name="predicted ν·λᵢ(S)",
+                             line=dict(color=figures.color(1), dash="dash", width=2),
+                             hovertemplate="ν·λ(S) = %{y:.4g}<extra></extra>"))
     f1 = figures.figure(traces, x_title="index (top 40 eigenvalues, sorted)", y_title="eigenvalue", log_y=True)
     align = rep.alignment.cpu().numpy()
     k = np.arange(1, MAX_OUTPUTS + 1)
@@ -179,21 +152,13 @@ def conditioning_notes(rep: ics.ConditioningReport) -> str:
             f"exact top eigenvalues: {got} · rest of the spectrum below {float(rep.exact[len(rep.predicted)]):.3g}")
 
 
-def conditioning_panel() -> panels.LivePanel:
-    n = 400 if FAST else 1000
-    dim, hidden = 6, 10
-
-    def compute(mean_norm, outputs):
-        x, _, _ = data.gaussian_inputs(n, dim, mean_norm, 1.0, seed=0)
-        model = MLP([dim, hidden, int(outputs)], activation="tanh", seed=0)
-        return ics.conditioning_report(model, x)
-
+def conditioning_panel(fast: bool | None = None) -> panels.LivePanel:
+    fast = fast_mode() if fast is None else fast
     controls = {"mean_norm": panels.slider("‖m‖ (mean of the layer's inputs)", 0.0, 5.0, 3.0, step=0.25),
                 "outputs": panels.int_slider("M (network outputs)", 1, MAX_OUTPUTS, 3)}
-    first = compute(3.0, 3)
     return panels.LivePanel(
-        compute, controls, conditioning_figures(first), _update_from(conditioning_figures),
-        notes=conditioning_notes,
+        partial(experiments.conditioning_experiment, n=400 if fast else 1000, dim=6, hidden=10), controls,
+        build=conditioning_figures, notes=conditioning_notes,
         title="ICS Conditioning Hypothesis in a small MLP (first layer, 6 → 10 → M, tanh)",
         caption="Raise ‖m‖: exactly M eigenvalues of the exact Gauss-Newton block detach from the bulk, "
                 "land on the dashed predictions ν·λᵢ(S), and their eigenvectors lie in span{m ⊗ v}. "
@@ -202,16 +167,15 @@ def conditioning_panel() -> panels.LivePanel:
 
 # =========================================================================== 4. the fix by reparameterization
 
-def reparam_figures(result: ics.ReparamComparison) -> list[go.Figure]:
+def reparam_figures(result: experiments.ReparamComparison) -> list[go.Figure]:
     loss = []
     for i, (label, rec, b) in enumerate(zip(result.labels, result.records, result.best)):
-        loss += figures.line_traces(rec, rec.loss[:, [b]], [f"{label} (best α = {result.lrs[b]:.3g})"],
-                                    colors=[figures.color(i)])
+        loss += figures.line_traces(rec, rec.loss[:, [b]], [f"{label}, best α"], colors=[figures.color(i)])
     f1 = figures.figure(loss, y_title="training loss J", log_y=True)
     spec = []
     for i, (label, ev) in enumerate(zip(result.labels, result.gn_eigenvalues)):
         ev = _positive(ev, 1e-7)
-        spec.append(go.Scatter(x=np.arange(1, len(ev) + 1), y=ev, mode="markers", name=label,
+        spec.append(go.Scatter(x=np.arange(1, len(ev) + 1), y=ev, mode="markers", name=f"{label}, GN block",
                                marker=dict(size=9, color=figures.color(i)),
                                hovertemplate="λ_%{x} = %{y:.4g}<extra></extra>"))
     f2 = figures.figure(spec, x_title="index i (first layer's GN block, W and b, at init)",
@@ -219,28 +183,25 @@ def reparam_figures(result: ics.ReparamComparison) -> list[go.Figure]:
     return [f1, f2]
 
 
-def reparam_notes(result: ics.ReparamComparison) -> str:
+def reparam_notes(result: experiments.ReparamComparison) -> str:
     top = [float(ev[0]) for ev in result.gn_eigenvalues]
     div = [panels.divergence_notes(rec, [f"{label}, α = {lr:.3g}" for lr in result.lrs])
            for label, rec in zip(result.labels, result.records)]
+    best = [f"best α ({label}) = <b>{result.lrs[b]:.3g}</b>" for label, b in zip(result.labels, result.best)]
     return (f"same function: max |f(x) − f̃(x̃)| = <b>{result.max_output_gap:.1e}</b> at initialization · "
-            f"top eigenvalue of the first layer's GN block {top[0]:.3g} → {top[1]:.3g} · "
+            f"top eigenvalue of the first layer's GN block {top[0]:.3g} → {top[1]:.3g} · {' · '.join(best)} · "
             f"α swept over {len(result.lrs)} values "
             f"({result.lrs[0]:.3g} … {result.lrs[-1]:.3g}), one batched run each"
             + "".join(f"<br>{d}" for d in div if d))
 
 
-def reparam_panel() -> panels.LivePanel:
-    steps = 80 if FAST else 200
-
-    def compute(mean_norm, cond):
-        return ics.reparam_experiment(mean_norm, cond, steps=steps, n=256 if FAST else 512)
-
+def reparam_panel(fast: bool | None = None) -> panels.LivePanel:
+    fast = fast_mode() if fast is None else fast
     controls = {"mean_norm": panels.slider("‖m‖ (input mean)", 0.0, 5.0, 3.0, step=0.25),
                 "cond": panels.log_slider("κ(Σ) (input covariance)", 1.0, 100.0, 10.0)}
-    first = compute(3.0, 10.0)
     return panels.LivePanel(
-        compute, controls, reparam_figures(first), _update_from(reparam_figures), notes=reparam_notes,
+        partial(experiments.reparam_experiment, steps=80 if fast else 200, n=256 if fast else 512), controls,
+        build=reparam_figures, notes=reparam_notes,
         title="Same network, new coordinates: W̃ = WΣ^(1/2), b̃ = b + Wm",
         caption="Both networks start as the same function and each gets its best α from a sweep. Raise ‖m‖ "
                 "or κ(Σ): the original's spectrum spreads and it trains slower; the reparameterized one does not care.")
@@ -249,33 +210,22 @@ def reparam_panel() -> panels.LivePanel:
 def quasi_diagonal_figure(mats: dict) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=("[RRᵀ]⁻¹ (approximates the curvature)", "RRᵀ (the preconditioner)"))
-    for col, key in ((1, "curvature"), (2, "preconditioner")):
-        z = mats[key].cpu().numpy()
-        lim = float(np.abs(z).max())
-        fig.add_trace(go.Heatmap(z=np.ascontiguousarray(z[::-1]), zmin=-lim, zmax=lim, colorscale="RdBu_r", showscale=False,
-                                 hovertemplate="%{z:.3g}<extra></extra>"), row=1, col=col)
-    fig = _style(fig, height=380)
+    for col, key, name in ((1, "curvature", "[RRᵀ]⁻¹"), (2, "preconditioner", "RRᵀ")):
+        z = mats[key].cpu().numpy()        # zmid = 0: the colour scale stays symmetric as the values change
+        fig.add_trace(go.Heatmap(z=np.ascontiguousarray(z[::-1]), zmid=0.0, colorscale="RdBu_r", showscale=False,
+                                 name=name, hovertemplate=f"{name}: %{{z:.3g}}<extra></extra>"), row=1, col=col)
+    fig = figures.style(fig, height=380)
     fig.update_xaxes(showticklabels=False, showline=False)
     fig.update_yaxes(showticklabels=False, showline=False, scaleanchor=None)
     return fig
 
 
-def quasi_diagonal_panel() -> panels.LivePanel:
-    dim, out = 3, 2
-
-    def compute(mean_norm, cond):
-        _, m, cov = data.gaussian_inputs(2, dim, mean_norm, cond, seed=0)
-        return ics.quasi_diagonal(m, cov, out)
-
-    def update(fig, mats):
-        src = quasi_diagonal_figure(mats)
-        for t, s in zip(fig.data, src.data):
-            t.update(z=s.z, zmin=s.zmin, zmax=s.zmax)
-
+def quasi_diagonal_panel(fast: bool | None = None) -> panels.LivePanel:
+    """``fast`` is accepted for a uniform call; the matrices are instant either way."""
     controls = {"mean_norm": panels.slider("‖m‖", 0.0, 5.0, 2.0, step=0.25),
                 "cond": panels.log_slider("κ(Σ)", 1.0, 100.0, 10.0)}
     return panels.LivePanel(
-        compute, controls, quasi_diagonal_figure(compute(2.0, 10.0)), update,
+        partial(experiments.quasi_diagonal_experiment, dim=3, out_features=2), controls, build=quasi_diagonal_figure,
         title="The quasi-diagonal preconditioner as a matrix (D = 3 inputs, 2 outputs, with bias)",
         caption="Rows and columns: vec(W) (3 blocks of 2) then b. Set ‖m‖ = 0 and κ = 1: both are the identity. "
                 "The mean couples each weight only to the weights and bias of the same output unit.")
@@ -283,23 +233,22 @@ def quasi_diagonal_panel() -> panels.LivePanel:
 
 # =========================================================================== 5. the wrinkle
 
-def wrinkle_figures(result: ics.WrinkleResult) -> list[go.Figure]:
-    loss = []
-    c = result.shifts[1]
+def wrinkle_figures(result: experiments.WrinkleResult) -> list[go.Figure]:
+    loss = []                          # trace names say "c", not its value: the names stay fixed as c moves
     for i, (norm, rec) in enumerate(zip(result.norms, result.records)):
         loss += figures.line_traces(rec, rec.loss[:, [0]], [f"{NORM_LABELS[norm]}, shift 0"],
                                     colors=[figures.color(i)], legendgroup=norm)
-        loss += figures.line_traces(rec, rec.loss[:, [1]], [f"{NORM_LABELS[norm]}, shift {c:g}"],
+        loss += figures.line_traces(rec, rec.loss[:, [1]], [f"{NORM_LABELS[norm]}, shift c"],
                                     colors=[figures.color(i)], dash="dash", width=4, legendgroup=norm)
     f1 = figures.figure(loss, y_title="training loss J", log_y=True)
     x = [NORM_LABELS[n] for n in result.norms]
     kfac, exact = result.kfac_top.tolist(), result.exact_top.tolist()   # plain lists: strided numpy views
     bars = [                                                           # do not serialize reliably
         go.Bar(x=x, y=[v[0] for v in kfac], name="λ_max(A), shift 0", marker_color="#b9c4cf"),
-        go.Bar(x=x, y=[v[1] for v in kfac], name=f"λ_max(A), shift {c:g}", marker_color="#6c7a89"),
+        go.Bar(x=x, y=[v[1] for v in kfac], name="λ_max(A), shift c", marker_color="#6c7a89"),
         go.Bar(x=x, y=[v[0] for v in exact], name="λ_max(exact GN block), shift 0",
                marker_color=figures.color(5)),
-        go.Bar(x=x, y=[v[1] for v in exact], name=f"λ_max(exact GN block), shift {c:g}",
+        go.Bar(x=x, y=[v[1] for v in exact], name="λ_max(exact GN block), shift c",
                marker_color=figures.color(0)),
     ]
     f2 = figures.figure(bars, x_title="", y_title="top eigenvalue (layer 2, at init)", log_y=True, height=340)
@@ -308,7 +257,7 @@ def wrinkle_figures(result: ics.WrinkleResult) -> list[go.Figure]:
     return [f1, f2]
 
 
-def wrinkle_notes(result: ics.WrinkleResult) -> str:
+def wrinkle_notes(result: experiments.WrinkleResult) -> str:
     parts = [f"{NORM_LABELS[n]}: max |J(shift 0) − J(shift {result.shifts[1]:g})| = <b>{g:.1e}</b>"
              for n, g in zip(result.norms, result.max_gap)]
     div = [panels.divergence_notes(rec, [f"{NORM_LABELS[n]}, shift 0", f"{NORM_LABELS[n]}, shift {result.shifts[1]:g}"])
@@ -316,17 +265,13 @@ def wrinkle_notes(result: ics.WrinkleResult) -> str:
     return " · ".join(parts) + "".join(f"<br>{d}" for d in div if d)
 
 
-def wrinkle_panel() -> panels.LivePanel:
-    steps = 60 if FAST else 250
-
-    def compute(shift, lr):
-        return ics.wrinkle_experiment(shift, steps=steps, lr=lr, n=128 if FAST else 256)
-
+def wrinkle_panel(fast: bool | None = None) -> panels.LivePanel:
+    fast = fast_mode() if fast is None else fast
     controls = {"shift": panels.slider("c (shift of the activations)", 0.0, 10.0, 5.0, step=0.5),
                 "lr": panels.log_slider("α (learning rate)", 0.003, 0.3, 0.05)}
-    first = compute(5.0, 0.05)
     return panels.LivePanel(
-        compute, controls, wrinkle_figures(first), _update_from(wrinkle_figures), notes=wrinkle_notes,
+        partial(experiments.wrinkle_experiment, steps=60 if fast else 250, n=128 if fast else 256), controls,
+        build=wrinkle_figures, notes=wrinkle_notes,
         title="The wrinkle: shift the activations that feed a normalized layer",
         caption="Dashed = shifted by c. Without a normalizer the shift slows training; with batch centering or "
                 "batch norm the dashed curve lies exactly on the solid one, although K-FAC's factor A (grey bars) "
@@ -335,7 +280,7 @@ def wrinkle_panel() -> panels.LivePanel:
 
 # =========================================================================== 6. batch centering
 
-def centering_figures(sweep: ics.CenteringSweep) -> list[go.Figure]:
+def centering_figures(sweep: experiments.CenteringSweep) -> list[go.Figure]:
     g = sweep.gradient
     auto = g.autograd.cpu().numpy().ravel()
     lim = float(max(np.abs(auto).max(), np.abs(g.direct.cpu().numpy()).max())) * 1.05
@@ -358,7 +303,7 @@ def centering_figures(sweep: ics.CenteringSweep) -> list[go.Figure]:
     return [f1, f2]
 
 
-def centering_notes(sweep: ics.CenteringSweep) -> str:
+def centering_notes(sweep: experiments.CenteringSweep) -> str:
     g = sweep.gradient
     err = float((g.autograd - g.centered).abs().max())
     off = float((g.autograd - g.direct).abs().max())
@@ -366,15 +311,12 @@ def centering_notes(sweep: ics.CenteringSweep) -> str:
             f"the statistics path removes S̄ᵀ1 āᵀ")
 
 
-def centering_panel() -> panels.LivePanel:
-    def compute(shift, batch_size):
-        return ics.centering_experiment(shift, int(batch_size))
-
+def centering_panel(fast: bool | None = None) -> panels.LivePanel:
+    """``fast`` is accepted for a uniform call; one batch of gradients is instant either way."""
     controls = {"shift": panels.slider("c (shift of the activations)", -5.0, 5.0, 2.0, step=0.5),
                 "batch_size": panels.int_slider("B (batch size)", 2, 128, 32)}
     return panels.LivePanel(
-        compute, controls, centering_figures(compute(2.0, 32)), _update_from(centering_figures),
-        notes=centering_notes,
+        experiments.centering_experiment, controls, build=centering_figures, notes=centering_notes,
         title="Batch centering: the weight gradient sees centered activations",
         caption="Slide c: the true gradient (blue, on the diagonal) never changes, while the direct-path "
                 "formula S̄ᵀA (orange) drifts off the diagonal and its norm grows with |c|.")
