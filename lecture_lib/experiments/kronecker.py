@@ -25,6 +25,7 @@ from .. import curvature
 from .._validate import Choice, Int, Positive, Real, Seed, Sizes, Where, accepts, check_choice, check_int
 from ..data import teacher
 from ..engine import train
+from ..adaptive import requires
 from ..kronecker import KronSpectrum, kron_spectrum, random_spd
 from ..models import ACTIVATIONS, MLP
 from ..optim.kfac import _damped_solve, eigh_factor
@@ -105,6 +106,18 @@ def time_inverses(widths=(4, 8, 16, 24, 32, 48), damping: float = 1e-3, repeats:
     return InverseTiming(np.array(widths), np.array(eig_t), np.array(dense_t), np.array(diff))
 
 
+#: Layer widths of the cost panel's sweep.
+COST_WIDTHS = (4, 8, 12, 16, 24, 32, 48, 64)
+
+
+@accepts(requires(lambda a: sum(w <= a["largest"] for w in a["widths"]) >= 2,
+                  "largest must be at least the second of the widths {widths}, got {largest}"),
+         largest=Int(1), widths=Where(_widths, bad=((), (0, 2), ("a",), None)), repeats=Int(1))
+def time_inverses_up_to(largest: int = 48, widths=COST_WIDTHS, repeats: int = 2) -> InverseTiming:
+    """:func:`time_inverses` for the ``widths`` up to ``largest`` (at least two of them)."""
+    return time_inverses(widths=[w for w in widths if w <= largest], repeats=repeats)
+
+
 # ----------------------------------------------------------------------------- K-FAC vs exact
 @dataclass
 class KFACvsExact:
@@ -143,11 +156,16 @@ def kfac_vs_exact(layer: str = "linears.0", sizes: tuple = (4, 6, 3), activation
     return _kfac_vs_exact(layer, tuple(sizes), activation, steps, checkpoints, float(lr), n, seed)
 
 
+def checkpoint_steps(steps: int, checkpoints: int) -> list[int]:
+    """``checkpoints`` evenly spaced steps from 0 to ``steps`` (fewer when rounding makes some coincide)."""
+    return sorted({int(round(k)) for k in np.linspace(0, steps, checkpoints)})
+
+
 @functools.lru_cache(maxsize=8)
 def _kfac_vs_exact(layer, sizes, activation, steps, checkpoints, lr, n, seed) -> KFACvsExact:
     model = MLP(list(sizes), activation=activation, runs=1, seed=seed, dtype=torch.float64)
     data = teacher(n=n, sizes=(sizes[0], 16, sizes[-1]), seed=seed + 1, dtype=torch.float64)
-    marks = sorted({int(round(k)) for k in np.linspace(0, steps, checkpoints)})
+    marks = checkpoint_steps(steps, checkpoints)
     snaps = {0: copy.deepcopy(model.state_dict())}
 
     def keep(k, m):
@@ -173,3 +191,20 @@ def _kfac_vs_exact(layer, sizes, activation, steps, checkpoints, lr, n, seed) ->
         rows["s"].append(torch.linalg.eigvalsh(S).flip(0).cpu().numpy())
     return KFACvsExact(layer, np.array(marks), np.array(rows["loss"]), np.stack(rows["exact"]),
                        np.stack(rows["kfac"]), np.array(rows["err"]), np.stack(rows["a"]), np.stack(rows["s"]))
+
+
+@dataclass
+class KFACCheckpoint:
+    """One checkpoint (row ``k``) of a :class:`KFACvsExact` run: what the K-FAC panel shows."""
+
+    result: KFACvsExact
+    k: int
+
+
+@accepts(requires(lambda a: a["checkpoint"] < len(checkpoint_steps(a["steps"], a["checkpoints"])),
+                  "checkpoint must be below the number of checkpoints ({checkpoints}), got {checkpoint}"),
+         checkpoint=Int(0), steps=Int(1), checkpoints=Int(2))
+def kfac_checkpoint(layer: str = "linears.0", checkpoint: int = 0, steps: int = 300, checkpoints: int = 11,
+                    sizes: tuple = (4, 6, 3)) -> KFACCheckpoint:
+    """:func:`kfac_vs_exact` (cached) for ``layer``, and which of its checkpoints to show."""
+    return KFACCheckpoint(kfac_vs_exact(layer, sizes=sizes, steps=steps, checkpoints=checkpoints), checkpoint)
