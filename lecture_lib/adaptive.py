@@ -48,9 +48,9 @@ from ._validate import Function, Instance, Int, NonNegative, Positive, Real, See
 from .optim.base import Transform, apply_updates, find_state
 from .optim.transforms import ScaleByAdamState
 
-# =========================================================================== 1. trajectories
 
-
+# A relation between parameters (checked after each parameter's own declaration) in one line:
+# ``@accepts(requires(lambda a: len(a['t']) == len(a['x']), 't must hold one label per row of x'), ...)``.
 def requires(holds: Callable[[dict], bool], message: str) -> Callable[[dict], None]:
     """A relation between parameters for :func:`~lecture_lib._validate.accepts`: unless ``holds(arguments)``,
     raise ``ValueError(message)`` with ``message`` formatted by the arguments (it names the parameters)."""
@@ -60,11 +60,12 @@ def requires(holds: Callable[[dict], bool], message: str) -> Callable[[dict], No
     return relation
 
 
+# =========================================================================== 1. trajectories
+
+
 def _interval(name: str) -> Callable[[dict], None]:
     return requires(lambda a: isinstance(a[name], (tuple, list)) and len(a[name]) == 2 and a[name][0] < a[name][1],
                     name + " must be a pair (low, high) with low < high, got {" + name + "!r}")
-
-
 
 
 @dataclass(frozen=True)

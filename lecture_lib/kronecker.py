@@ -77,10 +77,10 @@ def _symmetric_positive_definite(name: str, M) -> torch.Tensor:
 
 
 F64 = torch.float64
-SPD = Where(_symmetric_positive_definite, bad=(torch.zeros(2, 2, dtype=F64), -torch.eye(2, dtype=F64),
-                                               torch.tensor([[1.0, 2.0], [0.0, 1.0]]), torch.ones(2, 3, dtype=F64),
-                                               torch.empty(0, 0, dtype=F64), torch.full((2, 2), math.nan),
-                                               torch.ones(2, 2, 2, dtype=F64), torch.ones(3, dtype=F64), "B", None, 1.0))
+SPD = Where(_symmetric_positive_definite,
+            bad=(torch.zeros(2, 2, dtype=F64), -torch.eye(2, dtype=F64), torch.tensor([[1.0, 2.0], [0.0, 1.0]]),
+                 torch.ones(2, 3, dtype=F64), torch.empty(0, 0, dtype=F64), torch.full((2, 2), math.nan),
+                 torch.ones(2, 2, 2, dtype=F64), torch.ones(3, dtype=F64), "B", None, 1.0))
 
 
 @accepts(A=SPD, B=SPD)

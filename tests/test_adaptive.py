@@ -1,4 +1,4 @@
-"""Tests for lecture_lib.adaptive and lecture_lib.experiments.adaptive: the claims notebook 01 makes, checked numerically.
+"""Tests for lecture_lib.adaptive and experiments.adaptive: the claims notebook 01 makes, checked numerically.
 
 Identities in float64 with tight tolerances; statistical claims with fixed seeds
 and tolerances several times the spread measured over seeds 0-5.
