@@ -23,30 +23,49 @@ questions, one section each:
 3. **L2 regularization or weight decay?** With a preconditioner
    :math:`C`, L2 gives :math:`w \leftarrow (I - \alpha\lambda C^{-1})w - \alpha C^{-1}\nabla J(w)`,
    decoupled decay :math:`w \leftarrow (1 - \alpha\lambda)w - \alpha C^{-1}\nabla J(w)`;
-   they coincide only for :math:`C = I`. :func:`regularization_sweep` trains
-   both on a small noisy regression, a whole sweep over :math:`\lambda` as one
-   batched computation (Loshchilov & Hutter 2019).
-4. **Magnitude or direction?** :func:`grafting_experiment` trains an MLP with
-   optimizer M, optimizer D and AdaGraft's graft(M, D), whose per-layer step has
-   M's norm and D's direction (Agarwal et al. 2020).
+   they coincide only for :math:`C = I`. :class:`RegressionProblem` gives the
+   fixed points of both (:meth:`~RegressionProblem.ridge`,
+   :meth:`~RegressionProblem.preconditioned_ridge`) (Loshchilov & Hutter 2019).
+4. **Magnitude or direction?** AdaGraft's graft(M, D) takes a per-layer step
+   with M's norm and D's direction (Agarwal et al. 2020);
+   :func:`step_comparison` measures both on one gradient.
 
+The experiments that train and sweep (the notebook's panels) live in
+:mod:`lecture_lib.experiments.adaptive`. Public functions declare their
+parameters with :func:`~lecture_lib._validate.accepts`; the bodies hold the math.
 Everything here returns tensors, arrays or small dataclasses: no plotting.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ._validate import (check_callable, check_int, check_nonnegative, check_positive, check_range, check_seed,
-                        check_sizes, check_tensor, check_unit_interval)
-from .optim.base import Transform, apply_updates
+from ._validate import Function, Instance, Int, NonNegative, Positive, Real, Seed, Tensor, Unit, Where, accepts
+from .optim.base import Transform, apply_updates, find_state
 from .optim.transforms import ScaleByAdamState
 
+
+# A relation between parameters (checked after each parameter's own declaration) in one line:
+# ``@accepts(requires(lambda a: len(a['t']) == len(a['x']), 't must hold one label per row of x'), ...)``.
+def requires(holds: Callable[[dict], bool], message: str) -> Callable[[dict], None]:
+    """A relation between parameters for :func:`~lecture_lib._validate.accepts`: unless ``holds(arguments)``,
+    raise ``ValueError(message)`` with ``message`` formatted by the arguments (it names the parameters)."""
+    def relation(arguments):
+        if not holds(arguments):
+            raise ValueError(message.format(**arguments))
+    return relation
+
+
 # =========================================================================== 1. trajectories
+
+
+def _interval(name: str) -> Callable[[dict], None]:
+    return requires(lambda a: isinstance(a[name], (tuple, list)) and len(a[name]) == 2 and a[name][0] < a[name][1],
+                    name + " must be a pair (low, high) with low < high, got {" + name + "!r}")
 
 
 @dataclass(frozen=True)
@@ -65,28 +84,17 @@ class Quadratic:
         r""":math:`\nabla J(w) = H (w - w^\star)` for ``w`` of shape ``(..., D)``."""
         return (w - self.minimum) @ self.hessian
 
+    @accepts(requires(lambda a: a["self"].minimum.numel() == 2, "grid() draws 2-D quadratics only"),
+             _interval("xlim"), _interval("ylim"), xlim=Real(sequences=True), ylim=Real(sequences=True), points=Int(2))
     def grid(self, xlim: tuple[float, float], ylim: tuple[float, float], points: int = 80):
         """``(xs, ys, J)`` on a grid, for a contour plot of a 2-D quadratic (numpy)."""
-        if self.minimum.numel() != 2:
-            raise ValueError("grid() draws 2-D quadratics only")
-        xlim, ylim = _interval("xlim", xlim), _interval("ylim", ylim)
-        points = check_int("points", points, low=2)
         xs = torch.linspace(*xlim, points, dtype=torch.float64)
         ys = torch.linspace(*ylim, points, dtype=torch.float64)
         w = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
         return xs.numpy(), ys.numpy(), self.loss(w).numpy()
 
 
-def _interval(name: str, value) -> tuple[float, float]:
-    """A pair ``(low, high)`` of finite numbers with ``low < high``."""
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name} must be a pair (low, high), got {value!r}")
-    low, high = (float(check_range(name, v)) for v in value)
-    if not low < high:
-        raise ValueError(f"{name} must be a pair (low, high) with low < high, got {value!r}")
-    return low, high
-
-
+@accepts(condition=Real(1.0), angle=Real(-360.0, 360.0), top=Positive())
 def ill_conditioned_quadratic(condition: float = 50.0, angle: float = 0.0, top: float = 1.0) -> Quadratic:
     r"""A 2-D valley with curvatures ``top`` and ``top / condition``, rotated by ``angle`` degrees.
 
@@ -103,9 +111,6 @@ def ill_conditioned_quadratic(condition: float = 50.0, angle: float = 0.0, top: 
     At ``angle = 0`` the valley runs along the first coordinate axis, so a
     diagonal preconditioner can undo the ill-conditioning; at 45° it cannot.
     """
-    check_range("condition", condition, 1.0)
-    check_range("angle", angle, -360.0, 360.0)
-    check_positive("top", top)
     theta = math.radians(angle)
     c, s = math.cos(theta), math.sin(theta)
     rot = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
@@ -113,6 +118,7 @@ def ill_conditioned_quadratic(condition: float = 50.0, angle: float = 0.0, top: 
     return Quadratic(0.5 * (h + h.T), torch.zeros(2, dtype=torch.float64))
 
 
+@accepts(optimizer=Instance(Transform), grad_fn=Function(), w0=Tensor(dim=2), steps=Int(0))
 def descend(optimizer: Transform, grad_fn: Callable[[torch.Tensor, int], torch.Tensor],
             w0: torch.Tensor, steps: int, return_state: bool = False):
     r"""Run an optimizer chain on a gradient oracle; return the whole trajectory.
@@ -127,39 +133,45 @@ def descend(optimizer: Transform, grad_fn: Callable[[torch.Tensor, int], torch.T
     (and the optimizer's final state if ``return_state``). Runs that overflow
     keep going as ``inf``/``nan``; callers mark divergence.
     """
-    if not isinstance(optimizer, Transform):
-        raise TypeError(f"optimizer must be a lecture_lib.optim Transform, got {type(optimizer).__name__}")
-    check_callable("grad_fn", grad_fn)
-    check_tensor("w0", w0, dim=2)
-    steps = check_int("steps", steps, low=0)
     params = {"w": w0.clone()}
     state = optimizer.init(params)
     path = torch.empty((steps + 1, *w0.shape), dtype=w0.dtype, device=w0.device)
     path[0] = w0
     with torch.no_grad():
         for k in range(steps):
-            grads = {"w": grad_fn(params["w"], k)}
-            if not isinstance(grads["w"], torch.Tensor) or grads["w"].shape != w0.shape:
-                raise ValueError(f"grad_fn must return a tensor shaped like w0 {tuple(w0.shape)}, got "
-                                 f"{getattr(grads['w'], 'shape', type(grads['w']).__name__)}")
+            grads = {"w": _oracle(grad_fn, params["w"], k)}
             updates, state = optimizer.update(grads, state, params)
             params = apply_updates(params, updates)
             path[k + 1] = params["w"]
     return (path, state) if return_state else path
 
 
+def _oracle(grad_fn, w: torch.Tensor, k: int) -> torch.Tensor:
+    """``grad_fn(w, k)``, which must be shaped like ``w`` (a user's oracle is checked where it answers)."""
+    g = grad_fn(w, k)
+    if not isinstance(g, torch.Tensor) or g.shape != w.shape:
+        raise ValueError(f"grad_fn must return a tensor shaped like w0 {tuple(w.shape)}, got "
+                         f"{getattr(g, 'shape', type(g).__name__)}")
+    return g
+
+
+def _runs_by_steps(name: str, values) -> np.ndarray:
+    """A ``(K, R)`` array of numbers."""
+    try:
+        values = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of numbers, got {type(values).__name__}") from None
+    if values.ndim != 2:
+        raise ValueError(f"{name} must have shape (K, R), got {values.shape}")
+    return values
+
+
+@accepts(values=Where(_runs_by_steps, bad=("v", np.ones(3))), limit=Positive())
 def diverged_at(values: np.ndarray, limit: float = 1e6) -> np.ndarray:
     """First index along axis 0 where a run's value is non-finite or above ``limit`` (``-1`` if never).
 
     ``values`` has shape ``(K, R)``; the result has shape ``(R,)`` (int).
     """
-    check_positive("limit", limit)
-    try:
-        values = np.asarray(values, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"values must be an array of numbers, got {type(values).__name__}") from None
-    if values.ndim != 2:
-        raise ValueError(f"values must have shape (K, R), got {values.shape}")
     bad = ~np.isfinite(values) | (np.abs(values) > limit)
     first = np.where(bad.any(axis=0), bad.argmax(axis=0), -1)
     return first.astype(int)
@@ -179,16 +191,12 @@ class LogisticProblem:
     misspecified: bool
 
 
-def _check_logistic_data(x, t) -> None:
-    """Inputs ``x`` ``(n, D)`` and labels ``t`` ``(n,)`` in {0, 1}, finite."""
-    check_tensor("x", x, dim=2)
-    check_tensor("t", t, dim=1)
-    if t.shape[0] != x.shape[0]:
-        raise ValueError(f"t must hold one label per row of x ({x.shape[0]}), got shape {tuple(t.shape)}")
-    if not bool(((t == 0) | (t == 1)).all()):
-        raise ValueError("t must hold labels 0 or 1")
+_LABELS_0_OR_1 = requires(lambda a: bool(((a["t"] == 0) | (a["t"] == 1)).all()), "t must hold labels 0 or 1")
+_ONE_LABEL_PER_ROW = requires(lambda a: len(a["t"]) == len(a["x"]),
+                              "t must hold one label per row of x ({x.shape[0]}), got shape {t.shape}")
 
 
+@accepts(_LABELS_0_OR_1, _ONE_LABEL_PER_ROW, x=Tensor(dim=2), t=Tensor(dim=1), iterations=Int(1), tol=Positive())
 def fit_logistic(x: torch.Tensor, t: torch.Tensor, iterations: int = 50, tol: float = 1e-12) -> torch.Tensor:
     r"""Maximum-likelihood logistic regression (no bias) by Newton's method, float64.
 
@@ -199,11 +207,9 @@ def fit_logistic(x: torch.Tensor, t: torch.Tensor, iterations: int = 50, tol: fl
     Stops when the gradient norm is below ``tol``. Raises ``ValueError`` if the
     data are linearly separable (the optimum is at infinity).
     """
-    _check_logistic_data(x, t)
-    check_positive("tol", tol)
     x, t = x.double(), t.double()
     w = torch.zeros(x.shape[1], dtype=torch.float64)
-    for _ in range(check_int("iterations", iterations)):
+    for _ in range(iterations):
         p = torch.sigmoid(x @ w)
         if bool(((2 * t - 1) * (x @ w) > 0).all()):
             break  # w separates the classes: the likelihood has no maximum
@@ -222,6 +228,7 @@ def fit_logistic(x: torch.Tensor, t: torch.Tensor, iterations: int = 50, tol: fl
     return w
 
 
+@accepts(n=Int(10), dim=Int(1), outlier_fraction=Real(0.0, 0.5), outlier_spread=Real(1.0, 100.0), seed=Seed())
 def logistic_problem(n: int = 20000, dim: int = 8, misspecified: bool = False, outlier_fraction: float = 0.1,
                      outlier_spread: float = 3.0, seed: int = 0) -> LogisticProblem:
     r"""Logistic-regression data, well specified or not, with the fitted optimum.
@@ -236,10 +243,7 @@ def logistic_problem(n: int = 20000, dim: int = 8, misspecified: bool = False, o
     grows with :math:`|w^\top x|`, whereas here the widest inputs are the
     least predictable.
     """
-    n, dim = check_int("n", n, low=10), check_int("dim", dim)
-    check_range("outlier_fraction", outlier_fraction, 0.0, 0.5)
-    check_range("outlier_spread", outlier_spread, 1.0, 100.0)
-    g = torch.Generator().manual_seed(check_seed("seed", seed))
+    g = torch.Generator().manual_seed(seed)
     scales = torch.logspace(0, -1, dim, dtype=torch.float64)
     x = torch.randn(n, dim, generator=g, dtype=torch.float64) * scales
     w_true = torch.randn(dim, generator=g, dtype=torch.float64) / scales * (2.0 / math.sqrt(dim))
@@ -265,6 +269,10 @@ class FisherDiagonals:
         return float((self.empirical - self.true).norm() / self.true.norm())
 
 
+@accepts(requires(lambda a: len(a["t"]) == len(a["x"]) and len(a["w"]) == a["x"].shape[1],
+                  "shapes do not match: x {x.shape}, t {t.shape}, w {w.shape}"),
+         x=Tensor(dim=2), t=Tensor(dim=1), w=Tensor(dim=1), samples=Int(1, optional=True),
+         seed=Seed())
 def fisher_diagonals(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor, samples: int | None = None,
                      seed: int = 0) -> FisherDiagonals:
     r"""Diagonals of the empirical and the true Fisher of logistic regression at ``w`` (float64).
@@ -291,73 +299,55 @@ def fisher_diagonals(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor, samples:
     approximation for natural gradient descent", NeurIPS 2019; Martens, "New
     insights and perspectives on the natural gradient method", JMLR 2020.
     """
-    check_tensor("x", x, dim=2)
-    check_tensor("t", t, dim=1)
-    check_tensor("w", w, dim=1)
     x, t, w = x.double(), t.double(), w.double()
-    if x.shape[0] != t.shape[0] or x.shape[1] != w.shape[0]:
-        raise ValueError(f"shapes do not match: x {tuple(x.shape)}, t {tuple(t.shape)}, w {tuple(w.shape)}")
     p = torch.sigmoid(x @ w)
     x2 = x * x
     empirical = ((p - t) ** 2) @ x2 / len(t)
-    check_seed("seed", seed)
     if samples is None:
         true = (p * (1 - p)) @ x2 / len(t)
     else:
-        samples = check_int("samples", samples)
-        g = torch.Generator().manual_seed(check_seed("seed", seed))
+        g = torch.Generator().manual_seed(seed)
         t_model = (torch.rand(samples, len(p), generator=g, dtype=torch.float64) < p).double()
         true = ((p - t_model) ** 2).mean(0) @ x2 / len(t)
     return FisherDiagonals(empirical, true)
 
 
+@accepts(dim=Int(1), seed=Seed())
 def away_direction(dim: int, seed: int = 1) -> torch.Tensor:
-    """A fixed random unit vector (float64): the direction in which :func:`fisher_along_path` walks away."""
-    g = torch.Generator().manual_seed(check_seed("seed", seed))
-    d = torch.randn(check_int("dim", dim), generator=g, dtype=torch.float64)
+    """A fixed random unit vector (float64): the direction in which :func:`point_away` walks away by default."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.randn(dim, generator=g, dtype=torch.float64)
     return d / d.norm()
 
 
+@accepts(requires(lambda a: a["direction"] is None or len(a["direction"]) == len(a["problem"].w_opt),
+                  "direction must have one entry per weight ({problem.w_opt.shape}), got shape {direction.shape}"),
+         distance=NonNegative(), direction=Tensor(dim=1, optional=True))
 def point_away(problem: LogisticProblem, distance: float, direction: torch.Tensor | None = None) -> torch.Tensor:
     r""":math:`w = w_\text{opt} + r\,\lVert w_\text{opt}\rVert\, u`: ``distance`` :math:`r` in units of the optimum's norm."""
-    check_nonnegative("distance", distance)
-    if direction is not None:
-        check_tensor("direction", direction, shape=(problem.w_opt.numel(),))
     u = away_direction(problem.w_opt.numel()) if direction is None else direction.to(torch.float64)
     return problem.w_opt + distance * problem.w_opt.norm() * u
 
 
-@dataclass(frozen=True)
-class FisherPath:
-    """Both Fisher diagonals along a path away from the optimum: ``(S, D)`` arrays and ``(S,)`` distances."""
-
-    distances: np.ndarray
-    empirical: np.ndarray
-    true: np.ndarray
-
-    @property
-    def relative_difference(self) -> np.ndarray:
-        return np.linalg.norm(self.empirical - self.true, axis=1) / np.linalg.norm(self.true, axis=1)
-
-
-def fisher_along_path(problem: LogisticProblem, distances, direction: torch.Tensor | None = None) -> FisherPath:
-    """:func:`fisher_diagonals` at :func:`point_away` for every distance in ``distances``."""
-    try:
-        distances = np.asarray(distances, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"distances must be a sequence of numbers, got {distances!r}") from None
-    if distances.ndim != 1 or distances.size == 0:
-        raise ValueError("distances must be a non-empty 1-D sequence")
-    check_nonnegative("distances", torch.as_tensor(distances))
-    emp, true = [], []
-    for r in distances:
-        f = fisher_diagonals(problem.x, problem.t, point_away(problem, float(r), direction))
-        emp.append(f.empirical.numpy())
-        true.append(f.true.numpy())
-    return FisherPath(distances, np.stack(emp), np.stack(true))
-
-
 # =========================================================================== 3. L2 vs decoupled weight decay
+
+
+def numbers(name: str, value, low: float = -math.inf, low_open: bool = False) -> list:
+    """A non-empty sequence of finite numbers, each ``>= low`` (``> low`` when ``low_open``), as a list."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise TypeError(f"{name} must be a non-empty sequence of numbers, got {value!r}")
+    return Real(low, low_open=low_open, sequences=True).check(name, list(value), {})
+
+
+NUMBERS = Where(numbers, bad=((1.0, math.nan), (), "ab", 1.0))
+NUMBERS_POSITIVE = Where(lambda name, v: numbers(name, v, 0.0, low_open=True),
+                         bad=((1.0, -0.2), (1.0, math.nan), (0.0,), (), "ab"))
+
+
+_POSITIVE_DIAGONAL = requires(lambda a: len(a["preconditioner"]) == a["self"].x.shape[1]
+                              and bool((a["preconditioner"] > 0).all()),
+                              "preconditioner must be the positive diagonal of C, one entry per feature "
+                              "({self.x.shape[1]}), got {preconditioner}")
 
 
 @dataclass(frozen=True)
@@ -376,12 +366,13 @@ class RegressionProblem:
         """The unregularized minimizer."""
         return torch.linalg.solve(self.hessian, self.x.T @ self.y / len(self.y))
 
+    @accepts(weight_decay=NonNegative())
     def ridge(self, weight_decay: float) -> torch.Tensor:
         r"""Minimizer of :math:`J(w) + \frac\lambda2\lVert w\rVert^2`: where SGD and any L2-regularized method settle."""
-        check_nonnegative("weight_decay", weight_decay)
         h = self.hessian + weight_decay * torch.eye(self.x.shape[1], dtype=self.x.dtype)
         return torch.linalg.solve(h, self.x.T @ self.y / len(self.y))
 
+    @accepts(_POSITIVE_DIAGONAL, weight_decay=NonNegative(), preconditioner=Tensor(dim=1))
     def preconditioned_ridge(self, weight_decay: float, preconditioner: torch.Tensor) -> torch.Tensor:
         r"""Minimizer of :math:`J(w) + \frac\lambda2 w^\top C w` for a diagonal :math:`C` (given as its diagonal).
 
@@ -389,15 +380,7 @@ class RegressionProblem:
         :math:`w \leftarrow (1-\alpha\lambda) w - \alpha C^{-1}\nabla J(w)` stops moving
         when :math:`\nabla J(w) + \lambda C w = 0`. For AdamW, :math:`C = \mathrm{diag}(\sqrt{\hat s} + \epsilon)`.
         """
-        check_nonnegative("weight_decay", weight_decay)
-        try:
-            c = torch.as_tensor(preconditioner, dtype=self.x.dtype)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"preconditioner must be a tensor (the diagonal of C), got {preconditioner!r}") from None
-        if c.shape != (self.x.shape[1],):
-            raise ValueError(f"preconditioner must be the diagonal of C, shape ({self.x.shape[1]},), got {tuple(c.shape)}")
-        check_positive("preconditioner", c)
-        h = self.hessian + weight_decay * torch.diag(c)
+        h = self.hessian + weight_decay * torch.diag(preconditioner.to(self.x.dtype))
         return torch.linalg.solve(h, self.x.T @ self.y / len(self.y))
 
     def loss(self, w: torch.Tensor) -> torch.Tensor:
@@ -405,11 +388,13 @@ class RegressionProblem:
         r = w @ self.x.T - self.y
         return 0.5 * (r * r).mean(-1)
 
+    @accepts(requires(lambda a: a["batch_size"] <= len(a["self"].y),
+                      "batch_size must be an integer [1, {self.y.shape[0]}] (the examples), got {batch_size}"),
+             batch_size=Int(1), seed=Seed())
     def minibatch_grad(self, batch_size: int, seed: int = 0) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """A gradient oracle for :func:`descend`: step ``k`` uses minibatch ``k`` (the same for every run)."""
         n = len(self.y)
-        batch_size = check_int("batch_size", batch_size, high=n)
-        g = torch.Generator().manual_seed(check_seed("seed", seed))
+        g = torch.Generator().manual_seed(seed)
         batches: list[torch.Tensor] = []
 
         def grad(w: torch.Tensor, k: int) -> torch.Tensor:
@@ -423,6 +408,9 @@ class RegressionProblem:
         return grad
 
 
+@accepts(requires(lambda a: len(a["scales"]) == len(a["w_true"]), "scales and w_true must have the same length, "
+                  "got {scales} and {w_true}"),
+         n=Int(2), scales=NUMBERS_POSITIVE, w_true=NUMBERS, noise=NonNegative(), seed=Seed())
 def regression_problem(n: int = 256, scales: tuple[float, ...] = (1.0, 0.2), w_true: tuple[float, ...] = (1.0, 2.5),
                        noise: float = 0.5, seed: int = 0) -> RegressionProblem:
     r"""A small linear regression :math:`y = w_\text{true}^\top x + \text{noise}` with features of unequal scale.
@@ -432,98 +420,14 @@ def regression_problem(n: int = 256, scales: tuple[float, ...] = (1.0, 0.2), w_t
     minibatch gradients of the coordinates differ in size: exactly what Adam's
     per-coordinate normalization reacts to.
     """
-    for name, v in (("scales", scales), ("w_true", w_true)):
-        if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) == 0:
-            raise TypeError(f"{name} must be a non-empty sequence of numbers, got {v!r}")
-    if len(scales) != len(w_true):
-        raise ValueError(f"scales and w_true must have the same length, got {len(scales)} and {len(w_true)}")
-    for j, s in enumerate(scales):
-        check_positive(f"scales[{j}]", s)
-    for j, w in enumerate(w_true):
-        check_range(f"w_true[{j}]", w)
-    check_nonnegative("noise", noise)
-    g = torch.Generator().manual_seed(check_seed("seed", seed))
+    g = torch.Generator().manual_seed(seed)
     s = torch.tensor(scales, dtype=torch.float64)
-    x = torch.randn(check_int("n", n, low=2), len(scales), generator=g, dtype=torch.float64) * s
+    x = torch.randn(n, len(scales), generator=g, dtype=torch.float64) * s
     y = x @ torch.tensor(w_true, dtype=torch.float64) + noise * torch.randn(n, generator=g, dtype=torch.float64)
     return RegressionProblem(x, y)
 
 
-@dataclass(frozen=True)
-class RegularizationSweep:
-    """Trajectories of several optimizers over a grid of weight decays (float64 numpy arrays).
-
-    ``paths[name]`` has shape ``(K + 1, R, D)`` for the ``R = len(weight_decays)``
-    runs of optimizer ``name``; ``final[name]`` ``(R, D)`` averages the last
-    quarter of the iterates (the runs are noisy: SGD-type methods never settle
-    exactly with a constant learning rate).
-    """
-
-    weight_decays: np.ndarray
-    paths: dict[str, np.ndarray]
-    final: dict[str, np.ndarray]
-    ridge: np.ndarray            # (R, D): minimizer of J + (λ/2)‖w‖² for every λ
-    least_squares: np.ndarray    # (D,)
-    diverged_at: dict[str, np.ndarray]  # name -> (R,) first diverged step or -1
-    preconditioner: dict[str, np.ndarray]  # name -> (R, D) Adam's final diag C = sqrt(s_hat) + eps (Adam chains only)
-    decoupled_prediction: dict[str, np.ndarray]  # name -> (R, D) minimizer of J + (λ/2) wᵀCw with that C
-
-
-def regularization_sweep(problem: RegressionProblem, optimizers: Mapping[str, Callable[[torch.Tensor], Transform]],
-                         weight_decays, steps: int = 400, batch_size: int = 8, w0=(0.0, 0.0),
-                         seed: int = 0) -> RegularizationSweep:
-    r"""Train each optimizer from the same start for every weight decay at once, on the same minibatches.
-
-    ``optimizers[name](weight_decay)`` builds the chain for an ``(R,)`` tensor
-    of weight decays (e.g. ``lambda wd: optim.adam(lr, weight_decay=wd)``), so
-    the whole :math:`\lambda` sweep of one optimizer is one batched run.
-    """
-    try:
-        wds = torch.as_tensor(np.asarray(weight_decays, dtype=float), dtype=torch.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"weight_decays must be a sequence of numbers, got {weight_decays!r}") from None
-    if wds.dim() != 1 or wds.numel() == 0:
-        raise ValueError("weight_decays must be a non-empty 1-D sequence")
-    check_nonnegative("weight_decays", wds)
-    try:
-        start = torch.as_tensor(np.asarray(w0, dtype=float), dtype=torch.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"w0 must be a sequence of numbers, got {w0!r}") from None
-    if start.shape != (problem.x.shape[1],):
-        raise ValueError(f"w0 must have {problem.x.shape[1]} entries (the problem's features), got shape "
-                         f"{tuple(start.shape)}")
-    check_tensor("w0", start)
-    start = start.expand(len(wds), -1).clone()
-    steps = check_int("steps", steps, low=0)
-    paths, final, div, precond, predicted = {}, {}, {}, {}, {}
-    for name, make in optimizers.items():
-        path, state = descend(make(wds), problem.minibatch_grad(batch_size, seed), start, steps, return_state=True)
-        arr = path.numpy()
-        paths[name] = arr
-        final[name] = arr[-max(1, steps // 4):].mean(axis=0)
-        div[name] = diverged_at(np.abs(arr).max(axis=2))
-        c = adam_preconditioner(state)
-        if c is not None:
-            c = c["w"]
-            precond[name] = c.numpy()
-            predicted[name] = np.stack([problem.preconditioned_ridge(float(wd), c[r]).numpy()
-                                        for r, wd in enumerate(wds)])
-    ridge = np.stack([problem.ridge(float(wd)).numpy() for wd in wds])
-    return RegularizationSweep(wds.numpy(), paths, final, ridge, problem.least_squares.numpy(), div, precond,
-                               predicted)
-
-
-def _find_state(state, kind):
-    if isinstance(state, kind):
-        return state
-    if isinstance(state, tuple):  # chains hold tuples of states; NamedTuple states hold their fields
-        for s in state:
-            found = _find_state(s, kind)
-            if found is not None:
-                return found
-    return None
-
-
+@accepts(beta2=Unit(), eps=NonNegative())
 def adam_preconditioner(state, beta2: float = 0.999, eps: float = 1e-8) -> dict[str, torch.Tensor] | None:
     r"""The diagonal of Adam's current preconditioner :math:`C = \sqrt{\hat s} + \epsilon` from an optimizer state.
 
@@ -532,9 +436,7 @@ def adam_preconditioner(state, beta2: float = 0.999, eps: float = 1e-8) -> dict[
     gradients). Searches a chain's state for Adam's; returns ``None`` if there is none.
     ``beta2`` and ``eps`` must be the values the optimizer was built with.
     """
-    check_unit_interval("beta2", beta2)
-    check_nonnegative("eps", eps)
-    adam_state = _find_state(state, ScaleByAdamState)
+    adam_state = find_state(state, ScaleByAdamState)
     if adam_state is None or adam_state.step == 0:
         return None
     correction = 1 - beta2 ** adam_state.step
@@ -542,17 +444,6 @@ def adam_preconditioner(state, beta2: float = 0.999, eps: float = 1e-8) -> dict[
 
 
 # =========================================================================== 4. grafting
-
-#: The learning rate each optimizer gets in :func:`grafting_experiment` unless told otherwise.
-DEFAULT_LR = {"sgd": 0.1, "rmsprop": 1e-3, "adam": 1e-3}
-
-
-def make_optimizer(name: str, lr: float | None = None) -> Transform:
-    """``sgd``, ``rmsprop`` or ``adam`` from :mod:`lecture_lib.optim` with its default α from :data:`DEFAULT_LR`."""
-    from . import optim
-    if name not in DEFAULT_LR:
-        raise ValueError(f"optimizer must be one of {', '.join(repr(k) for k in DEFAULT_LR)}; got {name!r}")
-    return optim.get(name, lr=DEFAULT_LR[name] if lr is None else check_positive("lr", lr))
 
 
 def step_comparison(magnitude: Transform, direction: Transform, grads: dict, state, params: dict) -> torch.Tensor:
@@ -574,78 +465,3 @@ def step_comparison(magnitude: Transform, direction: Transform, grads: dict, sta
         cos = (u * d).sum(1) / (u.norm(dim=1) * d_norm).clamp_min(1e-300)
         rows.append(torch.stack([u.norm(dim=1), m_norm, d_norm, cos], dim=1))
     return torch.stack(rows, dim=1)
-
-
-@dataclass
-class GraftingResult:
-    """Three trainings of the same MLP from the same start: M alone, D alone, graft(M, D).
-
-    ``records[label]`` are :class:`~lecture_lib.record.Record` s (labels
-    ``"M = sgd"``, ``"D = adam"``, ``"graft(sgd, adam)"``); ``step_norms`` holds, along
-    the grafted run, ``(K, P)`` arrays ``"graft"``, ``"M"``, ``"D"`` of per-tensor step
-    norms (M and D evaluated on the grafted run's own gradients and states) and
-    ``"cos_D"``, the cosine between the grafted step and D's.
-    """
-
-    magnitude: str
-    direction: str
-    steps: np.ndarray
-    records: dict
-    layer_names: list[str]
-    step_norms: dict[str, np.ndarray]
-
-
-def grafting_experiment(magnitude: str = "sgd", direction: str = "adam", steps: int = 300, batch_size: int = 64,
-                        sizes=(64, 64, 64, 10), lr_magnitude: float | None = None,
-                        lr_direction: float | None = None, record_every: int = 5, data=None,
-                        seed: int = 0, progress: Callable[[float], None] | None = None) -> GraftingResult:
-    r"""AdaGraft on an MLP: train M, D and graft(M, D) on the same minibatches from the same start.
-
-    .. math:: w \leftarrow w + \frac{\lVert u_M \rVert}{\lVert u_D \rVert + \epsilon}\, u_D
-        \qquad\text{per parameter tensor (layer)}
-
-    where :math:`u_M, u_D` are the steps M and D (each with its own learning
-    rate, :data:`DEFAULT_LR` by default) would take from the current weights.
-    ``data`` defaults to the digits (:func:`lecture_lib.data.digits`); the loss is
-    cross-entropy. ``progress(fraction)`` is called after each of the three runs.
-
-    Reference: Agarwal, Anil, Hazan, Koren & Zhang, "Disentangling Adaptive Gradient
-    Methods from Learning Rates", arXiv:2002.11803, 2020 (Algorithm 2, AdaGraft).
-    """
-    from . import data as data_mod
-    from . import engine, models, optim
-
-    steps = check_int("steps", steps, low=2)
-    for name, lr in (("lr_magnitude", lr_magnitude), ("lr_direction", lr_direction)):
-        if lr is not None:
-            check_positive(name, lr)
-    ds = data_mod.digits() if data is None else data
-    sizes = check_sizes("sizes", sizes)
-    if sizes[0] != ds.n_features or sizes[-1] != ds.n_outputs:
-        raise ValueError(f"sizes must start with the data's {ds.n_features} features and end with its "
-                         f"{ds.n_outputs} classes, got {sizes}")
-    m_opt = make_optimizer(magnitude, lr_magnitude)
-    d_opt = make_optimizer(direction, lr_direction)
-    grafted = optim.graft(m_opt, d_opt)
-
-    def model():
-        return models.MLP(list(sizes), runs=1, seed=seed)
-
-    def track(_model, params, grads, state):
-        return step_comparison(m_opt, d_opt, grads, state, params)
-
-    common = dict(data=ds, loss="cross_entropy", steps=steps, batch_size=batch_size, seed=seed,
-                  record_every=record_every)
-    records = {}
-    labels = (f"M = {magnitude}", f"D = {direction}", f"graft({magnitude}, {direction})")
-    for i, (label, opt) in enumerate(zip(labels, (make_optimizer(magnitude, lr_magnitude),
-                                                   make_optimizer(direction, lr_direction), grafted))):
-        net = model()
-        records[label] = engine.train(net, optimizer=opt, track={"steps": track} if i == 2 else None, **common)
-        if progress is not None:
-            progress((i + 1) / 3)
-    rec = records[labels[2]]
-    layer_names = [n for n, _ in model().named_parameters()]
-    comp = rec.extras["steps"][:, 0]  # (K, P, 4), run 0
-    norms = {"graft": comp[..., 0], "M": comp[..., 1], "D": comp[..., 2], "cos_D": comp[..., 3]}
-    return GraftingResult(magnitude, direction, rec.steps, records, layer_names, norms)

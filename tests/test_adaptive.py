@@ -1,4 +1,4 @@
-"""Tests for lecture_lib.adaptive: the claims notebook 01 makes, checked numerically.
+"""Tests for lecture_lib.adaptive and experiments.adaptive: the claims notebook 01 makes, checked numerically.
 
 Identities in float64 with tight tolerances; statistical claims with fixed seeds
 and tolerances several times the spread measured over seeds 0-5.
@@ -14,6 +14,7 @@ import torch
 
 from lecture_lib import adaptive as A
 from lecture_lib import optim
+from lecture_lib.experiments import adaptive as X
 from lecture_lib.optim.base import chain, stateless
 
 F64 = torch.float64
@@ -148,7 +149,7 @@ def test_empirical_fisher_is_off_at_a_misspecified_optimum():
 
 def test_fisher_along_path_starts_at_the_optimum():
     p = A.logistic_problem(n=5000, seed=0)
-    path = A.fisher_along_path(p, [0.0, 0.5, 1.0])
+    path = X.fisher_along_path(p, [0.0, 0.5, 1.0])
     at_opt = A.fisher_diagonals(p.x, p.t, p.w_opt)
     np.testing.assert_allclose(path.empirical[0], at_opt.empirical.numpy(), rtol=1e-14)
     assert path.relative_difference.shape == (3,)
@@ -196,7 +197,7 @@ def sweep():
             "sgdw": lambda wd: optim.sgdw(0.5, weight_decay=wd),
             "adam": lambda wd: optim.adam(0.02, weight_decay=wd),
             "adamw": lambda wd: optim.adamw(0.02, weight_decay=wd)}
-    return A.regularization_sweep(problem, opts, WDS, steps=600, batch_size=8, seed=0)
+    return X.regularization_sweep(problem, opts, WDS, steps=600, batch_size=8, seed=0)
 
 
 def test_l2_and_decoupled_decay_coincide_for_sgd(sweep):
@@ -242,6 +243,11 @@ def test_minibatch_grad_averages_to_the_full_gradient_over_an_epoch():
 
 # --------------------------------------------------------------------------- 4. grafting
 
+def _optimizer(name: str):
+    """``name`` from the one factory, with the learning rate notebook 01 gives it."""
+    return optim.get(name, lr=X.DEFAULT_LR[name])
+
+
 def _params_and_grads(seed: int, runs: int = 3):
     g = torch.Generator().manual_seed(seed)
     shapes = {"linears.0.weight": (runs, 5, 4), "linears.0.bias": (runs, 5), "linears.1.weight": (runs, 2, 5)}
@@ -253,8 +259,8 @@ def _params_and_grads(seed: int, runs: int = 3):
 @pytest.mark.parametrize("m_name,d_name", [("sgd", "adam"), ("adam", "sgd"), ("rmsprop", "adam")])
 def test_grafted_step_has_m_norm_and_d_direction_per_layer(m_name, d_name):
     params, grads = _params_and_grads(0)
-    m, d = A.make_optimizer(m_name), A.make_optimizer(d_name)
-    grafted = optim.graft(A.make_optimizer(m_name), A.make_optimizer(d_name))
+    m, d = _optimizer(m_name), _optimizer(d_name)
+    grafted = optim.graft(_optimizer(m_name), _optimizer(d_name))
     s_m, s_d, s_g = m.init(params), d.init(params), grafted.init(params)
     for g in grads:  # several steps, so that the optimizers' states are non-trivial
         u_m, s_m = m.update(g, s_m, params)
@@ -270,7 +276,7 @@ def test_grafted_step_has_m_norm_and_d_direction_per_layer(m_name, d_name):
 
 def test_step_comparison_reports_the_grafted_step():
     params, grads = _params_and_grads(1, runs=2)
-    m, d = A.make_optimizer("sgd"), A.make_optimizer("adam")
+    m, d = _optimizer("sgd"), _optimizer("adam")
     grafted = optim.graft(m, d)
     state = grafted.init(params)
     for g in grads[:3]:
@@ -291,7 +297,7 @@ def small_digits():
 
 
 def test_grafting_experiment_records_m_norms_and_d_directions(small_digits):
-    r = A.grafting_experiment("sgd", "adam", steps=30, sizes=(64, 16, 10), record_every=3, data=small_digits)
+    r = X.grafting_experiment("sgd", "adam", steps=30, sizes=(64, 16, 10), record_every=3, data=small_digits)
     assert set(r.records) == {"M = sgd", "D = adam", "graft(sgd, adam)"}
     assert r.layer_names == ["linears.0.weight", "linears.0.bias", "linears.1.weight", "linears.1.bias"]
     assert r.step_norms["graft"].shape == (10, 4)
@@ -304,19 +310,23 @@ def test_grafting_experiment_records_m_norms_and_d_directions(small_digits):
 
 
 def test_grafting_an_optimizer_onto_itself_changes_nothing(small_digits):
-    r = A.grafting_experiment("adam", "adam", steps=20, sizes=(64, 16, 10), record_every=1, data=small_digits)
+    r = X.grafting_experiment("adam", "adam", steps=20, sizes=(64, 16, 10), record_every=1, data=small_digits)
     np.testing.assert_allclose(r.records["graft(adam, adam)"].loss, r.records["M = adam"].loss, rtol=1e-5)
 
 
-def test_make_optimizer_rejects_unknown_names():
-    with pytest.raises(ValueError, match="optimizer must be one of"):
-        A.make_optimizer("lbfgs")
+def test_unknown_optimizer_names_are_rejected():
+    with pytest.raises(ValueError, match="magnitude must be one of 'sgd', 'rmsprop', 'adam'"):
+        X.grafting_experiment("lbfgs")
+    with pytest.raises(ValueError, match="direction must be one of 'sgd', 'rmsprop', 'adam'"):
+        X.grafting_experiment("sgd", "lbfgs")
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
+        optim.get("lbfgs", lr=0.1)
 
 
 # --------------------------------------------------------------------------- layering
 
 def test_science_module_never_imports_plotting():
-    code = ("import sys, lecture_lib.adaptive; "
+    code = ("import sys, lecture_lib.adaptive, lecture_lib.experiments.adaptive; "
             "bad = [m for m in ('plotly', 'ipywidgets') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -333,37 +343,60 @@ def _all_finite(fig) -> bool:
     return True
 
 
+def _unique_names(fig) -> bool:
+    names = [trace.name for trace in fig.data]
+    return None not in names and len(set(names)) == len(names)
+
+
 def test_trajectory_figure_truncates_a_diverged_run_and_keeps_its_traces():
     from lecture_lib.viz import adaptive_panels as P
-    ok = P.trajectories(lr_sgd=1.0, steps=30)
-    bad = P.trajectories(lr_sgd=3.0, steps=30)
-    assert ok["diverged_at"]["SGD"] == -1 and bad["diverged_at"]["SGD"] > 0
+    ok = X.trajectories(lr_sgd=1.0, steps=30)
+    bad = X.trajectories(lr_sgd=3.0, steps=30)
+    assert ok.diverged_at["SGD"] == -1 and bad.diverged_at["SGD"] > 0
     f_ok, f_bad = P.trajectory_figure(ok), P.trajectory_figure(bad)
     assert len(f_ok.data) == len(f_bad.data)  # the panel only copies trace data
+    assert [t.name for t in f_ok.data] == [t.name for t in f_bad.data] and _unique_names(f_ok)
     assert _all_finite(f_bad)
     assert "diverged at step" in P._trajectory_notes(bad)
 
 
 def test_trajectory_start_turns_with_the_valley_so_sgd_paths_are_rotations():
-    from lecture_lib.viz import adaptive_panels as P
-    a, b = P.trajectories(angle=0.0, steps=20), P.trajectories(angle=90.0, steps=20)
+    a, b = X.trajectories(angle=0.0, steps=20), X.trajectories(angle=90.0, steps=20)
     rot = np.array([[0.0, -1.0], [1.0, 0.0]])
-    np.testing.assert_allclose(b["paths"]["SGD"], a["paths"]["SGD"] @ rot.T, atol=1e-12)
-    np.testing.assert_allclose(b["loss"]["SGD"], a["loss"]["SGD"], rtol=1e-10)
+    np.testing.assert_allclose(b.paths["SGD"], a.paths["SGD"] @ rot.T, atol=1e-12)
+    np.testing.assert_allclose(b.loss["SGD"], a.loss["SGD"], rtol=1e-10)
 
 
 def test_fisher_and_decay_figures_have_stable_trace_counts():
     from lecture_lib.viz import adaptive_panels as P
-    f1, f2 = P.fisher_figure(P.fisher_comparison(0.0, False)), P.fisher_figure(P.fisher_comparison(1.5, True))
+    f1 = P.fisher_figure(X.fisher_comparison(0.0, False, n=5000))
+    f2 = P.fisher_figure(X.fisher_comparison(1.5, True, n=5000))
     assert len(f1.data) == len(f2.data) and _all_finite(f2)
-    d1 = P.decay_figure(P.decay_comparison(lr=0.02, weight_decay=0.3, steps=40))
-    d2 = P.decay_figure(P.decay_comparison(lr=0.1, weight_decay=0.001, steps=40))
+    assert [t.name for t in f1.data] == [t.name for t in f2.data] and _unique_names(f1)
+    d1 = P.decay_figure(X.decay_comparison(lr=0.02, weight_decay=0.3, steps=40))
+    d2 = P.decay_figure(X.decay_comparison(lr=0.1, weight_decay=0.001, steps=40))
     assert len(d1.data) == len(d2.data) and _all_finite(d2)
+    assert [t.name for t in d1.data] == [t.name for t in d2.data] and _unique_names(d1)
+
+
+def test_grafting_figures_name_every_trace_once(small_digits):
+    from lecture_lib.viz import adaptive_panels as P
+    figs = [P.grafting_figures(X.grafting_experiment(m, d, steps=4, sizes=(64, 8, 10), record_every=1,
+                                                     data=small_digits)) for m, d in (("sgd", "adam"), ("adam", "sgd"))]
+    for a, b in zip(*figs):
+        assert [t.name for t in a.data] == [t.name for t in b.data] and _unique_names(a)
 
 
 def test_source_block_shows_code_without_docstrings():
-    from lecture_lib.viz import adaptive_panels as P
-    text = P.source_block(optim.adamw).data
+    from lecture_lib.viz import figures
+    text = figures.source_block(optim.adamw).data
     assert text.startswith("```python\ndef adamw(") and "scale_by_adam" in text
     assert "Loshchilov" not in text  # the docstring's reference line is gone
-    assert "Loshchilov" in P.source_block(optim.adamw, docstrings=True).data
+    assert "Loshchilov" in figures.source_block(optim.adamw, docstrings=True).data
+
+
+def test_source_blocks_of_notebook_01_show_no_argument_checks():
+    from lecture_lib.viz import figures
+    text = figures.source_block(A.descend, A.fisher_diagonals, A.adam_preconditioner, X.regularization_sweep,
+                                X.grafting_experiment).data
+    assert "raise" not in text and "check_" not in text

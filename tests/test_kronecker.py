@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lecture_lib import kronecker as K
+from lecture_lib.experiments import kronecker as X
 
 
 @pytest.mark.parametrize("n,cond,seed", [(1, 1.0, 0), (5, 10.0, 1), (8, 1e4, 2)])
@@ -44,18 +45,18 @@ def test_kron_spectrum_is_not_fooled_by_non_kronecker_matrices():
 
 
 def test_time_inverses_agree_with_the_dense_solve():
-    t = K.time_inverses(widths=(3, 6, 9), repeats=1)
+    t = X.time_inverses(widths=(3, 6, 9), repeats=1)
     assert t.widths.tolist() == [3, 6, 9]
     assert (t.max_difference < 1e-10).all()
     assert (t.eigenbasis > 0).all() and (t.dense > 0).all()
     assert len(t.slopes()) == 2
     with pytest.raises(ValueError, match="widths"):
-        K.time_inverses(widths=(200,))
+        X.time_inverses(widths=(200,))
 
 
 def test_kfac_is_exact_for_the_output_layer_and_approximate_for_a_hidden_one():
-    out = K.kfac_vs_exact("linears.1", steps=20, checkpoints=3, n=64)
-    hid = K.kfac_vs_exact("linears.0", steps=20, checkpoints=3, n=64)
+    out = X.kfac_vs_exact("linears.1", steps=20, checkpoints=3, n=64)
+    hid = X.kfac_vs_exact("linears.0", steps=20, checkpoints=3, n=64)
     assert out.steps.tolist() == [0, 10, 20]
     assert out.exact.shape == out.kfac.shape == (3, 7 * 3)
     assert hid.exact.shape == (3, 5 * 6)
@@ -65,7 +66,7 @@ def test_kfac_is_exact_for_the_output_layer_and_approximate_for_a_hidden_one():
     assert hid.loss[-1] < hid.loss[0]                  # training happened
     assert np.allclose(out.factor_s, 1.0)              # S = I for the output layer
     with pytest.raises(ValueError, match="layer"):
-        K.kfac_vs_exact("linears.5", steps=5, checkpoints=2)
+        X.kfac_vs_exact("linears.5", steps=5, checkpoints=2)
 
 
 def test_bad_arguments_raise():
@@ -76,26 +77,34 @@ def test_bad_arguments_raise():
 
 
 def test_science_modules_do_not_import_plotting():
-    code = ("import sys, lecture_lib.kronecker, lecture_lib.curvature, lecture_lib.optim.kfac;"
+    code = ("import sys, lecture_lib.kronecker, lecture_lib.experiments.kronecker, lecture_lib.curvature, "
+            "lecture_lib.optim.kfac;"
             "print(any(m.split('.')[0] in ('plotly', 'ipywidgets') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
-def test_notebook_panels_build_and_update(monkeypatch):
+def test_notebook_panels_build_and_update():
     """The notebook's panel figures: all traces built once, updates keep the trace count (fast sizes)."""
     from lecture_lib.viz import kronecker_panels as kp
-    small = kp.spectrum(n=3, m=2, cond_a=5.0, cond_b=2.0)
+    small = X.spectrum_demo(n=3, m=2, cond_a=5.0, cond_b=2.0, seed=0)
     fig = kp.spectrum_figure(small)
     assert len(fig.data) == 2 and len(fig.data[0].x) == 6
     assert np.allclose(fig.data[0].y, fig.data[1].y, rtol=1e-12)
-    monkeypatch.setattr(kp, "KFAC_STEPS", 10)
-    monkeypatch.setattr(kp, "KFAC_CHECKPOINTS", 2)
-    figs = kp.kfac_figures(kp.kfac_comparison("linears.0", 1))
+    figs = kp.kfac_figures(X.kfac_checkpoint("linears.0", 1, steps=10, checkpoints=2, sizes=kp.KFAC_SIZES))
     assert [len(f.data) for f in figs] == [2, 3]
+    for f in figs:
+        names = [t.name for t in f.data]
+        assert len(set(names)) == len(names)
     with pytest.raises(ValueError, match="checkpoint"):
-        kp.kfac_comparison("linears.0", 5)
-    t = kp.cost(largest=8)
+        X.kfac_checkpoint("linears.0", 5, steps=10, checkpoints=2, sizes=kp.KFAC_SIZES)
+    t = X.time_inverses_up_to(largest=8, repeats=1)
     assert t.widths.tolist() == [4, 8] and len(kp.cost_figure(t).data) == 4
     with pytest.raises(ValueError, match="largest"):
-        kp.cost(largest=4)
+        X.time_inverses_up_to(largest=4)
+
+
+def test_kron_spectrum_source_shows_no_argument_checks():
+    from lecture_lib.viz import figures
+    text = figures.source_block(K.kron_spectrum, K.random_spd).data
+    assert "raise" not in text and "check_" not in text

@@ -3,139 +3,69 @@
 Each section of the notebook calls one ``*_panel()`` function. Every panel follows
 the same three layers:
 
-* a **compute** function of the control values that runs real PyTorch through
-  :mod:`lecture_lib.adaptive` and returns a small result (cached by the panel);
-* a **pure figure builder** ``result -> go.Figure`` that draws every trace;
-* an **update** that copies the new trace data onto the figure widget built once
-  (:func:`lecture_lib.viz.figures.copy_trace_data`).
+* a **compute** function of the control values: an experiment of
+  :mod:`lecture_lib.experiments.adaptive` (real PyTorch), called in one line, whose
+  result the panel caches;
+* a **pure figure builder** ``result -> go.Figure`` that draws every trace (each
+  with a fixed, unique name), used both to build the figure and to update it.
 
-Step counts shrink when :data:`lecture_lib.viz.FAST` is set (``LECTURE_FAST=1``).
+``fast=True`` (default: :func:`lecture_lib.viz.fast_mode`, i.e. ``LECTURE_FAST=1``)
+chooses small step counts and data sizes.
 """
 from __future__ import annotations
 
-import ast
 import functools
 import html
-import inspect
-import math
-import textwrap
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .. import adaptive, optim
-from . import FAST, figures, panels
+from ..experiments import adaptive as experiments
+from ..record import smooth
+from . import fast_mode, figures, panels
+from .figures import source_block  # noqa: F401  (notebook 05 and implicit_panels import it from here)
 
 GREY = "#9aa3ad"
 LABELS = {"sgd": "SGD", "rmsprop": "RMSprop", "adam": "Adam"}
 
 
-def _rgba(hex_color: str, alpha: float) -> str:
-    h = hex_color.lstrip("#")
-    return f"rgba({int(h[0:2], 16)}, {int(h[2:4], 16)}, {int(h[4:6], 16)}, {alpha})"
-
-
-def _style(fig: go.Figure, height: int = figures.HEIGHT, **layout) -> go.Figure:
-    """Apply the house layout (fonts, palette, legend on top) to a figure built with subplots."""
-    base = figures.base_layout(height=height)
-    fig.update_layout(template=base.template, font=base.font, colorway=base.colorway, height=height,
-                      margin=base.margin, legend=base.legend, hovermode="closest", hoverlabel=base.hoverlabel,
-                      uirevision="lecture", **layout)
-    fig.update_xaxes(showline=True, linecolor="#888", zeroline=False)
-    fig.update_yaxes(showline=True, linecolor="#888", zeroline=False)
-    return fig
-
-
-def _without_docstring(source: str) -> str:
-    """A function's source with its docstring removed (the code reads shorter; the docs are one ``help()`` away)."""
-    tree = ast.parse(textwrap.dedent(source))
-    body = tree.body[0].body if tree.body and hasattr(tree.body[0], "body") else []
-    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-            and isinstance(body[0].value.value, str):
-        lines = source.splitlines()
-        start, end = body[0].lineno - 1, body[0].end_lineno
-        return "\n".join(lines[:start] + lines[end:])
-    return source
-
-
-def source_block(*functions, docstrings: bool = False) -> "IPython.display.Markdown":  # noqa: F821
-    """The source code of library functions as a highlighted Markdown code block (for the notebook)."""
-    from IPython.display import Markdown
-    sources = [inspect.getsource(f).rstrip() for f in functions]
-    if not docstrings:
-        sources = [_without_docstring(src) for src in sources]
-    return Markdown("```python\n" + "\n\n".join(sources) + "\n```")
-
-
 # =========================================================================== 1. trajectories
 
-START = (-3.5, 2.0)   # in the valley's own coordinates; rotated with it
 BOX = ((-4.5, 4.5), (-4.5, 4.5))
 CONDITION = 100.0
-TRAJECTORY_STEPS = 40 if FAST else 150
-
-
-def _start(angle: float) -> tuple[float, float]:
-    t = math.radians(angle)
-    return (math.cos(t) * START[0] - math.sin(t) * START[1], math.sin(t) * START[0] + math.cos(t) * START[1])
-
-
-def trajectories(lr_sgd: float = 1.6, lr_adaptive: float = 0.1, beta2: float = 0.9, angle: float = 0.0,
-                 condition: float = CONDITION, steps: int = TRAJECTORY_STEPS) -> dict:
-    r"""SGD, RMSprop (the lecture's :math:`g/\sqrt{s+\epsilon}`) and Adam on one ill-conditioned valley.
-
-    The valley and the start turn together by ``angle``: SGD's trajectory turns
-    with them (it is rotation invariant), the diagonal methods' does not.
-    """
-    q = adaptive.ill_conditioned_quadratic(condition, angle)
-    chains = {
-        "SGD": optim.sgd(lr_sgd),
-        "RMSprop": optim.rmsprop(lr_adaptive, beta2=beta2, eps=1e-8, eps_in_sqrt=True),
-        "Adam": optim.adam(lr_adaptive, betas=(0.9, beta2)),
-    }
-    w0 = torch.tensor([_start(angle)], dtype=torch.float64)
-    out = {"quadratic": q, "start": w0[0].numpy(), "paths": {}, "loss": {}, "diverged_at": {}}
-    for name, opt in chains.items():
-        path = adaptive.descend(opt, lambda w, k: q.grad(w), w0, steps)[:, 0].numpy()
-        loss = q.loss(torch.as_tensor(path)).numpy()
-        out["paths"][name], out["loss"][name] = path, loss
-        out["diverged_at"][name] = int(adaptive.diverged_at(loss[:, None], limit=1e6)[0])
-    return out
 
 
 def _finite(path: np.ndarray, diverged: int) -> np.ndarray:
     return path if diverged < 0 else path[:max(diverged, 1)]
 
 
-def trajectory_figure(result: dict) -> go.Figure:
+def trajectory_figure(result: experiments.Trajectories) -> go.Figure:
     """Left: the valley's contours with the three paths. Right: the loss of each against the step."""
-    q = result["quadratic"]
-    xs, ys, J = q.grid(*BOX, points=90)
+    xs, ys, J = result.quadratic.grid(*BOX, points=90)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.48, 0.52], horizontal_spacing=0.1)
     fig.add_trace(go.Contour(x=xs, y=ys, z=np.log10(np.maximum(J, 1e-12)), showscale=False, hoverinfo="skip",
                              autocontour=False, contours=dict(coloring="lines", start=-2.5, end=1.5, size=0.5),
-                             line=dict(width=1), colorscale=[[0, "#c3ccd6"], [1, "#c3ccd6"]], showlegend=False),
+                             line=dict(width=1), colorscale=[[0, "#c3ccd6"], [1, "#c3ccd6"]], showlegend=False,
+                             name="contours of J"),
                   row=1, col=1)
-    for i, (name, path) in enumerate(result["paths"].items()):
-        d = result["diverged_at"][name]
+    for i, (name, path) in enumerate(result.paths.items()):
+        d = result.diverged_at[name]
         p = _finite(path, d)
         fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="lines+markers", name=name, legendgroup=name,
                                  line=dict(color=figures.color(i), width=2), marker=dict(size=4, color=figures.color(i)),
                                  hovertemplate=f"{name}<br>w = (%{{x:.3f}}, %{{y:.3f}})<extra></extra>"),
                       row=1, col=1)
-        loss = np.maximum(_finite(result["loss"][name], d), 1e-16)
+        loss = np.maximum(_finite(result.loss[name], d), 1e-16)
         fig.add_trace(go.Scatter(x=np.arange(len(loss)), y=loss, mode="lines", legendgroup=name, showlegend=False,
-                                 name=name if d < 0 else f"{name} (diverged at step {d})",
-                                 line=dict(color=figures.color(i), width=2.5)), row=1, col=2)
-    start = result["start"]
-    fig.add_trace(go.Scatter(x=[start[0]], y=[start[1]], mode="markers", name="start w₀",
+                                 name=f"{name}: loss", line=dict(color=figures.color(i), width=2.5)), row=1, col=2)
+    fig.add_trace(go.Scatter(x=[result.start[0]], y=[result.start[1]], mode="markers", name="start w₀",
                              marker=dict(size=11, color="#222", symbol="circle-open", line=dict(width=2))),
                   row=1, col=1)
     fig.add_trace(go.Scatter(x=[0.0], y=[0.0], mode="markers", name="minimum w*",
                              marker=dict(size=14, color="#222", symbol="star")), row=1, col=1)
-    _style(fig, height=460)
+    figures.style(fig, height=460)
     fig.update_xaxes(title_text="w₁", range=list(BOX[0]), constrain="domain", row=1, col=1)
     fig.update_yaxes(title_text="w₂", range=list(BOX[1]), scaleanchor="x", scaleratio=1, row=1, col=1)
     fig.update_xaxes(title_text="step k", row=1, col=2)
@@ -143,10 +73,10 @@ def trajectory_figure(result: dict) -> go.Figure:
     return fig
 
 
-def _trajectory_notes(result: dict) -> str:
+def _trajectory_notes(result: experiments.Trajectories) -> str:
     bits = []
-    for name, loss in result["loss"].items():
-        d = result["diverged_at"][name]
+    for name, loss in result.loss.items():
+        d = result.diverged_at[name]
         if d >= 0:
             bits.append(f"<span class='lecture-diverged'>{name}: diverged at step {d}</span>")
         else:
@@ -154,10 +84,11 @@ def _trajectory_notes(result: dict) -> str:
     return " · ".join(bits)
 
 
-def trajectories_panel() -> panels.LivePanel:
+def trajectories_panel(fast: bool | None = None) -> panels.LivePanel:
     """Section 1: SGD vs RMSprop vs Adam on a 2-D valley; sliders α (two), β and the valley's angle."""
+    fast = fast_mode() if fast is None else fast
     return panels.LivePanel(
-        compute=trajectories,
+        compute=functools.partial(experiments.trajectories, condition=CONDITION, steps=40 if fast else 150),
         controls={
             "lr_sgd": panels.log_slider("α for SGD", 1e-2, 3.0, 1.6),
             "lr_adaptive": panels.log_slider("α for RMSprop and Adam", 1e-3, 1.0, 0.1),
@@ -176,54 +107,33 @@ def trajectories_panel() -> panels.LivePanel:
 
 # =========================================================================== 2. empirical vs true Fisher
 
-FISHER_N = 5000 if FAST else 20000
-FISHER_DISTANCES = np.linspace(0.0, 2.0, 41)
-
-
-@functools.lru_cache(maxsize=4)
-def _fisher_setup(misspecified: bool, n: int = FISHER_N):
-    problem = adaptive.logistic_problem(n=n, misspecified=misspecified, seed=0)
-    return problem, adaptive.fisher_along_path(problem, FISHER_DISTANCES)
-
-
-def fisher_comparison(distance: float = 0.0, misspecified: bool = False) -> dict:
-    """Both Fisher diagonals at ``distance`` from the fitted optimum, and along the whole path for both data sets."""
-    problem, _ = _fisher_setup(bool(misspecified))
-    diag = adaptive.fisher_diagonals(problem.x, problem.t, adaptive.point_away(problem, distance))
-    return {"distance": float(distance), "misspecified": bool(misspecified),
-            "empirical": diag.empirical.numpy(), "true": diag.true.numpy(),
-            "relative_difference": diag.relative_difference,
-            "paths": {m: _fisher_setup(m)[1] for m in (False, True)}}
-
-
-def _fisher_range() -> list[float]:
-    values = np.concatenate([np.concatenate([p.empirical.ravel(), p.true.ravel()])
-                             for p in (_fisher_setup(False)[1], _fisher_setup(True)[1])])
+def _fisher_range(result: experiments.FisherComparison) -> list[float]:
+    """Log-axis range holding both diagonals along both paths (the axes stay put while r and the data change)."""
+    values = np.concatenate([np.concatenate([p.empirical.ravel(), p.true.ravel()]) for p in result.paths.values()])
     values = values[values > 0]
-    return [math.log10(values.min()) - 0.15, math.log10(values.max()) + 0.15]
+    return [np.log10(values.min()) - 0.15, np.log10(values.max()) + 0.15]
 
 
-def fisher_figure(result: dict) -> go.Figure:
+def fisher_figure(result: experiments.FisherComparison) -> go.Figure:
     """Left: diag F_emp against diag F, one point per weight (y = x dashed). Right: their gap along the path."""
-    lo, hi = _fisher_range()
+    lo, hi = _fisher_range(result)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.12)
     fig.add_trace(figures.reference_line([10 ** lo, 10 ** hi], [10 ** lo, 10 ** hi], "F_emp = F"), row=1, col=1)
-    mode = "misspecified" if result["misspecified"] else "well specified"
-    fig.add_trace(go.Scatter(x=result["true"], y=result["empirical"], mode="markers", name=f"weights ({mode})",
-                             marker=dict(size=12, color=figures.color(1 if result["misspecified"] else 0),
+    fig.add_trace(go.Scatter(x=result.true, y=result.empirical, mode="markers", name="weights wⱼ",
+                             marker=dict(size=12, color=figures.color(1 if result.misspecified else 0),
                                          line=dict(width=1, color="#222")),
-                             text=[f"w{j + 1}" for j in range(len(result["true"]))],
+                             text=[f"w{j + 1}" for j in range(len(result.true))],
                              hovertemplate="%{text}<br>F = %{x:.3g}<br>F_emp = %{y:.3g}<extra></extra>"),
                   row=1, col=1)
     for i, m in enumerate((False, True)):
-        p = result["paths"][m]
+        p = result.paths[m]
         fig.add_trace(go.Scatter(x=p.distances, y=p.relative_difference, mode="lines",
                                  name="gap, misspecified" if m else "gap, well specified",
                                  line=dict(color=figures.color(i), width=2.5)), row=1, col=2)
-    fig.add_trace(go.Scatter(x=[result["distance"]], y=[result["relative_difference"]], mode="markers",
+    fig.add_trace(go.Scatter(x=[result.distance], y=[result.relative_difference], mode="markers",
                              name="current weights", marker=dict(size=13, color="#222", symbol="diamond")),
                   row=1, col=2)
-    _style(fig, height=460)
+    figures.style(fig, height=460)
     fig.update_xaxes(title_text="diag F (labels sampled from the model)", type="log", exponentformat="power", dtick=1,
                      range=[lo, hi], constrain="domain", row=1, col=1)
     fig.update_yaxes(title_text="diag F_emp (labels from the data)", type="log", exponentformat="power", dtick=1,
@@ -234,26 +144,23 @@ def fisher_figure(result: dict) -> go.Figure:
     return fig
 
 
-def _fisher_notes(result: dict) -> str:
-    ratio = result["empirical"] / result["true"]
-    return (f"r = {result['distance']:.2f}: relative difference {result['relative_difference']:.3f}; "
+def _fisher_notes(result: experiments.FisherComparison) -> str:
+    ratio = result.empirical / result.true
+    return (f"r = {result.distance:.2f}: relative difference {result.relative_difference:.3f}; "
             f"F_emp / F per weight between {ratio.min():.2f} and {ratio.max():.2f}")
 
 
-def fisher_panel() -> panels.LivePanel:
+def fisher_panel(fast: bool | None = None) -> panels.LivePanel:
     """Section 2: empirical vs true Fisher diagonals of logistic regression; distance slider, misspecification toggle."""
-    def update(fw, result):
-        figures.copy_trace_data(fw, fisher_figure(result))
-
+    n = 5000 if (fast_mode() if fast is None else fast) else 20000
     return panels.LivePanel(
-        compute=fisher_comparison,
+        compute=functools.partial(experiments.fisher_comparison, n=n, max_distance=2.0, path_points=41),
         controls={"distance": panels.slider("r (distance from the fitted optimum)", 0.0, 2.0, 0.0, step=0.05),
                   "misspecified": panels.toggle("misspecified data (outliers with coin-flip labels)", False)},
-        figure=fisher_figure(fisher_comparison()),
-        update=update,
+        build=fisher_figure,
         notes=_fisher_notes,
         title="Empirical vs true Fisher on a logistic regression",
-        caption=(f"{FISHER_N} examples, 8 weights whose Fisher entries span two decades. At r = 0 with well-specified "
+        caption=(f"{n} examples, 8 weights whose Fisher entries span two decades. At r = 0 with well-specified "
                  "data every point sits on the diagonal; slide r up, or switch on the misspecification, and the "
                  "empirical Fisher overshoots."),
     )
@@ -261,29 +168,8 @@ def fisher_panel() -> panels.LivePanel:
 
 # =========================================================================== 3. L2 vs decoupled weight decay
 
-DECAY_STEPS = 150 if FAST else 600
-DECAY_GRID = np.logspace(-3, 0, 13)
 LR_SGD = 0.2
-DECAY_NAMES = ("SGD + L2", "SGDW", "Adam + L2", "AdamW")
-
-
-@functools.lru_cache(maxsize=1)
-def _regression():
-    return adaptive.regression_problem(seed=0)
-
-
-def decay_comparison(lr: float = 0.02, weight_decay: float = 0.3, steps: int = DECAY_STEPS,
-                     batch_size: int = 8) -> dict:
-    """The four optimizers over the λ grid plus the chosen λ: one batched run per optimizer."""
-    problem = _regression()
-    wds = np.append(DECAY_GRID, weight_decay)
-    opts = {"SGD + L2": lambda wd: optim.sgd(LR_SGD, weight_decay=wd),
-            "SGDW": lambda wd: optim.sgdw(LR_SGD, weight_decay=wd),
-            "Adam + L2": lambda wd: optim.adam(lr, weight_decay=wd),
-            "AdamW": lambda wd: optim.adamw(lr, weight_decay=wd)}
-    sweep = adaptive.regularization_sweep(problem, opts, wds, steps=steps, batch_size=batch_size, seed=0)
-    return {"sweep": sweep, "problem": problem, "lr": lr, "weight_decay": float(weight_decay)}
-
+DECAY_NAMES = experiments.DECAY_OPTIMIZERS
 
 DECAY_BOX = ((-0.3, 1.6), (-0.3, 3.2))
 
@@ -291,9 +177,9 @@ DECAY_BOX = ((-0.3, 1.6), (-0.3, 3.2))
 STYLES = {"SGD + L2": (0, None, 5), "SGDW": (5, "dot", 0), "Adam + L2": (1, None, 3), "AdamW": (2, None, 3)}
 
 
-def decay_figure(result: dict) -> go.Figure:
+def decay_figure(result: experiments.DecayComparison) -> go.Figure:
     """Left: paths at the chosen λ on the contours of J. Middle, right: each final weight against λ."""
-    sweep, problem = result["sweep"], result["problem"]
+    sweep, problem = result.sweep, result.problem
     fig = make_subplots(rows=1, cols=3, column_widths=[0.3, 0.35, 0.35], horizontal_spacing=0.08,
                         subplot_titles=("", "w₁ (feature scale 1)",
                                         "w₂ (feature scale 0.2)"))
@@ -304,7 +190,7 @@ def decay_figure(result: dict) -> go.Figure:
     fig.add_trace(go.Contour(x=xs.numpy(), y=ys.numpy(), z=np.log10(np.maximum(J.numpy(), 1e-12)), showscale=False,
                              hoverinfo="skip", autocontour=False, showlegend=False,
                              contours=dict(coloring="lines", start=-3, end=0.5, size=0.5), line=dict(width=1),
-                             colorscale=[[0, "#c3ccd6"], [1, "#c3ccd6"]]), row=1, col=1)
+                             colorscale=[[0, "#c3ccd6"], [1, "#c3ccd6"]], name="contours of J"), row=1, col=1)
     for name in DECAY_NAMES:
         c, dash, _ = STYLES[name]
         p = sweep.paths[name][:, -1]
@@ -326,26 +212,26 @@ def decay_figure(result: dict) -> go.Figure:
                                                              line=dict(width=2.5))), row=1, col=1)
 
     grid_wd = sweep.weight_decays[:-1]
-    chosen = result["weight_decay"]
+    chosen = result.weight_decay
     for j in range(2):
-        col = j + 2
-        fig.add_trace(go.Scatter(x=grid_wd, y=sweep.ridge[:-1, j], mode="lines", name="ridge minimum",
+        col, w = j + 2, ("w₁", "w₂")[j]
+        fig.add_trace(go.Scatter(x=grid_wd, y=sweep.ridge[:-1, j], mode="lines", name=f"ridge minimum ({w})",
                                  line=dict(color=GREY, width=7), showlegend=False, legendgroup="ridge",
                                  opacity=0.6), row=1, col=col)
         fig.add_trace(go.Scatter(x=grid_wd, y=sweep.decoupled_prediction["AdamW"][:-1, j], mode="lines",
-                                 name="J + (λ/2)wᵀCw prediction", showlegend=False, legendgroup="pred",
-                                 line=dict(color=_rgba(figures.color(2), 0.4), width=7)), row=1, col=col)
+                                 name=f"J + (λ/2)wᵀCw prediction ({w})", showlegend=False, legendgroup="pred",
+                                 line=dict(color=figures.rgba(figures.color(2), 0.4), width=7)), row=1, col=col)
         for name in DECAY_NAMES:
             c, dash, size = STYLES[name]
-            fig.add_trace(go.Scatter(x=grid_wd, y=sweep.final[name][:-1, j], name=name, legendgroup=name,
+            fig.add_trace(go.Scatter(x=grid_wd, y=sweep.final[name][:-1, j], name=f"{name} ({w})", legendgroup=name,
                                      mode="lines+markers" if size else "lines", showlegend=False,
                                      line=dict(color=figures.color(c), width=3 if dash else 1.5, dash=dash),
                                      marker=dict(size=size + 2, color=figures.color(c))), row=1, col=col)
         top = 1.15 if j == 0 else 3.0
-        fig.add_trace(go.Scatter(x=[chosen, chosen], y=[-0.1, top], mode="lines", name="chosen λ",
+        fig.add_trace(go.Scatter(x=[chosen, chosen], y=[-0.1, top], mode="lines", name=f"chosen λ ({w})",
                                  line=dict(color="#222", width=1, dash="dash"), showlegend=False,
                                  hoverinfo="skip"), row=1, col=col)
-    _style(fig, height=470)
+    figures.style(fig, height=470)
     fig.update_xaxes(title_text="w₁", range=list(DECAY_BOX[0]), row=1, col=1)
     fig.update_yaxes(title_text="w₂", range=list(DECAY_BOX[1]), row=1, col=1)
     for j, top in ((2, 1.15), (3, 3.0)):
@@ -355,9 +241,9 @@ def decay_figure(result: dict) -> go.Figure:
     return fig
 
 
-def _decay_notes(result: dict) -> str:
-    sweep = result["sweep"]
-    lines = [f"paths at λ = {result['weight_decay']:.3g}, α = {result['lr']:.3g} (Adam, AdamW)"]
+def _decay_notes(result: experiments.DecayComparison) -> str:
+    sweep = result.sweep
+    lines = [f"paths at λ = {result.weight_decay:.3g}, α = {result.lr:.3g} (Adam, AdamW)"]
     for name in DECAY_NAMES:
         d = int(sweep.diverged_at[name][-1])
         if d >= 0:
@@ -367,20 +253,17 @@ def _decay_notes(result: dict) -> str:
     return " · ".join(lines)
 
 
-def decay_panel() -> panels.LivePanel:
+def decay_panel(fast: bool | None = None) -> panels.LivePanel:
     """Section 3: Adam + L2 vs AdamW (and SGD + L2 vs SGDW) from the same start; sliders α and λ."""
-    def update(fw, result):
-        figures.copy_trace_data(fw, decay_figure(result))
-
+    steps = 150 if (fast_mode() if fast is None else fast) else 600
     return panels.LivePanel(
-        compute=decay_comparison,
+        compute=functools.partial(experiments.decay_comparison, steps=steps, batch_size=8, lr_sgd=LR_SGD),
         controls={"lr": panels.log_slider("α for Adam / AdamW", 1e-3, 0.2, 0.02),
                   "weight_decay": panels.log_slider("λ (weight decay)", 1e-3, 1.0, 0.3)},
-        figure=decay_figure(decay_comparison()),
-        update=update,
+        build=decay_figure,
         notes=_decay_notes,
         title="L2 regularization vs decoupled weight decay",
-        caption=(f"Linear regression on two features of scales 1 and 0.2, minibatches of 8, {DECAY_STEPS} steps, "
+        caption=(f"Linear regression on two features of scales 1 and 0.2, minibatches of 8, {steps} steps, "
                  f"SGD with α = {LR_SGD}. Each λ-sweep is one batched run. Raise λ: SGD + L2 and SGDW stay on top of "
                  "each other and of the ridge solution, Adam + L2 too, but AdamW settles where J + (λ/2)wᵀCw is "
                  "smallest and barely shrinks w₂."),
@@ -389,35 +272,19 @@ def decay_panel() -> panels.LivePanel:
 
 # =========================================================================== 4. grafting
 
-GRAFT_STEPS = 60 if FAST else 300
-OPTIMIZER_CHOICES = {"SGD (α = 0.1)": "sgd", "RMSprop (α = 0.001)": "rmsprop", "Adam (α = 0.001)": "adam"}
+OPTIMIZER_CHOICES = {f"{LABELS[name]} (α = {lr:g})": name for name, lr in experiments.DEFAULT_LR.items()}
 
 
-def _smooth(y: np.ndarray, width: int = 5) -> np.ndarray:
-    """Centered moving average (shorter near the ends), for noisy minibatch losses."""
-    y = np.asarray(y, dtype=float)
-    kernel = np.ones(width)
-    num = np.convolve(y, kernel, mode="same")
-    den = np.convolve(np.ones_like(y), kernel, mode="same")
-    return num / den
+def grafting_figures(result: experiments.GraftingResult) -> list[go.Figure]:
+    """Training loss of M, D and graft(M, D); per-layer step norms of the grafted run against M's and D's.
 
-
-def grafting(magnitude: str = "rmsprop", direction: str = "sgd", steps: int = GRAFT_STEPS, progress=None):
-    """:func:`lecture_lib.adaptive.grafting_experiment` on the digits with a 64-64-64-10 ReLU MLP."""
-    return adaptive.grafting_experiment(magnitude, direction, steps=steps, batch_size=64, record_every=2,
-                                        progress=progress)
-
-
-def grafting_figures(result: adaptive.GraftingResult) -> list[go.Figure]:
-    """Training loss of M, D and graft(M, D); per-layer step norms of the grafted run against M's and D's."""
+    The legend names the roles (M, D, graft), not the optimizers: the dropdowns say which is which.
+    """
     loss_traces = []
-    for i, (label, rec) in enumerate(result.records.items()):
+    for i, rec in enumerate(result.records.values()):
         n = figures.finite_prefix(rec.loss[:, 0])
-        name = LABELS.get(label.split(" = ")[-1], label) if " = " in label else label
-        kind = label.split(" = ")[0] if " = " in label else "graft"
-        text = {"M": f"M = {name} (magnitude)", "D": f"D = {name} (direction)"}.get(
-            kind, f"graft: |{LABELS[result.magnitude]}| × dir({LABELS[result.direction]})")
-        loss_traces.append(go.Scatter(x=rec.steps[:n], y=_smooth(rec.loss[:n, 0]), mode="lines", name=text,
+        text = ("M (magnitude)", "D (direction)", "graft: |M| × dir(D)")[i]
+        loss_traces.append(go.Scatter(x=rec.steps[:n], y=smooth(rec.loss[:n, 0], 5), mode="lines", name=text,
                                       line=dict(color=figures.color([0, 1, 6][i]), width=[2.5, 2.5, 3.5][i],
                                                 dash=[None, None, "dash"][i])))
     losses = figures.figure(loss_traces, x_title="step k", y_title="training loss (minibatch, smoothed)",
@@ -444,7 +311,7 @@ def grafting_figures(result: adaptive.GraftingResult) -> list[go.Figure]:
     return [losses, norms]
 
 
-def _grafting_notes(result: adaptive.GraftingResult) -> str:
+def _grafting_notes(result: experiments.GraftingResult) -> str:
     s = result.step_norms
     ok = np.isfinite(s["graft"]).all(axis=1)
     ratio = np.abs(s["graft"][ok] / s["M"][ok] - 1).max() if ok.any() else float("nan")
@@ -460,21 +327,17 @@ def _grafting_notes(result: adaptive.GraftingResult) -> str:
     return " · ".join(parts)
 
 
-def grafting_panel() -> panels.LivePanel:
+def grafting_panel(fast: bool | None = None) -> panels.LivePanel:
     """Section 4: AdaGraft on the digits; dropdowns choose the magnitude M and the direction D."""
-    def update(figs, result):
-        for fw, fig in zip(figs, grafting_figures(result)):
-            figures.copy_trace_data(fw, fig)
-
+    steps = 60 if (fast_mode() if fast is None else fast) else 300
     return panels.LivePanel(
-        compute=grafting,
+        compute=functools.partial(experiments.grafting_experiment, steps=steps, batch_size=64, record_every=2),
         controls={"magnitude": panels.dropdown("M (step size from)", OPTIMIZER_CHOICES, "rmsprop"),
                   "direction": panels.dropdown("D (direction from)", OPTIMIZER_CHOICES, "sgd")},
-        figure=grafting_figures(grafting()),
-        update=update,
+        build=grafting_figures,
         notes=_grafting_notes,
         title="Grafting: one optimizer's step size, another's direction",
-        caption=(f"A 64-64-64-10 ReLU network on the 8×8 digits, {GRAFT_STEPS} steps of minibatches of 64, same "
+        caption=(f"A 64-64-64-10 ReLU network on the 8×8 digits, {steps} steps of minibatches of 64, same "
                  "start and same minibatches for all three runs. Try M = RMSprop, D = SGD, then swap them: which "
                  "curve does the graft follow? On the right, the grafted step (line) sits exactly on M's (circles)."),
     )

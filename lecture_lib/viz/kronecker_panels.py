@@ -1,8 +1,8 @@
 """Figures and live panels of notebook 03, "Kronecker spectra".
 
-Three panels, each a compute function from :mod:`lecture_lib.kronecker` (real torch
-linear algebra and a real training run), a pure figure builder ``result -> go.Figure``
-with every trace, and an update that copies trace data onto the figure built once:
+Three panels, each an experiment of :mod:`lecture_lib.experiments.kronecker` (real torch
+linear algebra and a real training run) called in one line, and a pure figure builder
+``result -> go.Figure`` with every trace (fixed, unique names) that builds and updates the figure:
 
 * :func:`spectrum_panel` -- eig(A ⊗ B) computed from the explicit product against the
   products of the factors' eigenvalues;
@@ -10,37 +10,21 @@ with every trace, and an update that copies trace data onto the figure built onc
   small MLP layer as training proceeds;
 * :func:`cost_panel` -- measured time of the eigenbasis inverse against the dense inverse.
 
-Sizes shrink when :data:`lecture_lib.viz.FAST` is set (``LECTURE_FAST=1``).
+``fast=True`` (default: :func:`lecture_lib.viz.fast_mode`, i.e. ``LECTURE_FAST=1``) shrinks the sizes.
 """
 from __future__ import annotations
 
-import ast
-import inspect
-import textwrap
+import functools
 
 import numpy as np
 import plotly.graph_objects as go
 
-from .. import kronecker
-from . import FAST, figures, panels
+from ..experiments import kronecker as experiments
+from ..kronecker import KronSpectrum
+from . import fast_mode, figures, panels
 
-KFAC_STEPS = 60 if FAST else 300
-KFAC_CHECKPOINTS = 4 if FAST else 11
 KFAC_SIZES = (4, 6, 3)
-COST_WIDTHS = (4, 8, 12, 16, 24, 32, 48, 64)
 LAYER_LABELS = {"hidden layer (linears.0)": "linears.0", "output layer (linears.1)": "linears.1"}
-
-
-def source(fn) -> "IPython.display.Markdown":  # noqa: F821
-    """A library function's code without its docstring, as a highlighted Markdown block (the math is in the prose)."""
-    from IPython.display import Markdown
-    code = textwrap.dedent(inspect.getsource(fn))
-    body = ast.parse(code).body[0].body
-    lines = code.splitlines()
-    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
-        doc = body[0]
-        lines = lines[:doc.lineno - 1] + lines[doc.end_lineno:]
-    return Markdown("```python\n" + "\n".join(lines) + "\n```")
 
 
 def _fmt(x: float) -> str:
@@ -48,12 +32,7 @@ def _fmt(x: float) -> str:
 
 
 # =========================================================================== (a) spectra
-def spectrum(n: int = 6, m: int = 4, cond_a: float = 10.0, cond_b: float = 100.0) -> kronecker.KronSpectrum:
-    """Compute for the spectrum panel: random SPD factors, their Kronecker product, the checks."""
-    return kronecker.spectrum_demo(int(n), int(m), float(cond_a), float(cond_b), seed=0)
-
-
-def spectrum_figure(result: kronecker.KronSpectrum) -> go.Figure:
+def spectrum_figure(result: KronSpectrum) -> go.Figure:
     """Eigenvalues of the explicit n·m × n·m product (line) and the products λ_i ν_j (circles), by rank."""
     rank = np.arange(1, len(result.explicit) + 1)
     traces = [
@@ -67,7 +46,7 @@ def spectrum_figure(result: kronecker.KronSpectrum) -> go.Figure:
     return figures.figure(traces, x_title="rank (largest first)", y_title="eigenvalue", log_y=True)
 
 
-def _spectrum_notes(r: kronecker.KronSpectrum) -> str:
+def _spectrum_notes(r: KronSpectrum) -> str:
     return (f"{len(r.explicit)} eigenvalues. Largest gap between the two lists: {_fmt(r.eigenvalue_error)} "
             f"(relative to the top eigenvalue). Eigenvector check ‖(A⊗B)(rᵢ⊗sⱼ) − λᵢνⱼ(rᵢ⊗sⱼ)‖: "
             f"{_fmt(r.eigenvector_residual)}. Inverse check ‖(A⊗B)⁻¹ − A⁻¹⊗B⁻¹‖/‖(A⊗B)⁻¹‖: "
@@ -77,15 +56,13 @@ def _spectrum_notes(r: kronecker.KronSpectrum) -> str:
 
 def spectrum_panel() -> panels.LivePanel:
     """Sliders on the sizes and condition numbers of A and B; the two spectra on top of each other."""
-    first = spectrum()
     return panels.LivePanel(
-        compute=spectrum,
+        compute=functools.partial(experiments.spectrum_demo, seed=0),
         controls={"n": panels.int_slider("n (size of A)", 1, 12, 6),
                   "m": panels.int_slider("m (size of B)", 1, 10, 4),
                   "cond_a": panels.log_slider("condition number of A", 1.0, 1e4, 10.0),
                   "cond_b": panels.log_slider("condition number of B", 1.0, 1e4, 100.0)},
-        figure=spectrum_figure(first),
-        update=lambda fig, r: figures.copy_trace_data(fig, spectrum_figure(r)),
+        build=spectrum_figure,
         notes=_spectrum_notes,
         title="The spectrum of a Kronecker product",
         caption="Every circle sits on the line: the nm eigenvalues of A ⊗ B are exactly the products "
@@ -94,17 +71,9 @@ def spectrum_panel() -> panels.LivePanel:
 
 
 # =========================================================================== (b) K-FAC vs exact GN
-def kfac_comparison(layer: str = "linears.0", checkpoint: int = 0) -> dict:
-    """Compute for the K-FAC panel: the (cached) training run, and which checkpoint to show."""
-    result = kronecker.kfac_vs_exact(layer, sizes=KFAC_SIZES, steps=KFAC_STEPS, checkpoints=KFAC_CHECKPOINTS)
-    if not 0 <= int(checkpoint) < len(result.steps):
-        raise ValueError(f"checkpoint must be in [0, {len(result.steps) - 1}], got {checkpoint}")
-    return {"result": result, "k": int(checkpoint)}
-
-
-def kfac_figures(data: dict) -> list[go.Figure]:
+def kfac_figures(data: experiments.KFACCheckpoint) -> list[go.Figure]:
     """Left: both spectra at the chosen checkpoint. Right: relative error and loss over training."""
-    r, k = data["result"], data["k"]
+    r, k = data.result, data.k
     rank = np.arange(1, r.exact.shape[1] + 1)
     floor = 1e-12 * r.exact[k, 0]   # eigenvalues that are zero up to round-off are not drawn on a log axis
     keep_e, keep_k = r.exact[k] > floor, r.kfac[k] > floor
@@ -113,7 +82,7 @@ def kfac_figures(data: dict) -> list[go.Figure]:
                    line=dict(color=figures.color(0), width=2.5), marker=dict(size=5)),
         go.Scatter(x=rank[keep_k], y=r.kfac[k][keep_k], mode="markers", name="K-FAC A ⊗ S",
                    marker=dict(size=10, symbol="circle-open", color=figures.color(1), line=dict(width=2))),
-    ], title=f"spectra at step {int(r.steps[k])}", x_title="rank (largest first)", y_title="eigenvalue",
+    ], title="spectra at the chosen checkpoint", x_title="rank (largest first)", y_title="eigenvalue",
         log_y=True)
     error = figures.figure([
         go.Scatter(x=r.steps, y=r.relative_error, mode="lines+markers", name="‖G_ℓℓ − A⊗S‖_F / ‖G_ℓℓ‖_F",
@@ -130,13 +99,8 @@ def kfac_figures(data: dict) -> list[go.Figure]:
     return [spectra, error]
 
 
-def _kfac_update(figs, data: dict) -> None:
-    for fig, new in zip(figs, kfac_figures(data)):
-        figures.copy_trace_data(fig, new, layout_keys=("title.text",))
-
-
-def _kfac_notes(data: dict) -> str:
-    r, k = data["result"], data["k"]
+def _kfac_notes(data: experiments.KFACCheckpoint) -> str:
+    r, k = data.result, data.k
     if r.relative_error.max() < 1e-10:
         return ("Output layer with squared error: the output Hessian is I, so S = I and "
                 f"G_ℓℓ = A ⊗ I exactly (largest relative error {_fmt(r.relative_error.max())}).")
@@ -144,15 +108,16 @@ def _kfac_notes(data: dict) -> str:
             f"Top eigenvalue: exact {r.exact[k, 0]:.4g}, K-FAC {r.kfac[k, 0]:.4g}.")
 
 
-def kfac_panel() -> panels.LivePanel:
+def kfac_panel(fast: bool | None = None) -> panels.LivePanel:
     """Pick a layer and a checkpoint of a real training run; compare the curvature blocks."""
-    first = kfac_comparison()
+    fast = fast_mode() if fast is None else fast
+    checkpoints = 4 if fast else 11
     return panels.LivePanel(
-        compute=kfac_comparison,
+        compute=functools.partial(experiments.kfac_checkpoint, steps=60 if fast else 300, checkpoints=checkpoints,
+                                  sizes=KFAC_SIZES),
         controls={"layer": panels.dropdown("layer", LAYER_LABELS, "linears.0"),
-                  "checkpoint": panels.int_slider("checkpoint", 0, KFAC_CHECKPOINTS - 1, 0)},
-        figure=kfac_figures(first),
-        update=_kfac_update,
+                  "checkpoint": panels.int_slider("checkpoint", 0, checkpoints - 1, 0)},
+        build=kfac_figures,
         notes=_kfac_notes,
         title="K-FAC against the exact Gauss-Newton block",
         caption=f"A {'-'.join(map(str, KFAC_SIZES))} tanh MLP trained by gradient descent on a teacher task. "
@@ -162,15 +127,7 @@ def kfac_panel() -> panels.LivePanel:
 
 
 # =========================================================================== (c) cost
-def cost(largest: int = 24 if FAST else 48) -> kronecker.InverseTiming:
-    """Compute for the cost panel: measured times up to the chosen largest width."""
-    widths = tuple(w for w in COST_WIDTHS if w <= int(largest))
-    if len(widths) < 2:
-        raise ValueError(f"largest must be at least {COST_WIDTHS[1]}, got {largest}")
-    return kronecker.time_inverses(widths=widths, repeats=1 if FAST else 2)
-
-
-def cost_figure(t: kronecker.InverseTiming) -> go.Figure:
+def cost_figure(t: experiments.InverseTiming) -> go.Figure:
     """Log-log time against layer width, with n³ and n⁶ guides through the last measurement."""
     n = t.widths.astype(float)
     ms_eig, ms_dense = 1e3 * t.eigenbasis, 1e3 * t.dense
@@ -186,7 +143,7 @@ def cost_figure(t: kronecker.InverseTiming) -> go.Figure:
                           y_title="time per solve (ms)", log_x=True, log_y=True)
 
 
-def _cost_notes(t: kronecker.InverseTiming) -> str:
+def _cost_notes(t: experiments.InverseTiming) -> str:
     n = int(t.widths[-1])
     return (f"At width {n} ({n * n} weights): eigenbasis {1e3 * t.eigenbasis[-1]:.3g} ms, dense "
             f"{1e3 * t.dense[-1]:.3g} ms, {t.dense[-1] / t.eigenbasis[-1]:.0f}× slower. Both give the same "
@@ -194,15 +151,14 @@ def _cost_notes(t: kronecker.InverseTiming) -> str:
             "by fixed overheads, so the slopes only approach 3 and 6 as n grows. Measured on this machine, now.")
 
 
-def cost_panel() -> panels.LivePanel:
+def cost_panel(fast: bool | None = None) -> panels.LivePanel:
     """Measure both ways of applying the damped inverse as the layer grows."""
-    choices = [w for w in COST_WIDTHS[2:] if not FAST or w <= 24]
-    first = cost(choices[-2] if not FAST else choices[-1])
+    fast = fast_mode() if fast is None else fast
+    choices = [w for w in experiments.COST_WIDTHS[2:] if not fast or w <= 24]
     return panels.LivePanel(
-        compute=cost,
-        controls={"largest": panels.dropdown("largest width n", choices, int(first.widths[-1]))},
-        figure=cost_figure(first),
-        update=lambda fig, t: figures.copy_trace_data(fig, cost_figure(t)),
+        compute=functools.partial(experiments.time_inverses_up_to, repeats=1 if fast else 2),
+        controls={"largest": panels.dropdown("largest width n", choices, choices[-1] if fast else choices[-2])},
+        build=cost_figure,
         notes=_cost_notes,
         title="What the eigenbasis saves",
         caption="Real timings of (A ⊗ S + γI)⁻¹ applied to one gradient. Choose a larger width "

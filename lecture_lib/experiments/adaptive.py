@@ -1,0 +1,311 @@
+r"""The experiments of notebook 01, "Adaptive gradient methods and grafting": ``params -> result``.
+
+One function per panel of the notebook, each built on the mathematics of
+:mod:`lecture_lib.adaptive`:
+
+1. :func:`trajectories` -- SGD, RMSprop and Adam on one ill-conditioned 2-D valley;
+2. :func:`fisher_comparison` -- empirical and true Fisher diagonals of logistic regression,
+   at one point and along a path away from the optimum (:func:`fisher_along_path`);
+3. :func:`decay_comparison` -- L2 regularization against decoupled weight decay, a whole
+   :math:`\lambda` sweep per optimizer as one batched run (:func:`regularization_sweep`);
+4. :func:`grafting_experiment` -- an MLP trained with M, D and AdaGraft's graft(M, D).
+
+Nothing here imports plotly or ipywidgets; sizes (step counts, data sizes) are parameters,
+so a notebook's fast mode is a choice of arguments.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .. import optim
+from .._validate import Choice, Instance, Int, NonNegative, Positive, Real, Seed, Sizes, Tensor, Unit, Where, accepts
+from ..adaptive import (NUMBERS, Quadratic, RegressionProblem, adam_preconditioner, descend, diverged_at,
+                        fisher_diagonals, ill_conditioned_quadratic, logistic_problem, numbers, point_away,
+                        regression_problem, requires, step_comparison)
+from ..optim.base import Transform
+
+NON_NEGATIVE_NUMBERS = Where(lambda name, v: numbers(name, v, 0.0), bad=([], [-1.0], [math.nan], "d", None, [[0.1]]))
+
+# =========================================================================== 1. trajectories
+
+
+@dataclass(frozen=True)
+class Trajectories:
+    """SGD, RMSprop and Adam from one start on one 2-D quadratic (numpy arrays, one entry per optimizer)."""
+
+    quadratic: Quadratic
+    start: np.ndarray               # (2,) w₀
+    paths: dict[str, np.ndarray]    # name -> (K + 1, 2) iterates
+    loss: dict[str, np.ndarray]     # name -> (K + 1,) J(w_k)
+    diverged_at: dict[str, int]     # name -> first step with J > 1e6 or non-finite, -1 if none
+
+
+def rotated(point: tuple[float, float], angle: float) -> tuple[float, float]:
+    """``point`` turned by ``angle`` degrees about the origin (the valley's minimum)."""
+    t = math.radians(angle)
+    return (math.cos(t) * point[0] - math.sin(t) * point[1], math.sin(t) * point[0] + math.cos(t) * point[1])
+
+
+@accepts(lr_sgd=NonNegative(), lr_adaptive=NonNegative(), beta2=Unit(), angle=Real(-360.0, 360.0),
+         condition=Real(1.0), steps=Int(0))
+def trajectories(lr_sgd: float = 1.6, lr_adaptive: float = 0.1, beta2: float = 0.9, angle: float = 0.0,
+                 condition: float = 100.0, steps: int = 150, start: tuple[float, float] = (-3.5, 2.0)) -> Trajectories:
+    r"""SGD, RMSprop (the lecture's :math:`g/\sqrt{s+\epsilon}`) and Adam on one ill-conditioned valley.
+
+    The valley and the start turn together by ``angle``: SGD's trajectory turns
+    with them (it is rotation invariant), the diagonal methods' does not.
+    """
+    q = ill_conditioned_quadratic(condition, angle)
+    chains = {
+        "SGD": optim.sgd(lr_sgd),
+        "RMSprop": optim.rmsprop(lr_adaptive, beta2=beta2, eps=1e-8, eps_in_sqrt=True),
+        "Adam": optim.adam(lr_adaptive, betas=(0.9, beta2)),
+    }
+    w0 = torch.tensor([rotated(start, angle)], dtype=torch.float64)
+    paths, losses, diverged = {}, {}, {}
+    for name, opt in chains.items():
+        path = descend(opt, lambda w, k: q.grad(w), w0, steps)[:, 0].numpy()
+        loss = q.loss(torch.as_tensor(path)).numpy()
+        paths[name], losses[name] = path, loss
+        diverged[name] = int(diverged_at(loss[:, None], limit=1e6)[0])
+    return Trajectories(q, w0[0].numpy(), paths, losses, diverged)
+
+
+# =========================================================================== 2. empirical vs true Fisher
+
+
+@dataclass(frozen=True)
+class FisherPath:
+    """Both Fisher diagonals along a path away from the optimum: ``(S, D)`` arrays and ``(S,)`` distances."""
+
+    distances: np.ndarray
+    empirical: np.ndarray
+    true: np.ndarray
+
+    @property
+    def relative_difference(self) -> np.ndarray:
+        return np.linalg.norm(self.empirical - self.true, axis=1) / np.linalg.norm(self.true, axis=1)
+
+
+@accepts(distances=NON_NEGATIVE_NUMBERS, direction=Tensor(dim=1, optional=True))
+def fisher_along_path(problem, distances, direction: torch.Tensor | None = None) -> FisherPath:
+    """:func:`~lecture_lib.adaptive.fisher_diagonals` at :func:`~lecture_lib.adaptive.point_away` for every distance."""
+    emp, true = [], []
+    for r in distances:
+        f = fisher_diagonals(problem.x, problem.t, point_away(problem, float(r), direction))
+        emp.append(f.empirical.numpy())
+        true.append(f.true.numpy())
+    return FisherPath(np.asarray(distances, dtype=float), np.stack(emp), np.stack(true))
+
+
+@dataclass(frozen=True)
+class FisherComparison:
+    """Both Fisher diagonals at one distance from the optimum, and both data sets' paths (``paths[misspecified]``)."""
+
+    distance: float
+    misspecified: bool
+    empirical: np.ndarray           # (D,)
+    true: np.ndarray                # (D,)
+    relative_difference: float
+    paths: dict[bool, FisherPath]
+
+
+@functools.lru_cache(maxsize=4)
+def _fisher_setup(misspecified: bool, n: int, max_distance: float, path_points: int):
+    problem = logistic_problem(n=n, misspecified=misspecified, seed=0)
+    return problem, fisher_along_path(problem, np.linspace(0.0, max_distance, path_points))
+
+
+@accepts(distance=NonNegative(), n=Int(10), max_distance=Positive(), path_points=Int(2))
+def fisher_comparison(distance: float = 0.0, misspecified: bool = False, n: int = 20000, max_distance: float = 2.0,
+                      path_points: int = 41) -> FisherComparison:
+    """Both Fisher diagonals at ``distance`` from the fitted optimum, and along the whole path for both data sets.
+
+    The data and the paths are cached on ``(misspecified, n, max_distance, path_points)``: a slider over
+    ``distance`` computes one pair of diagonals.
+    """
+    problem, _ = _fisher_setup(bool(misspecified), n, float(max_distance), path_points)
+    diag = fisher_diagonals(problem.x, problem.t, point_away(problem, distance))
+    paths = {m: _fisher_setup(m, n, float(max_distance), path_points)[1] for m in (False, True)}
+    return FisherComparison(float(distance), bool(misspecified), diag.empirical.numpy(), diag.true.numpy(),
+                            diag.relative_difference, paths)
+
+
+# =========================================================================== 3. L2 vs decoupled weight decay
+
+
+@dataclass(frozen=True)
+class RegularizationSweep:
+    """Trajectories of several optimizers over a grid of weight decays (float64 numpy arrays).
+
+    ``paths[name]`` has shape ``(K + 1, R, D)`` for the ``R = len(weight_decays)``
+    runs of optimizer ``name``; ``final[name]`` ``(R, D)`` averages the last
+    quarter of the iterates (the runs are noisy: SGD-type methods never settle
+    exactly with a constant learning rate).
+    """
+
+    weight_decays: np.ndarray
+    paths: dict[str, np.ndarray]
+    final: dict[str, np.ndarray]
+    ridge: np.ndarray            # (R, D): minimizer of J + (λ/2)‖w‖² for every λ
+    least_squares: np.ndarray    # (D,)
+    diverged_at: dict[str, np.ndarray]  # name -> (R,) first diverged step or -1
+    preconditioner: dict[str, np.ndarray]  # name -> (R, D) Adam's final diag C = sqrt(s_hat) + eps (Adam chains only)
+    decoupled_prediction: dict[str, np.ndarray]  # name -> (R, D) minimizer of J + (λ/2) wᵀCw with that C
+
+
+@accepts(requires(lambda a: len(a["w0"]) == a["problem"].x.shape[1],
+                  "w0 must have one entry per feature of the problem ({problem.x.shape[1]}), got {w0}"),
+         problem=Instance(RegressionProblem), weight_decays=NON_NEGATIVE_NUMBERS,
+         steps=Int(0), batch_size=Int(1), w0=NUMBERS, seed=Seed())
+def regularization_sweep(problem: RegressionProblem, optimizers: Mapping[str, Callable[[torch.Tensor], Transform]],
+                         weight_decays, steps: int = 400, batch_size: int = 8, w0=(0.0, 0.0),
+                         seed: int = 0) -> RegularizationSweep:
+    r"""Train each optimizer from the same start for every weight decay at once, on the same minibatches.
+
+    ``optimizers[name](weight_decay)`` builds the chain for an ``(R,)`` tensor
+    of weight decays (e.g. ``lambda wd: optim.adam(lr, weight_decay=wd)``), so
+    the whole :math:`\lambda` sweep of one optimizer is one batched run.
+    """
+    wds = torch.tensor(weight_decays, dtype=torch.float64)
+    start = torch.tensor(w0, dtype=torch.float64).expand(len(wds), -1).clone()
+    paths, final, div, precond, predicted = {}, {}, {}, {}, {}
+    for name, make in optimizers.items():
+        path, state = descend(make(wds), problem.minibatch_grad(batch_size, seed), start, steps, return_state=True)
+        arr = path.numpy()
+        paths[name] = arr
+        final[name] = arr[-max(1, steps // 4):].mean(axis=0)
+        div[name] = diverged_at(np.abs(arr).max(axis=2))
+        c = adam_preconditioner(state)
+        if c is not None:
+            c = c["w"]
+            precond[name] = c.numpy()
+            predicted[name] = np.stack([problem.preconditioned_ridge(float(wd), c[r]).numpy()
+                                        for r, wd in enumerate(wds)])
+    ridge = np.stack([problem.ridge(float(wd)).numpy() for wd in wds])
+    return RegularizationSweep(wds.numpy(), paths, final, ridge, problem.least_squares.numpy(), div, precond,
+                               predicted)
+
+
+#: The four optimizers of the weight-decay panel, in the order they are drawn.
+DECAY_OPTIMIZERS = ("SGD + L2", "SGDW", "Adam + L2", "AdamW")
+
+
+@dataclass(frozen=True)
+class DecayComparison:
+    """The four optimizers of :data:`DECAY_OPTIMIZERS` over a λ grid; the last λ of the sweep is the chosen one."""
+
+    sweep: RegularizationSweep
+    problem: RegressionProblem
+    lr: float
+    lr_sgd: float
+    weight_decay: float
+
+
+@functools.lru_cache(maxsize=1)
+def _regression() -> RegressionProblem:
+    return regression_problem(seed=0)
+
+
+@accepts(lr=Positive(), weight_decay=NonNegative(), lr_sgd=Positive(), steps=Int(0), batch_size=Int(1),
+         grid=NON_NEGATIVE_NUMBERS)
+def decay_comparison(lr: float = 0.02, weight_decay: float = 0.3, steps: int = 600, batch_size: int = 8,
+                     lr_sgd: float = 0.2, grid=tuple(np.logspace(-3, 0, 13))) -> DecayComparison:
+    """SGD + L2, SGDW (learning rate ``lr_sgd``), Adam + L2 and AdamW (``lr``) over ``grid`` plus the chosen λ.
+
+    One batched run per optimizer (:func:`regularization_sweep`) on the cached regression problem
+    (:func:`~lecture_lib.adaptive.regression_problem` with seed 0).
+    """
+    opts = {"SGD + L2": lambda wd: optim.sgd(lr_sgd, weight_decay=wd),
+            "SGDW": lambda wd: optim.sgdw(lr_sgd, weight_decay=wd),
+            "Adam + L2": lambda wd: optim.adam(lr, weight_decay=wd),
+            "AdamW": lambda wd: optim.adamw(lr, weight_decay=wd)}
+    sweep = regularization_sweep(_regression(), opts, [*grid, weight_decay], steps=steps, batch_size=batch_size)
+    return DecayComparison(sweep, _regression(), float(lr), float(lr_sgd), float(weight_decay))
+
+
+# =========================================================================== 4. grafting
+
+#: The learning rate each optimizer gets in :func:`grafting_experiment` unless told otherwise.
+DEFAULT_LR = {"sgd": 0.1, "rmsprop": 1e-3, "adam": 1e-3}
+
+
+@dataclass
+class GraftingResult:
+    """Three trainings of the same MLP from the same start: M alone, D alone, graft(M, D).
+
+    ``records[label]`` are :class:`~lecture_lib.record.Record` s (labels
+    ``"M = sgd"``, ``"D = adam"``, ``"graft(sgd, adam)"``); ``step_norms`` holds, along
+    the grafted run, ``(K, P)`` arrays ``"graft"``, ``"M"``, ``"D"`` of per-tensor step
+    norms (M and D evaluated on the grafted run's own gradients and states) and
+    ``"cos_D"``, the cosine between the grafted step and D's.
+    """
+
+    magnitude: str
+    direction: str
+    steps: np.ndarray
+    records: dict
+    layer_names: list[str]
+    step_norms: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _data_shape(data) -> tuple[int, int]:
+    """(features, classes) of ``data``; ``None`` stands for the 8×8 digits (64 pixels, 10 classes)."""
+    return (64, 10) if data is None else (data.n_features, data.n_outputs)
+
+
+@accepts(requires(lambda a: (a["sizes"][0], a["sizes"][-1]) == _data_shape(a["data"]),
+                  "sizes must start with the data's features and end with its classes, got {sizes}"),
+         magnitude=Choice(tuple(DEFAULT_LR)), direction=Choice(tuple(DEFAULT_LR)), steps=Int(2),
+         batch_size=Int(1, optional=True), sizes=Sizes(), lr_magnitude=Positive(optional=True),
+         lr_direction=Positive(optional=True), record_every=Int(1), seed=Seed())
+def grafting_experiment(magnitude: str = "sgd", direction: str = "adam", steps: int = 300, batch_size: int = 64,
+                        sizes=(64, 64, 64, 10), lr_magnitude: float | None = None,
+                        lr_direction: float | None = None, record_every: int = 5, data=None,
+                        seed: int = 0, progress: Callable[[float], None] | None = None) -> GraftingResult:
+    r"""AdaGraft on an MLP: train M, D and graft(M, D) on the same minibatches from the same start.
+
+    .. math:: w \leftarrow w + \frac{\lVert u_M \rVert}{\lVert u_D \rVert + \epsilon}\, u_D
+        \qquad\text{per parameter tensor (layer)}
+
+    where :math:`u_M, u_D` are the steps M and D (each with its own learning
+    rate, :data:`DEFAULT_LR` by default) would take from the current weights.
+    ``data`` defaults to the digits (:func:`lecture_lib.data.digits`); the loss is
+    cross-entropy. ``progress(fraction)`` is called after each of the three runs.
+
+    Reference: Agarwal, Anil, Hazan, Koren & Zhang, "Disentangling Adaptive Gradient
+    Methods from Learning Rates", arXiv:2002.11803, 2020 (Algorithm 2, AdaGraft).
+    """
+    from .. import data as data_mod
+    from .. import engine, models
+
+    def make(name, lr):
+        return optim.get(name, lr=DEFAULT_LR[name] if lr is None else lr)
+
+    m_opt, d_opt = make(magnitude, lr_magnitude), make(direction, lr_direction)
+
+    def track(_model, params, grads, state):
+        return step_comparison(m_opt, d_opt, grads, state, params)
+
+    ds = data_mod.digits() if data is None else data
+    labels = (f"M = {magnitude}", f"D = {direction}", f"graft({magnitude}, {direction})")
+    optimizers = (make(magnitude, lr_magnitude), make(direction, lr_direction), optim.graft(m_opt, d_opt))
+    records = {}
+    for i, (label, opt) in enumerate(zip(labels, optimizers)):
+        net = models.MLP(list(sizes), runs=1, seed=seed)
+        records[label] = engine.train(net, data=ds, loss="cross_entropy", optimizer=opt, steps=steps,
+                                      batch_size=batch_size, seed=seed, record_every=record_every,
+                                      track={"steps": track} if i == 2 else None)
+        if progress is not None:
+            progress((i + 1) / 3)
+    rec = records[labels[2]]
+    comp = rec.extras["steps"][:, 0]  # (K, P, 4), run 0
+    norms = {"graft": comp[..., 0], "M": comp[..., 1], "D": comp[..., 2], "cos_D": comp[..., 3]}
+    layer_names = [n for n, _ in net.named_parameters()]
+    return GraftingResult(magnitude, direction, rec.steps, records, layer_names, norms)

@@ -1,0 +1,210 @@
+r"""The experiments of notebook 03, "Kronecker spectra": ``params -> result``.
+
+Built on :mod:`lecture_lib.kronecker` (random SPD factors, the spectrum of a Kronecker product)
+and on the K-FAC and curvature code:
+
+* :func:`spectrum_demo` -- the facts about :math:`A\otimes B` checked on random factors;
+* :func:`time_inverses` -- the eigenbasis solve of :math:`(A\otimes S + \gamma I)^{-1}` against the
+  dense one, timed on this machine for growing layer widths;
+* :func:`kfac_vs_exact` -- the K-FAC block :math:`A\otimes S` of one MLP layer against the exact
+  Gauss-Newton block, at checkpoints of a real training run.
+
+Nothing here imports plotly or ipywidgets.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import curvature
+from .._validate import Choice, Int, Positive, Real, Seed, Sizes, Where, accepts, check_choice, check_int
+from ..data import teacher
+from ..engine import train
+from ..adaptive import requires
+from ..kronecker import KronSpectrum, kron_spectrum, random_spd
+from ..models import ACTIVATIONS, MLP
+from ..optim.kfac import _damped_solve, eigh_factor
+from ..optim.transforms import scale_by_lr
+
+
+# ----------------------------------------------------------------------------- spectra
+@accepts(n=Int(1), m=Int(1), cond_a=Real(1.0), cond_b=Real(1.0), seed=Seed())
+def spectrum_demo(n: int = 6, m: int = 4, cond_a: float = 10.0, cond_b: float = 100.0, seed: int = 0) -> KronSpectrum:
+    """:func:`kron_spectrum` of random SPD factors of sizes ``n``, ``m`` and condition numbers ``cond_a``, ``cond_b``."""
+    return kron_spectrum(random_spd(n, cond_a, seed), random_spd(m, cond_b, seed + 1))
+
+
+# ----------------------------------------------------------------------------- timing
+@dataclass
+class InverseTiming:
+    """Seconds to apply :math:`(A\\otimes S + \\gamma I)^{-1}` to one gradient, per layer width."""
+
+    widths: np.ndarray              # (W,) layer width n (A and S are n × n; the layer has n² weights)
+    eigenbasis: np.ndarray          # (W,) two eigh + kron_damped_solve
+    dense: np.ndarray               # (W,) build the n² × n² matrix and torch.linalg.solve
+    max_difference: np.ndarray      # (W,) max |eigenbasis - dense| / max |dense|
+
+    def slopes(self) -> tuple[float, float]:
+        """Log-log slopes of time against width (about 3 and 6 asymptotically; smaller at small sizes)."""
+        lw = np.log(self.widths)
+        return (float(np.polyfit(lw, np.log(self.eigenbasis), 1)[0]),
+                float(np.polyfit(lw, np.log(self.dense), 1)[0]))
+
+
+def _best_time(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _widths(name: str, widths) -> list[int]:
+    """Layer widths 1..80 (the dense matrix has width⁴ entries)."""
+    given = list(widths) if hasattr(widths, "__iter__") and not isinstance(widths, (str, bytes)) else []
+    if not given:
+        raise TypeError(f"{name} must be a non-empty sequence of layer widths 1..80, got {widths!r}")
+    return [check_int(f"{name}[{i}]", w, high=80) for i, w in enumerate(given)]
+
+
+@accepts(widths=Where(_widths, bad=((), (0, 2), (2, 81), ("a",), (2.5,), None, 3)), damping=Positive(), repeats=Int(1),
+         seed=Seed())
+def time_inverses(widths=(4, 8, 16, 24, 32, 48), damping: float = 1e-3, repeats: int = 3,
+                  seed: int = 0) -> InverseTiming:
+    r"""Measure the eigenbasis solve against the dense solve for square layers of growing width.
+
+    For each width ``n``: random SPD ``A``, ``S`` (``n × n``), a gradient ``G``; the eigenbasis way
+    eigendecomposes both factors and calls :func:`~lecture_lib.optim.kfac.kron_damped_solve`
+    (:math:`O(n^3)`); the dense way forms :math:`A\otimes S + \gamma I` (``n² × n²``) and solves
+    (:math:`O(n^6)`). Best of ``repeats`` wall-clock times, float64, current torch thread count.
+    """
+    eig_t, dense_t, diff = [], [], []
+    for i, n in enumerate(widths):
+        A, S = random_spd(n, 30.0, seed + 2 * i), random_spd(n, 30.0, seed + 2 * i + 1)
+        G = torch.randn(n, n, generator=torch.Generator().manual_seed(seed + i), dtype=torch.float64)
+        out = {}
+
+        def eigenbasis():
+            QA, dA = eigh_factor(A)
+            QS, dS = eigh_factor(S)
+            out["eig"] = _damped_solve(QA, dA, QS, dS, G, damping)   # inputs built here: time the solve alone
+
+        def dense():
+            M = torch.kron(A, S) + damping * torch.eye(n * n, dtype=torch.float64)
+            x = torch.linalg.solve(M, G.T.reshape(-1))          # column-stacking vec
+            out["dense"] = x.reshape(n, n).T
+
+        eig_t.append(_best_time(eigenbasis, repeats))
+        dense_t.append(_best_time(dense, repeats))
+        diff.append(float((out["eig"] - out["dense"]).abs().max() / out["dense"].abs().max()))
+    return InverseTiming(np.array(widths), np.array(eig_t), np.array(dense_t), np.array(diff))
+
+
+#: Layer widths of the cost panel's sweep.
+COST_WIDTHS = (4, 8, 12, 16, 24, 32, 48, 64)
+
+
+@accepts(requires(lambda a: sum(w <= a["largest"] for w in a["widths"]) >= 2,
+                  "largest must be at least the second of the widths {widths}, got {largest}"),
+         largest=Int(1), widths=Where(_widths, bad=((), (0, 2), ("a",), None)), repeats=Int(1))
+def time_inverses_up_to(largest: int = 48, widths=COST_WIDTHS, repeats: int = 2) -> InverseTiming:
+    """:func:`time_inverses` for the ``widths`` up to ``largest`` (at least two of them)."""
+    return time_inverses(widths=[w for w in widths if w <= largest], repeats=repeats)
+
+
+# ----------------------------------------------------------------------------- K-FAC vs exact
+@dataclass
+class KFACvsExact:
+    """The K-FAC block :math:`A\\otimes S` against the exact Gauss-Newton block of one layer, over training."""
+
+    layer: str
+    steps: np.ndarray               # (T,) checkpoint steps
+    loss: np.ndarray                # (T,) training loss at the checkpoint
+    exact: np.ndarray               # (T, P) eigenvalues of the exact GN block, descending
+    kfac: np.ndarray                # (T, P) eigenvalues of A ⊗ S, descending
+    relative_error: np.ndarray      # (T,) ||G_ll - A⊗S||_F / ||G_ll||_F
+    factor_a: np.ndarray            # (T, n_in+1) eigenvalues of A
+    factor_s: np.ndarray            # (T, n_out) eigenvalues of S
+
+
+def _layers(arguments) -> None:
+    layers = [f"linears.{i}" for i in range(len(arguments["sizes"]) - 1)]
+    check_choice("layer", arguments["layer"], layers)
+
+
+@accepts(_layers, sizes=Sizes(), activation=Choice(ACTIVATIONS), steps=Int(1), checkpoints=Int(2), lr=Positive(),
+         n=Int(1), seed=Seed())
+def kfac_vs_exact(layer: str = "linears.0", sizes: tuple = (4, 6, 3), activation: str = "tanh",
+                  steps: int = 200, checkpoints: int = 9, lr: float = 0.05, n: int = 128,
+                  seed: int = 0) -> KFACvsExact:
+    r"""Train a small MLP by gradient descent on a teacher regression task (mse, full batch) and, at
+    ``checkpoints`` evenly spaced steps, compare one layer's exact Gauss-Newton block with its
+    K-FAC approximation :math:`A\otimes S` (``curvature='ggn'``, same batch, float64).
+
+    For the output layer with squared error the two agree exactly (:math:`S = I`); for a hidden
+    layer K-FAC assumes the activations :math:`a` and the back-propagated derivatives
+    :math:`\mathcal{D}s` are independent, and the relative error shows what that costs.
+    Results are cached, so a slider over the checkpoints only picks rows.
+    """
+    # the arguments are checked; with sizes a tuple they are hashable: the training run is cached on them
+    return _kfac_vs_exact(layer, tuple(sizes), activation, steps, checkpoints, float(lr), n, seed)
+
+
+def checkpoint_steps(steps: int, checkpoints: int) -> list[int]:
+    """``checkpoints`` evenly spaced steps from 0 to ``steps`` (fewer when rounding makes some coincide)."""
+    return sorted({int(round(k)) for k in np.linspace(0, steps, checkpoints)})
+
+
+@functools.lru_cache(maxsize=8)
+def _kfac_vs_exact(layer, sizes, activation, steps, checkpoints, lr, n, seed) -> KFACvsExact:
+    model = MLP(list(sizes), activation=activation, runs=1, seed=seed, dtype=torch.float64)
+    data = teacher(n=n, sizes=(sizes[0], 16, sizes[-1]), seed=seed + 1, dtype=torch.float64)
+    marks = checkpoint_steps(steps, checkpoints)
+    snaps = {0: copy.deepcopy(model.state_dict())}
+
+    def keep(k, m):
+        if k + 1 in marks:
+            snaps[k + 1] = copy.deepcopy(m.state_dict())
+
+    train(model, data, "mse", scale_by_lr(lr), steps=steps, callback=keep)
+    x, y = data.x_train, data.y_train
+    rows = {"loss": [], "exact": [], "kfac": [], "err": [], "a": [], "s": []}
+    for k in marks:
+        model.load_state_dict(snaps[k])
+        flat = curvature.flatten(model)
+        G = curvature.gauss_newton(model, x, "mse")
+        exact = curvature.layer_block(G, flat, layer)
+        A, S = curvature.kfac_factors(model, x, y, "mse", curvature="ggn")[layer]
+        approx = curvature.kfac_block(A, S)
+        with torch.no_grad():
+            rows["loss"].append(float(0.5 * (model(x)[0] - y).pow(2).sum(-1).mean()))
+        rows["exact"].append(torch.linalg.eigvalsh(exact).flip(0).cpu().numpy())
+        rows["kfac"].append(torch.linalg.eigvalsh(approx).flip(0).cpu().numpy())
+        rows["err"].append(float(torch.linalg.matrix_norm(exact - approx) / torch.linalg.matrix_norm(exact)))
+        rows["a"].append(torch.linalg.eigvalsh(A).flip(0).cpu().numpy())
+        rows["s"].append(torch.linalg.eigvalsh(S).flip(0).cpu().numpy())
+    return KFACvsExact(layer, np.array(marks), np.array(rows["loss"]), np.stack(rows["exact"]),
+                       np.stack(rows["kfac"]), np.array(rows["err"]), np.stack(rows["a"]), np.stack(rows["s"]))
+
+
+@dataclass
+class KFACCheckpoint:
+    """One checkpoint (row ``k``) of a :class:`KFACvsExact` run: what the K-FAC panel shows."""
+
+    result: KFACvsExact
+    k: int
+
+
+@accepts(requires(lambda a: a["checkpoint"] < len(checkpoint_steps(a["steps"], a["checkpoints"])),
+                  "checkpoint must be below the number of checkpoints ({checkpoints}), got {checkpoint}"),
+         checkpoint=Int(0), steps=Int(1), checkpoints=Int(2))
+def kfac_checkpoint(layer: str = "linears.0", checkpoint: int = 0, steps: int = 300, checkpoints: int = 11,
+                    sizes: tuple = (4, 6, 3)) -> KFACCheckpoint:
+    """:func:`kfac_vs_exact` (cached) for ``layer``, and which of its checkpoints to show."""
+    return KFACCheckpoint(kfac_vs_exact(layer, sizes=sizes, steps=steps, checkpoints=checkpoints), checkpoint)
