@@ -97,8 +97,7 @@ def _scale_factors(name: str, value) -> torch.Tensor:
         g = torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"{name} must be a sequence of scale factors, got {value!r}") from None
-    Tensor(dim=1).check(name, g.reshape(1) if g.dim() == 0 else g, {})
-    return Positive(per_run=True).check(name, g.reshape(-1), {})
+    return Positive(per_run=True).check(name, g, {}).reshape(-1)  # 1-D, non-empty, finite, > 0
 
 
 def _known_parameter(arguments) -> None:
@@ -119,8 +118,7 @@ def _one_lr_per_run(lr, runs: int) -> None:
 def decay_factor_positive(arguments) -> None:
     r"""The decay factor of one step, :math:`\varrho = 1 - \alpha\lambda`, must stay positive."""
     if bool(torch.as_tensor(arguments["lr"] * arguments["weight_decay"] >= 1).any()):
-        raise ValueError("lr * weight_decay must be below 1 (otherwise weight decay flips the sign of w, "
-                         "and the equivalent schedule does not exist)")
+        raise ValueError("lr * weight_decay must be below 1 (else weight decay flips the sign of w)")
 
 
 GAMMAS = Where(_scale_factors, bad=([], [0.0], [-1.0], [float("nan")], [[1.0, 2.0], [1.0, 2.0]], "ab", None))
@@ -387,12 +385,12 @@ def remedy_optimizer(lr, remedy: str = "none", weight_decay=0.0, mask=None) -> o
     tensors. ``hparams['lr']`` is the learning rate *of the masked tensors*, so a
     training record's ``effective_lr`` of a scale-invariant tensor is :math:`\alpha_k/\lVert w_k\rVert^2`.
     """
-    sgd = optim.get("sgd", lr=lr)
-    if remedy == "weight_decay":
+    if remedy == "weight_decay":  # (1 - αλ)w - α∇J on the masked tensors
         return optim.get("sgd", lr=lr, weight_decay=weight_decay, weight_decay_mask=mask)
-    if remedy == "unit_norm":
+    sgd = optim.get("sgd", lr=lr)
+    if remedy == "unit_norm":  # the SGD step, then back onto the unit sphere
         return chain(sgd, project_to_unit_norm(mask))
-    if remedy == "exp_schedule":  # the masked tensors' schedule comes last: it is the chain's hparams['lr']
+    if remedy == "exp_schedule":  # α ϱ^-(2k+1) on the masked tensors: last, so it is the chain's hparams['lr']
         return chain(masked(sgd, _complement(mask)),
                      masked(optim.get("sgd", lr=exponential_lr(lr, weight_decay)), mask))
     return sgd

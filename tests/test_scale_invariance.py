@@ -222,3 +222,20 @@ def test_kfac_angular_steps_ignore_the_weight_scale_unlike_sgd_and_adam():
     assert 8 < first["adam"] < 32             # theory at step 0: 4² = 16
     assert early["kfac"] < 3                  # theory (undamped): 1
     assert early["kfac"] < early["adam"] < early["sgd"]
+
+
+# ------------------------------------------------------------------ the experiments of notebook 04
+def test_section_experiments_report_what_their_panels_draw():
+    g = experiment.growth("toy", 0.3, steps=300)
+    assert g.names == ["w"] and g.monotone["w"]
+    assert g.residual["w"] < 1e-12                                   # Pythagoras at every step (float64)
+    assert g.fits["w"].r2 > 0.98                                     # the √ law explains the growth
+    c = experiment.collapse(0.01, 3, steps=400)
+    assert c.spread_start == pytest.approx(1000.0) and c.spread_end < 10.0
+    o = experiment.optimizers(steps=10)
+    assert o.early_spread("kfac") < o.early_spread("adam") < o.early_spread("sgd")
+    r = experiment.remedies(chosen=("none", "unit_norm"), lr_unit=0.03, steps=20)
+    assert set(r.runs) == {"none", "unit_norm"}
+    np.testing.assert_allclose(r.runs["unit_norm"].effective_lr["linears.0.weight"], 0.03, rtol=1e-5)
+    with pytest.raises(ValueError, match="lr \\* weight_decay"):
+        experiment.remedies(lr=3.0, weight_decay=0.5, steps=2)

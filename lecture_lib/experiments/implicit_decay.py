@@ -271,7 +271,8 @@ class OutputLayerResult:
 
     @property
     def ratio(self) -> np.ndarray:
-        r"""Output layer's rate over hidden layer 1's, :math:`\alpha / (\alpha/\lVert w_1\rVert^2) = \lVert w_1\rVert^2`, ``(K,)``."""
+        r"""Output layer's rate over hidden layer 1's, ``(K,)``:
+        :math:`\alpha / (\alpha/\lVert w_1\rVert^2) = \lVert w_1\rVert^2`."""
         return self.rates[OUTPUT][:, 0] / self.rates[HIDDEN[0]][:, 0]
 
 
@@ -321,7 +322,8 @@ OPT_LR = {"sgd": 0.3, "adam": 0.01, "kfac": 0.003}
 
 @dataclass
 class OptimizersResult:
-    """Each optimizer (learning rate ``lrs[name]``) from the rescaled starts ``scales``·w₀ (``records``: name -> Record)."""
+    """Each optimizer (learning rate ``lrs[name]``) from the rescaled starts ``scales``·w₀;
+    ``records``: name -> Record."""
 
     damping: float
     scales: np.ndarray

@@ -143,12 +143,11 @@ def growth_figure(result: experiment.GrowthResult) -> go.Figure:
     k = _steps_from_1(rec)
     for n in ("w",) + HIDDEN:
         color, label = LAYER_COLORS[n], LAYER_LABELS[n]
-        there = n in result.names
-        _pair(fig, k, rec.param_norm[n][:, 0] ** 2 if there else EMPTY, rec.effective_lr[n][:, 0] if there else EMPTY,
-              label, "α/‖w‖²", color)
+        measured = (rec.param_norm[n][:, 0] ** 2, rec.effective_lr[n][:, 0]) if n in result.names else (EMPTY, EMPTY)
+        _pair(fig, k, *measured, label, "α/‖w‖²", color)
         fit = result.fits.get(n)
-        _pair(fig, k, fit.predict(rec.steps) if fit else EMPTY, fit.effective_lr(rec.steps, result.lr) if fit else EMPTY,
-              f"√ law fit ({label})", "α/‖w‖²", color, dash="dash", width=2)
+        predicted = (fit.predict(rec.steps), fit.effective_lr(rec.steps, result.lr)) if fit else (EMPTY, EMPTY)
+        _pair(fig, k, *predicted, f"√ law fit ({label})", "α/‖w‖²", color, dash="dash", width=2)
     return fig
 
 
