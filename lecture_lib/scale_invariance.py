@@ -26,7 +26,9 @@ Remedies (each a few lines here): weight decay, an exponentially increasing
 learning rate (Li & Arora 2020, :func:`exponential_lr`), or projecting the
 weights back to the unit sphere after each step.
 
-This module is pure science: tensors and numpy arrays in, small dataclasses out.
+This module is pure science: tensors and numpy arrays in, small dataclasses out. The
+experiments of notebook 04 (the toy model, the batch-norm network, the sweeps) live in
+:mod:`lecture_lib.experiments.implicit_decay`.
 """
 from __future__ import annotations
 
@@ -38,14 +40,89 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
+from . import optim
+from ._validate import Choice, Function, Instance, NonNegative, Positive, Tensor, Where, accepts
+from .optim.base import MASK, chain
 from .optim.kfac import check_inputs
-
-from ._validate import check_choice, check_int, check_nonnegative, check_positive, check_range, check_tensor
+from .optim.transforms import masked, project_to_unit_norm
+from .record import Record
 
 __all__ = [
     "EulerCheck", "euler_identities", "pythagorean_residual", "SqrtLawFit", "fit_sqrt_law",
-    "exponential_lr", "sqrt_law_k0",
+    "exponential_lr", "sqrt_law_k0", "remedy_optimizer", "direction_grad_norm", "layer_learning_rates", "REMEDIES",
 ]
+
+
+# --------------------------------------------------------------------------------------
+# 0. What the functions below accept (checked once, at entry: see lecture_lib._validate)
+# --------------------------------------------------------------------------------------
+
+def as_array(name: str, value) -> np.ndarray:
+    """``value`` as a float64 array; a ``TypeError`` naming ``name`` if it holds no numbers."""
+    try:
+        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
+
+
+def as_table(name: str, value, min_rows: int = 1) -> np.ndarray:
+    """A per-step quantity of a record, ``(K, R)`` with ``K >= min_rows``, as a float64 array."""
+    a = as_array(name, value)
+    if a.ndim != 2 or a.shape[0] < min_rows:
+        raise ValueError(f"{name} must have shape (K, R) with K >= {min_rows}, got {a.shape}")
+    return a
+
+
+def _norm_table(name: str, value) -> np.ndarray:
+    a = as_table(name, value, min_rows=2)
+    if np.any(a[np.isfinite(a)] <= 0):
+        raise ValueError(f"{name} must be positive (the relative residual divides by ||w_{{k+1}}||^2)")
+    return a
+
+
+def _vector(name: str, value) -> np.ndarray:
+    return as_array(name, value).ravel()
+
+
+def _finite_vector(name: str, value) -> np.ndarray:
+    v = _vector(name, value)
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} must be finite")
+    return v
+
+
+def _scale_factors(name: str, value) -> torch.Tensor:
+    """The grid of rescalings gamma > 0, as a 1-D float64 tensor."""
+    try:
+        g = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a sequence of scale factors, got {value!r}") from None
+    return Positive(per_run=True).check(name, g, {}).reshape(-1)  # 1-D, non-empty, finite, > 0
+
+
+def _known_parameter(arguments) -> None:
+    names = sorted(k for k, _ in arguments["model"].named_parameters())
+    if not isinstance(arguments["name"], str) or arguments["name"] not in names:
+        raise ValueError(f"name must be one of the model's parameters {names}, got {arguments['name']!r}")
+
+
+def _one_batch(arguments) -> None:
+    check_inputs(arguments["x"], arguments["y"])
+
+
+def _one_lr_per_run(lr, runs: int) -> None:
+    if np.ndim(lr) == 1 and len(lr) not in (1, runs):
+        raise ValueError(f"lr must be a float or one value per run ({runs},), got {len(lr)} values")
+
+
+def decay_factor_positive(arguments) -> None:
+    r"""The decay factor of one step, :math:`\varrho = 1 - \alpha\lambda`, must stay positive."""
+    if bool(torch.as_tensor(arguments["lr"] * arguments["weight_decay"] >= 1).any()):
+        raise ValueError("lr * weight_decay must be below 1 (else weight decay flips the sign of w)")
+
+
+GAMMAS = Where(_scale_factors, bad=([], [0.0], [-1.0], [float("nan")], [[1.0, 2.0], [1.0, 2.0]], "ab", None))
+LR = Positive(per_run=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -94,6 +171,8 @@ def _loss_and_grad(model, loss_fn, x, y, params, buffers, name):
     return loss.detach(), grad.detach()
 
 
+@accepts(_one_batch, _known_parameter, model=Instance(torch.nn.Module), loss_fn=Function(), x=Tensor(), y=Tensor(),
+         gammas=GAMMAS)
 def euler_identities(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor,
                      name: str, gammas: Sequence[float] | torch.Tensor) -> EulerCheck:
     r"""Rescale one parameter tensor, :math:`w \to \gamma w`, and measure the Euler identities.
@@ -113,22 +192,12 @@ def euler_identities(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor,
         gammas: the scale factors :math:`\gamma > 0`.
     """
     params = {k: v.detach() for k, v in model.named_parameters()}
-    if not isinstance(name, str) or name not in params:
-        raise ValueError(f"name must be one of the model's parameters {sorted(params)}, got {name!r}")
-    try:
-        g = torch.as_tensor(gammas, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"gammas must be a sequence of scale factors, got {gammas!r}") from None
-    g = g.reshape(1) if g.dim() == 0 else g
-    check_tensor("gammas", g, dim=1)
-    check_inputs(x, y)
-    check_positive("gammas", g)
     buffers = {k: v.detach() for k, v in model.named_buffers()}
     w = params[name]
     loss0, grad0 = _loss_and_grad(model, loss_fn, x, y, params, buffers, name)
     rows = {k: [] for k in ("loss", "grad_norm", "loss_change", "euler_error", "cosine", "unit_cosine")}
     tiny = torch.finfo(w.dtype).tiny
-    for gamma in g.tolist():
+    for gamma in gammas.tolist():
         scaled = dict(params)
         scaled[name] = w * gamma
         loss, grad = _loss_and_grad(model, loss_fn, x, y, scaled, buffers, name)
@@ -144,33 +213,24 @@ def euler_identities(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor,
         else:
             rows["unit_cosine"].append(abs(rows["cosine"][-1]))
     flags = getattr(model, "scale_invariant", {})
-    return EulerCheck(name=name, gammas=g.numpy(), scale_invariant=bool(flags.get(name, False)),
+    return EulerCheck(name=name, gammas=gammas.numpy(), scale_invariant=bool(flags.get(name, False)),
                       **{k: np.asarray(v) for k, v in rows.items()})
-
-
-def _array(name: str, value) -> np.ndarray:
-    """``value`` as a float64 array; a ``TypeError`` naming ``name`` if it holds no numbers."""
-    try:
-        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
-
-
-def _per_run_array(name: str, value, runs: int) -> np.ndarray:
-    """A positive hyperparameter: a float or one value per run (``(R,)``), as an array that broadcasts to ``(K, R)``."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        value = torch.as_tensor(_array(name, value))
-    check_positive(name, value)
-    a = _array(name, value)
-    if a.ndim > 1 or (a.ndim == 1 and a.shape[0] not in (1, runs)):
-        raise ValueError(f"{name} must be a float or one value per run ({runs},), got shape {a.shape}")
-    return a
 
 
 # --------------------------------------------------------------------------------------
 # 2. Pythagorean growth and the square-root law
 # --------------------------------------------------------------------------------------
 
+def _same_table_shape(arguments) -> None:
+    if arguments["param_norm"].shape != arguments["grad_norm"].shape:
+        raise ValueError(f"param_norm and grad_norm must both have shape (K, R), "
+                         f"got {arguments['param_norm'].shape} and {arguments['grad_norm'].shape}")
+    _one_lr_per_run(arguments["lr"], arguments["param_norm"].shape[1])
+
+
+@accepts(_same_table_shape, param_norm=Where(_norm_table, bad=(np.ones((1, 2)), np.ones(4), "p", np.zeros((4, 2)))),
+         grad_norm=Where(lambda name, v: as_table(name, v, min_rows=2), bad=(np.ones(4), "g")),
+         lr=Positive(per_run=True, sequences=True))
 def pythagorean_residual(param_norm: np.ndarray, grad_norm: np.ndarray, lr) -> np.ndarray:
     r"""How far each SGD step is from Pythagoras, relative to :math:`\lVert w_{k+1}\rVert^2`.
 
@@ -185,17 +245,12 @@ def pythagorean_residual(param_norm: np.ndarray, grad_norm: np.ndarray, lr) -> n
     ``record_every=1``); ``lr`` a float or one value per run. Returns ``(K-1, R)``,
     zero up to rounding for a scale-invariant tensor trained by SGD without weight decay.
     """
-    pn, gn = _array("param_norm", param_norm), _array("grad_norm", grad_norm)
-    if pn.shape != gn.shape or pn.ndim != 2 or pn.shape[0] < 2:
-        raise ValueError(f"param_norm and grad_norm must both have shape (K, R) with K >= 2, "
-                         f"got {pn.shape} and {gn.shape}")
-    if np.any(pn[np.isfinite(pn)] <= 0):
-        raise ValueError("param_norm must be positive (the relative residual divides by ||w_{k+1}||^2)")
-    alpha = _per_run_array("lr", lr, pn.shape[1])
+    pn, gn, alpha = param_norm, grad_norm, as_array("lr", lr)
     grow = pn[1:] ** 2 - pn[:-1] ** 2 - alpha ** 2 * gn[:-1] ** 2
     return grow / pn[1:] ** 2
 
 
+@accepts(sq_norm0=Positive(), lr=Positive(), grad_norm_hat=Positive())
 def sqrt_law_k0(sq_norm0: float, lr: float, grad_norm_hat: float) -> float:
     r"""The time scale :math:`k_0 = \lVert w_0\rVert^4 / (2\alpha^2\lVert\nabla\mathcal J(\hat w)\rVert^2)`.
 
@@ -205,9 +260,6 @@ def sqrt_law_k0(sq_norm0: float, lr: float, grad_norm_hat: float) -> float:
     Late in training (:math:`k \gg k_0`) the effective learning rate
     :math:`\alpha/x_k \approx 1/(G\sqrt{2k})` no longer depends on :math:`\alpha`.
     """
-    check_positive("sq_norm0", sq_norm0)
-    check_positive("lr", lr)
-    check_positive("grad_norm_hat", grad_norm_hat)
     return sq_norm0 ** 2 / (2.0 * lr ** 2 * grad_norm_hat ** 2)
 
 
@@ -238,6 +290,20 @@ class SqrtLawFit:
         return lr / self.predict(steps)
 
 
+def _enough_points(arguments) -> None:
+    k, x = arguments["steps"], arguments["sq_norm"]
+    if k.shape != x.shape or k.size < 3:
+        raise ValueError(f"steps and sq_norm must be 1-D of equal length >= 3, got {k.shape} and {x.shape}")
+    x = x[np.isfinite(x)]
+    if x.size < 3:
+        raise ValueError("sq_norm has fewer than 3 finite values (did the run diverge at once?)")
+    if np.any(x <= 0):
+        raise ValueError("sq_norm must be positive")
+
+
+@accepts(_enough_points, steps=Where(_finite_vector, bad=(np.arange(2.0), np.array([0.0, 1.0, np.nan, 3.0, 4.0]),
+                                                          "s", None)),
+         sq_norm=Where(_vector, bad=(np.ones(3), np.array([1.0, -1.0, 1.0, 1.0, 1.0]), np.full(5, np.nan), "n")))
 def fit_sqrt_law(steps, sq_norm) -> SqrtLawFit:
     r"""Fit :math:`\lVert w_k\rVert^2 = c\sqrt{1 + k/k_0}` to one run's squared norms.
 
@@ -247,18 +313,8 @@ def fit_sqrt_law(steps, sq_norm) -> SqrtLawFit:
     starting guess). A non-positive slope (no growth) gives :math:`k_0 = \infty`.
     ``r2`` is computed on :math:`\lVert w_k\rVert^2` itself.
     """
-    k = _array("steps", steps).ravel()
-    x = _array("sq_norm", sq_norm).ravel()
-    if k.shape != x.shape or k.size < 3:
-        raise ValueError(f"steps and sq_norm must be 1-D of equal length >= 3, got {k.shape} and {x.shape}")
-    if not np.all(np.isfinite(k)):
-        raise ValueError("steps must be finite")
-    ok = np.isfinite(x)
-    k, x = k[ok], x[ok]
-    if k.size < 3:
-        raise ValueError("sq_norm has fewer than 3 finite values (did the run diverge at once?)")
-    if np.any(x <= 0):
-        raise ValueError("sq_norm must be positive")
+    ok = np.isfinite(sq_norm)  # a run that diverged: fit the steps before it did
+    k, x = steps[ok], sq_norm[ok]
     slope, intercept = np.polyfit(k, x ** 2, 1)
     intercept = max(float(intercept), float(np.min(x)) ** 2 * 1e-12)
     scale = math.sqrt(intercept)
@@ -275,6 +331,7 @@ def fit_sqrt_law(steps, sq_norm) -> SqrtLawFit:
 # 3. Remedies
 # --------------------------------------------------------------------------------------
 
+@accepts(decay_factor_positive, lr=LR, weight_decay=NonNegative(per_run=True))
 def exponential_lr(lr, weight_decay) -> Callable[[int], float | torch.Tensor]:
     r"""The exponentially increasing learning rate equivalent to weight decay (Li & Arora 2020).
 
@@ -290,11 +347,7 @@ def exponential_lr(lr, weight_decay) -> Callable[[int], float | torch.Tensor]:
     schedule ``step -> lr`` (``step`` counts from 0) for ``scale_by_lr``; ``lr`` and
     ``weight_decay`` may be floats or per-run ``(R,)`` tensors.
     """
-    check_positive("lr", lr)
-    check_nonnegative("weight_decay", weight_decay)
     decay = 1.0 - lr * weight_decay
-    if bool(torch.as_tensor(decay <= 0).any()):
-        raise ValueError("lr * weight_decay must be below 1 for the equivalent schedule to exist")
 
     def schedule(step: int):
         return lr * decay ** (-(2 * int(step) + 1))
@@ -302,49 +355,19 @@ def exponential_lr(lr, weight_decay) -> Callable[[int], float | torch.Tensor]:
     return schedule
 
 
-# --------------------------------------------------------------------------------------
-# 4. The experiments: a toy scale-invariant model and a batch-norm network
-# --------------------------------------------------------------------------------------
-
 REMEDIES = ("none", "weight_decay", "exp_schedule", "unit_norm")
-OPTIMIZERS = ("sgd", "adam", "kfac")
 
 
-def toy_setup(runs: int = 1, dim: int = 20, n: int = 512, noise: float = 1.0, scale: float = 1.0,
-              init_norm: float = 1.0, seed: int = 0, dtype=torch.float64):
-    r"""The toy scale-invariant model :math:`f(x) = c\,x^\top w/\lVert w\rVert` on noisy linear regression.
-
-    Every run starts from the same :math:`w_0` (``seed``) so that a learning-rate sweep
-    compares like with like. With label noise the minibatch gradient never vanishes, so
-    :math:`\lVert\nabla\mathcal J(\hat w)\rVert` stays roughly constant: the regime in which
-    the square-root law holds. Returns ``(model, data)``.
-    """
-    from .data import linear_regression
-    from .models import ScaleInvariantLinear
-
-    model = ScaleInvariantLinear(dim, scale=scale, runs=runs, seed=seed, init_norm=init_norm, dtype=dtype)
-    data = linear_regression(n=n, dim=dim, noise=noise, seed=seed, dtype=dtype)
-    return model, data
+def _complement(mask):
+    """The tensors a mask leaves out (``None`` means all tensors, so nothing is left out)."""
+    if mask is None:
+        return lambda name: False
+    inside = mask if callable(mask) else (lambda name: bool(mask.get(name, False)))
+    return lambda name: not inside(name)
 
 
-def bn_setup(runs: int = 1, width: int = 64, depth: int = 2, seed: int = 0, eps: float = 1e-5,
-             dtype=torch.float32):
-    r"""A batch-norm MLP on the scikit-learn digits: ``[64, width × depth, 10]``, returns ``(model, data)``.
-
-    The hidden weights ``linears.{0..depth-1}.weight`` are scale invariant; the output
-    layer ``linears.{depth}`` (weight and bias) is not. ``eps`` is batch norm's
-    :math:`\epsilon`, which makes the invariance approximate (exact as :math:`\epsilon \to 0`).
-    """
-    from .data import digits
-    from .models import MLP
-
-    width, depth = check_int("width", width), check_int("depth", depth)
-    model = MLP([64] + [width] * depth + [10], norm="batch", activation="relu", runs=runs, seed=seed, eps=eps,
-                dtype=dtype)
-    return model, digits(seed=0, dtype=dtype)
-
-
-def remedy_optimizer(lr, remedy: str = "none", weight_decay=0.0, mask=None) -> "Transform":
+@accepts(lr=LR, remedy=Choice(REMEDIES), weight_decay=NonNegative(per_run=True), mask=MASK)
+def remedy_optimizer(lr, remedy: str = "none", weight_decay=0.0, mask=None) -> optim.Transform:
     r"""SGD with one remedy for implicit learning-rate decay, applied to the tensors in ``mask``.
 
     ==================  =====================================================================
@@ -362,154 +385,31 @@ def remedy_optimizer(lr, remedy: str = "none", weight_decay=0.0, mask=None) -> "
     tensors. ``hparams['lr']`` is the learning rate *of the masked tensors*, so a
     training record's ``effective_lr`` of a scale-invariant tensor is :math:`\alpha_k/\lVert w_k\rVert^2`.
     """
-    from .optim.base import Transform, chain
-    from .optim.transforms import add_decayed_weights, masked, project_to_unit_norm, scale_by_lr
-
-    check_choice("remedy", remedy, REMEDIES)
-    check_positive("lr", lr)
-    check_nonnegative("weight_decay", weight_decay)
-    if remedy == "none":
-        return scale_by_lr(lr)
-    if remedy == "weight_decay":
-        return chain(add_decayed_weights(weight_decay, mask=mask), scale_by_lr(lr))
-    if remedy == "unit_norm":
-        return chain(scale_by_lr(lr), project_to_unit_norm(mask))
-    schedule = exponential_lr(lr, weight_decay)
-    if mask is None:
-        inside, outside = (lambda name: True), (lambda name: False)
-    elif callable(mask):
-        inside, outside = mask, (lambda name: not mask(name))
-    else:
-        inside, outside = dict(mask), {k: not v for k, v in mask.items()}
-
-    t = chain(masked(scale_by_lr(schedule), inside), masked(scale_by_lr(lr), outside))
-    return Transform(t.init, t.update, {**t.hparams, "lr": schedule})
+    if remedy == "weight_decay":  # (1 - αλ)w - α∇J on the masked tensors
+        return optim.get("sgd", lr=lr, weight_decay=weight_decay, weight_decay_mask=mask)
+    sgd = optim.get("sgd", lr=lr)
+    if remedy == "unit_norm":  # the SGD step, then back onto the unit sphere
+        return chain(sgd, project_to_unit_norm(mask))
+    if remedy == "exp_schedule":  # α ϱ^-(2k+1) on the masked tensors: last, so it is the chain's hparams['lr']
+        return chain(masked(sgd, _complement(mask)),
+                     masked(optim.get("sgd", lr=exponential_lr(lr, weight_decay)), mask))
+    return sgd
 
 
-def optimizer_for(name: str, model, loss: str, lr, weight_decay=0.0, damping=1e-3, remedy: str = "none"):
-    r"""The optimizer of the comparison panel: ``'sgd'`` (with ``remedy``), ``'adam'`` or ``'kfac'``.
-
-    Adam: :math:`w \leftarrow w - \alpha\,\hat m/(\sqrt{\hat v}+\epsilon)` (Kingma & Ba 2015), no weight decay.
-    K-FAC: :math:`w \leftarrow w - \alpha(\hat G + \gamma I)^{-1}\nabla\mathcal J(w)` with
-    :math:`\hat G = A\otimes S` (Martens & Grosse 2015), ``damping`` :math:`\gamma`.
-    """
-    check_choice("optimizer", name, OPTIMIZERS)
-    check_choice("remedy", remedy, REMEDIES)
-    check_positive("lr", lr)
-    check_nonnegative("weight_decay", weight_decay)
-    check_nonnegative("damping", damping)
-    mask = {k: bool(v) for k, v in model.scale_invariant.items()}
-    if name == "sgd":
-        return remedy_optimizer(lr, remedy, weight_decay, mask)
-    if name == "adam":
-        from .optim import adam
-
-        return adam(lr)
-    from .optim.kfac import kfac
-
-    return kfac(model, loss, lr, damping=damping, weight_decay=weight_decay, curvature="ggn",
-                stat_interval=1, inv_interval=5)
-
-
-def _normalize_(model, mask) -> None:
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if mask.get(name, False):
-                p.div_(p.flatten(1).norm(dim=1).reshape(-1, *([1] * (p.dim() - 1))))
-
-
-def _rescale_(model, mask, init_scale) -> None:
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if mask.get(name, False):
-                p.mul_(per_run_scale(init_scale, p))
-
-
-def per_run_scale(value, like: torch.Tensor):
-    """A float, or an ``(R,)`` tensor shaped to broadcast against a parameter with a leading run dim."""
-    if isinstance(value, torch.Tensor) and value.dim() == 1:
-        return value.to(like).reshape(-1, *([1] * (like.dim() - 1)))
-    return float(value)
-
-
-def run(setup: str, lr, steps: int, batch_size: int | None = None, remedy: str = "none",
-        weight_decay=0.0, optimizer: str = "sgd", damping=1e-3, seed: int = 0, record_every: int = 1,
-        init_scale=1.0, **setup_kwargs):
-    r"""Train the toy model (``setup='toy'``) or the BN network (``'bn'``) and return its Record.
-
-    ``lr`` may be an ``(R,)`` tensor: R runs, one per learning rate, trained as one
-    computation from the same initial weights. With ``remedy='unit_norm'`` the
-    scale-invariant weights start on the unit sphere too, so :math:`\lVert w_k\rVert = 1`
-    at every step. Default batch sizes: 16 (toy), 64 (BN network).
-
-    ``init_scale`` (a float or one value per run) multiplies the scale-invariant weights
-    before training: the same function, a different starting norm, so a different
-    effective learning rate for SGD (:math:`\propto 1/c^2`) and Adam (:math:`\propto 1/c`),
-    and none for undamped K-FAC. An ``(R,)`` ``init_scale`` with a float ``lr`` gives R runs.
-    """
-    from .engine import train
-
-    check_choice("setup", setup, ("toy", "bn"))
-    check_choice("optimizer", optimizer, OPTIMIZERS)
-    check_positive("lr", lr)
-    check_positive("init_scale", init_scale)
-    runs = {int(v.numel()) for v in (lr, init_scale) if isinstance(v, torch.Tensor) and v.dim() == 1}
-    if len(runs) > 1:
-        raise ValueError(f"lr and init_scale hold different numbers of per-run values: {sorted(runs)}")
-    runs = runs.pop() if runs else 1
-    if setup == "toy":
-        model, data = toy_setup(runs=runs, seed=seed, **setup_kwargs)
-        loss, batch_size = "mse", 16 if batch_size is None else batch_size
-    else:
-        model, data = bn_setup(runs=runs, seed=seed, **setup_kwargs)
-        loss, batch_size = "cross_entropy", 64 if batch_size is None else batch_size
-    if isinstance(lr, torch.Tensor):
-        lr = lr.to(next(model.parameters()).dtype)
-    opt = optimizer_for(optimizer, model, loss, lr, weight_decay, damping, remedy)
-    if optimizer == "sgd" and remedy == "unit_norm":
-        _normalize_(model, model.scale_invariant)
-    else:
-        _rescale_(model, model.scale_invariant, init_scale)
-    return train(model, data, loss, opt, steps, batch_size=batch_size, seed=seed, record_every=record_every,
-                 diverge_above=1e4)
-
-
-def _check_name(record, name) -> None:
-    if not isinstance(name, str) or name not in record.param_norm:
-        raise ValueError(f"name must be one of the record's parameters {sorted(record.param_norm)}, got {name!r}")
-
+# --------------------------------------------------------------------------------------
+# 4. Reading a training record
+# --------------------------------------------------------------------------------------
 
 def direction_grad_norm(record, name: str) -> np.ndarray:
     r""":math:`\lVert\nabla\mathcal J(\hat w_k)\rVert = \lVert w_k\rVert\,\lVert\nabla\mathcal J(w_k)\rVert` (Euler), ``(K, R)``."""
     return record.param_norm[name] * record.grad_norm[name]
 
 
-def late_asymptote(record, name: str, tail: float = 0.5) -> np.ndarray:
-    r"""The :math:`\alpha`-free late-time effective learning rate :math:`1/(G\sqrt{2k})`, shape ``(K,)``.
-
-    :math:`G` is the root-mean-square of :math:`\lVert\nabla\mathcal J(\hat w)\rVert` over the last
-    ``tail`` fraction of training, pooled over runs (see :func:`sqrt_law_k0`).
-    """
-    _check_name(record, name)
-    check_range("tail", tail, 0.0, 1.0, low_inclusive=False)
-    g = direction_grad_norm(record, name)
-    start = min(int(len(record.steps) * (1 - tail)), len(record.steps) - 1)
-    G = float(np.sqrt(np.nanmean(g[start:] ** 2)))
-    k = np.maximum(record.steps.astype(np.float64), 1.0)
-    return 1.0 / (G * np.sqrt(2.0 * k))
+def _lr_of_every_run(arguments) -> None:
+    _one_lr_per_run(arguments["lr"], arguments["record"].runs)
 
 
-def spread(values: np.ndarray, row: int) -> float:
-    """max / min over runs of a positive ``(K, R)`` quantity at one row (how far apart the runs are)."""
-    values = _array("values", values)
-    if values.ndim != 2:
-        raise ValueError(f"values must have shape (K, R), got {values.shape}")
-    row = check_int("row", row, -values.shape[0], values.shape[0] - 1)
-    v = values[row]
-    v = v[np.isfinite(v) & (v > 0)]
-    return float(v.max() / v.min()) if v.size else float("nan")
-
-
+@accepts(_lr_of_every_run, record=Instance(Record), lr=Positive(per_run=True, sequences=True))
 def layer_learning_rates(record, lr) -> dict[str, np.ndarray]:
     r"""The learning rate each parameter tensor effectively trains with, ``name -> (K, R)``.
 
@@ -520,7 +420,7 @@ def layer_learning_rates(record, lr) -> dict[str, np.ndarray]:
     hidden layers, as training goes on (Lecture 5: the output layer escapes the decay).
     ``lr`` is the explicit :math:`\alpha` of the other tensors: a float or one value per run.
     """
-    alpha = _per_run_array("lr", lr, record.runs)
+    alpha = as_array("lr", lr)
     rates = {}
     for name, eff in record.effective_lr.items():
         if record.scale_invariant.get(name, False):

@@ -10,6 +10,7 @@ import torch
 from lecture_lib import losses
 from lecture_lib import scale_invariance as si
 from lecture_lib.engine import train
+from lecture_lib.experiments import implicit_decay as experiment
 
 F64 = torch.float64
 GAMMAS = [1e-3, 0.1, 0.5, 2.0, 10.0, 1e3]
@@ -22,7 +23,7 @@ def _batch(dim=8, n=32, seed=0):
 
 # ------------------------------------------------------------------ Euler identities
 def test_euler_identities_toy_model_exact():
-    model, _ = si.toy_setup(dim=8, dtype=F64)
+    model, _ = experiment.toy_setup(dim=8, dtype=F64)
     x, y = _batch()
     e = si.euler_identities(model, losses.mse, x, y, "w", GAMMAS)
     assert e.scale_invariant
@@ -33,7 +34,7 @@ def test_euler_identities_toy_model_exact():
 
 
 def test_euler_identities_batchnorm_hidden_weights_but_not_output_layer():
-    model, _ = si.bn_setup(width=16, eps=1e-14, dtype=F64)
+    model, _ = experiment.bn_setup(width=16, eps=1e-14, dtype=F64)
     x, _ = _batch(dim=64, n=48)
     y = torch.arange(48) % 10
     for name in ("linears.0.weight", "linears.1.weight"):
@@ -49,7 +50,7 @@ def test_euler_identities_batchnorm_hidden_weights_but_not_output_layer():
 
 
 def test_euler_identities_leave_batchnorm_running_statistics_alone():
-    model, _ = si.bn_setup(width=8, dtype=F64)
+    model, _ = experiment.bn_setup(width=8, dtype=F64)
     before = {k: v.clone() for k, v in model.named_buffers()}
     x, _ = _batch(dim=64, n=16)
     si.euler_identities(model, losses.cross_entropy, x, torch.arange(16) % 10, "linears.0.weight", [2.0])
@@ -58,7 +59,7 @@ def test_euler_identities_leave_batchnorm_running_statistics_alone():
 
 
 def test_euler_identities_reject_bad_arguments():
-    model, _ = si.toy_setup(dim=4, dtype=F64)
+    model, _ = experiment.toy_setup(dim=4, dtype=F64)
     x, y = _batch(dim=4)
     with pytest.raises(ValueError, match="gammas"):
         si.euler_identities(model, losses.mse, x, y, "w", [1.0, -2.0])
@@ -72,7 +73,7 @@ LRS = torch.tensor([0.01, 0.1, 1.0, 10.0], dtype=F64)
 
 @pytest.fixture(scope="module")
 def toy_sweep():
-    return si.run("toy", LRS, 1500)
+    return experiment.run("toy", LRS, 1500)
 
 
 def test_norm_grows_monotonically_without_weight_decay(toy_sweep):
@@ -88,7 +89,7 @@ def test_pythagorean_identity_every_step(toy_sweep):
 
 def test_pythagorean_identity_batchnorm_network_float64():
     lr = torch.tensor([0.05, 0.5], dtype=F64)
-    model, data = si.bn_setup(runs=2, width=16, eps=1e-14, dtype=F64)
+    model, data = experiment.bn_setup(runs=2, width=16, eps=1e-14, dtype=F64)
     opt = si.remedy_optimizer(lr)
     rec = train(model, data, "cross_entropy", opt, 60, batch_size=64)
     for name in ("linears.0.weight", "linears.1.weight"):
@@ -130,17 +131,17 @@ def test_fit_sqrt_law_recovers_exact_parameters_and_validates():
 def test_late_effective_learning_rates_collapse_across_decades(toy_sweep):
     eff = toy_sweep.effective_lr["w"]
     np.testing.assert_allclose(eff[0], LRS.numpy(), rtol=1e-12)   # ‖w0‖ = 1: starts at α
-    assert si.spread(eff, 0) == pytest.approx(1000.0)
-    assert si.spread(eff, -1) < 10.0                                # three decades -> within 10x
+    assert experiment.spread(eff, 0) == pytest.approx(1000.0)
+    assert experiment.spread(eff, -1) < 10.0                        # three decades -> within 10x
     # the α-free asymptote 1/(G√(2k)) is where the large-α runs end up
-    late = si.late_asymptote(toy_sweep, "w")[-1]
+    late = experiment.late_asymptote(toy_sweep, "w")[-1]
     assert 0.5 < eff[-1, 2] / late < 2.0
 
 
 # ------------------------------------------------------------------ remedies
 def test_unit_norm_projection_gives_effective_lr_alpha_exactly():
     lr = torch.tensor([0.03, 0.3, 3.0], dtype=F64)
-    rec = si.run("toy", lr, 200, remedy="unit_norm")
+    rec = experiment.run("toy", lr, 200, remedy="unit_norm")
     np.testing.assert_allclose(rec.param_norm["w"], 1.0, rtol=0, atol=1e-14)
     np.testing.assert_allclose(rec.effective_lr["w"], np.broadcast_to(lr.numpy(), (200, 3)), rtol=1e-13)
 
@@ -150,7 +151,7 @@ def test_exponential_schedule_equals_weight_decay_on_directions():
     lr, wd, steps = 0.2, 0.05, 120
     finals, records = [], []
     for remedy in ("weight_decay", "exp_schedule"):
-        model, data = si.toy_setup(dtype=F64)
+        model, data = experiment.toy_setup(dtype=F64)
         records.append(train(model, data, "mse", si.remedy_optimizer(lr, remedy, wd), steps, batch_size=16))
         finals.append(model.w.detach().clone())
     wd_w, exp_w = finals
@@ -163,8 +164,8 @@ def test_exponential_schedule_equals_weight_decay_on_directions():
 
 def test_weight_decay_stops_the_decay():
     lr = torch.tensor([0.1], dtype=F64)
-    plain = si.run("toy", lr, 1500)
-    decayed = si.run("toy", lr, 1500, remedy="weight_decay", weight_decay=0.05)
+    plain = experiment.run("toy", lr, 1500)
+    decayed = experiment.run("toy", lr, 1500, remedy="weight_decay", weight_decay=0.05)
     assert decayed.effective_lr["w"][-1, 0] > 3 * plain.effective_lr["w"][-1, 0]
 
 
@@ -180,7 +181,7 @@ def test_remedy_optimizer_validates():
 def test_output_layer_escapes_the_decay():
     """BN network, SGD: the hidden layers' effective rate falls while the output layer keeps α."""
     lr = torch.tensor([1.0, 2.0])
-    rec = si.run("bn", lr, 300, width=32)
+    rec = experiment.run("bn", lr, 300, width=32)
     rates = si.layer_learning_rates(rec, lr)
     for name in ("linears.0.weight", "linears.1.weight"):
         assert np.all(np.diff(rates[name], axis=0) < 0)            # only falls
@@ -191,14 +192,15 @@ def test_output_layer_escapes_the_decay():
 
 
 def test_science_module_never_imports_plotting():
-    code = "import sys, lecture_lib.scale_invariance; print('plotly' in sys.modules or 'ipywidgets' in sys.modules)"
+    code = ("import sys, lecture_lib.scale_invariance, lecture_lib.experiments.implicit_decay; "
+            "print('plotly' in sys.modules or 'ipywidgets' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_exponential_schedule_on_bn_network_acts_on_masked_layers_only():
     lr = torch.tensor([0.5])
-    rec = si.run("bn", lr, 30, remedy="exp_schedule", weight_decay=0.02, width=16)
+    rec = experiment.run("bn", lr, 30, remedy="exp_schedule", weight_decay=0.02, width=16)
     rho = 1 - 0.5 * 0.02
     alpha_k = 0.5 * rho ** -(2 * rec.steps + 1)
     np.testing.assert_allclose(rec.effective_lr["linears.0.weight"][:, 0],
@@ -211,7 +213,7 @@ def test_kfac_angular_steps_ignore_the_weight_scale_unlike_sgd_and_adam():
     scales = torch.tensor([0.25, 1.0, 4.0])
     first, early = {}, {}
     for name, lr in (("sgd", 0.3), ("adam", 0.01), ("kfac", 0.003)):
-        rec = si.run("bn", lr, 16, optimizer=name, damping=1e-4, init_scale=scales)
+        rec = experiment.run("bn", lr, 16, optimizer=name, damping=1e-4, init_scale=scales)
         ang = rec.angular_step["linears.0.weight"]
         first[name] = ang[0].max() / ang[0].min()
         mean = ang[1:].mean(0)
@@ -220,3 +222,20 @@ def test_kfac_angular_steps_ignore_the_weight_scale_unlike_sgd_and_adam():
     assert 8 < first["adam"] < 32             # theory at step 0: 4² = 16
     assert early["kfac"] < 3                  # theory (undamped): 1
     assert early["kfac"] < early["adam"] < early["sgd"]
+
+
+# ------------------------------------------------------------------ the experiments of notebook 04
+def test_section_experiments_report_what_their_panels_draw():
+    g = experiment.growth("toy", 0.3, steps=300)
+    assert g.names == ["w"] and g.monotone["w"]
+    assert g.residual["w"] < 1e-12                                   # Pythagoras at every step (float64)
+    assert g.fits["w"].r2 > 0.98                                     # the √ law explains the growth
+    c = experiment.collapse(0.01, 3, steps=400)
+    assert c.spread_start == pytest.approx(1000.0) and c.spread_end < 10.0
+    o = experiment.optimizers(steps=10)
+    assert o.early_spread("kfac") < o.early_spread("adam") < o.early_spread("sgd")
+    r = experiment.remedies(chosen=("none", "unit_norm"), lr_unit=0.03, steps=20)
+    assert set(r.runs) == {"none", "unit_norm"}
+    np.testing.assert_allclose(r.runs["unit_norm"].effective_lr["linears.0.weight"], 0.03, rtol=1e-5)
+    with pytest.raises(ValueError, match="lr \\* weight_decay"):
+        experiment.remedies(lr=3.0, weight_decay=0.5, steps=2)
