@@ -9,11 +9,6 @@ f64 = torch.float64
 R, B, C = 3, 11, 5
 
 
-@pytest.fixture
-def gen():
-    return torch.Generator().manual_seed(0)
-
-
 def test_mse_is_half_squared_error_per_run(gen):
     out = torch.randn(R, B, C, generator=gen, dtype=f64)
     y = torch.randn(B, C, generator=gen, dtype=f64)
