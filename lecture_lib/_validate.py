@@ -434,9 +434,10 @@ def same_size(dim: int, *names: str):
 
 
 def check_batch(name: str, x, runs: int, features: int | None = None, like: torch.Tensor | None = None,
-                shared: bool = True, min_batch: int = 1) -> torch.Tensor:
+                shared: bool = True, min_batch: int = 1, size_name: str = "features") -> torch.Tensor:
     """The input of a model holding ``runs`` copies: ``(runs, batch, features)``, or ``(batch, features)``
-    shared by all runs when ``shared``; at least ``min_batch`` examples; the dtype of ``like``."""
+    shared by all runs when ``shared``; at least ``min_batch`` examples; the dtype of ``like``.
+    ``size_name``: the model's parameter that set ``features`` (named in the message)."""
     f = "features" if features is None else features
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (batch, {f}), got {type(x).__name__}")
@@ -444,7 +445,8 @@ def check_batch(name: str, x, runs: int, features: int | None = None, like: torc
         shapes = f"(batch, {f}) or ({runs}, batch, {f})" if shared else f"({runs}, batch, {f})"
         raise ValueError(f"{name} must have shape {shapes}, got {tuple(x.shape)}")
     if features is not None and x.shape[-1] != features:
-        raise ValueError(f"{name} has {x.shape[-1]} features, the model expects {features}: shape {tuple(x.shape)}")
+        raise ValueError(f"{name} has {x.shape[-1]} features, the model expects {size_name}={features}: "
+                         f"shape {tuple(x.shape)}")
     if x.shape[-2] < min_batch:
         raise ValueError(f"{name} must hold at least {min_batch} example{'s' * (min_batch > 1)} per run, "
                          f"got shape {tuple(x.shape)}")

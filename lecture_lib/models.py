@@ -42,9 +42,10 @@ def _uniform(shape, bound: float, seeds: list[int], dtype, device) -> torch.Tens
     return torch.stack(draws).to(dtype=dtype, device=device)
 
 
-def _as_runs(x: torch.Tensor, runs: int, like: torch.Tensor | None = None, features: int | None = None) -> torch.Tensor:
+def _as_runs(x: torch.Tensor, runs: int, like: torch.Tensor | None = None, features: int | None = None,
+             size_name: str = "in_features") -> torch.Tensor:
     """A model's input ``(B, in)`` (shared by all runs) or ``(R, B, in)``, checked, as ``(R, B, in)``."""
-    check_batch("input", x, runs, features, like)
+    check_batch("input", x, runs, features, like, size_name=size_name)
     return x.unsqueeze(0).expand(runs, -1, -1) if x.dim() == 2 else x
 
 
@@ -240,6 +241,6 @@ class ScaleInvariantLinear(nn.Module):
         return {"w": True}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _as_runs(x, self.runs, self.w, self.dim)
+        x = _as_runs(x, self.runs, self.w, self.dim, "dim")
         direction = self.w / self.w.norm(dim=1, keepdim=True)
         return self.scale * torch.bmm(x, direction.unsqueeze(-1))
