@@ -28,6 +28,7 @@ Usage: ``.venv/bin/python benchmarks/concurrent_visitors.py [--visitors 10] [--m
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -38,22 +39,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))    # the browser helpers the tests use
 
 from benchmarks._common import emit  # noqa: E402
+from browser_helpers import (CHROMIUM, HAS_DRAWN_PATH_JS, PANEL_PLOT_PATH, PANEL_STATE_JS, SETTLED_JS,  # noqa: E402
+                             SLIDER_HANDLE, launch, new_page, slider_panels, slider_state)
 
-CHROMIUM = os.environ.get("LECTURE_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-dev-shm-usage"]
-VIEWPORT = {"width": 1280, "height": 900}
 MB = 1024 * 1024
 
 # Installed in every page before its scripts run: the time (performance.now(), ms since the
 # navigation started) at which the first plot trace is drawn, and the time of every key press.
 PROBE_JS = """(() => {
   const probe = window.__lectureProbe = {firstPlot: null, keys: []};
-  const plot = '.lecture-panel .js-plotly-plot .scatterlayer .trace path';
+  const drawn = """ + HAS_DRAWN_PATH_JS + """;
   const poll = () => {
-    if (Array.from(document.querySelectorAll(plot)).some(p => (p.getAttribute('d') || '').length > 8)) {
+    if (drawn(""" + json.dumps(PANEL_PLOT_PATH) + """)) {
       probe.firstPlot = performance.now();
     } else { setTimeout(poll, 25); }
   };
@@ -61,21 +61,15 @@ PROBE_JS = """(() => {
   document.addEventListener('keydown', () => probe.keys.push(performance.now()), true);
 })();"""
 FIRST_PLOT_JS = "() => window.__lectureProbe && window.__lectureProbe.firstPlot !== null"
-# Records every change of a panel's lecture-state element with its time.
+# Records every change of a panel's lecture-state element with its time: {t, generation, busy, outcome}.
 WATCH_STATE_JS = """(panel) => {
   const box = panel.querySelector('.lecture-state');
   const log = panel.__lectureStates = [];
-  const read = () => { const s = box.querySelector('span');
-    if (s) log.push({t: performance.now(), g: +s.dataset.generation, busy: s.dataset.busy === '1',
-                     outcome: s.dataset.outcome}); };
+  const state = """ + PANEL_STATE_JS + """;
+  const read = () => { if (box.querySelector('span')) log.push({t: performance.now(), ...state(panel)}); };
   new MutationObserver(read).observe(box, {subtree: true, childList: true, attributes: true, characterData: true});
   read();
 }"""
-STATE_JS = """(panel) => { const s = panel.querySelector('.lecture-state span');
-  return s ? {g: +s.dataset.generation, busy: s.dataset.busy === '1', outcome: s.dataset.outcome}
-           : {g: -1, busy: true, outcome: 'none'}; }"""
-SETTLED_JS = """([panel, g]) => { const s = panel.querySelector('.lecture-state span');
-  return s && +s.dataset.generation > g && s.dataset.busy === '0'; }"""
 # The data every plot of the panel draws (plotly keeps it on the graph div), as one string.
 PLOT_DATA_JS = """(panel) => JSON.stringify(Array.from(panel.querySelectorAll('.js-plotly-plot')).map(gd =>
   (gd.data || []).map(t => ['x', 'y', 'z'].map(k => t[k] && t[k].length !== undefined ? Array.from(t[k]) : t[k]))))"""
@@ -203,20 +197,16 @@ class Visitor:
 
     @property
     def handle(self):
-        return self.panel.locator(".lecture-control .noUi-handle").first
+        return self.panel.locator(SLIDER_HANDLE).first
 
 
 def open_visitors(browser, url: str, n: int) -> list[Visitor]:
     """``n`` visitors start loading ``url`` back to back (navigation is not awaited)."""
     visitors = []
     for i in range(n):
-        context = browser.new_context(viewport=VIEWPORT)
-        context.add_init_script(PROBE_JS)
-        visitors.append(Visitor(i, context, context.new_page()))
+        context, page, watcher = new_page(browser, init_script=PROBE_JS)
+        visitors.append(Visitor(i, context, page, errors=watcher.errors))
     for v in visitors:
-        v.page.on("pageerror", lambda exc, v=v: v.errors.append(f"pageerror: {exc}"))
-        v.page.on("console", lambda msg, v=v: v.errors.append(f"console.error: {msg.text}")
-                  if msg.type == "error" else None)
         v.page.goto(url, wait_until="commit", timeout=300_000)
     return visitors
 
@@ -226,7 +216,7 @@ def wait_open(visitors: list[Visitor], timeout_ms: int = 300_000) -> None:
     for v in visitors:
         v.page.wait_for_function(FIRST_PLOT_JS, timeout=timeout_ms)
         v.open_s = v.page.evaluate("() => window.__lectureProbe.firstPlot") / 1000
-        panels = v.page.locator(".lecture-panel").filter(has=v.page.locator(".lecture-control .noUi-handle"))
+        panels = slider_panels(v.page)
         if panels.count() == 0:
             raise RuntimeError("the dashboard has no panel with a slider")
         v.panel = panels.first
@@ -235,7 +225,7 @@ def wait_open(visitors: list[Visitor], timeout_ms: int = 300_000) -> None:
 
 
 def _key(handle) -> str:
-    now, high = (float(handle.get_attribute(a) or 0) for a in ("aria-valuenow", "aria-valuemax"))
+    now, _, high = slider_state(handle)
     return "ArrowLeft" if now >= high else "ArrowRight"
 
 
@@ -246,7 +236,7 @@ def move_all(visitors: list[Visitor], moves: int, timeout_ms: int = 180_000) -> 
         before = []
         for v in visitors:
             v.handle.scroll_into_view_if_needed()
-            before.append((v.panel.evaluate(STATE_JS)["g"], v.panel.evaluate(PLOT_DATA_JS)))
+            before.append((v.panel.evaluate(PANEL_STATE_JS)["generation"], v.panel.evaluate(PLOT_DATA_JS)))
         for v in visitors:                       # the presses go out back to back
             v.handle.focus()
             v.page.keyboard.press(_key(v.handle))
@@ -254,10 +244,10 @@ def move_all(visitors: list[Visitor], moves: int, timeout_ms: int = 180_000) -> 
             v.page.wait_for_function(SETTLED_JS, arg=[v.panel.element_handle(), g], timeout=timeout_ms)
             key_t = v.page.evaluate("() => window.__lectureProbe.keys.at(-1)")
             log = v.panel.evaluate("(panel) => panel.__lectureStates")
-            done = next(s["t"] for s in log if s["g"] > g and not s["busy"])
+            done = next(s["t"] for s in log if s["generation"] > g and not s["busy"])
             v.latencies.append((done - key_t) / 1000)
             v.updated.append(v.panel.evaluate(PLOT_DATA_JS) != data)
-            state = v.panel.evaluate(STATE_JS)
+            state = v.panel.evaluate(PANEL_STATE_JS)
             if state["outcome"] != "ok":
                 v.errors.append(f"panel outcome {state['outcome']!r} after a move")
 
@@ -313,7 +303,7 @@ def main(argv=None) -> None:
         renice(pid, args.server_nice)             # kernels started from now on inherit it
         app.wait_preheated([nb.name for nb in notebooks])
         renice(pid, args.server_nice)
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        browser = launch(p)
         try:
             # one visitor first, alone: the one-time costs of the first page after start-up
             # (templates, Chromium compiling Voila's JavaScript) are not the class's

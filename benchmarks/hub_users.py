@@ -33,14 +33,13 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "deploy" / "jupyterhub"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO / "tests"))    # the browser helpers the tests use
 
-from dashboard_latency import ARGS, CHROMIUM, GENERATION_JS, PLOT, SETTLED_JS, slider_state  # noqa: E402
+from browser_helpers import (CHROMIUM, PANEL_STATE_JS, SETTLED_JS, SLIDER_HANDLE, launch,  # noqa: E402
+                             slider_panels, slider_state, wait_for_dashboard)
 from localhub import running_hub  # noqa: E402
 
 MB = 2 ** 20
-DRAWN_JS = ("(sel) => Array.from(document.querySelectorAll(sel))"
-            ".some(p => (p.getAttribute('d') || '').length > 8)")
 
 
 def memory(procs: list[psutil.Process]) -> dict:
@@ -85,7 +84,7 @@ def open_dashboard(context, hub, name: str, notebook: str) -> tuple[object, dict
     page = context.new_page()
     start = time.perf_counter()
     page.goto(f"{hub.app_url(name)}voila/render/{notebook}", wait_until="commit", timeout=600_000)
-    page.wait_for_function(DRAWN_JS, arg=PLOT, timeout=600_000)
+    wait_for_dashboard(page, timeout_ms=600_000)
     wall = time.perf_counter() - start
     time.sleep(1.0)                           # let the kernel finish sending the first draws
     return page, {"open_wall_s": round(wall, 2),
@@ -94,16 +93,16 @@ def open_dashboard(context, hub, name: str, notebook: str) -> tuple[object, dict
 
 def slider_moves(page, hub, name: str, moves: int) -> dict:
     """``moves`` fresh slider values on the first panel with a slider: CPU and wall per move."""
-    panel = page.locator(".lecture-panel").filter(has=page.locator(".lecture-control .noUi-handle")).first
+    panel = slider_panels(page).first
     if moves == 0 or panel.count() == 0:
         return {}
-    handle = panel.locator(".lecture-control .noUi-handle").first
+    handle = panel.locator(SLIDER_HANDLE).first
     handle.scroll_into_view_if_needed()
     cpu, wall = [], []
     for _ in range(moves):
         now, low, high = slider_state(handle)
         key = "ArrowRight" if now < high else "ArrowLeft"     # always a value not computed before
-        generation = panel.evaluate(GENERATION_JS)
+        generation = panel.evaluate(PANEL_STATE_JS)["generation"]
         before = cpu_seconds(hub.user_processes(name))
         handle.focus()
         start = time.perf_counter()
@@ -135,7 +134,7 @@ def main(argv=None) -> None:
     result = {"benchmark": "hub_users", "lecture_fast": args.fast, "cpus": os.cpu_count(),
               "memory_total_gb": round(psutil.virtual_memory().total / 2 ** 30, 1), "pool_size": 0}
     with running_hub(log, fast=args.fast, pool_size=0, env=env) as hub, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        browser = launch(p)
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             start = time.perf_counter()

@@ -353,3 +353,127 @@ def declared(fn) -> dict[str, Spec]:
     """The parameter declarations of a function (or class) decorated with :func:`accepts`."""
     target = fn.__init__ if isinstance(fn, type) else fn
     return dict(getattr(target, "__accepts__", {}))
+
+
+# =========================================================================== tensors of the core
+# Specs and relations for the models, losses and data sets: class labels, batches of inputs, and
+# tensors whose shapes must agree. None of these reads a tensor's values unless its docstring says so
+# (a loss runs every training step: reading values on a GPU would wait for the device).
+
+def check_labels(name: str, value, classes: float | None = None) -> torch.Tensor:
+    """A non-empty tensor of integer class indices; with ``classes`` (``math.inf``: any number of them),
+    also each in ``[0, classes)``, which reads the values."""
+    check_tensor(name, value, finite=False)
+    if value.is_floating_point() or value.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices (torch.long), got dtype {value.dtype}")
+    if classes is not None:
+        low, high = (int(v) for v in torch.aminmax(value))
+        if low < 0 or high >= classes:
+            wanted = "class indices >= 0" if math.isinf(classes) else f"class indices in [0, {int(classes) - 1}]"
+            raise ValueError(f"{name} must hold {wanted}, got values from {low} to {high}")
+    return value
+
+
+def Labels(classes: float | None = None, **kw) -> Where:
+    """Integer class indices (:func:`check_labels`); which shape, the function's relations say."""
+    return Where(functools.partial(check_labels, classes=classes),
+                 bad=(torch.tensor([0.0, 1.0]), torch.tensor([True, False]), torch.zeros(0, dtype=torch.long),
+                      "0", None) + ((torch.tensor([0, -1]),) if classes is not None else ()), **kw)
+
+
+@dataclass(frozen=True)
+class Scalar(Real):
+    """A real number in a range shared by all runs: a one-element tensor passes, an ``(R,)`` tensor does not."""
+
+    def check(self, name, value, arguments):
+        if isinstance(value, torch.Tensor) and value.numel() != 1:
+            raise ValueError(f"{name} must be one number shared by all runs, got shape {tuple(value.shape)}")
+        return super().check(name, value, arguments)
+
+
+def fits(name: str, reference: str, shapes: Callable[[tuple], Iterable[tuple]]):
+    """Relation: tensor ``name`` has one of the shapes that ``shapes(reference.shape)`` lists."""
+    def relation(arguments):
+        value, ref = arguments[name], arguments[reference]
+        allowed = [tuple(s) for s in shapes(tuple(ref.shape))]
+        if tuple(value.shape) not in allowed:
+            raise ValueError(f"{name} of shape {tuple(value.shape)} and {reference} of shape {tuple(ref.shape)} do "
+                             f"not match: {name} must have shape {' or '.join(map(str, allowed))}")
+
+    relation.__name__ = f"{name}_fits_{reference}"
+    return relation
+
+
+def labels_below(name: str, reference: str):
+    """Relation: labels ``name`` index the ``reference.shape[-1]`` classes of a ``(..., C)`` tensor.
+
+    Reads the labels on the CPU only: on a GPU reading them would wait for the device at every step
+    (an out-of-range label then fails inside the kernel, with the device's own message)."""
+    def relation(arguments):
+        labels = arguments[name]
+        if labels.device.type == "cpu":
+            check_labels(name, labels, arguments[reference].shape[-1])
+
+    relation.__name__ = f"{name}_below_{reference}"
+    return relation
+
+
+def same_size(dim: int, *names: str):
+    """Relation: the tensors ``names`` agree in dimension ``dim`` (``0``: as many rows; ``-1``: as many features)."""
+    what = {0: "rows", -1: "features", 1: "features"}.get(dim, f"entries along dimension {dim}")
+
+    def relation(arguments):
+        first = arguments[names[0]]
+        for other in names[1:]:
+            t = arguments[other]
+            if t.dim() == 0 or t.shape[dim] != first.shape[dim]:
+                raise ValueError(f"{names[0]} has {first.shape[dim]} {what} but {other} has shape {tuple(t.shape)}")
+
+    relation.__name__ = f"same_{what}"
+    return relation
+
+
+def check_batch(name: str, x, runs: int, features: int | None = None, like: torch.Tensor | None = None,
+                shared: bool = True, min_batch: int = 1, size_name: str = "features") -> torch.Tensor:
+    """The input of a model holding ``runs`` copies: ``(runs, batch, features)``, or ``(batch, features)``
+    shared by all runs when ``shared``; at least ``min_batch`` examples; the dtype of ``like``.
+    ``size_name``: the model's parameter that set ``features`` (named in the message)."""
+    f = "features" if features is None else features
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (batch, {f}), got {type(x).__name__}")
+    if not (x.dim() == 3 and x.shape[0] == runs or shared and x.dim() == 2):
+        shapes = f"(batch, {f}) or ({runs}, batch, {f})" if shared else f"({runs}, batch, {f})"
+        raise ValueError(f"{name} must have shape {shapes}, got {tuple(x.shape)}")
+    if features is not None and x.shape[-1] != features:
+        raise ValueError(f"{name} has {x.shape[-1]} features, the model expects {size_name}={features}: "
+                         f"shape {tuple(x.shape)}")
+    if x.shape[-2] < min_batch:
+        raise ValueError(f"{name} must hold at least {min_batch} example{'s' * (min_batch > 1)} per run, "
+                         f"got shape {tuple(x.shape)}")
+    if like is not None and x.dtype != like.dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but the model's weights are {like.dtype}: "
+                        f"convert one of them (x.to({like.dtype}) or model.to(...))")
+    return x
+
+
+def init_accepts(*relations: Callable[[Mapping], None], **specs: Spec):
+    """:func:`accepts` for a class's ``__init__``, as a class decorator (above ``@dataclass``, whose
+    generated ``__init__`` it wraps): ``declared(cls)`` then lists the declarations."""
+    def decorate(cls):
+        cls.__init__ = accepts(*relations, **specs)(cls.__init__)
+        return cls
+
+    return decorate
+
+
+def Key(registry: Mapping, what: str, new: bool = False, **kw) -> Where:
+    """A name in ``registry`` (looked up at each call, so entries registered later count); with ``new``,
+    a string that is not in it yet (registering one twice is a mistake)."""
+    def rule(name, value):
+        if new and (not isinstance(value, str) or value in registry):
+            raise ValueError(f"{what} {value!r} ({name}) is registered twice" if isinstance(value, str) else
+                             f"{what} names ({name}) must be strings, got {value!r}")
+        if not new and (not isinstance(value, str) or value not in registry):
+            raise ValueError(f"unknown {what} {value!r} ({name}); known: {', '.join(sorted(registry))}")
+
+    return Where(rule, bad=(None, 3) if new else (None, 3, "nope"), **kw)

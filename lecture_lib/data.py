@@ -31,13 +31,32 @@ from typing import Any
 
 import torch
 
-from ._validate import check_choice, check_int, check_nonnegative, check_range, check_seed, check_sizes, check_tensor
+from ._validate import (Bool, Choice, Instance, Int, Labels, NonNegative, Real, Seed, Sizes, Tensor, accepts, init_accepts,
+                        same_size)
 from .device import resolve
+from .models import ACTIVATIONS, activation as get_activation
 
 TASKS = ("regression", "classification", "binary")
 DEFAULT_LOSS = {"regression": "mse", "classification": "cross_entropy", "binary": "logistic"}
 
 
+TARGETS = {"regression": Tensor(), "classification": Labels(classes=math.inf), "binary": Labels(classes=2)}
+TARGET_SHAPES = {"regression": ((1, 2), "(n,) or (n, K)"), "classification": ((1,), "(n,)"), "binary": ((1,), "(n,)")}
+
+
+def _targets_fit_task(arguments) -> None:
+    """Float targets for regression, integer class labels (0 or 1 for binary) otherwise."""
+    task = arguments["task"]
+    for split in ("y_train", "y_test"):
+        y = TARGETS[task].check(split, arguments[split], arguments)
+        dims, shapes = TARGET_SHAPES[task]
+        if y.dim() not in dims:
+            raise ValueError(f"{split} must have shape {shapes} for a {task} task, got {tuple(y.shape)}")
+
+
+@init_accepts(_targets_fit_task, same_size(0, "x_train", "y_train"), same_size(0, "x_test", "y_test"),
+              same_size(1, "x_train", "x_test"), x_train=Tensor(dim=2), y_train=Instance(torch.Tensor),
+              x_test=Tensor(dim=2), y_test=Instance(torch.Tensor), task=Choice(TASKS))
 @dataclass
 class Dataset:
     """Training and test tensors plus what kind of task they pose.
@@ -57,36 +76,11 @@ class Dataset:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        check_choice("task", self.task, TASKS)
-        for split in ("train", "test"):
-            for kind in ("x", "y"):
-                if not isinstance(getattr(self, f"{kind}_{split}"), torch.Tensor):
-                    raise TypeError(f"{kind}_{split} must be a torch.Tensor, got "
-                                    f"{type(getattr(self, f'{kind}_{split}')).__name__}")
         if self.task == "regression":  # scalar targets become (n, 1), so per-run batches stay unambiguous
             if self.y_train.dim() == 1:
                 self.y_train = self.y_train.unsqueeze(1)
             if self.y_test.dim() == 1:
                 self.y_test = self.y_test.unsqueeze(1)
-        for split in ("train", "test"):
-            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            if x.dim() != 2:
-                raise ValueError(f"x_{split} must have shape (n, features), got {tuple(x.shape)}")
-            if y.dim() == 0 or y.shape[0] != x.shape[0]:
-                raise ValueError(f"x_{split} has {x.shape[0]} rows but y_{split} has shape {tuple(y.shape)}")
-            check_tensor(f"x_{split}", x)    # non-empty and finite: a NaN input would pass for a diverged run
-            if self.task == "regression":
-                check_tensor(f"y_{split}", y, dim=2)
-            else:
-                if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-                    raise TypeError(f"y_{split} must hold integer class labels of shape (n,) for a "
-                                    f"{self.task} task, got dtype {y.dtype} and shape {tuple(y.shape)}")
-                high = 1 if self.task == "binary" else None
-                if int(y.min()) < 0 or (high is not None and int(y.max()) > high):
-                    raise ValueError(f"y_{split} must hold labels in {{0, 1}}" if high else
-                                     f"y_{split} must hold class labels >= 0")
-        if self.x_train.shape[1] != self.x_test.shape[1]:
-            raise ValueError(f"x_train has {self.x_train.shape[1]} features but x_test has {self.x_test.shape[1]}")
 
     @property
     def n_train(self) -> int:
@@ -133,13 +127,16 @@ class Dataset:
                        x_test=move(self.x_test), y_test=move(self.y_test))
 
 
+SIZES = dict(n=Int(1), dim=Int(1), mean_norm=NonNegative(), cond=Real(1.0), seed=Seed(), n_test=Int(1, optional=True),
+             rotate=Bool())     # what the generators share
+
+
 def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(check_seed("seed", seed))
+    return torch.Generator().manual_seed(seed)
 
 
 def _n_test(n: int, n_test) -> int:
-    check_int("n", n)
-    return max(1, n // 4) if n_test is None else check_int("n_test", n_test)
+    return max(1, n // 4) if n_test is None else n_test
 
 
 def _random_rotation(dim: int, g: torch.Generator) -> torch.Tensor:
@@ -148,6 +145,7 @@ def _random_rotation(dim: int, g: torch.Generator) -> torch.Tensor:
     return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
 
 
+@accepts(**{k: SIZES[k] for k in ("n", "dim", "mean_norm", "cond", "seed", "rotate")})
 def gaussian_inputs(n: int, dim: int, mean_norm: float = 0.0, cond: float = 1.0, seed: int = 0,
                     rotate: bool = True):
     r"""Draw ``n`` inputs :math:`x \sim \mathcal N(m, \Sigma)` in float64.
@@ -157,10 +155,6 @@ def gaussian_inputs(n: int, dim: int, mean_norm: float = 0.0, cond: float = 1.0,
     :math:`Q` a random rotation (``rotate=False``: axis aligned). :math:`m` has norm
     ``mean_norm`` along a random direction. Returns ``(x, m, Sigma)``.
     """
-    check_int("n", n)
-    check_int("dim", dim)
-    check_nonnegative("mean_norm", mean_norm)
-    check_range("cond", cond, 1.0)
     g = _generator(seed)
     variances = cond ** (-torch.arange(dim, dtype=torch.float64) / max(dim - 1, 1))
     q = _random_rotation(dim, g) if rotate else torch.eye(dim, dtype=torch.float64)
@@ -176,6 +170,7 @@ def _split(x, y, n_train: int):
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
+@accepts(noise=NonNegative(), **SIZES)
 def linear_regression(n: int = 512, dim: int = 10, mean_norm: float = 0.0, cond: float = 1.0,
                       noise: float = 0.1, seed: int = 0, n_test: int | None = None, rotate: bool = True,
                       dtype=torch.float32, device=None) -> Dataset:
@@ -185,7 +180,6 @@ def linear_regression(n: int = 512, dim: int = 10, mean_norm: float = 0.0, cond:
     has no bias, so centering the inputs changes the curvature but not the optimum's
     predictions. ``meta`` holds ``w_true``, ``mean``, ``cov`` (float64).
     """
-    check_nonnegative("noise", noise)
     m = _n_test(n, n_test)
     x, mean, sigma = gaussian_inputs(n + m, dim, mean_norm, cond, seed, rotate)
     g = _generator(seed + 1)
@@ -198,6 +192,7 @@ def linear_regression(n: int = 512, dim: int = 10, mean_norm: float = 0.0, cond:
                    meta={"w_true": w_true, "mean": mean, "cov": sigma, "noise": float(noise)})
 
 
+@accepts(misspecified=Bool(), weight_scale=NonNegative(), **SIZES)
 def logistic_regression(n: int = 512, dim: int = 10, mean_norm: float = 0.0, cond: float = 1.0,
                         seed: int = 0, misspecified: bool = False, weight_scale: float = 2.0,
                         n_test: int | None = None, rotate: bool = True,
@@ -212,7 +207,6 @@ def logistic_regression(n: int = 512, dim: int = 10, mean_norm: float = 0.0, con
     (Kunstner et al., 2019, "Limitations of the empirical Fisher approximation").
     ``meta`` holds ``w_true``, ``mean``, ``cov``, ``p_true`` (training probabilities).
     """
-    check_range("weight_scale", weight_scale, 0.0)
     m = _n_test(n, n_test)
     x, mean, sigma = gaussian_inputs(n + m, dim, mean_norm, cond, seed, rotate)
     g = _generator(seed + 1)
@@ -234,6 +228,8 @@ def logistic_regression(n: int = 512, dim: int = 10, mean_norm: float = 0.0, con
                          "misspecified": bool(misspecified)})
 
 
+@accepts(sizes=Sizes(), activation=Choice(ACTIVATIONS), noise=NonNegative(),
+         **{k: SIZES[k] for k in ("n", "seed", "n_test")})
 def teacher(n: int = 512, sizes=(10, 32, 1), activation: str = "tanh", seed: int = 0, noise: float = 0.0,
             n_test: int | None = None, dtype=torch.float32, device=None) -> Dataset:
     r"""Regression targets from a random teacher MLP ``sizes = [in, h_1, ..., out]``.
@@ -243,11 +239,7 @@ def teacher(n: int = 512, sizes=(10, 32, 1), activation: str = "tanh", seed: int
     targets :math:`y = f_*(x) + \text{noise}\cdot\epsilon`. ``meta['weights']`` lists the
     teacher's ``(W, b)`` pairs.
     """
-    from .models import activation as get_activation
-
-    sizes = check_sizes("sizes", sizes)
     act = get_activation(activation)
-    check_nonnegative("noise", noise)
     m = _n_test(n, n_test)
     g = _generator(seed)
     x = torch.randn(n + m, sizes[0], generator=g, dtype=torch.float64)
@@ -266,6 +258,12 @@ def teacher(n: int = 512, sizes=(10, 32, 1), activation: str = "tanh", seed: int
                    name=f"teacher MLP {sizes} ({activation})", meta={"weights": weights, "noise": float(noise)})
 
 
+DIGITS_SIZE, DIGITS_CLASSES = 1797, 10     # scikit-learn's 8x8 digits
+# a stratified split needs every class on both sides: at least 10 test and 10 training examples
+TEST_FRACTION = Real(DIGITS_CLASSES / DIGITS_SIZE, 1 - DIGITS_CLASSES / DIGITS_SIZE)
+
+
+@accepts(test_fraction=TEST_FRACTION, seed=Seed(), standardize=Bool())
 def digits(test_fraction: float = 0.25, seed: int = 0, standardize: bool = True,
            dtype=torch.float32, device=None) -> Dataset:
     """The 8x8 digits of scikit-learn (1797 images, 64 features, 10 classes), split with stratification.
@@ -277,14 +275,7 @@ def digits(test_fraction: float = 0.25, seed: int = 0, standardize: bool = True,
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    check_range("test_fraction", test_fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-    check_seed("seed", seed)
     bunch = load_digits()
-    n, classes = len(bunch.target), len(set(bunch.target.tolist()))
-    n_test = math.ceil(float(test_fraction) * n)          # how scikit-learn rounds a fractional test_size
-    if n_test < classes or n - n_test < classes:          # a stratified split needs every class on both sides
-        raise ValueError(f"test_fraction must leave at least one example of each of the {classes} classes in both "
-                         f"splits: it must be in [{classes / n:.4g}, {1 - classes / n:.4g}], got {test_fraction}")
     x_tr, x_te, y_tr, y_te = train_test_split(bunch.data, bunch.target, test_size=test_fraction,
                                               random_state=seed, stratify=bunch.target)
     x_tr = torch.as_tensor(x_tr, dtype=torch.float64)
@@ -299,8 +290,11 @@ def digits(test_fraction: float = 0.25, seed: int = 0, standardize: bool = True,
                    task="classification", name="digits (8x8, scikit-learn)", meta={"n_classes": 10})
 
 
+MAKERS = {"linear_regression": linear_regression, "logistic_regression": logistic_regression, "teacher": teacher,
+          "digits": digits}
+
+
+@accepts(name=Choice(tuple(MAKERS)))
 def load(name: str, **kwargs) -> Dataset:
     """Build a data set by name: ``'linear_regression'``, ``'logistic_regression'``, ``'teacher'``, ``'digits'``."""
-    makers = {"linear_regression": linear_regression, "logistic_regression": logistic_regression,
-              "teacher": teacher, "digits": digits}
-    return makers[check_choice("name", name, makers)](**kwargs)
+    return MAKERS[name](**kwargs)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ._validate import Key, accepts
 from .optim import chain, graft, scale_by_lr, scale_by_rms, sgd, adam
 from .optim.kfac import kron_damped_solve
 
@@ -44,20 +45,18 @@ class Exercise:
 EXERCISES: dict[str, Exercise] = {}
 
 
+@accepts(key=Key(EXERCISES, "exercise", new=True))
 def exercise(key: str, title: str, hint: str):
     """Register a checker: ``@exercise("05.equilibrium_ratio", "...", hint="...")``."""
     def register(fn):
-        if key in EXERCISES:
-            raise ValueError(f"exercise {key!r} is registered twice")
         EXERCISES[key] = Exercise(key, title, fn, hint)
         return fn
     return register
 
 
+@accepts(key=Key(EXERCISES, "exercise"))
 def check(key: str, answer: Callable) -> None:
     """Check a student's answer to exercise ``key``; print a confirmation or raise :class:`ExerciseFailed`."""
-    if key not in EXERCISES:
-        raise ValueError(f"unknown exercise {key!r}; known: {', '.join(sorted(EXERCISES))}")
     ex = EXERCISES[key]
     if not callable(answer):
         raise ExerciseFailed(f"[{key}] expected a function, got {type(answer).__name__}: define it in the cell above.")

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._validate import check_choice, check_int, check_positive, check_range, check_seeds, check_sizes
+from ._validate import Bool, Choice, Int, Positive, Scalar, Seed, Sizes, accepts, check_batch
 from .device import resolve
 
 NORMS = ("none", "batch", "center")
@@ -29,8 +29,8 @@ ACTIVATIONS = ("relu", "tanh", "logistic", "linear")
 
 
 def _seeds(seed, runs: int) -> list[int]:
-    seeds = check_seeds("seed", seed, runs)
-    return [seeds] * runs if isinstance(seeds, int) else seeds
+    """One seed per run (``seed`` is declared ``Seed(runs="runs")``: an int or ``runs`` ints)."""
+    return [seed] * runs if isinstance(seed, int) else list(seed)
 
 
 def _uniform(shape, bound: float, seeds: list[int], dtype, device) -> torch.Tensor:
@@ -42,19 +42,11 @@ def _uniform(shape, bound: float, seeds: list[int], dtype, device) -> torch.Tens
     return torch.stack(draws).to(dtype=dtype, device=device)
 
 
-def _as_runs(x: torch.Tensor, runs: int, like: torch.Tensor | None = None) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"input must be a torch.Tensor of shape (batch, features), got {type(x).__name__}")
-    if x.dim() == 2:
-        x = x.unsqueeze(0).expand(runs, -1, -1)
-    elif not (x.dim() == 3 and x.shape[0] == runs):
-        raise ValueError(f"input must have shape (batch, features) or ({runs}, batch, features), got {tuple(x.shape)}")
-    if x.shape[1] == 0:
-        raise ValueError(f"input must hold at least one example, got shape {tuple(x.shape)}")
-    if like is not None and x.dtype != like.dtype:
-        raise TypeError(f"input has dtype {x.dtype} but the model's weights are {like.dtype}: "
-                        f"convert one of them (x.to({like.dtype}) or model.to(...))")
-    return x
+def _as_runs(x: torch.Tensor, runs: int, like: torch.Tensor | None = None, features: int | None = None,
+             size_name: str = "in_features") -> torch.Tensor:
+    """A model's input ``(B, in)`` (shared by all runs) or ``(R, B, in)``, checked, as ``(R, B, in)``."""
+    check_batch("input", x, runs, features, like, size_name=size_name)
+    return x.unsqueeze(0).expand(runs, -1, -1) if x.dim() == 2 else x
 
 
 class BatchedLinear(nn.Module):
@@ -63,12 +55,11 @@ class BatchedLinear(nn.Module):
     Initialised like :class:`torch.nn.Linear`: :math:`U(-1/\sqrt{in}, 1/\sqrt{in})`.
     """
 
+    @accepts(in_features=Int(1), out_features=Int(1), runs=Int(1), bias=Bool(), seed=Seed(runs="runs"))
     def __init__(self, in_features: int, out_features: int, runs: int = 1, bias: bool = True,
                  seed=0, dtype=torch.float32, device=None):
         super().__init__()
-        self.in_features = check_int("in_features", in_features)
-        self.out_features = check_int("out_features", out_features)
-        self.runs = check_int("runs", runs)
+        self.in_features, self.out_features, self.runs = in_features, out_features, runs
         seeds = _seeds(seed, runs)
         device = resolve(device)
         bound = 1.0 / math.sqrt(in_features)
@@ -79,9 +70,7 @@ class BatchedLinear(nn.Module):
             self.register_parameter("bias", None)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        a = _as_runs(a, self.runs, self.weight)
-        if a.shape[-1] != self.in_features:
-            raise ValueError(f"input has {a.shape[-1]} features, layer expects in_features={self.in_features}")
+        a = _as_runs(a, self.runs, self.weight, self.in_features)
         w_t = self.weight.transpose(1, 2)
         if self.bias is None:
             return torch.bmm(a, w_t)
@@ -100,17 +89,14 @@ class BatchNorm(nn.Module):
     running averages of the statistics are used instead of the batch's.
     """
 
+    @accepts(features=Int(1), kind=Choice(("batch", "center")), runs=Int(1), affine=Bool(), eps=Positive(),
+             momentum=Scalar(0.0, 1.0))
     def __init__(self, features: int, kind: str = "batch", runs: int = 1, affine: bool = True,
                  eps: float = 1e-5, momentum: float = 0.1, dtype=torch.float32, device=None):
         super().__init__()
-        self.kind = check_choice("kind", kind, ("batch", "center"))
-        self.eps = check_positive("eps", eps)
-        check_range("momentum", momentum, 0.0, 1.0)
-        if isinstance(momentum, torch.Tensor) and momentum.numel() != 1:
-            raise ValueError(f"momentum must be one number shared by all runs, got shape {tuple(momentum.shape)}")
-        self.momentum = float(momentum)
+        self.kind, self.eps, self.momentum = kind, eps, float(momentum)
         device = resolve(device)
-        shape = (check_int("runs", runs), check_int("features", features))
+        shape = (runs, features)
         if affine:
             self.gain = nn.Parameter(torch.ones(shape, dtype=dtype, device=device)) if kind == "batch" else None
             self.shift = nn.Parameter(torch.zeros(shape, dtype=dtype, device=device))
@@ -120,16 +106,10 @@ class BatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(shape, dtype=dtype, device=device))
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
-        runs, features = self.running_mean.shape
-        if not isinstance(s, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor of shape ({runs}, batch, {features}), got {type(s).__name__}")
-        if s.dim() != 3 or s.shape[0] != runs or s.shape[2] != features:
-            raise ValueError(f"input must have shape ({runs}, batch, {features}), got {tuple(s.shape)}")
-        if s.dtype != self.running_mean.dtype:
-            raise TypeError(f"input has dtype {s.dtype} but the normalizer's statistics are {self.running_mean.dtype}")
+        batch_statistics = self.training and self.kind == "batch"   # a variance needs two examples
+        check_batch("input", s, *self.running_mean.shape, like=self.running_mean, shared=False,
+                    min_batch=2 if batch_statistics else 1)
         if self.training:
-            if s.shape[1] < 2 and self.kind == "batch":
-                raise ValueError("batch norm needs a batch of at least 2 examples per run")
             mean = s.mean(dim=1, keepdim=True)
             centered = s - mean
             # the variance from the centered values: one pass, and far faster than Tensor.var on CPU
@@ -152,8 +132,9 @@ class BatchNorm(nn.Module):
         return torch.addcmul(self.shift.unsqueeze(1), centered, scale)
 
 
+@accepts(name=Choice(ACTIVATIONS))
 def activation(name: str):
-    check_choice("activation", name, ACTIVATIONS)
+    """The nonlinearity called ``name`` (one of :data:`ACTIVATIONS`)."""
     return {"relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid, "linear": lambda s: s}[name]
 
 
@@ -168,13 +149,13 @@ class MLP(nn.Module):
     :math:`\epsilon`; scale invariance is exact only as :math:`\epsilon \to 0`.
     """
 
+    @accepts(sizes=Sizes(), norm=Choice(NORMS), activation=Choice(ACTIVATIONS), runs=Int(1), seed=Seed(runs="runs"),
+             affine=Bool(), eps=Positive())
     def __init__(self, sizes: Sequence[int], norm: str = "none", activation: str = "relu",
                  runs: int = 1, seed=0, affine: bool = True, eps: float = 1e-5,
                  dtype=torch.float32, device=None):
         super().__init__()
-        sizes = check_sizes("sizes", sizes)
-        check_positive("eps", eps)
-        self.sizes, self.norm, self.runs = sizes, check_choice("norm", norm, NORMS), check_int("runs", runs)
+        self.sizes, self.norm, self.runs = sizes, norm, runs
         self.activation_name = activation
         self._act = globals()["activation"](activation)
         seeds = _seeds(seed, runs)
@@ -215,10 +196,10 @@ class MLP(nn.Module):
 class DeepLinear(nn.Module):
     """A deep linear network without biases: ``f(x) = W_K ... W_1 x`` (``sizes = [in, ..., out]``)."""
 
+    @accepts(sizes=Sizes(), runs=Int(1), seed=Seed(runs="runs"))
     def __init__(self, sizes: Sequence[int], runs: int = 1, seed=0, dtype=torch.float32, device=None):
         super().__init__()
-        sizes = check_sizes("sizes", sizes)
-        self.sizes, self.runs = sizes, check_int("runs", runs)
+        self.sizes, self.runs = sizes, runs
         seeds = _seeds(seed, runs)
         self.linears = nn.ModuleList(
             BatchedLinear(a, b, runs, bias=False, seed=[s * 1000 + i for s in seeds], dtype=dtype, device=device)
@@ -242,12 +223,11 @@ class ScaleInvariantLinear(nn.Module):
     normalizer's gain plays). Weight shape ``(R, dim)``; output ``(R, B, 1)``.
     """
 
+    @accepts(dim=Int(1), scale=Positive(), runs=Int(1), seed=Seed(runs="runs"), init_norm=Positive())
     def __init__(self, dim: int, scale: float = 1.0, runs: int = 1, seed=0, init_norm: float = 1.0,
                  dtype=torch.float32, device=None):
         super().__init__()
-        self.dim, self.runs = check_int("dim", dim), check_int("runs", runs)
-        self.scale = float(check_positive("scale", scale))
-        check_positive("init_norm", init_norm)
+        self.dim, self.runs, self.scale = dim, runs, float(scale)
         seeds = _seeds(seed, runs)
         w = []
         for s in seeds:
@@ -261,8 +241,6 @@ class ScaleInvariantLinear(nn.Module):
         return {"w": True}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _as_runs(x, self.runs, self.w)
-        if x.shape[-1] != self.dim:
-            raise ValueError(f"input has {x.shape[-1]} features, model expects dim={self.dim}")
+        x = _as_runs(x, self.runs, self.w, self.dim, "dim")
         direction = self.w / self.w.norm(dim=1, keepdim=True)
         return self.scale * torch.bmm(x, direction.unsqueeze(-1))

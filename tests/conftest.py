@@ -20,11 +20,9 @@ FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 ARTIFACTS = REPO / "test-artifacts"
 if str(REPO) not in sys.path:      # voila_app/ is run from the checkout, not installed
     sys.path.insert(0, str(REPO))
-CHROMIUM = os.environ.get("LECTURE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-dev-shm-usage"]
 KERNEL_NAME = "python3"
 
+from browser_helpers import CHROMIUM, launch  # noqa: E402
 from voila_app.server import fast_env, running_app  # noqa: E402  (needs REPO on sys.path)
 
 
@@ -83,7 +81,7 @@ def chromium():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(p)
         yield browser
         browser.close()
 
@@ -92,3 +90,45 @@ def chromium():
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# ---------------------------------------------------------------------------- science fixtures shared by test modules
+# (torch and lecture_lib are imported inside the fixtures: the browser and app tests never need them)
+
+@pytest.fixture
+def gen():
+    """A CPU random generator seeded with 0: a test draws the same numbers whatever ran before it."""
+    import torch
+
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def float64():
+    """float64 as torch's default dtype for one test (identities checked to ~1e-12), restored afterwards.
+    A module uses it for all its tests with ``pytestmark = pytest.mark.usefixtures("float64")``."""
+    import torch
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 8x8 digits as :func:`lecture_lib.data.digits` gives them by default (float32, seed 0).
+    Shared by the session: tests must not modify it (``Dataset.to`` returns a copy)."""
+    from lecture_lib import data
+
+    return data.digits()
+
+
+@pytest.fixture(scope="session")
+def digits64():
+    """The digits in float64 (built in float64, not cast from float32). Shared: do not modify."""
+    import torch
+
+    from lecture_lib import data
+
+    return data.digits(dtype=torch.float64)

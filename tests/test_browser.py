@@ -10,52 +10,17 @@ import time
 
 import pytest
 
+from browser_helpers import (PANEL_STATE_JS, REDRAW_TIMEOUT_MS, VIEWPORT, assert_no_cell_errors, move_slider, open_page,
+                             wait_for_dashboard, wait_until_settled)
 from conftest import FIXTURES_DIR, notebook_paths, running_voila
 
 pytestmark = pytest.mark.browser
-
-PLOT_PATH = ".js-plotly-plot .scatterlayer .trace path"
-LOAD_TIMEOUT_MS = 240_000     # a pre-heated kernel may still be executing its notebook right after start-up
-REDRAW_TIMEOUT_MS = 90_000
-VIEWPORT = {"width": 1280, "height": 900}
 
 # Everything a panel's plots draw (traces, heatmap images, annotations, axes), so any redraw shows up.
 PANEL_SIGNATURE_JS = """(panel) => Array.from(panel.querySelectorAll(
     '.js-plotly-plot .cartesianlayer, .js-plotly-plot .imagelayer, .js-plotly-plot .infolayer, '
     + '.js-plotly-plot .layer-above, .js-plotly-plot .polarlayer, .js-plotly-plot .ternarylayer'))
     .map(e => e.innerHTML).join('|')"""
-# The panel's hidden state element: which request is drawn, and whether work is pending.
-PANEL_STATE_JS = """(panel) => { const s = panel.querySelector('.lecture-state span');
-    return s ? {generation: +s.dataset.generation, busy: s.dataset.busy === '1', outcome: s.dataset.outcome}
-             : {generation: -1, busy: true, outcome: 'none'}; }"""
-HAS_DRAWN_PATH_JS = """(sel) => Array.from(document.querySelectorAll(sel))
-    .some(p => (p.getAttribute('d') || '').length > 8)"""
-
-
-class Watcher:
-    """Collects uncaught page errors and console errors of one page."""
-
-    def __init__(self, page):
-        self.errors: list[str] = []
-        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-        page.on("console", lambda msg: self.errors.append(f"console.{msg.type}: {msg.text}")
-                if msg.type == "error" else None)
-
-
-def open_page(chromium, url: str, viewport=VIEWPORT):
-    """A fresh browser context (own cookies, so its own kernel) on ``url``, watched for errors."""
-    context = chromium.new_context(viewport=viewport, accept_downloads=True)
-    page = context.new_page()
-    watcher = Watcher(page)
-    page.goto(url, wait_until="domcontentloaded", timeout=LOAD_TIMEOUT_MS)
-    return context, page, watcher
-
-
-def wait_for_dashboard(page) -> float:
-    """Seconds until the first plot of the page has a drawn trace."""
-    start = time.monotonic()
-    page.wait_for_function(HAS_DRAWN_PATH_JS, arg=f".lecture-panel {PLOT_PATH}", timeout=LOAD_TIMEOUT_MS)
-    return time.monotonic() - start
 
 
 def screenshot(page, path) -> None:
@@ -66,31 +31,6 @@ def screenshot(page, path) -> None:
     page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(int(height), VIEWPORT["height"]), 12000)})
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(VIEWPORT)
-
-
-def assert_no_cell_errors(page, name: str) -> None:
-    text = page.inner_text("body")
-    assert "There was an error when executing cell" not in text, f"{name}: a cell raised:\n{text[-2000:]}"
-    failures = page.locator(".lecture-message .lecture-error", has_text="Something went wrong")
-    assert failures.count() == 0, f"{name}: a panel failed: {failures.first.inner_text()}"
-
-
-def move_slider(page, panel, presses: int = 3) -> None:
-    """Move the panel's first slider a few steps with the keyboard, as a user would (left if at the end)."""
-    handle = panel.locator(".lecture-control .noUi-handle").first
-    handle.scroll_into_view_if_needed()
-    now, high = (float(handle.get_attribute(a) or 0) for a in ("aria-valuenow", "aria-valuemax"))
-    handle.focus()
-    for _ in range(presses):
-        page.keyboard.press("ArrowLeft" if now >= high else "ArrowRight")
-
-
-def wait_until_settled(page, panel, generation: int) -> dict:
-    """Wait until the panel has drawn a request newer than ``generation`` and has nothing pending."""
-    page.wait_for_function(
-        f"([panel, g]) => {{ const s = ({PANEL_STATE_JS})(panel); return s.generation > g && !s.busy; }}",
-        arg=[panel.element_handle(), generation], timeout=REDRAW_TIMEOUT_MS)
-    return panel.evaluate(PANEL_STATE_JS)
 
 
 def wait_for_change(page, panel, before: str) -> None:

@@ -94,8 +94,8 @@ def test_teacher_targets_come_from_the_teacher():
     assert d.n_outputs == 2
 
 
-def test_digits_shapes_split_and_standardization():
-    d = data.digits()
+def test_digits_shapes_split_and_standardization(digits):
+    d = digits
     assert d.n_train + d.n_test == 1797 and d.n_test == 450
     assert d.x_train.shape == (1347, 64) and d.y_train.dtype == torch.long
     assert d.task == "classification" and d.n_classes == 10 and d.n_outputs == 10
@@ -111,8 +111,8 @@ def test_digits_shapes_split_and_standardization():
     assert raw.x_train.max().item() == 16.0 and raw.x_train.dtype == f64 and raw.n_test == 899
 
 
-def test_dataset_to_device_and_dtype():
-    d = data.digits().to("cpu", dtype=f64)
+def test_dataset_to_device_and_dtype(digits):
+    d = digits.to("cpu", dtype=f64)
     assert d.x_train.dtype == f64 and d.y_train.dtype == torch.long
 
 

@@ -10,7 +10,7 @@ import torch
 from nbclient import NotebookClient
 
 from lecture_lib import teaching
-from lecture_lib.exercises import EXERCISES, ExerciseFailed, check
+from lecture_lib.exercises import EXERCISES, ExerciseFailed, check, exercise
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 CHECK_CALL = re.compile(r'check\("([\w.]+)",\s*(\w+)\)')
@@ -71,6 +71,8 @@ def test_exercise_cells_validate_their_input():
         teaching.exercise_cells("01.rmsprop_step", "prompt", "def f(): pass")
     with pytest.raises(ValueError, match="unknown exercise"):
         check("99.nothing", lambda: None)
+    with pytest.raises(ValueError, match="registered twice"):
+        exercise("01.rmsprop_step", "the same key again", hint="")
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,17 @@ import urllib.request
 
 import pytest
 
-from benchmarks.concurrent_visitors import (PLOT_DATA_JS, PROBE_JS, STATE_JS, WATCH_STATE_JS, Visitor, close_visitors,
-                                            move_all, open_visitors, server_memory, settle, wait_open)
+from benchmarks.concurrent_visitors import (PLOT_DATA_JS, PROBE_JS, WATCH_STATE_JS, Visitor, close_visitors, move_all,
+                                            open_visitors, server_memory, settle, wait_open)
+from browser_helpers import (LOAD_TIMEOUT_MS, PANEL_STATE_JS, SETTLED_JS, SLIDER_HANDLE, kernel_id, open_page,
+                             slider_panels, slider_state, wait_for_dashboard)
 from conftest import FIXTURES_DIR, notebook_paths, running_voila
 
 pytestmark = pytest.mark.browser
 
 VISITORS = 3
 STORM = 30                 # rapid slider moves on each dashboard
-LOAD_TIMEOUT_MS = 240_000  # a pre-heated kernel may still be executing its notebook
 SETTLE_TIMEOUT_MS = 120_000
-
-
-def kernel_id(page) -> str:
-    return json.loads(page.locator("#jupyter-config-data").text_content())["kernelId"]
 
 
 # -- many visitors at once, and what they leave behind ----------------------------------
@@ -144,16 +141,15 @@ def _wait_quiet(page, panel, generation: int, quiet_s: float = 2.5, timeout_s: f
     """Wait until the panel has drawn something newer than ``generation``, has nothing pending,
     and its state has not changed for ``quiet_s`` (the widget front end may still be holding
     the last slider value back until the kernel is idle)."""
-    page.wait_for_function(f"([panel, g]) => {{ const s = ({STATE_JS})(panel); return s.g > g && !s.busy; }}",
-                           arg=[panel.element_handle(), generation], timeout=SETTLE_TIMEOUT_MS)
+    page.wait_for_function(SETTLED_JS, arg=[panel.element_handle(), generation], timeout=SETTLE_TIMEOUT_MS)
     deadline = time.monotonic() + timeout_s
     count, since = -1, time.monotonic()
     while time.monotonic() < deadline:
         n = panel.evaluate("(panel) => panel.__lectureStates.length")
         if n != count:
             count, since = n, time.monotonic()
-        elif time.monotonic() - since >= quiet_s and not panel.evaluate(STATE_JS)["busy"]:
-            return panel.evaluate(STATE_JS)
+        elif time.monotonic() - since >= quiet_s and not panel.evaluate(PANEL_STATE_JS)["busy"]:
+            return panel.evaluate(PANEL_STATE_JS)
         time.sleep(0.25)
     raise AssertionError("the panel never came to rest")
 
@@ -170,32 +166,25 @@ def test_slider_storm_leaves_the_final_value_drawn(chromium, voila_app, path):
     the drawn generation never goes backwards (no stale result drawn over a newer one), and
     what the panel shows at rest is what it shows when the final value is asked for alone
     (one step away and back: the final value is then a single request)."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(f"console.error: {msg.text}") if msg.type == "error" else None)
+    context, page, watcher = open_page(chromium, f"{voila_app.url}/voila/render/{path.name}")
+    errors = watcher.errors
     try:
-        page.goto(f"{voila_app.url}/voila/render/{path.name}", wait_until="domcontentloaded",
-                  timeout=LOAD_TIMEOUT_MS)
-        page.wait_for_function("() => Array.from(document.querySelectorAll("
-                               "'.lecture-panel .js-plotly-plot .scatterlayer .trace path'))"
-                               ".some(p => (p.getAttribute('d') || '').length > 8)", timeout=LOAD_TIMEOUT_MS)
-        panel = page.locator(".lecture-panel").filter(has=page.locator(".lecture-control .noUi-handle")).first
+        wait_for_dashboard(page)
+        panel = slider_panels(page).first
         panel.evaluate(WATCH_STATE_JS)
         start = _wait_quiet(page, panel, -1, quiet_s=0.5)
-        handle = panel.locator(".lecture-control .noUi-handle").first
+        handle = panel.locator(SLIDER_HANDLE).first
         handle.scroll_into_view_if_needed()
-        now, low, high = (float(handle.get_attribute(f"aria-value{a}")) for a in ("now", "min", "max"))
+        now, low, high = slider_state(handle)
         up, down = ("ArrowRight", "ArrowLeft") if high - now >= now - low else ("ArrowLeft", "ArrowRight")
         handle.focus()
         for key in [up, up, down] * (STORM // 3):     # net ten steps (fewer at the end of the range)
             page.keyboard.press(key)
         final_value = handle.get_attribute("aria-valuenow")
         assert float(final_value) != now, "the storm did not move the slider"
-        rest = _wait_quiet(page, panel, start["g"])
+        rest = _wait_quiet(page, panel, start["generation"])
         history = panel.evaluate("(panel) => panel.__lectureStates")
-        generations = [s["g"] for s in history]
+        generations = [s["generation"] for s in history]
         assert generations == sorted(generations), f"a stale result was drawn over a newer one: {generations}"
         assert rest["outcome"] == "ok", f"after the storm the panel shows {rest['outcome']!r}"
         with urllib.request.urlopen(f"{voila_app.url}/api/kernels/{kernel_id(page)}", timeout=30) as r:
@@ -205,9 +194,9 @@ def test_slider_storm_leaves_the_final_value_drawn(chromium, voila_app, path):
         away_key, back_key = ("ArrowLeft", "ArrowRight") if float(final_value) >= high else ("ArrowRight", "ArrowLeft")
         handle.focus()
         page.keyboard.press(away_key)                 # one step away ...
-        away = _wait_quiet(page, panel, rest["g"], quiet_s=0.5)
+        away = _wait_quiet(page, panel, rest["generation"], quiet_s=0.5)
         page.keyboard.press(back_key)                 # ... and back: the final value, requested alone
-        back = _wait_quiet(page, panel, away["g"], quiet_s=0.5)
+        back = _wait_quiet(page, panel, away["generation"], quiet_s=0.5)
         assert handle.get_attribute("aria-valuenow") == final_value
         assert back["outcome"] == "ok"
         assert _drawn(panel) == after_storm, "the plot after the storm is not the one of the final slider value"

@@ -9,11 +9,6 @@ f64 = torch.float64
 R, B, C = 3, 11, 5
 
 
-@pytest.fixture
-def gen():
-    return torch.Generator().manual_seed(0)
-
-
 def test_mse_is_half_squared_error_per_run(gen):
     out = torch.randn(R, B, C, generator=gen, dtype=f64)
     y = torch.randn(B, C, generator=gen, dtype=f64)
@@ -84,3 +79,23 @@ def test_get_by_name():
     assert losses.get("cross_entropy") is losses.cross_entropy
     with pytest.raises(ValueError, match="loss must be one of"):
         losses.get("hinge")
+
+
+def test_the_losses_never_read_values_off_the_cpu():
+    """A loss runs every training step: its checks look at shapes and dtypes only, so on a GPU they never wait
+    for the device. The meta device holds no values at all; every loss still runs there."""
+    out = torch.empty(R, B, C, device="meta")
+    labels = torch.empty(B, dtype=torch.long, device="meta")
+    assert losses.mse(out, torch.empty(B, C, device="meta")).shape == (R,)
+    assert losses.cross_entropy(out, labels).shape == (R,)
+    assert losses.logistic(out[..., :1], torch.empty(B, device="meta")).shape == (R,)
+    assert losses.accuracy(out, labels).shape == (R,)
+
+
+def test_labels_out_of_range_are_rejected_on_the_cpu():
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 4\]"):
+        losses.cross_entropy(torch.zeros(R, B, C), torch.full((B,), C))
+    with pytest.raises(ValueError, match="do not match"):
+        losses.cross_entropy(torch.zeros(R, B, C), torch.zeros(B + 1, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"logits must have shape \(\*, \*, 1\)"):
+        losses.logistic(torch.zeros(R, B, 2), torch.zeros(B))

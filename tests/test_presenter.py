@@ -7,10 +7,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from browser_helpers import (LOAD_TIMEOUT_MS, PANEL_STATE_JS, REDRAW_TIMEOUT_MS, assert_no_cell_errors, move_slider,
+                             open_page, wait_for_dashboard, wait_until_settled)
 from conftest import notebook_paths
-from test_browser import (LOAD_TIMEOUT_MS, PANEL_STATE_JS,
-                          REDRAW_TIMEOUT_MS, assert_no_cell_errors, move_slider, open_page, wait_for_dashboard,
-                          wait_until_settled)
 
 pytestmark = pytest.mark.browser
 

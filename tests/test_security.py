@@ -25,6 +25,7 @@ from jupyter_server.services.kernels.connection.base import (deserialize_msg_fro
                                                              serialize_msg_to_ws_v1)
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from browser_helpers import kernel_id, new_page, open_page
 from conftest import running_voila
 
 SOURCE_MARKER = "source-marker-5e1d"          # only in the notebooks' code: must never be served
@@ -161,17 +162,15 @@ def test_a_visitor_cannot_execute_code_through_the_kernel_websocket(chromium, se
     but comm and kernel-info ones (``MappingKernelManager.allowed_message_types``), on every
     channel and in both websocket protocols; a ``kernel_info_request`` sent after the attack
     is answered, so the messages did reach a live kernel's server side and were dropped there."""
-    context = chromium.new_context()
-    page = context.new_page()
+    context, page, _ = open_page(chromium, f"{security_app.url}/voila/render/tiny.ipynb", timeout_ms=120_000)
     try:
-        page.goto(f"{security_app.url}/voila/render/tiny.ipynb", wait_until="domcontentloaded", timeout=120_000)
         page.locator(".widget-slider").first.wait_for(timeout=120_000)
-        kernel_id = json.loads(page.locator("#jupyter-config-data").text_content())["kernelId"]
+        kernel = kernel_id(page)
         cookie = "; ".join(f"{c['name']}={c['value']}" for c in context.cookies())
         assert "_xsrf=" in cookie
         target = tmp_path / "executed.txt"
         for protocol in (None, V1):
-            sock = KernelSocket(security_app, kernel_id, cookie, protocol)
+            sock = KernelSocket(security_app, kernel, cookie, protocol)
             try:
                 for channel, msg in _attacks(target):
                     sock.send(channel, msg)
@@ -270,9 +269,8 @@ def test_tracebacks_never_reach_the_page(chromium, security_app):
     """A cell that raises while the page renders, and a widget callback that raises after a
     slider move: neither the traceback nor the error message reaches the page, in its HTML,
     its text or any websocket frame it receives."""
-    context = chromium.new_context()
+    context, page, _ = new_page(chromium)
     frames: list[str] = []
-    page = context.new_page()
     page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(
         payload if isinstance(payload, str) else payload.decode("utf-8", errors="replace"))))
     try:
