@@ -5,8 +5,6 @@ and tolerances several times the spread measured over seeds 0-5.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -321,15 +319,6 @@ def test_unknown_optimizer_names_are_rejected():
         X.grafting_experiment("sgd", "lbfgs")
     with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
         optim.get("lbfgs", lr=0.1)
-
-
-# --------------------------------------------------------------------------- layering
-
-def test_science_module_never_imports_plotting():
-    code = ("import sys, lecture_lib.adaptive, lecture_lib.experiments.adaptive; "
-            "bad = [m for m in ('plotly', 'ipywidgets') if m in sys.modules]; "
-            "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --------------------------------------------------------------------------- the notebook's figure builders

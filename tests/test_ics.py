@@ -14,13 +14,6 @@ from lecture_lib.optim import sgd
 F64 = torch.float64
 
 
-@pytest.mark.parametrize("module", [ics, experiments], ids=["ics", "experiments.ics"])
-def test_science_module_imports_no_widgets(module):
-    assert "plotly" not in module.__dict__ and "ipywidgets" not in module.__dict__
-    src = open(module.__file__).read()
-    assert "import plotly" not in src and "import ipywidgets" not in src
-
-
 # ---------------------------------------------------------------- 1. the outlier of A = E[aa^T]
 
 def test_outlier_eigenvalue_of_uncentered_inputs():

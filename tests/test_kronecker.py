@@ -1,8 +1,6 @@
 """Kronecker facts, random SPD matrices, inverse timings and K-FAC against the exact GN block."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -74,14 +72,6 @@ def test_bad_arguments_raise():
         K.random_spd(3, 0.5)
     with pytest.raises(ValueError, match="square"):
         K.kron_spectrum(torch.ones(2, 3), torch.eye(2))
-
-
-def test_science_modules_do_not_import_plotting():
-    code = ("import sys, lecture_lib.kronecker, lecture_lib.experiments.kronecker, lecture_lib.curvature, "
-            "lecture_lib.optim.kfac;"
-            "print(any(m.split('.')[0] in ('plotly', 'ipywidgets') for m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
 
 
 def test_notebook_panels_build_and_update():

@@ -1,8 +1,6 @@
 """Tests of the figure builders and the LivePanel wiring (no browser, no kernel)."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 
@@ -351,13 +349,6 @@ def test_cache_is_bounded():
         panel.set(lr=lr)
         assert panel.wait(10)
     assert len(panel.runner.cache) == 2
-
-
-def test_science_core_never_imports_plotting():
-    code = ("import sys, lecture_lib, lecture_lib.record, lecture_lib.models, lecture_lib.optim.base;"
-            "bad = [m for m in ('plotly', 'ipywidgets') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_state_element_reports_generation_busy_and_outcome():
