@@ -80,15 +80,8 @@ def _rows(name: str, value) -> None:
         raise ValueError(f"{name} must have shape (K, R) with K >= 1, got {shape}")
 
 
-def _direction(name: str, value) -> None:
-    d = _numbers(name, value)
-    if d.ndim != 1 or not np.all(np.isfinite(d)) or not np.any(d):
-        raise ValueError(f"{name} must be a finite, non-zero vector, got {d!r}")
-
-
 RECORDED = Where(_numbers, bad=("w", {"v": 1.0}))         # recorded norms: any array of numbers
 ROWS = Where(_rows, bad=("v", None))
-DIRECTION = Where(_direction, bad=(np.zeros(2), np.array([np.nan, 1.0]), "d", None))
 FRACTION = Real(0.0, 1.0, high_open=True)                  # where the "late" part of a run starts
 
 
@@ -105,10 +98,10 @@ def _recorded_name(arguments) -> None:
 
 
 def _direction_fits(arguments) -> None:
+    """``direction``: a finite, non-zero vector ``(D,)`` for weights ``w`` of shape ``(..., D)``."""
     w, d = _numbers("w", arguments["w"]), _numbers("direction", arguments["direction"])
-    if w.ndim == 0 or w.shape[-1] != d.shape[0]:
-        raise ValueError(f"direction must be a vector as long as the last axis of w, got shapes {d.shape} and "
-                         f"{w.shape}")
+    if d.ndim != 1 or w.shape[-1:] != d.shape or not np.all(np.isfinite(d)) or not np.any(d):
+        raise ValueError(f"direction must be a finite, non-zero (D,) vector for w (..., D), got {d}, {w.shape}")
 
 
 def _np(x) -> np.ndarray:
@@ -265,7 +258,7 @@ def equilibrium_check(record, lr, weight_decay, momentum=0.0, name: str = "w", f
             "step": step, "step_pred": step_pred, "step_rel": step / step_pred}
 
 
-@accepts(_direction_fits, w=RECORDED, direction=DIRECTION)
+@accepts(_direction_fits, w=RECORDED, direction=RECORDED)
 def angle_to(w: np.ndarray, direction) -> np.ndarray:
     """Angle (radians) between each recorded weight vector ``w`` (``(..., D)``) and a fixed ``direction`` ``(D,)``."""
     w, d = _np(w), _np(direction)

@@ -16,6 +16,19 @@ from lecture_lib.experiments import equilibrium as ex
 from lecture_lib.record import smooth
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The toy runs are tiny: on a loaded machine torch's thread hand-offs make them 10-40x slower.
+
+    (The library leaves the thread count alone: panels compute in worker threads, and kernels in the hub
+    and the app already run with ``OMP_NUM_THREADS=1``.)
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_formulas_agree_with_the_lecture():
     a, lam, rho = 0.1, 5e-4, 0.9
     assert eq.equilibrium_ratio(a, lam) == pytest.approx(math.sqrt(a / (2 * lam)), rel=1e-14)
@@ -173,3 +186,31 @@ def test_smooth_and_grad_scale():
         param_norm = {"w": np.array([[1.0], [1.0], [2.0], [2.0]])}
         grad_norm = {"w": np.array([[2.0], [2.0], [1.0], [2.0]])}
     assert eq.grad_scale(R())[0] == pytest.approx(math.sqrt((4 + 16) / 2))
+
+
+# --- the experiments behind the notebook's panels -------------------------------------------------------
+def test_plane_step_has_an_orthogonal_gradient_piece_and_an_inward_decay_piece():
+    runs = ex.plane_runs(1.0, 0.02, steps=30)
+    for k in (0, 15, 29):
+        decay, grad = runs.pieces(k)
+        w = runs.w[k]
+        assert np.allclose(decay[0], 0.0)                              # run 0: no weight decay
+        assert np.allclose(decay[1], -1.0 * 0.02 * w[1])               # −αλw points inward
+        cos = np.abs((grad * w).sum(-1)) / (np.linalg.norm(grad, axis=-1) * np.linalg.norm(w, axis=-1))
+        assert cos.max() < 1e-10                                       # −αg is orthogonal to w
+
+
+def test_panel_figures_have_the_same_uniquely_named_traces_for_every_result():
+    from lecture_lib.viz import equilibrium_panels as panels
+
+    cases = [(panels.ratio_figures, [ex.ratio_family(0.1, 2e-3, 0.0, 32, 50, 50),
+                                     ex.ratio_family(1.0, 3e-2, 0.9, 8, 50, 50)]),
+             (panels.plane_figure, [(ex.plane_runs(1.0, 0.02, 20), 19), (ex.plane_runs(0.1, 0.1, 20), 0)]),
+             (panels.balance_figures, [ex.layer_balance(0.1, 5e-3, 0.9, steps=10),
+                                       ex.layer_balance(1.0, 0.0, 0.0, steps=10)])]
+    for build, results in cases:
+        first, second = ([f] if not isinstance(f, list) else f for f in map(build, results))
+        for a, b in zip(first, second):
+            names = [t.name for t in a.data]
+            assert len(set(names)) == len(names), names
+            assert names == [t.name for t in b.data]

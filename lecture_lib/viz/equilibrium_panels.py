@@ -47,7 +47,7 @@ FAST_SIZES = Sizes(bn_steps=150, toy_min_steps=200, toy_max_steps=1500, lars_max
 
 
 def sizes(fast: bool | None = None) -> Sizes:
-    """:data:`FAST_SIZES` when ``fast`` (``None``: the ``LECTURE_FAST`` environment variable), else :data:`FULL_SIZES`."""
+    """:data:`FAST_SIZES` when ``fast`` (``None``: ask ``LECTURE_FAST``), else :data:`FULL_SIZES`."""
     return FAST_SIZES if (fast_mode() if fast is None else fast) else FULL_SIZES
 
 
@@ -80,6 +80,11 @@ def _weight_decay(default: float, low: float = 1e-4, high: float = 3e-2):
 
 def _momentum(default: float):
     return panels.slider("ρ (momentum)", 0.0, 0.95, default, step=0.05)
+
+
+def _sgd_controls(weight_decay: float, momentum: float, **more) -> dict:
+    """Sliders for α (starting at 0.1), λ and ρ, plus ``more`` controls."""
+    return {"lr": _lr(0.1), "weight_decay": _weight_decay(weight_decay), "momentum": _momentum(momentum), **more}
 
 
 # =========================================================================== 1. shrink vs growth, per layer
@@ -126,7 +131,7 @@ def balance_notes(res: ex.LayerBalance) -> str:
 def balance_panel(fast: bool | None = None) -> panels.LivePanel:
     return panels.LivePanel(
         compute=functools.partial(ex.layer_balance, steps=sizes(fast).bn_steps, batch_size=32, label_noise=0.3),
-        controls={"lr": _lr(0.1), "weight_decay": _weight_decay(5e-3), "momentum": _momentum(0.9)},
+        controls=_sgd_controls(5e-3, 0.9),
         build=balance_figures, notes=balance_notes,
         title="Weight decay shrinks, the gradient grows: per layer, per step",
         caption="A batch-normalized MLP on the digits (30% of the training labels randomized, so the gradients "
@@ -187,8 +192,7 @@ def ratio_panel(fast: bool | None = None) -> panels.LivePanel:
     s = sizes(fast)
     return panels.LivePanel(
         compute=functools.partial(ex.ratio_family, min_steps=s.toy_min_steps, max_steps=s.toy_max_steps),
-        controls={"lr": _lr(0.1), "weight_decay": _weight_decay(2e-3), "momentum": _momentum(0.0),
-                  "batch_size": panels.dropdown("B (batch size)", [8, 32, 128], 32)},
+        controls=_sgd_controls(2e-3, 0.0, batch_size=panels.dropdown("B (batch size)", [8, 32, 128], 32)),
         build=ratio_figures, notes=ratio_notes,
         title="The equilibrium ‖w‖/‖g‖ and the √(α/λ) collapse",
         caption="Four runs (α, λ), (4α, λ), (α, 4λ), (4α, 4λ) of the toy scale-invariant model, one batched "
@@ -229,7 +233,7 @@ def lars_panel(fast: bool | None = None) -> panels.LivePanel:
     s = sizes(fast)
     return panels.LivePanel(
         compute=functools.partial(ex.sgd_vs_lars, min_steps=s.toy_min_steps, max_steps=s.lars_max_steps),
-        controls={"lr": _lr(0.1), "weight_decay": _weight_decay(5e-3), "momentum": _momentum(0.0)},
+        controls=_sgd_controls(5e-3, 0.0),
         build=lars_figure, notes=lars_notes,
         title="SGD with weight decay takes LARS steps",
         caption="Left: the noisy per-step angular step of SGD + weight decay scatters around η = √(2αλ(1−ρ)) "
