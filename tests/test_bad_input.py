@@ -21,6 +21,7 @@ checkout).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import json
@@ -49,6 +50,7 @@ from lecture_lib import (adaptive, curvature, data, engine, equilibrium, exercis
 from lecture_lib.experiments import implicit_decay
 
 kfac_mod = importlib.import_module("lecture_lib.optim.kfac")   # (lecture_lib.optim.kfac is also a function)
+eqx = importlib.import_module("lecture_lib.experiments.equilibrium")
 
 F64 = torch.float64
 R = 3                       # runs of every batched object in the table
@@ -678,54 +680,55 @@ ENTRIES = [
       **declared(implicit_decay.remedies)),
     E("optimizers", implicit_decay.optimizers, dict(steps=2), None, **declared(implicit_decay.optimizers)),
     # ------------------------------------------------------------------ equilibrium
-    E("resummed_lr", equilibrium.resummed_lr, dict(lr=0.1), None, lr=pos(per_run=True, sequences=True),
-      momentum=unit(per_run=True, sequences=True)),
+    E("resummed_lr", equilibrium.resummed_lr, dict(lr=0.1), None, **declared(equilibrium.resummed_lr)),
     E("equilibrium_ratio", equilibrium.equilibrium_ratio, dict(lr=0.1, weight_decay=0.01), None,
-      lr=pos(per_run=True, sequences=True), weight_decay=pos(per_run=True, sequences=True),
-      momentum=unit(sequences=True)),
+      **declared(equilibrium.equilibrium_ratio)),
     E("equilibrium_angular_step", equilibrium.equilibrium_angular_step, dict(lr=0.1, weight_decay=0.01), None,
-      lr=pos(sequences=True), weight_decay=nonneg(sequences=True), momentum=unit(sequences=True)),
+      **declared(equilibrium.equilibrium_angular_step)),
     E("relaxation_steps", equilibrium.relaxation_steps, dict(lr=0.1, weight_decay=0.01), None,
-      lr=pos(sequences=True), weight_decay=pos(sequences=True), momentum=unit(sequences=True)),
+      **declared(equilibrium.relaxation_steps)),
     E("equilibrium_sq_norm", equilibrium.equilibrium_sq_norm, dict(lr=0.1, weight_decay=0.01, grad_scale=1.0), None,
-      lr=pos(sequences=True), weight_decay=pos(sequences=True), grad_scale=pos(sequences=True),
-      momentum=unit(sequences=True)),
+      **declared(equilibrium.equilibrium_sq_norm)),
     E("sq_norm_map", equilibrium.sq_norm_map, dict(x0=1.0, lr=0.1, weight_decay=0.01, grad_scale=1.0, steps=3),
-      None, x0=pos(sequences=True), lr=pos(sequences=True), weight_decay=nonneg(sequences=True),
-      grad_scale=pos(sequences=True), steps=Int(0), momentum=unit(sequences=True)),
+      None, **declared(equilibrium.sq_norm_map)),
     E("norm_balance", equilibrium.norm_balance, dict(param_norm=np.ones((3, 2)), grad_norm=np.ones((3, 2)), lr=0.1,
                                                      weight_decay=0.01), None,
-      lr=pos(sequences=True), weight_decay=nonneg(sequences=True), momentum=unit(sequences=True),
-      param_norm=Obj(("w", np.ones((3, 3)))), grad_norm=Obj(("g", np.ones((2, 2))))),
-    E("toy_data", equilibrium.toy_data, dict(dim=3, n=8), None, dim=Int(1), n=Int(1), seed=Seed(),
-      teacher_scale=nonneg()),
-    E("gradient_momentum_correlation", equilibrium.gradient_momentum_correlation, {}, None, momentum=unit()),
-    E("train_toy", equilibrium.train_toy, dict(lr=[0.1, 0.2], batch_size=4, steps=2, dim=3,
-                                               data=equilibrium.toy_data(dim=3, n=16)), None,
-      lr=pos(sequences=True), weight_decay=nonneg(sequences=True), momentum=unit(sequences=True),
-      init_norm=pos(sequences=True), batch_size=Int(1, 16, optional=True), steps=Int(1), optimizer=Choice(("sgd", "lars")),
-      scale=pos(), seed=Seed(), record_every=Int(1), dim=Obj((0, -1, 2.5, 5))),
-    E("late_median", equilibrium.late_median, dict(values=np.ones((4, 2))), None,
-      fraction=Num(0.0, 1.0, high_open=True), values=Obj(("v", None))),
+      **declared(equilibrium.norm_balance, param_norm=Obj(("w", {"v": 1.0}, np.ones((3, 3)))),   # + a shape mismatch
+                 grad_norm=Obj(("g", {"v": 1.0}, np.ones((2, 2)))))),
+    E("late_median", equilibrium.late_median, dict(values=np.ones((4, 2))), None, **declared(equilibrium.late_median)),
     E("grad_scale", lambda **k: equilibrium.grad_scale(cached_record(), **k), dict(name="linears.0.weight"), None,
-      fraction=Num(0.0, 1.0, high_open=True), name=Obj(("w", None))),
-    E("toy_grad_scale", equilibrium.toy_grad_scale, dict(batch_size=4, dim=3, batches=2,
-                                                         data=equilibrium.toy_data(dim=3, n=16)), None,
-      batch_size=Int(1, 16), batches=Int(1), scale=pos(), seed=Seed()),
-    E("train_bn_network", equilibrium.train_bn_network, dict(lr=0.1, batch_size=8, steps=2, hidden=(4,)), None,
-      lr=pos(sequences=True), weight_decay=nonneg(sequences=True), momentum=unit(sequences=True),
-      batch_size=Int(1, optional=True), steps=Int(1), hidden=Obj(((0,), (-2,), (2.5,), "ab", None)), seed=Seed(),
-      eval_every=Int(1, optional=True), record_every=Int(1), label_noise=unit()),
-    E("rescaled_output_gap", lambda **k: equilibrium.rescaled_output_gap(bn_model(), **k),
-      dict(x=torch.randn(6, 64, dtype=F64), factor=2.0), None, factor=pos(), x=Tensor((None, 64)),
-      messages=X_OR_INPUT),
+      **declared(equilibrium.grad_scale, name=Obj(("w", None)))),             # name: a parameter of the record
+    E("equilibrium_check", lambda **k: equilibrium.equilibrium_check(cached_record(), **k),
+      dict(lr=0.1, weight_decay=0.01, name="linears.0.weight"), None,
+      **declared(equilibrium.equilibrium_check, name=Obj(("w", None)))),
     E("angle_to", equilibrium.angle_to, dict(w=np.ones((3, 2)), direction=np.array([1.0, 0.0])), None,
-      direction=Obj((np.zeros(2), np.ones(3), np.array([NAN, 1.0]), "d", None))),
-    E("smooth (equilibrium)", equilibrium.smooth, dict(values=np.ones(5), window=3), None,
-      window=Int(1), values=Obj(("v", None, np.ones(0)))),
-    E("batch_scaling", equilibrium.batch_scaling, dict(factors=(1,), examples=64, batch_size=4), None,
-      factors=Obj(((0,), (-1,), (1.5,), ("a",), None)), lr=pos(), batch_size=Int(1), weight_decay=pos(),
-      momentum=unit(), examples=Int(1), seed=Seed()),
+      **declared(equilibrium.angle_to, direction=Obj((np.zeros(2), np.ones(3), np.array([NAN, 1.0]), "d", None)))),
+    # ------------------------------------------------------------------ experiments of notebook 05
+    E("toy_data", eqx.toy_data, dict(dim=3, n=8), None, **declared(eqx.toy_data)),
+    E("gradient_momentum_correlation", eqx.gradient_momentum_correlation, {}, None,
+      **declared(eqx.gradient_momentum_correlation)),
+    E("train_toy", eqx.train_toy, dict(lr=[0.1, 0.2], batch_size=4, steps=2, dim=3, data=eqx.toy_data(dim=3, n=16)),
+      None, **declared(eqx.train_toy), batch_size=Int(1, 16, optional=True), steps=Int(1),  # checked by engine.train
+      scale=pos(), seed=Seed(), record_every=Int(1), dim=Obj((0, -1, 2.5, 5))),             # and by the model
+    E("toy_grad_scale", eqx.toy_grad_scale, dict(batch_size=4, dim=3, batches=2, data=eqx.toy_data(dim=3, n=16)),
+      None, **declared(eqx.toy_grad_scale, batch_size=Int(1, 16))),          # at most the data's 16 examples
+    E("train_bn_network", eqx.train_bn_network, dict(lr=0.1, batch_size=8, steps=2, hidden=(4,)), None,
+      **declared(eqx.train_bn_network), batch_size=Int(1, optional=True), steps=Int(1), seed=Seed(),
+      eval_every=Int(1, optional=True), record_every=Int(1)),                # checked by engine.train
+    E("rescaled_output_gap", lambda **k: eqx.rescaled_output_gap(bn_model(), **k),
+      dict(x=torch.randn(6, 64, dtype=F64), factor=2.0), None,
+      **declared(eqx.rescaled_output_gap, x=Tensor((None, 64))), messages=X_OR_INPUT),
+    E("batch_scaling", eqx.batch_scaling, dict(factors=(1,), examples=64, batch_size=4), None,
+      **declared(eqx.batch_scaling)),
+    E("layer_balance", eqx.layer_balance, dict(lr=0.1, weight_decay=0.01, momentum=0.9, steps=2, batch_size=8), None,
+      **declared(eqx.layer_balance)),
+    E("ratio_family", eqx.ratio_family, dict(lr=0.1, weight_decay=0.01, momentum=0.0, batch_size=4, min_steps=2,
+                                             max_steps=3), None, **declared(eqx.ratio_family)),
+    E("sgd_vs_lars", eqx.sgd_vs_lars, dict(lr=0.1, weight_decay=0.01, momentum=0.0, min_steps=2, max_steps=3), None,
+      **declared(eqx.sgd_vs_lars)),
+    E("plane_runs", eqx.plane_runs, dict(lr=0.1, weight_decay=0.01, steps=2), None, **declared(eqx.plane_runs)),
+    E("decay_strengths", eqx.decay_strengths, dict(lr=0.1, momentum=0.9, decays=(0.0, 0.01), steps=2, batch_size=8),
+      None, **declared(eqx.decay_strengths)),
     # ------------------------------------------------------------------ adaptive
     E("ill_conditioned_quadratic", adaptive.ill_conditioned_quadratic, {}, None,
       **declared(adaptive.ill_conditioned_quadratic)),
@@ -1026,12 +1029,8 @@ def _fast_panel_patches():
     from lecture_lib.viz import mechanisms_panels as mp
 
     mp.DAMPING_SIZES[True] = dict(steps=20, width=16)
-    original_toy_steps = eqp._toy_steps
-    eqp._toy_steps = lambda lr, weight_decay, momentum, cap=5000: min(original_toy_steps(lr, weight_decay, momentum,
-                                                                                         cap), 200)
-    eqp.BATCH_EXAMPLES = 2000
-    eqp.LABATIE_STEPS = 60
-    eqp.BN_STEPS = 60
+    eqp.FAST_SIZES = dataclasses.replace(eqp.FAST_SIZES, toy_max_steps=200, lars_max_steps=200, batch_examples=2000,
+                                         bn_steps=60)
     return ["mechanisms_panels.damping: 20 steps, width 16", "equilibrium_panels: toy runs <= 200 steps, "
             "batch scaling 2000 examples, BN runs 60 steps"]
 

@@ -1,16 +1,31 @@
-"""Tests for lecture_lib.equilibrium: the weight-decay equilibrium of scale-invariant weights.
+"""Tests for lecture_lib.equilibrium (the weight-decay equilibrium of scale-invariant weights) and its
+experiments, lecture_lib.experiments.equilibrium.
 
 Formulas are checked against each other in float64; the toy model checks the
 measured equilibrium against the predictions within the 15% SCIENCE.md allows
 (measured ratio ≈ 1.04)."""
 import math
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from lecture_lib import equilibrium as eq
+from lecture_lib.experiments import equilibrium as ex
+from lecture_lib.record import smooth
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The toy runs are tiny: on a loaded machine torch's thread hand-offs make them 10-40x slower.
+
+    (The library leaves the thread count alone: panels compute in worker threads, and kernels in the hub
+    and the app already run with ``OMP_NUM_THREADS=1``.)
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_formulas_agree_with_the_lecture():
@@ -70,13 +85,6 @@ def test_bad_hyperparameters_raise_value_errors_naming_them(bad):
         eq.equilibrium_ratio(**kw)
 
 
-def test_science_module_does_not_import_plotting():
-    import subprocess
-    code = "import sys, lecture_lib.equilibrium; print('plotly' in sys.modules, 'ipywidgets' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False False"
-
-
 # --- the toy scale-invariant logistic model (real minibatch SGD through lecture_lib.engine) -----------
 SETTINGS = [(0.1, 5e-4, 0.0), (0.4, 5e-4, 0.0), (0.1, 5e-3, 0.0), (0.1, 5e-4, 0.9)]
 
@@ -85,12 +93,12 @@ SETTINGS = [(0.1, 5e-4, 0.0), (0.4, 5e-4, 0.0), (0.1, 5e-3, 0.0), (0.1, 5e-4, 0.
 def toy_family():
     lr, wd, mom = (list(c) for c in zip(*SETTINGS))
     # one batched computation; 20000 steps = 4 relaxation times of the slowest setting (1/(4·0.1·5e-4) = 5000)
-    rec = eq.train_toy(lr, wd, mom, steps=20000, record_every=10)
+    rec = ex.train_toy(lr, wd, mom, steps=20000, record_every=10)
     return rec, eq.equilibrium_check(rec, lr, wd, mom)
 
 
 def test_toy_weights_are_scale_invariant_and_gradients_orthogonal():
-    rec = eq.train_toy(0.1, 5e-3, steps=50, track_weights=True)
+    rec = ex.train_toy(0.1, 5e-3, steps=50, track_weights=True)
     w, g = rec.extras["w"][:, 0], rec.extras["g"][:, 0]
     cos = np.abs((w * g).sum(-1)) / (np.linalg.norm(w, axis=-1) * np.linalg.norm(g, axis=-1))
     assert cos.max() < 1e-10
@@ -114,47 +122,47 @@ def test_norm_relaxes_towards_equilibrium_from_both_sides():
     a, lam = 0.2, 5e-3
     x_star = eq.equilibrium_sq_norm(a, lam, 1.0)
     tau = eq.relaxation_steps(a, lam)
-    rec = eq.train_toy([a, a], [lam, lam], init_norm=[math.sqrt(x_star / 4), math.sqrt(4 * x_star)],
+    rec = ex.train_toy([a, a], [lam, lam], init_norm=[math.sqrt(x_star / 4), math.sqrt(4 * x_star)],
                        steps=int(6 * tau))
     w2 = rec.param_norm["w"] ** 2
     assert w2[0, 0] < 0.3 * x_star and w2[0, 1] > 3 * x_star
     late = eq.late_median(w2, 0.8)
     assert np.all(np.abs(late / late.mean() - 1) < 0.1)
     # without decay, under the same gradients, the norm only grows (Pythagoras)
-    rec0 = eq.train_toy(a, 0.0, steps=200)
+    rec0 = ex.train_toy(a, 0.0, steps=200)
     assert np.all(np.diff(rec0.param_norm["w"][:, 0]) > 0)
 
 
 def test_lars_angular_step_is_its_learning_rate():
-    rec = eq.train_toy([0.01, 0.05], 0.0, optimizer="lars", steps=100)
+    rec = ex.train_toy([0.01, 0.05], 0.0, optimizer="lars", steps=100)
     assert np.allclose(rec.angular_step["w"][:, 0], 0.01, rtol=1e-3)  # atan(eta) ≈ eta
     assert np.allclose(rec.angular_step["w"][:, 1], math.atan(0.05), rtol=1e-6)
 
 
 def test_gradients_of_successive_batches_are_nearly_orthogonal():
-    rec = eq.train_toy(0.1, 5e-3, 0.9, steps=1500, track_correlation=True)
+    rec = ex.train_toy(0.1, 5e-3, 0.9, steps=1500, track_correlation=True)
     cos = rec.extras["grad_momentum_cos"][500:, 0]
     assert abs(np.nanmean(cos)) < 0.1
     assert np.isnan(rec.extras["grad_momentum_cos"][0, 0])  # no history on the first step
 
 
 def test_linear_scaling_rule_scales_the_step_by_sqrt_n_and_the_gradient_by_one_over_sqrt_n():
-    s = eq.batch_scaling(factors=(1, 4), examples=16000)["summary"]
-    assert s["step"][1] / s["step"][0] == pytest.approx(2.0, rel=0.15)  # sqrt(4)
-    assert s["grad_scale"][1] / s["grad_scale"][0] == pytest.approx(0.5, rel=0.15)  # 1/sqrt(4): noise dominated
+    s = ex.batch_scaling(factors=(1, 4), examples=16000)
+    assert s.step[1] / s.step[0] == pytest.approx(2.0, rel=0.15)  # sqrt(4)
+    assert s.grad_scale[1] / s.grad_scale[0] == pytest.approx(0.5, rel=0.15)  # 1/sqrt(4): noise dominated
 
 
 def test_mismatched_per_run_lengths_raise():
     with pytest.raises(ValueError, match="per-run"):
-        eq.train_toy([0.1, 0.2], [1e-3, 2e-3, 3e-3], steps=5)
+        ex.train_toy([0.1, 0.2], [1e-3, 2e-3, 3e-3], steps=5)
 
 
 def test_bn_network_function_ignores_the_norm_of_its_scale_invariant_weights():
-    rec, model, data = eq.train_bn_network([0.1, 0.1], [0.0, 1e-2], steps=30, batch_size=32, label_noise=0.3,
+    rec, model, data = ex.train_bn_network([0.1, 0.1], [0.0, 1e-2], steps=30, batch_size=32, label_noise=0.3,
                                            return_model=True)
-    assert eq.scale_invariant_names(rec) == ["linears.0.weight", "linears.1.weight", "linears.2.weight"]
+    assert ex.scale_invariant_names(rec) == ["linears.0.weight", "linears.1.weight", "linears.2.weight"]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    gap = eq.rescaled_output_gap(model, data.x_train, 10.0)
+    gap = ex.rescaled_output_gap(model, data.x_train, 10.0)
     assert np.all(gap < 1e-2)  # exact up to the normalizer's eps and float32
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and running stats restored
@@ -162,10 +170,38 @@ def test_bn_network_function_ignores_the_norm_of_its_scale_invariant_weights():
 
 def test_smooth_and_grad_scale():
     x = np.arange(10.0)[:, None] * np.ones((1, 2))
-    s = eq.smooth(x, 3)
+    s = smooth(x, 3)  # the project's one (centred) smoother
     assert s.shape == x.shape and np.allclose(s[1:-1, 0], x[1:-1, 0]) and s[0, 0] == pytest.approx(0.5)
 
     class R:  # a minimal record: ||w|| ||g|| = 2 and 4 in the two halves, RMS over the second half
         param_norm = {"w": np.array([[1.0], [1.0], [2.0], [2.0]])}
         grad_norm = {"w": np.array([[2.0], [2.0], [1.0], [2.0]])}
     assert eq.grad_scale(R())[0] == pytest.approx(math.sqrt((4 + 16) / 2))
+
+
+# --- the experiments behind the notebook's panels -------------------------------------------------------
+def test_plane_step_has_an_orthogonal_gradient_piece_and_an_inward_decay_piece():
+    runs = ex.plane_runs(1.0, 0.02, steps=30)
+    for k in (0, 15, 29):
+        decay, grad = runs.pieces(k)
+        w = runs.w[k]
+        assert np.allclose(decay[0], 0.0)                              # run 0: no weight decay
+        assert np.allclose(decay[1], -1.0 * 0.02 * w[1])               # −αλw points inward
+        cos = np.abs((grad * w).sum(-1)) / (np.linalg.norm(grad, axis=-1) * np.linalg.norm(w, axis=-1))
+        assert cos.max() < 1e-10                                       # −αg is orthogonal to w
+
+
+def test_panel_figures_have_the_same_uniquely_named_traces_for_every_result():
+    from lecture_lib.viz import equilibrium_panels as panels
+
+    cases = [(panels.ratio_figures, [ex.ratio_family(0.1, 2e-3, 0.0, 32, 50, 50),
+                                     ex.ratio_family(1.0, 3e-2, 0.9, 8, 50, 50)]),
+             (panels.plane_figure, [(ex.plane_runs(1.0, 0.02, 20), 19), (ex.plane_runs(0.1, 0.1, 20), 0)]),
+             (panels.balance_figures, [ex.layer_balance(0.1, 5e-3, 0.9, steps=10),
+                                       ex.layer_balance(1.0, 0.0, 0.0, steps=10)])]
+    for build, results in cases:
+        first, second = ([f] if not isinstance(f, list) else f for f in map(build, results))
+        for a, b in zip(first, second):
+            names = [t.name for t in a.data]
+            assert len(set(names)) == len(names), names
+            assert names == [t.name for t in b.data]
