@@ -66,30 +66,24 @@ FALLBACKS = ("identity", "diagonal")
 # ----------------------------------------------------------------------------- solve
 def _eigenbases_fit_gradient(arguments: Mapping) -> None:
     """Relation of :func:`kron_damped_solve`: QA ``(…, n, n)``, dA ``(…, n)``, QS ``(…, m, m)``, dS ``(…, m)``,
-    G ``(…, m, n)`` floating point, leading (run) dimensions that broadcast, per-run damping one per run."""
-    QA, dA, QS, dS, G, damping = (arguments[k] for k in ("QA", "dA", "QS", "dS", "G", "damping"))
-    for name, t, d in (("QA", QA, 2), ("dA", dA, 1), ("QS", QS, 2), ("dS", dS, 1), ("G", G, 2)):
-        if t.dim() < d:
-            raise ValueError(f"{name} must have at least {d} dimensions, got shape {tuple(t.shape)}")
-    n, m = QA.shape[-1], QS.shape[-1]
-    for name, got, want in (("QA", QA.shape[-2:], (n, n)), ("dA", dA.shape[-1:], (n,)), ("QS", QS.shape[-2:], (m, m)),
-                            ("dS", dS.shape[-1:], (m,)), ("G", G.shape[-2:], (m, n))):
-        if tuple(got) != want:
-            raise ValueError(f"{name} must end in shape {want} (QA is n x n = {n} x {n}, QS is m x m = {m} x {m}, "
-                             f"G is m x n), got {tuple(got)}")
+    G ``(…, m, n)`` floating point with the factors in its dtype, leading (run) dimensions that broadcast,
+    a per-run damping with one value per run."""
+    t = {k: arguments[k] for k in ("QA", "dA", "QS", "dS", "G")}
+    n, m = t["QA"].shape[-1], t["QS"].shape[-1]
+    ends = {"QA": (n, n), "dA": (n,), "QS": (m, m), "dS": (m,), "G": (m, n)}
+    bad = [k for k, end in ends.items() if t[k].dim() < len(end) or tuple(t[k].shape[-len(end):]) != end]
     try:
-        lead = torch.broadcast_shapes(QA.shape[:-2], dA.shape[:-1], QS.shape[:-2], dS.shape[:-1], G.shape[:-2])
+        torch.broadcast_shapes(*(t[k].shape[:-len(end)] for k, end in ends.items()))
     except RuntimeError:
-        raise ValueError("the leading (run) dimensions of QA, dA, QS, dS and G do not match: "
-                         f"{tuple(QA.shape)}, {tuple(dA.shape)}, {tuple(QS.shape)}, {tuple(dS.shape)}, "
-                         f"{tuple(G.shape)}") from None
-    if not G.is_floating_point():
-        raise TypeError(f"G must be a floating-point tensor, got dtype {G.dtype}")
-    if any(t.dtype != G.dtype for t in (QA, dA, QS, dS)):
-        raise TypeError(f"QA, dA, QS and dS must have G's dtype {G.dtype}, got "
-                        f"{[str(t.dtype) for t in (QA, dA, QS, dS)]}")
-    if isinstance(damping, torch.Tensor) and damping.dim() == 1 and (G.dim() < 3 or damping.shape[0] != G.shape[0]):
-        raise ValueError(f"damping holds {damping.shape[0]} per-run values but G has leading dimensions {tuple(lead)}")
+        bad = bad or ["the leading (run) dimensions of QA, dA, QS, dS and G"]
+    if bad:
+        raise ValueError(f"{bad[0]}: shapes {[tuple(v.shape) for v in t.values()]} do "
+                         f"not fit QA (…, n, n), dA (…, n), QS (…, m, m), dS (…, m), G (…, m, n)")
+    if not t["G"].is_floating_point() or any(v.dtype != t["G"].dtype for v in t.values()):
+        raise TypeError(f"G must be floating point and QA, dA, QS, dS of its dtype, got {[v.dtype for v in t.values()]}")
+    damping = arguments["damping"]
+    if isinstance(damping, torch.Tensor) and damping.dim() == 1 and (t["G"].dim() < 3 or len(damping) != len(t["G"])):
+        raise ValueError(f"damping holds {len(damping)} per-run values but G has shape {tuple(t['G'].shape)}")
 
 
 @accepts(_eigenbases_fit_gradient, QA=Tensor(), dA=Tensor(), QS=Tensor(), dS=Tensor(), G=Tensor(),
@@ -114,8 +108,7 @@ def kron_damped_solve(QA: torch.Tensor, dA: torch.Tensor, QS: torch.Tensor, dS: 
 
 
 def _square(arguments: Mapping) -> None:
-    M = arguments["M"]
-    if M.dim() < 2 or M.shape[-1] != M.shape[-2]:
+    if (M := arguments["M"]).dim() < 2 or M.shape[-1] != M.shape[-2]:
         raise ValueError(f"M must be a (batch of) square matrices, got shape {tuple(M.shape)}")
 
 
@@ -141,10 +134,8 @@ class KFACState(NamedTuple):
 
 def need_batch(batch, who: str):
     """``batch=(x, y)`` for a transformation that estimates statistics on the mini-batch (``y`` may be None)."""
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise ValueError(f"{who} needs the mini-batch on this step: call update(updates, state, params, "
-                         f"batch=(x, y)) (lecture_lib.engine.train and TransformOptimizer.step(batch=...) do); "
-                         f"got batch={batch!r:.60}")
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):  # engine.train and TransformOptimizer.step pass it
+        raise ValueError(f"{who} needs the mini-batch on this step: update(updates, state, params, batch=(x, y))")
     return batch
 
 
