@@ -129,10 +129,6 @@ def _batch_fits_data(arguments: Mapping) -> None:
         check_int("batch_size", arguments["batch_size"], low=1, high=arguments["data"].n_train)
 
 
-def _seed_per_run(arguments: Mapping) -> None:
-    check_seeds("seed", arguments["seed"], arguments["model"].runs)
-
-
 def _optimizer_fits_model(arguments: Mapping) -> None:
     """Per-run hyperparameters (and what a schedule returns at step 0) hold one value per run of the model."""
     runs = arguments["model"].runs
@@ -143,7 +139,7 @@ def _optimizer_fits_model(arguments: Mapping) -> None:
                              f"model holds {runs} runs (model.runs); pass a float or a tensor of shape ({runs},)")
 
 
-RELATIONS = (_loss_fits_task, _batch_fits_data, _seed_per_run, _optimizer_fits_model)
+RELATIONS = (_loss_fits_task, _batch_fits_data, _optimizer_fits_model)
 SPECS = dict(model=Where(_batched_model, bad=("mlp", None, nn.Linear(3, 1))), data=Instance(Dataset),
              loss=Where(_loss, bad=("hinge", 3), optional=True),
              optimizer=Where(_transformation, bad=("sgd", None, torch.optim.SGD)),
@@ -201,7 +197,8 @@ class Trainer:
     @accepts(*RELATIONS, **SPECS)
     def __init__(self, model: nn.Module, data: Dataset, loss, optimizer: Transform, batch_size: int | None = None,
                  seed=0, diverge_above: float | None = 1e6):
-        self.runs, self.seed = model.runs, seed
+        self.runs = model.runs
+        self.seed = check_seeds("seed", seed, self.runs)    # an int (shared order) or R ints (one per run)
         n = data.n_train
         self.batch_size = None if batch_size in (None, n) else batch_size
         self.diverge_above = math.inf if diverge_above is None else float(diverge_above)
