@@ -21,6 +21,10 @@ points :math:`f \pm \sqrt{K} e_k` (weights :math:`1/2K`), which reproduce the Ga
 first two moments and hence the expectation of any quadratic in :math:`y` exactly. So for
 mse, :math:`F = G` is a theorem the tests check, not a definition.
 
+The Kronecker factors themselves (hooks, sampled targets, output-Hessian square roots) are
+estimated in :mod:`lecture_lib.kfac_statistics`, which the K-FAC optimizer uses too;
+:func:`kfac_factors` is its one-run, float64 view for comparisons with the exact matrices.
+
 Per-layer blocks: :func:`layer_block` takes a layer's rows and columns in the order of
 :math:`\bar W = [W\; b]` flattened row-major, the order in which the K-FAC block is
 :func:`kfac_block` = ``kron(S, A)`` (the lecture's :math:`A \otimes S` for column-stacking vec).
@@ -32,7 +36,7 @@ Martens & Grosse (2015); Grosse, CSC 2541 Lectures 4-5 (2022).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
@@ -40,8 +44,8 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp
 
 from . import losses as _losses
-from ._validate import check_callable, check_choice, check_int, check_seed, check_tensor
-from .optim.kfac import CURVATURES, _loss_name, check_inputs, estimate_factors, kfac_layers, output_hessian_sqrt
+from ._validate import Choice, Function, Instance, Int, Seed, Tensor, accepts, check_int
+from .kfac_statistics import CURVATURES, INPUTS, LOSS, MODEL, estimate_factors, output_hessian_sqrt, targets_match
 
 __all__ = ["FlatModel", "flatten", "hessian", "gauss_newton", "fisher", "empirical_fisher", "blocks",
            "layer_block", "kfac_factors", "kfac_block", "hvp", "gnvp", "lanczos", "top_eigenvalues"]
@@ -57,23 +61,58 @@ class FlatModel(NamedTuple):
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # fn(theta, x) -> outputs (B, K)
 
 
-def _check_run(model: nn.Module, run) -> int:
-    """``run`` must index one of the model's runs (the leading dimension of its parameters)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module from lecture_lib.models, got {type(model).__name__}")
-    first = next(model.parameters(), None)
+# ----------------------------------------------------------------------------- declarations
+def run_of_model(arguments: Mapping) -> None:
+    """Relation: ``run`` indexes one of the model's runs (the leading dimension of its parameters)."""
+    first = next(arguments["model"].parameters(), None)
     if first is None or first.dim() == 0:
         raise ValueError("model must have parameters with a leading run dimension")
-    return check_int("run", run, 0, first.shape[0] - 1)
+    check_int("run", arguments["run"], 0, first.shape[0] - 1)
 
 
+def _one_batch(arguments: Mapping) -> None:
+    x, y = arguments["x"], arguments["y"]
+    if x.dim() != 2 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"x must be (batch, features) and y hold one target per row, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+
+
+def _vector_of_one_run(arguments: Mapping) -> None:
+    size = sum(p[0].numel() for p in arguments["model"].parameters())
+    if tuple(arguments["v"].shape) != (size,):
+        raise ValueError(f"v must have shape ({size},) (the run's parameters, flattened), got {tuple(arguments['v'].shape)}")
+
+
+def _hessian_needs_targets(arguments: Mapping) -> None:
+    if arguments["matrix"] == "hessian" and arguments["y"] is None:
+        raise ValueError("matrix='hessian' needs the targets y")
+
+
+def _layer_of(arguments: Mapping) -> None:
+    layer = arguments["layer"]
+    if not isinstance(layer, str) or f"{layer}.weight" not in arguments["flat"].slices:
+        raise ValueError(f"layer must name a linear layer of the model, e.g. 'linears.0'; got {layer!r}")
+
+
+def _square(*names):
+    def square(arguments: Mapping) -> None:
+        for name in names:
+            if arguments[name].shape[0] != arguments[name].shape[1]:
+                raise ValueError(f"{name} must be a square matrix, got shape {tuple(arguments[name].shape)}")
+    return square
+
+
+RUN = Int(0)                                     # with the relation run_of_model
+BATCH = (run_of_model, targets_match)            # the relations of a (model, x, y, run) function
+
+
+@accepts(run_of_model, model=MODEL, run=RUN)
 def flatten(model: nn.Module, run: int = 0) -> FlatModel:
     """Run ``run`` of ``model`` as ``fn(theta, x) -> (B, K)`` in float64 (other runs held fixed, no grad).
 
     The model is evaluated functionally (:func:`torch.func.functional_call`) on float64 copies of
     its parameters and buffers, so the model itself is never modified.
     """
-    run = _check_run(model, run)
     named = dict(model.named_parameters())
     names = list(named)
     shapes = {n: tuple(p.shape[1:]) for n, p in named.items()}
@@ -114,11 +153,11 @@ def _batch_loss(loss_name: str, flat: FlatModel, x, y):
     return J
 
 
+@accepts(*BATCH, model=MODEL, x=INPUTS, y=Tensor(), loss=LOSS, run=RUN)
 def hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, run: int = 0) -> torch.Tensor:
     r"""Full Hessian :math:`\nabla^2_\theta J` of the batch loss, ``(P, P)`` float64."""
-    check_inputs(x, y)
     flat = flatten(model, run)
-    return torch.func.hessian(_batch_loss(_loss_name(loss), flat, x, y))(flat.theta)
+    return torch.func.hessian(_batch_loss(loss, flat, x, y))(flat.theta)
 
 
 def _jacobian(flat: FlatModel, x) -> torch.Tensor:
@@ -130,13 +169,12 @@ def _output_hessian(loss_name: str, f: torch.Tensor) -> torch.Tensor:
     return L @ L.transpose(-1, -2)
 
 
+@accepts(run_of_model, model=MODEL, x=INPUTS, loss=LOSS, run=RUN)
 def gauss_newton(model: nn.Module, x: torch.Tensor, loss, run: int = 0) -> torch.Tensor:
     r"""Gauss-Newton matrix :math:`G = \tfrac1B\sum_b J_b^\top H_{\text{out},b} J_b`, ``(P, P)`` float64."""
-    loss_name = _loss_name(loss)
-    check_inputs(x)
     flat = flatten(model, run)
     Jac = _jacobian(flat, x)
-    H = _output_hessian(loss_name, flat.fn(flat.theta, x))
+    H = _output_hessian(loss, flat.fn(flat.theta, x))
     return torch.einsum("bkp,bkl,blq->pq", Jac, H, Jac) / Jac.shape[0]
 
 
@@ -153,9 +191,7 @@ def _target_distribution(loss_name: str, f_b: torch.Tensor):
     return points, torch.full((2 * K,), 1.0 / (2 * K), dtype=f_b.dtype, device=f_b.device)
 
 
-def _gradient_outer(model, x, loss, run, targets_of) -> torch.Tensor:
-    loss_name = _loss_name(loss)
-    check_inputs(x)
+def _gradient_outer(model, x, loss_name, run, targets_of) -> torch.Tensor:
     flat = flatten(model, run)
     Jac = _jacobian(flat, x)
     f = flat.fn(flat.theta, x).detach()
@@ -170,31 +206,28 @@ def _gradient_outer(model, x, loss, run, targets_of) -> torch.Tensor:
     return F / f.shape[0]
 
 
+@accepts(run_of_model, model=MODEL, x=INPUTS, loss=LOSS, run=RUN)
 def fisher(model: nn.Module, x: torch.Tensor, loss, run: int = 0) -> torch.Tensor:
     r"""True Fisher :math:`\tfrac1B\sum_b \mathbb{E}_{y\sim p(\cdot|f_b)}[g_b g_b^\top]`, expectation computed exactly."""
     return _gradient_outer(model, x, loss, run, lambda name, f_b, b: _target_distribution(name, f_b))
 
 
+@accepts(*BATCH, _one_batch, model=MODEL, x=INPUTS, y=Tensor(), loss=LOSS, run=RUN)
 def empirical_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, run: int = 0) -> torch.Tensor:
     r"""Empirical Fisher :math:`\tfrac1B\sum_b g_b g_b^\top` with the training targets :math:`y_b`."""
-    check_tensor("y", y)
-    check_inputs(x, y)
-    if x.dim() != 2 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"x must be (batch, features) and y hold one target per row, got {tuple(x.shape)} and "
-                         f"{tuple(y.shape)}")
     return _gradient_outer(model, x, loss, run, lambda name, f_b, b: ([y[b]], [1.0]))
 
 
+@accepts(matrix=Tensor(dim=2, finite=False), flat=Instance(FlatModel))
 def blocks(matrix: torch.Tensor, flat: FlatModel) -> dict[tuple[str, str], torch.Tensor]:
     """All parameter-by-parameter blocks ``{(name_i, name_j): matrix[i, j]}`` of a ``(P, P)`` matrix."""
     return {(a, b): matrix[flat.slices[a], flat.slices[b]] for a in flat.names for b in flat.names}
 
 
+@accepts(_layer_of, flat=Instance(FlatModel))
 def layer_indices(flat: FlatModel, layer: str) -> torch.Tensor:
     """Positions in ``theta`` of a layer's :math:`\\bar W = [W\\; b]`, flattened row-major."""
     w = f"{layer}.weight"
-    if w not in flat.slices:
-        raise ValueError(f"layer must name a linear layer of the model, e.g. 'linears.0'; got {layer!r}")
     out, n_in = flat.shapes[w]
     W = torch.arange(flat.slices[w].start, flat.slices[w].stop).reshape(out, n_in)
     b = f"{layer}.bias"
@@ -203,19 +236,18 @@ def layer_indices(flat: FlatModel, layer: str) -> torch.Tensor:
     return W.reshape(-1)
 
 
+@accepts(_layer_of, matrix=Tensor(dim=2, finite=False), flat=Instance(FlatModel))
 def layer_block(matrix: torch.Tensor, flat: FlatModel, layer: str) -> torch.Tensor:
     """The diagonal block of one linear layer in :math:`\\bar W` row-major order (comparable to :func:`kfac_block`)."""
     idx = layer_indices(flat, layer)
     return matrix[idx][:, idx]
 
 
+@accepts(*BATCH, model=MODEL, x=INPUTS, y=Tensor(optional=True), loss=LOSS, curvature=Choice(CURVATURES),
+         run=RUN, seed=Seed())
 def kfac_factors(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss, curvature: str = "ggn",
                  run: int = 0, seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """K-FAC factors ``{layer: (A, S)}`` of one run on one batch, float64 (see :func:`~lecture_lib.optim.kfac.estimate_factors`)."""
-    curvature = check_choice("curvature", curvature, CURVATURES)
-    seed = check_seed("seed", seed)
-    run = _check_run(model, run)
-    check_inputs(x, y)
+    """K-FAC factors ``{layer: (A, S)}`` of one run on one batch, float64 (see :func:`~lecture_lib.kfac_statistics.estimate_factors`)."""
     params = {n: p.detach().to(torch.float64) for n, p in model.named_parameters()}
     params.update({n: b.detach().to(torch.float64) if b.is_floating_point() else b
                    for n, b in model.named_buffers()})
@@ -224,49 +256,38 @@ def kfac_factors(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss
     return {n: (A[run], S[run]) for n, (A, S) in factors.items()}
 
 
+@accepts(_square("A", "S"), A=Tensor(dim=2), S=Tensor(dim=2))
 def kfac_block(A: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     r"""The explicit K-FAC block in :math:`\bar W` row-major order: ``kron(S, A)`` (= :math:`A\otimes S` for column-stacking vec)."""
-    for name, M in (("A", A), ("S", S)):
-        check_tensor(name, M, dim=2)
-        if M.shape[0] != M.shape[1]:
-            raise ValueError(f"{name} must be a square matrix, got shape {tuple(M.shape)}")
     return torch.kron(S, A)
 
 
 # ----------------------------------------------------------------------------- matrix-free
-def _check_vector(v, flat: FlatModel) -> None:
-    check_tensor("v", v, shape=(flat.theta.numel(),))
-
-
+@accepts(*BATCH, _vector_of_one_run, model=MODEL, x=INPUTS, y=Tensor(), loss=LOSS, v=Tensor(dim=1), run=RUN)
 def hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, v: torch.Tensor, run: int = 0) -> torch.Tensor:
     r"""Hessian-vector product :math:`Hv` (forward-over-reverse), never forming :math:`H`."""
-    check_inputs(x, y)
     flat = flatten(model, run)
-    _check_vector(v, flat)
-    J = _batch_loss(_loss_name(loss), flat, x, y)
+    J = _batch_loss(loss, flat, x, y)
     return jvp(torch.func.grad(J), (flat.theta,), (v.to(device=flat.theta.device, dtype=torch.float64),))[1]
 
 
+@accepts(run_of_model, _vector_of_one_run, model=MODEL, x=INPUTS, loss=LOSS, v=Tensor(dim=1), run=RUN)
 def gnvp(model: nn.Module, x: torch.Tensor, loss, v: torch.Tensor, run: int = 0) -> torch.Tensor:
     r"""Gauss-Newton-vector product :math:`\tfrac1B\sum_b J_b^\top H_{\text{out},b} (J_b v)`: one jvp and one vjp."""
-    loss_name = _loss_name(loss)
-    check_inputs(x)
     flat = flatten(model, run)
-    _check_vector(v, flat)
     f, Jv = jvp(lambda t: flat.fn(t, x), (flat.theta,), (v.to(device=flat.theta.device, dtype=torch.float64),))
-    HJv = (_output_hessian(loss_name, f.detach()) @ Jv.unsqueeze(-1)).squeeze(-1) / f.shape[0]
+    HJv = (_output_hessian(loss, f.detach()) @ Jv.unsqueeze(-1)).squeeze(-1) / f.shape[0]
     _, pullback = vjp(lambda t: flat.fn(t, x), flat.theta)
     return pullback(HJv)[0]
 
 
+@accepts(matvec=Function(), dim=Int(1), k=Int(1), iters=Int(1, optional=True), seed=Seed())
 def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int = 6, iters: int | None = None,
             seed: int = 0) -> torch.Tensor:
     """Top-``k`` eigenvalues (largest first) of a symmetric operator by Lanczos with full reorthogonalization."""
-    check_callable("matvec", matvec)
-    dim, k = check_int("dim", dim), check_int("k", k)
-    iters = max(3 * k, 30) if iters is None else check_int("iters", iters)
+    iters = max(3 * k, 30) if iters is None else iters
     m = min(dim, iters)
-    g = torch.Generator().manual_seed(check_seed("seed", seed))
+    g = torch.Generator().manual_seed(seed)
     q = torch.randn(dim, generator=g, dtype=torch.float64)
     Q = [q / q.norm()]
     alpha, beta = [], []
@@ -294,11 +315,11 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int = 6
     return torch.linalg.eigvalsh(T).flip(0)[:k]
 
 
+@accepts(*BATCH, _hessian_needs_targets, model=MODEL, x=INPUTS, y=Tensor(optional=True), loss=LOSS,
+         matrix=Choice(("hessian", "ggn")), k=Int(1), run=RUN, iters=Int(1, optional=True))
 def top_eigenvalues(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss, matrix: str = "ggn",
                     k: int = 6, run: int = 0, iters: int | None = None) -> torch.Tensor:
     """Top-``k`` eigenvalues of the Hessian (``matrix='hessian'``) or Gauss-Newton matrix (``'ggn'``) by Lanczos."""
-    check_choice("matrix", matrix, ("hessian", "ggn"))
-    check_inputs(x, y if matrix == "hessian" else None)
     P = flatten(model, run).theta.numel()
     if matrix == "hessian":
         return lanczos(lambda v: hvp(model, x, y, loss, v, run), P, k, iters)

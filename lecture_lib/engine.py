@@ -41,10 +41,9 @@ import torch
 from torch import nn
 
 from . import losses as losses_mod
-from ._validate import check_int, check_positive, check_seeds
+from ._validate import Function, Instance, Int, Where, accepts, check_choice, check_int, check_positive, check_seeds
 from .data import Dataset
 from .optim.base import Transform
-from .optim.kfac import observe as observe_batch
 from .record import Record
 
 TrackFn = Callable[[nn.Module, dict, dict, Any], torch.Tensor]
@@ -81,55 +80,79 @@ class MinibatchStream:
 
 
 # ---------------------------------------------------------------------------------------------
-# validation helpers
+# declarations: what train and Trainer accept
 # ---------------------------------------------------------------------------------------------
-def _model_runs(model: nn.Module) -> int:
+def _batched_model(name: str, model) -> None:
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module from lecture_lib.models, got {type(model).__name__}")
+        raise TypeError(f"{name} must be a torch.nn.Module from lecture_lib.models, got {type(model).__name__}")
     runs = getattr(model, "runs", None)
     if not isinstance(runs, int):
-        raise TypeError("model must have an integer attribute `runs` (the leading run dimension of its parameters)")
-    for name, p in model.named_parameters():
-        if p.dim() == 0 or p.shape[0] != runs:
-            raise ValueError(f"parameter {name!r} has shape {tuple(p.shape)}; every parameter needs a leading "
-                             f"run dimension of size model.runs={runs}")
-    if not any(True for _ in model.parameters()):
-        raise ValueError("model has no parameters to train")
-    return runs
+        raise TypeError(f"{name} must have an integer attribute `runs` (the leading run dimension of its parameters)")
+    bad = [(n, tuple(p.shape)) for n, p in model.named_parameters() if p.dim() == 0 or p.shape[0] != runs]
+    if bad or not any(True for _ in model.parameters()):
+        raise ValueError(f"{name} needs parameters, each with a leading run dimension of size model.runs={runs}; "
+                         f"got {bad or 'no parameters'}")
 
 
-def _check_seed(seed, runs: int):
-    return check_seeds("seed", seed, runs)
+def _loss(name: str, loss) -> None:
+    if isinstance(loss, str):
+        check_choice(name, loss, losses_mod.LOSSES)
+    elif not callable(loss):
+        raise TypeError(f"{name} must be a name ({', '.join(losses_mod.LOSSES)}), a callable or None, got {loss!r}")
 
 
-def _hparam_runs(name: str, value, runs: int):
-    if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] != runs:
-        raise ValueError(f"optimizer hyperparameter {name!r} holds {value.shape[0]} per-run values but the "
-                         f"model holds {runs} runs (model.runs); pass a float or a tensor of shape ({runs},)")
-
-
-def _check_optimizer(optimizer, runs: int):
+def _transformation(name: str, optimizer) -> None:
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise TypeError("optimizer must be a gradient transformation (lecture_lib.optim: init/update/hparams), "
+        raise TypeError(f"{name} must be a gradient transformation (lecture_lib.optim: init/update/hparams), "
                         f"got {type(optimizer).__name__}")
-    for name, value in dict(getattr(optimizer, "hparams", {}) or {}).items():
-        if name == "lr" and callable(value):  # a schedule: check what it returns at the first step
-            value = value(0)
-        _hparam_runs(name, value, runs)
+
+
+def _threshold(name: str, value) -> None:
+    if value != math.inf:             # inf (or None): stop only on non-finite losses
+        check_positive(name, value)
+
+
+def _track_fns(name: str, track) -> None:
+    if not isinstance(track, Mapping) or not all(callable(f) for f in track.values()):
+        raise TypeError(f"{name} must be a dict {{name: fn(model, params, grads, opt_state) -> (R, ...) tensor}}")
+
+
+def _loss_fits_task(arguments: Mapping) -> None:
+    loss, data = arguments["loss"], arguments["data"]
+    if loss in ("cross_entropy", "logistic") and data.task == "regression":
+        raise ValueError(f"loss {loss!r} needs class labels but the data are a regression task "
+                         f"({data.name}); use loss='mse' (or None for the task's default)")
+
+
+def _batch_fits_data(arguments: Mapping) -> None:
+    if arguments["batch_size"] is not None:
+        check_int("batch_size", arguments["batch_size"], low=1, high=arguments["data"].n_train)
+
+
+def _optimizer_fits_model(arguments: Mapping) -> None:
+    """Per-run hyperparameters (and what a schedule returns at step 0) hold one value per run of the model."""
+    runs = arguments["model"].runs
+    for name, value in dict(getattr(arguments["optimizer"], "hparams", {}) or {}).items():
+        value = value(0) if name == "lr" and callable(value) else value
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] != runs:
+            raise ValueError(f"optimizer hyperparameter {name!r} holds {value.shape[0]} per-run values but the "
+                             f"model holds {runs} runs (model.runs); pass a float or a tensor of shape ({runs},)")
+
+
+RELATIONS = (_loss_fits_task, _batch_fits_data, _optimizer_fits_model)
+SPECS = dict(model=Where(_batched_model, bad=("mlp", None, nn.Linear(3, 1))), data=Instance(Dataset),
+             loss=Where(_loss, bad=("hinge", 3), optional=True),
+             optimizer=Where(_transformation, bad=("sgd", None, torch.optim.SGD)),
+             batch_size=Int(1, optional=True),
+             diverge_above=Where(_threshold, bad=(-1.0, 0.0, math.nan, -math.inf, "big", [1e6]), optional=True))
 
 
 def _resolve_loss(loss, data: Dataset):
     if loss is None:
         return data.default_loss, losses_mod.get(data.default_loss)
     if isinstance(loss, str):
-        fn = losses_mod.get(loss)
-        if loss in ("cross_entropy", "logistic") and data.task == "regression":
-            raise ValueError(f"loss {loss!r} needs class labels but the data are a regression task "
-                             f"({data.name}); use loss='mse' (or None for the task's default)")
-        return loss, fn
-    if callable(loss):
-        return getattr(loss, "__name__", "custom"), loss
-    raise TypeError(f"loss must be a name ({', '.join(losses_mod.LOSSES)}), a callable or None, got {loss!r}")
+        return loss, losses_mod.get(loss)
+    return getattr(loss, "__name__", "custom"), loss
 
 
 def _plain(value):
@@ -171,21 +194,14 @@ class Trainer:
     tensors cast to the model's dtype.
     """
 
+    @accepts(*RELATIONS, **SPECS)
     def __init__(self, model: nn.Module, data: Dataset, loss, optimizer: Transform, batch_size: int | None = None,
                  seed=0, diverge_above: float | None = 1e6):
-        self.runs = _model_runs(model)
-        if not isinstance(data, Dataset):
-            raise TypeError(f"data must be a lecture_lib.data.Dataset, got {type(data).__name__}")
-        _check_optimizer(optimizer, self.runs)
-        self.seed = _check_seed(seed, self.runs)
+        self.runs = model.runs
+        self.seed = check_seeds("seed", seed, self.runs)    # an int (shared order) or R ints (one per run)
         n = data.n_train
-        if batch_size is not None:
-            batch_size = check_int("batch_size", batch_size, low=1, high=n)
         self.batch_size = None if batch_size in (None, n) else batch_size
-        if diverge_above is None or (isinstance(diverge_above, float) and diverge_above == math.inf):
-            self.diverge_above = math.inf  # stop only on non-finite losses
-        else:
-            self.diverge_above = float(check_positive("diverge_above", diverge_above))
+        self.diverge_above = math.inf if diverge_above is None else float(diverge_above)
 
         first = next(model.parameters())
         self.device, self.dtype = first.device, first.dtype
@@ -253,8 +269,6 @@ class Trainer:
         """
         k = self.step_count
         x, y = self.batch()
-        # a transform that needs the batch itself (K-FAC's curvature statistics) sees it here
-        self.state = observe_batch(self.optimizer, self.state, self.params, x, y)
         out = self.model(x)
         loss = self.loss_fn(out, y)
         if loss.shape != (self.runs,):
@@ -269,7 +283,8 @@ class Trainer:
             stats = None
             if record:
                 stats = self._pre_stats(k, loss, out, y, grads, track)
-            updates, self.state = self.optimizer.update(grads, self.state, self.params)
+            # every update sees the batch; a transform that needs it (K-FAC's statistics) reads it
+            updates, self.state = self.optimizer.update(grads, self.state, self.params, batch=(x, y))
             # a non-finite update stops its run at this step, before it touches the weights
             total = torch.stack([_run_norms(updates[n]) for n in self.names]).sum(0)
             self._stop(~torch.isfinite(total), k)
@@ -312,12 +327,9 @@ class Trainer:
     def _angle(w: torch.Tensor, u: torch.Tensor, w_norm: torch.Tensor) -> torch.Tensor:
         r"""Angle between :math:`w` and :math:`w + u`, accurate for tiny steps.
 
-        With :math:`c = u\cdot w / \lVert w
-Vert^2` and :math:`u_\perp = u - c\,w`:
-        :math:`	heta = \mathrm{atan2}(\lVert u_\perp
-Vert,\ \lVert w
-Vert (1 + c))`
-        (no :math:`1 - \cos	heta` cancellation). NaN where :math:`w = 0`.
+        With :math:`c = u\cdot w / \lVert w \rVert^2` and :math:`u_\perp = u - c\,w`:
+        :math:`\theta = \mathrm{atan2}(\lVert u_\perp \rVert,\ \lVert w \rVert (1 + c))`
+        (no :math:`1 - \cos\theta` cancellation). NaN where :math:`w = 0`.
         """
         w, u = w.flatten(1), u.flatten(1)
         c = (torch.linalg.vecdot(w, u) / w_norm.square()).unsqueeze(1)
@@ -328,6 +340,8 @@ Vert (1 + c))`
 # ---------------------------------------------------------------------------------------------
 # the loop
 # ---------------------------------------------------------------------------------------------
+@accepts(*RELATIONS, steps=Int(1), record_every=Int(1), eval_every=Int(1, optional=True),
+         track=Where(_track_fns, bad=(3, {"x": 3}), optional=True), callback=Function(optional=True), **SPECS)
 def train(model: nn.Module, data: Dataset, loss, optimizer: Transform, steps: int, batch_size: int | None = None,
           seed=0, record_every: int = 1, diverge_above: float | None = 1e6, eval_every: int | None = None,
           track: Mapping[str, TrackFn] | None = None,
@@ -358,15 +372,6 @@ def train(model: nn.Module, data: Dataset, loss, optimizer: Transform, steps: in
                     batch_size=64)
         rec.effective_lr["linears.0.weight"]   # (200, 3)
     """
-    steps = check_int("steps", steps)
-    record_every = check_int("record_every", record_every)
-    if eval_every is not None:
-        eval_every = check_int("eval_every", eval_every)
-    if track is not None and (not isinstance(track, Mapping) or not all(callable(f) for f in track.values())):
-        raise TypeError("track must be a dict {name: fn(model, params, grads, opt_state) -> (R, ...) tensor}")
-    if callback is not None and not callable(callback):
-        raise TypeError("callback must be callable as callback(step, model)")
-
     trainer = Trainer(model, data, loss, optimizer, batch_size=batch_size, seed=seed, diverge_above=diverge_above)
     record_steps = list(range(0, steps, record_every))
     eval_steps = [] if eval_every is None else sorted(set(range(0, steps, eval_every)) | {steps})

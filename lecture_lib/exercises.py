@@ -27,7 +27,7 @@ import torch
 
 from ._validate import Key, accepts
 from .optim import chain, graft, scale_by_lr, scale_by_rms, sgd, adam
-from .optim.kfac import kron_damped_solve
+from .optim import kron_damped_solve
 
 
 class ExerciseFailed(AssertionError):

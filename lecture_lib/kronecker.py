@@ -10,7 +10,7 @@ eigenvectors are :math:`r_i \otimes s_j`, and :math:`(A\otimes B)^{-1} = A^{-1}\
 The damped inverse :math:`(A\otimes B + \gamma I)^{-1}` is not a Kronecker product, but it is
 diagonal in the same basis, so it costs two eigendecompositions, :math:`O(n^3 + m^3)`,
 instead of :math:`O((nm)^3)` for a dense solve
-(:func:`~lecture_lib.optim.kfac.kron_damped_solve`).
+(:func:`~lecture_lib.optim.kron_damped_solve`).
 
 This module makes random SPD matrices with a chosen condition number and checks the facts
 numerically (:func:`kron_spectrum`). The experiments of notebook 03 -- timing the two ways to

@@ -52,8 +52,8 @@ from ._validate import (Choice, Instance, Int, NonNegative, Positive, Seed, Size
 from .losses import LOSSES
 from .models import ACTIVATIONS, MLP, DeepLinear
 from .optim.base import Transform, chain, check_runs
-from .optim.kfac import (CURVATURES, _damped_solve, eigh_factor, estimate_factors, kfac_layers,
-                         kfac_precondition)
+from .kfac_statistics import CURVATURES, estimate_factors, kfac_layers
+from .optim import eigh_factor, kfac_precondition, kron_damped_solve
 from .optim.transforms import LR, add_decayed_weights, scale_by_adam, scale_by_lr, trace
 
 OPTIMIZERS = ("sgd", "adam", "kfac-f", "kfac-g")
@@ -252,7 +252,7 @@ def kfac_gn_norm(model: nn.Module, x: torch.Tensor, factors=None) -> torch.Tenso
 
     Each term is :math:`\operatorname{tr}(S_\ell \bar W_\ell A_{\ell-1} \bar W_\ell^\top)`, with the factors
     estimated on ``x`` for the logits' Gauss-Newton matrix (output Hessian :math:`I`) by
-    :func:`~lecture_lib.optim.kfac.estimate_factors`; :math:`\bar W = [W\; b]` when the layer has a bias.
+    :func:`~lecture_lib.kfac_statistics.estimate_factors`; :math:`\bar W = [W\; b]` when the layer has a bias.
     """
     if factors is None:
         factors = estimate_factors(model, None, x, None, "mse", curvature="ggn")
@@ -339,7 +339,7 @@ def direction_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: 
         p = {k: v.requires_grad_(k == w_name) for k, v in state.items()}
         out = torch.func.functional_call(model, p, (x,))
         g = torch.autograd.grad(LOSSES[loss](out, y).sum(), p[w_name])[0]
-    step = -_damped_solve(*eigh_factor(A), *eigh_factor(S), g, damping)
+    step = -kron_damped_solve.__wrapped__(*eigh_factor(A), *eigh_factor(S), g, damping)
     w = params[w_name]
     norm = w.flatten(1).norm(dim=1).reshape(-1, 1, 1)
     w_hat = w / norm

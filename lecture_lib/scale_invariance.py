@@ -43,7 +43,7 @@ from torch.func import functional_call
 from . import optim
 from ._validate import Choice, Function, Instance, NonNegative, Positive, Tensor, Where, accepts
 from .optim.base import MASK, chain
-from .optim.kfac import check_inputs
+from .kfac_statistics import check_inputs
 from .optim.transforms import masked, project_to_unit_norm
 from .record import Record
 

@@ -379,7 +379,8 @@ def test_grafting_figures_name_every_trace_once(small_digits):
 def test_source_block_shows_code_without_docstrings():
     from lecture_lib.viz import figures
     text = figures.source_block(optim.adamw).data
-    assert text.startswith("```python\ndef adamw(") and "scale_by_adam" in text
+    # the declaration of what it accepts, then the function: no argument checks in between
+    assert text.startswith("```python\n@accepts(") and "\ndef adamw(" in text and "scale_by_adam" in text
     assert "Loshchilov" not in text  # the docstring's reference line is gone
     assert "Loshchilov" in figures.source_block(optim.adamw, docstrings=True).data
 

@@ -45,11 +45,11 @@ from lecture_lib import _validate as V
 from lecture_lib.experiments import adaptive as adaptive_experiments
 from lecture_lib.experiments import ics as ics_experiments
 from lecture_lib.experiments import kronecker as kronecker_experiments
-from lecture_lib import (adaptive, curvature, data, engine, equilibrium, exercises, ics, kronecker, losses,
-                         mechanisms, models, optim, scale_invariance)
+from lecture_lib import (adaptive, curvature, data, engine, equilibrium, exercises, ics, kfac_statistics, kronecker,
+                         losses, mechanisms, models, optim, scale_invariance)
 from lecture_lib.experiments import implicit_decay
+from lecture_lib.optim import kfac_transform as kfac_mod
 
-kfac_mod = importlib.import_module("lecture_lib.optim.kfac")   # (lecture_lib.optim.kfac is also a function)
 eqx = importlib.import_module("lecture_lib.experiments.equilibrium")
 
 F64 = torch.float64
@@ -306,19 +306,35 @@ def train_tiny(optimizer=DEFAULT, model=DEFAULT, steps=3, **kw):
     return engine.train(**args)
 
 
-def kfac_train(**kw):
-    model = tiny_mlp()
-    return train_tiny(kfac_mod.kfac_precondition(model, "mse", **kw), model=model, steps=2)
+def kfac_train(model=DEFAULT, loss="mse", **kw):
+    net = tiny_mlp()
+    return train_tiny(optim.kfac_precondition(net if model is DEFAULT else model, loss, **kw), model=net, steps=2)
 
 
-def kfac_alias_train(**kw):
-    model = tiny_mlp()
-    return train_tiny(kfac_mod.kfac(model, "mse", **kw), model=model, steps=2)
+def kfac_alias_train(model=DEFAULT, loss="mse", **kw):
+    net = tiny_mlp()
+    return train_tiny(optim.kfac(net if model is DEFAULT else model, loss, **kw), model=net, steps=2)
 
 
-def transform_optimizer_step(lr=0.1, transform=DEFAULT):
+def with_model(fn, make=None):
+    """``fn(model, ...)`` with a fresh small model unless the table passes a (bad) ``model``."""
+    def call(model=DEFAULT, **kw):
+        return fn((make or curv_model)() if model is DEFAULT else model, **kw)
+    return call
+
+
+def on_flat(fn):
+    """``fn(matrix, flat, ...)`` on the small model's flat view and a (17, 17) matrix unless the table passes them."""
+    def call(matrix=DEFAULT, flat=DEFAULT, **kw):
+        matrix = torch.eye(17, dtype=F64) if matrix is DEFAULT else matrix
+        return fn(matrix, curvature.flatten(curv_model()) if flat is DEFAULT else flat, **kw)
+    return call
+
+
+def transform_optimizer_step(lr=0.1, transform=DEFAULT, has_run_dim=False):
     net = torch.nn.Linear(3, 2).double()
-    opt = optim.TransformOptimizer(net.parameters(), optim.trace(0.9) if transform is DEFAULT else transform, lr=lr)
+    opt = optim.TransformOptimizer(net.parameters(), optim.trace(0.9) if transform is DEFAULT else transform, lr=lr,
+                                   has_run_dim=has_run_dim)
     net(torch.ones(4, 3, dtype=F64)).sum().backward()
     opt.step()
     return net
@@ -435,39 +451,46 @@ ENTRIES = [
                                                                   direction=optim.scale_by_adam()), R,
       **declared(optim.graft)),
     # ------------------------------------------------------------------ optim: aliases
-    E("sgd", lambda **k: run_transform(optim.sgd(**k)), dict(lr=0.1), R, nesterov=NESTEROV,
-      weight_decay_mask=MASK, messages={"weight_decay_mask": "mask"}, **HP),
-    E("sgdw", lambda **k: run_transform(optim.sgdw(**k)), dict(lr=0.1), R, nesterov=NESTEROV, **HP),
-    E("rmsprop", lambda **k: run_transform(optim.rmsprop(**k)), dict(lr=0.01), R, beta2=unit(per_run=True),
-      eps=pos(per_run=True), eps_in_sqrt=NESTEROV, **HP),
-    E("adam", lambda **k: run_transform(optim.adam(**k)), dict(lr=0.01), R, betas=BETAS, eps=pos(per_run=True),
-      lr=HP["lr"], weight_decay=HP["weight_decay"], messages={"betas": "beta"}),
-    E("adamw", lambda **k: run_transform(optim.adamw(**k)), dict(lr=0.01), R, betas=BETAS, eps=pos(per_run=True),
-      lr=HP["lr"], weight_decay=HP["weight_decay"], messages={"betas": "beta"}),
-    E("lars", lambda **k: run_transform(optim.lars(**k)), dict(lr=0.1), R, trust_coefficient=pos(per_run=True),
-      trust_ratio_mask=MASK, nesterov=NESTEROV, messages={"trust_ratio_mask": "mask"}, **HP),
-    E("optim.get", lambda **k: run_transform(optim.get(k.pop("name"), **k)), dict(name="adam", lr=0.01), R,
-      name=Choice(tuple(optim.OPTIMIZERS)), messages={"name": "optimizer"}),
-    E("TransformOptimizer", transform_optimizer_step, {}, None, lr=nonneg(),
-      transform=Obj(("sgd", None, optim.sgd(0.1)))),
-    # ------------------------------------------------------------------ optim: K-FAC
-    E("kfac_precondition", kfac_train, {}, R, damping=nonneg(per_run=True), stat_decay=unit(), stat_interval=Int(1),
-      inv_interval=Int(1), fallback=Choice(kfac_mod.FALLBACKS), curvature=Choice(kfac_mod.CURVATURES), seed=Seed()),
-    E("kfac", kfac_alias_train, dict(lr=0.1), R, lr=HP["lr"], damping=nonneg(per_run=True),
-      weight_decay=HP["weight_decay"], curvature=Choice(kfac_mod.CURVATURES), weight_decay_mask=MASK,
+    E("sgd", lambda **k: run_transform(optim.sgd(**k)), dict(lr=0.1), R, **declared(optim.sgd),
       messages={"weight_decay_mask": "mask"}),
-    E("kron_damped_solve", kfac_mod.kron_damped_solve,
+    E("sgdw", lambda **k: run_transform(optim.sgdw(**k)), dict(lr=0.1), R, **declared(optim.sgdw),
+      messages={"weight_decay_mask": "mask"}),
+    E("rmsprop", lambda **k: run_transform(optim.rmsprop(**k)), dict(lr=0.01), R, **declared(optim.rmsprop),
+      messages={"weight_decay_mask": "mask"}),
+    E("adam", lambda **k: run_transform(optim.adam(**k)), dict(lr=0.01), R, **declared(optim.adam),
+      messages={"betas": "beta", "weight_decay_mask": "mask"}),
+    E("adamw", lambda **k: run_transform(optim.adamw(**k)), dict(lr=0.01), R, **declared(optim.adamw),
+      messages={"betas": "beta", "weight_decay_mask": "mask"}),
+    E("lars", lambda **k: run_transform(optim.lars(**k)), dict(lr=0.1), R, **declared(optim.lars),
+      messages={"weight_decay_mask": "mask", "trust_ratio_mask": "mask"}),
+    E("optim.get", lambda **k: run_transform(optim.get(k.pop("name"), **k)), dict(name="adam", lr=0.01), R,
+      **declared(optim.get)),
+    E("TransformOptimizer", transform_optimizer_step, {}, None, **declared(optim.TransformOptimizer)),
+    # ------------------------------------------------------------------ optim: K-FAC
+    E("kfac_precondition", kfac_train, {}, R, **declared(optim.kfac_precondition)),
+    E("kfac", kfac_alias_train, dict(lr=0.1), R, **declared(optim.kfac), messages={"weight_decay_mask": "mask"}),
+    E("kron_damped_solve", optim.kron_damped_solve,
       dict(QA=torch.eye(3, dtype=F64), dA=torch.ones(3, dtype=F64), QS=torch.eye(2, dtype=F64),
            dS=torch.ones(2, dtype=F64), G=torch.ones(2, 3, dtype=F64), damping=0.1), None,
-      QA=Obj((torch.eye(3, 4), torch.ones(3), torch.full((3, 3), NAN), torch.empty(0, 0), "QA")),
-      dA=Obj((torch.ones(2), torch.ones(3, 2), torch.tensor([1.0, INF, 1.0]), torch.ones(()), "dA")),
-      QS=Obj((torch.eye(3), torch.ones(2), torch.eye(2, 3), [[1.0, 0.0], [0.0, 1.0]])),
-      dS=Obj((torch.ones(3), torch.ones(2, 3), torch.tensor([NAN, 1.0]), None)),
-      G=Obj((torch.ones(3, 2), torch.ones(2), torch.ones(2, 3, dtype=torch.long), torch.full((2, 3), NAN), torch.empty(2, 0))),
-      damping=nonneg()),
-    E("estimate_factors", lambda **k: kfac_mod.estimate_factors(curv_model(), None, **k),
-      dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse"), None, x=Tensor((None, 2)),
-      loss=Choice(("mse", "cross_entropy", "logistic")), curvature=Choice(kfac_mod.CURVATURES), messages=X_OR_INPUT),
+      **declared(optim.kron_damped_solve,   # the tensors: shapes that disagree with each other (the relation)
+                 QA=Obj((torch.eye(3, 4), torch.ones(3), torch.full((3, 3), NAN), torch.empty(0, 0), "QA")),
+                 dA=Obj((torch.ones(2), torch.ones(3, 2), torch.tensor([1.0, INF, 1.0]), torch.ones(()), "dA")),
+                 QS=Obj((torch.eye(3), torch.ones(2), torch.eye(2, 3), [[1.0, 0.0], [0.0, 1.0]])),
+                 dS=Obj((torch.ones(3), torch.ones(2, 3), torch.tensor([NAN, 1.0]), None)),
+                 G=Obj((torch.ones(3, 2), torch.ones(2), torch.ones(2, 3, dtype=torch.long),
+                        torch.full((2, 3), NAN), torch.empty(2, 0), torch.ones(2, 3, dtype=torch.float32))))),
+    E("eigh_factor", optim.eigh_factor, dict(M=torch.eye(3, dtype=F64)), None, **declared(optim.eigh_factor)),
+    # ------------------------------------------------------------------ K-FAC statistics
+    E("estimate_factors", lambda model=DEFAULT, **k: kfac_statistics.estimate_factors(
+        curv_model() if model is DEFAULT else model, None, **k),
+      dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse"), None,
+      **declared(kfac_statistics.estimate_factors, x=Tensor((None, 2))), messages=X_OR_INPUT),
+    E("sample_targets", kfac_statistics.sample_targets, dict(loss="cross_entropy", out=torch.zeros(2, 3, 4)), None,
+      **declared(kfac_statistics.sample_targets)),
+    E("output_hessian_sqrt", kfac_statistics.output_hessian_sqrt, dict(loss="cross_entropy", out=torch.zeros(2, 3, 4)),
+      None, **declared(kfac_statistics.output_hessian_sqrt)),
+    E("check_inputs", kfac_statistics.check_inputs, dict(x=torch.ones(4, 2), y=torch.ones(4)), None,
+      **declared(kfac_statistics.check_inputs)),
     # ------------------------------------------------------------------ models
     E("BatchedLinear", lambda x=DEFAULT, **k: forward(models.BatchedLinear, x, **k),
       dict(in_features=3, out_features=2, runs=R), R, **declared(models.BatchedLinear, x=Tensor((None, 3), finite=False)),
@@ -496,11 +519,12 @@ ENTRIES = [
       **declared(data.Dataset, x_train=Tensor((4, 2), dtype=torch.float32),
                  y_train=Tensor((4, None), dtype=torch.float32), x_test=Tensor((2, 2), dtype=torch.float32))),
     # ------------------------------------------------------------------ engine
-    E("train", train_tiny, {}, R, steps=Int(1), batch_size=Int(1, 16, optional=True), seed=Seed(per_run=True),
-      record_every=Int(1), eval_every=Int(1, optional=True), diverge_above=Obj((-1.0, 0.0, NAN, -INF, "big", [1e6])),
-      loss=Obj(("hinge", 3, "cross_entropy", "logistic")), optimizer=Obj(("sgd", None, torch.optim.SGD)),
-      model=Obj(("mlp", None, torch.nn.Linear(3, 1))), data=Obj(("digits", None)),
-      track=Obj((3, {"x": 3})), callback=Obj((3, "print"))),
+    E("train", train_tiny, {}, R, **declared(engine.train, batch_size=Int(1, 16, optional=True),  # 16 examples
+                                             seed=Seed(per_run=True), loss=Obj(("hinge", 3, "cross_entropy", "logistic")))),
+    E("Trainer", lambda **k: engine.Trainer(**{**dict(model=tiny_mlp(), data=regression_data(), loss="mse",
+                                                      optimizer=optim.sgd(0.1)), **k}).step(), {}, R,
+      **declared(engine.Trainer, batch_size=Int(1, 16, optional=True), seed=Seed(per_run=True),
+                 loss=Obj(("hinge", 3, "cross_entropy", "logistic")))),
     # ------------------------------------------------------------------ losses
     # targets' and labels' shapes are relative to the outputs (the declared relations): bad shapes listed here
     E("mse", losses.mse, dict(out=torch.ones(R, 4, 2), y=torch.ones(4, 2)), R,
@@ -518,35 +542,34 @@ ENTRIES = [
       **declared(losses.accuracy, y=Obj((torch.tensor([0, 1, 2]), torch.zeros(4, 3, dtype=torch.long), "0120", None)))),
     E("losses.get", losses.get, dict(loss="mse"), None, **declared(losses.get)),
     # ------------------------------------------------------------------ curvature
-    E("curvature.flatten", lambda **k: curvature.flatten(curv_model(), **k), {}, None, run=Int(0, 1)),
-    E("hessian", lambda **k: curvature.hessian(curv_model(), **k), dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse"),
-      None, run=Int(0, 1), x=Tensor((None, 2)), loss=Choice(("mse",)), messages=X_OR_INPUT),
-    E("gauss_newton", lambda **k: curvature.gauss_newton(curv_model(), **k), dict(x=mlp_x_y()[0], loss="mse"),
-      None, run=Int(0, 1), x=Tensor((None, 2)), loss=Choice(("mse",)), messages=X_OR_INPUT),
-    E("fisher", lambda **k: curvature.fisher(curv_model(), **k), dict(x=mlp_x_y()[0], loss="mse"), None,
-      run=Int(0, 1), x=Tensor((None, 2)), messages=X_OR_INPUT),
-    E("empirical_fisher", lambda **k: curvature.empirical_fisher(curv_model(), **k),
-      dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse"), None, run=Int(0, 1), x=Tensor((None, 2)),
-      y=Tensor((6, 2)), messages={"x": "x|input", "y": "y|target"}),
-    E("kfac_factors", lambda **k: curvature.kfac_factors(curv_model(), **k),
-      dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse"), None, run=Int(0, 1), x=Tensor((None, 2)),
-      curvature=Choice(kfac_mod.CURVATURES), seed=Seed(), messages=X_OR_INPUT),
-    E("hvp", lambda **k: curvature.hvp(curv_model(), **k),
-      dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse", v=torch.ones(17, dtype=F64)), None, run=Int(0, 1),
-      v=Tensor((17,)), x=Tensor((None, 2)), messages=X_OR_INPUT),
-    E("gnvp", lambda **k: curvature.gnvp(curv_model(), **k), dict(x=mlp_x_y()[0], loss="mse",
-                                                                   v=torch.ones(17, dtype=F64)), None,
-      run=Int(0, 1), v=Tensor((17,)), x=Tensor((None, 2)), messages=X_OR_INPUT),
-    E("lanczos", curvature.lanczos, dict(matvec=lambda v: 2.0 * v, dim=5, k=2), None, dim=Int(1), k=Int(1),
-      iters=Int(1, optional=True), seed=Seed(), matvec=Obj((None, "2v"))),
-    E("top_eigenvalues", lambda **k: curvature.top_eigenvalues(curv_model(), **k),
-      dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse", k=2, iters=5), None, matrix=Choice(("hessian", "ggn")),
-      k=Int(1), run=Int(0, 1), iters=Int(1, optional=True)),
-    E("layer_block", lambda layer: curvature.layer_block(torch.eye(17, dtype=F64), curvature.flatten(curv_model()),
-                                                         layer), dict(layer="linears.0"), None,
-      layer=Obj(("linears.9", "linears", 0, None))),
+    E("curvature.flatten", with_model(curvature.flatten), {}, None, **declared(curvature.flatten, run=Int(0, 1))),
+    E("hessian", with_model(curvature.hessian), dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse"), None,
+      **declared(curvature.hessian, run=Int(0, 1), x=Tensor((None, 2))), messages=X_OR_INPUT),
+    E("gauss_newton", with_model(curvature.gauss_newton), dict(x=mlp_x_y()[0], loss="mse"), None,
+      **declared(curvature.gauss_newton, run=Int(0, 1), x=Tensor((None, 2))), messages=X_OR_INPUT),
+    E("fisher", with_model(curvature.fisher), dict(x=mlp_x_y()[0], loss="mse"), None,
+      **declared(curvature.fisher, run=Int(0, 1), x=Tensor((None, 2))), messages=X_OR_INPUT),
+    E("empirical_fisher", with_model(curvature.empirical_fisher), dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse"),
+      None, **declared(curvature.empirical_fisher, run=Int(0, 1), x=Tensor((None, 2)), y=Tensor((6, 2))),
+      messages={"x": "x|input", "y": "y|target"}),
+    E("kfac_factors", with_model(curvature.kfac_factors), dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse"), None,
+      **declared(curvature.kfac_factors, run=Int(0, 1), x=Tensor((None, 2))), messages=X_OR_INPUT),
+    E("hvp", with_model(curvature.hvp), dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse", v=torch.ones(17, dtype=F64)),
+      None, **declared(curvature.hvp, run=Int(0, 1), v=Tensor((17,)), x=Tensor((None, 2))), messages=X_OR_INPUT),
+    E("gnvp", with_model(curvature.gnvp), dict(x=mlp_x_y()[0], loss="mse", v=torch.ones(17, dtype=F64)), None,
+      **declared(curvature.gnvp, run=Int(0, 1), v=Tensor((17,)), x=Tensor((None, 2))), messages=X_OR_INPUT),
+    E("lanczos", curvature.lanczos, dict(matvec=lambda v: 2.0 * v, dim=5, k=2), None, **declared(curvature.lanczos)),
+    E("top_eigenvalues", with_model(curvature.top_eigenvalues),
+      dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse", k=2, iters=5), None,
+      **declared(curvature.top_eigenvalues, run=Int(0, 1))),
+    E("layer_block", on_flat(curvature.layer_block), dict(layer="linears.0"), None,
+      **declared(curvature.layer_block, layer=Obj(("linears.9", "linears", 0, None)))),
+    E("layer_indices", lambda flat=DEFAULT, **k: curvature.layer_indices(
+        curvature.flatten(curv_model()) if flat is DEFAULT else flat, **k), dict(layer="linears.0"), None,
+      **declared(curvature.layer_indices, layer=Obj(("linears.9", "linears", 0, None)))),
+    E("blocks", on_flat(curvature.blocks), {}, None, **declared(curvature.blocks)),
     E("kfac_block", curvature.kfac_block, dict(A=torch.eye(2, dtype=F64), S=torch.eye(3, dtype=F64)), None,
-      A=Tensor((2, 2)), S=Tensor((3, 3))),
+      **declared(curvature.kfac_block, A=Tensor((2, 2)), S=Tensor((3, 3)))),
     # ------------------------------------------------------------------ kronecker
     E("random_spd", kronecker.random_spd, dict(n=3), None, **declared(kronecker.random_spd)),
     E("kron_spectrum", kronecker.kron_spectrum, dict(A=small_spd(3), B=small_spd(2)), None,
@@ -903,7 +926,7 @@ def test_every_declared_function_is_in_the_table():
 
 def test_table_covers_every_science_module():
     functions = {e.name.split(" ")[0].split(".")[-1] for e in ENTRIES}
-    for module in (optim, kfac_mod, models, data, engine, losses, curvature, kronecker, ics, scale_invariance,
+    for module in (optim, kfac_mod, kfac_statistics, models, data, engine, losses, curvature, kronecker, ics, scale_invariance,
                    equilibrium, adaptive, mechanisms, exercises):
         public = {n for n, f in vars(module).items() if callable(f) and not n.startswith("_")
                   and getattr(f, "__module__", "").startswith(module.__name__)}
@@ -945,7 +968,7 @@ def _draw_hparams(data, names, runs):
 
 def _optimizer(alias, model, hp):
     if alias == "kfac":
-        return kfac_mod.kfac(model, "mse", curvature="ggn", stat_interval=1, inv_interval=2, **hp)
+        return optim.get("kfac", model=model, loss="mse", curvature="ggn", stat_interval=1, inv_interval=2, **hp)
     return optim.get(alias, **hp)
 
 
@@ -1125,7 +1148,7 @@ def test_the_sweep_sees_errors_rejections_and_nan():
     """The panel checks can fail: a toy panel that draws NaN, rejects a value and crashes is caught at each."""
     import plotly.graph_objects as go
 
-    from lecture_lib.viz import figures, panels
+    from lecture_lib.viz import panels
 
     def compute(a=1.0, mode="ok"):
         if mode == "crash":
@@ -1139,7 +1162,7 @@ def test_the_sweep_sees_errors_rejections_and_nan():
 
     panel = panels.LivePanel(compute, {"a": panels.slider("a", 0.0, 2.0, 1.0),
                                        "mode": panels.dropdown("mode", ["ok", "crash"], "ok")},
-                             figure=figure(compute()), update=lambda fw, y: figures.copy_trace_data(fw, figure(y)))
+                             build=figure)
     steps = {(s["control"], s["value"]): s for s in sweep_panel(panel, per_value_timeout=20)}
     assert steps[(None, "None")]["outcome"] == "ok" and not steps[(None, "None")]["nonfinite"]
     assert steps[("a", "0.0")]["nonfinite"] == ["figure 0 trace 0 ('toy') y"]

@@ -1,17 +1,16 @@
-"""K-FAC: the eigenbasis solve, the statistics, the hooks, the transform, the engine."""
+"""K-FAC: the eigenbasis solve, the statistics, the hooks, the transform, the engine, the torch.optim adapter."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lecture_lib import losses
+from lecture_lib import losses, optim
 from lecture_lib.data import Dataset, teacher
 from lecture_lib.engine import train
+from lecture_lib.kfac_statistics import estimate_factors, layer_taps, output_hessian_sqrt
 from lecture_lib.models import MLP, DeepLinear
-from lecture_lib.optim.base import apply_updates
-from lecture_lib.optim.kfac import (estimate_factors, kfac, kfac_precondition, kron_damped_solve, layer_taps,
-                                    observe, output_hessian_sqrt)
-
+from lecture_lib.optim import (TransformOptimizer, add_decayed_weights, chain, kfac, kfac_precondition,
+                               kron_damped_solve)
 
 
 @pytest.fixture(autouse=True)
@@ -86,12 +85,13 @@ def test_hooks_removed_after_context_and_on_exception():
     assert _hook_count(model) == 0
 
 
-def test_observe_leaves_model_untouched():
+def test_statistics_step_leaves_model_untouched():
     model = MLP([3, 4, 2], norm="batch", runs=2, dtype=torch.float64)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     t = kfac_precondition(model, "mse", curvature="fisher")
     params = dict(model.named_parameters())
-    state = observe(t, t.init(params), params, torch.randn(6, 3), torch.randn(6, 2))
+    grads = {n: torch.zeros_like(p) for n, p in params.items()}
+    _, state = t.update(grads, t.init(params), params, batch=(torch.randn(6, 3), torch.randn(6, 2)))
     assert state.A and _hook_count(model) == 0
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -135,9 +135,8 @@ def test_output_hessian_sqrt_factors_softmax_hessian():
 # ------------------------------------------------------------------ the optimizer
 def _step(opt, model, state, x, y, loss="mse"):
     params = {n: p.detach() for n, p in model.named_parameters()}
-    state = observe(opt, state, params, x, y)
     grads = dict(zip(params, torch.autograd.grad(losses.get(loss)(model(x), y).sum(), list(model.parameters()))))
-    updates, state = opt.update(grads, state, params)
+    updates, state = opt.update(grads, state, params, batch=(x, y))
     with torch.no_grad():
         for n, p in params.items():
             p.add_(updates[n])
@@ -234,9 +233,8 @@ def test_statistics_and_inverses_are_amortized():
     grads = {n: torch.ones_like(p) for n, p in params.items()}
     seen_A, seen_eig = [], []
     for k in range(6):
-        state = observe(opt, state, params, x * (k + 1), None)
+        _, state = opt.update(grads, state, params, batch=(x * (k + 1), None))
         seen_A.append(state.A["linears.0"].clone())
-        _, state = opt.update(grads, state, params)
         seen_eig.append(state.eig["linears.0"][1].clone())
     changed = [not torch.equal(seen_A[k], seen_A[k - 1]) for k in range(1, 6)]
     assert changed == [False, True, False, True, False]        # re-estimated on steps 0, 2, 4
@@ -248,7 +246,7 @@ def test_update_without_statistics_and_bad_arguments_raise():
     model = MLP([3, 4, 2], dtype=torch.float64)
     opt = kfac_precondition(model, "mse")
     params = dict(model.named_parameters())
-    with pytest.raises(ValueError, match="observe"):
+    with pytest.raises(ValueError, match="batch"):
         opt.update({n: torch.zeros_like(p) for n, p in params.items()}, opt.init(params), params)
     with pytest.raises(ValueError, match="curvature"):
         kfac_precondition(model, "mse", curvature="hessian")
@@ -266,9 +264,8 @@ def test_batchnorm_parameters_use_the_fallback():
     for fallback in ("identity", "diagonal"):
         opt = kfac_precondition(model, "mse", curvature="ggn", fallback=fallback, damping=0.5)
         params = dict(model.named_parameters())
-        state = observe(opt, opt.init(params), params, x, y)
         grads = {n: torch.randn_like(p) for n, p in params.items()}
-        updates, _ = opt.update(grads, state, params)
+        updates, _ = opt.update(grads, opt.init(params), params, batch=(x, y))
         g = grads["norms.0.gain"]
         expected = g if fallback == "identity" else g / (g * g + 0.5)
         assert torch.allclose(updates["norms.0.gain"], expected, atol=1e-15)
@@ -301,3 +298,85 @@ def test_kfac_beats_sgd_on_an_ill_conditioned_linear_network():
         opt = sgd(lr=1e-3) if name == "sgd" else kfac(model, "mse", lr=0.5, damping=1e-6, curvature="ggn")
         out[name] = train(model, data, "mse", opt, steps=40).loss[-1, 0]
     assert out["kfac"] < 1e-6 * out["sgd"]
+
+
+# ------------------------------------------------------------------ no hidden channels
+def test_the_batch_is_an_argument_of_the_update_and_nothing_else():
+    """Two K-FAC transforms of two models in one state tree: each reads only its own batch argument."""
+    import ast
+    import inspect
+
+    import lecture_lib.curvature as curvature_mod
+    import lecture_lib.engine as engine_mod
+    import lecture_lib.optim.kfac_transform as kt
+
+    assert not hasattr(kt, "observe") and not hasattr(kt, "BatchObserver") and not hasattr(kt, "_keys")
+
+    def imports(module):
+        nodes = [n for n in ast.walk(ast.parse(inspect.getsource(module))) if isinstance(n, ast.ImportFrom)]
+        return {(n.module or "", a.name) for n in nodes for a in n.names}
+
+    assert not [i for i in imports(engine_mod) if "kfac" in i[0] or "kfac" in i[1]]    # the engine knows no K-FAC
+    assert not [i for i in imports(curvature_mod) if "optim" in i[0] or i[1].startswith("_")]
+    model = MLP([3, 4, 2], runs=1, dtype=torch.float64)
+    t = kfac_precondition(model, "mse", curvature="ggn")
+    assert set(t.hparams) == {"damping", "curvature"}       # no observer hidden in the hyperparameters
+    params = dict(model.named_parameters())
+    grads = {n: torch.ones_like(p) for n, p in params.items()}
+    x1, x2 = torch.randn(8, 3), 3.0 * torch.randn(8, 3)
+    _, s1 = t.update(grads, t.init(params), params, batch=(x1, None))
+    _, s2 = t.update(grads, t.init(params), params, batch=(x2, None))
+    A1, _ = estimate_factors(model, params, x1, None, "mse", "ggn")["linears.0"]
+    assert torch.equal(s1.A["linears.0"], A1) and not torch.equal(s1.A["linears.0"], s2.A["linears.0"])
+    # chained, masked and grafted, the batch still reaches it
+    wrapped = chain(add_decayed_weights(0.0), optim.masked(kfac_precondition(model, "mse", curvature="ggn"),
+                                                           lambda name: True))
+    _, state = wrapped.update(grads, wrapped.init(params), params, batch=(x1, None))
+    assert torch.equal(optim.find_state(state, optim.KFACState).A["linears.0"], A1)
+
+
+def test_get_builds_kfac_by_name():
+    model = MLP([3, 4, 2], runs=1, dtype=torch.float64)
+    t = optim.get("kfac", model=model, loss="mse", lr=0.1, curvature="ggn", weight_decay=0.01)
+    assert t.hparams["curvature"] == "ggn" and t.hparams["lr"] == 0.1
+    x, y = torch.randn(8, 3), torch.randn(8, 2)
+    ours, _ = _step(t, model, t.init(dict(model.named_parameters())), x, y)
+    twin = MLP([3, 4, 2], runs=1, dtype=torch.float64)
+    ref = kfac(twin, "mse", lr=0.1, curvature="ggn", weight_decay=0.01)
+    theirs, _ = _step(ref, twin, ref.init(dict(twin.named_parameters())), x, y)
+    for n in ours:
+        assert torch.equal(ours[n], theirs[n]), n
+    with pytest.raises(ValueError, match="kfac needs model, loss"):
+        optim.get("kfac", lr=0.1)
+    with pytest.raises(ValueError, match="curvature"):
+        optim.get("kfac", model=model, loss="mse", lr=0.1, curvature="hessian")
+
+
+# ------------------------------------------------------------------ the torch.optim adapter
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_transform_optimizer_with_the_batch_equals_engine_train(norm):
+    """TransformOptimizer.step(batch=(x, y)) on a torch-style loop takes exactly the engine's K-FAC steps."""
+    data = teacher(n=64, sizes=(3, 8, 2), seed=0, dtype=torch.float64)
+    kw = dict(curvature="fisher", damping=torch.tensor([0.1, 1.0]), stat_interval=2, inv_interval=3, seed=5)
+    engine_model = MLP([3, 8, 2], norm=norm, runs=2, seed=[0, 1], dtype=torch.float64)
+    loop_model = MLP([3, 8, 2], norm=norm, runs=2, seed=[0, 1], dtype=torch.float64)
+    steps = 7
+    train(engine_model, data, "mse", kfac(engine_model, "mse", lr=0.2, weight_decay=0.01, **kw), steps=steps)
+    opt = TransformOptimizer(loop_model.named_parameters(),
+                             chain(kfac_precondition(loop_model, "mse", **kw), add_decayed_weights(0.01)),
+                             lr=0.2, has_run_dim=True)
+    x, y = data.x_train, data.y_train
+    for _ in range(steps):
+        opt.zero_grad()
+        losses.mse(loop_model(x), y).sum().backward()
+        opt.step(batch=(x, y))
+    for (n, p), q in zip(engine_model.named_parameters(), loop_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12, msg=n)
+
+
+def test_transform_optimizer_without_the_batch_says_so():
+    model = MLP([3, 4, 2], runs=1, dtype=torch.float64)
+    opt = TransformOptimizer(model.named_parameters(), kfac_precondition(model, "mse"), lr=0.1, has_run_dim=True)
+    losses.mse(model(torch.randn(4, 3)), torch.randn(4, 2)).sum().backward()
+    with pytest.raises(ValueError, match="batch"):
+        opt.step()

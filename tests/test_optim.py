@@ -321,6 +321,40 @@ def test_adapter_matches_torch_optim(name):
             torch.testing.assert_close(a[k], b[k], **TOL)
 
 
+FROZEN_CASES = {
+    "sgd-momentum-l2": (lambda: chain(add_decayed_weights(1e-2), trace(0.9)),
+                        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2), 0.1),
+    "adam-l2": (lambda: chain(add_decayed_weights(0.1), scale_by_adam()),
+                lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=0.1), 1e-2),
+}
+
+
+@pytest.mark.parametrize("name", FROZEN_CASES)
+def test_adapter_leaves_a_parameter_without_gradient_untouched_like_torch_optim(name):
+    """A parameter whose .grad is None (frozen after some steps) is neither decayed nor moved by momentum."""
+    make_transform, make_torch, lr = FROZEN_CASES[name]
+    init, loss = tiny_mlp_problem()
+    trajectories = []
+    for make in (lambda p: TransformOptimizer(p.items(), make_transform(), lr=lr), lambda p: make_torch(p.values())):
+        leaves = {k: v.clone().requires_grad_() for k, v in init.items()}
+        opt = make(leaves)
+        trajectory = []
+        for step in range(STEPS):
+            if step == 5:                      # momentum / Adam moments of b1 are non-zero by now
+                leaves["b1"].requires_grad_(False)
+                leaves["b1"].grad = None
+            opt.zero_grad()
+            loss({k: v.unsqueeze(0) for k, v in leaves.items()}).sum().backward()
+            opt.step()
+            trajectory.append({k: v.detach().clone() for k, v in leaves.items()})
+        trajectories.append(trajectory)
+    ours, theirs = trajectories
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], **TOL, msg=lambda m: f"step {step}, {k}: {m}")
+    assert all(torch.equal(ours[step]["b1"], ours[4]["b1"]) for step in range(5, STEPS))
+
+
 def test_adapter_follows_step_lr_scheduler():
     w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     c = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)

@@ -191,18 +191,6 @@ def test_with_build_a_failed_first_computation_builds_the_figure_later():
     assert len(broken.figure.data) == 2 and broken.figure in broken._figure_box.children
 
 
-def test_the_older_figure_and_update_form_still_works():
-    compute = Counter()
-    panel = panels.LivePanel(
-        compute=compute, controls={"lr": panels.log_slider("α", 1e-3, 1.0, 0.1)},
-        figure=loss_figure(make_record(0.3, None)),
-        update=lambda fw, rec: figures.copy_trace_data(fw, loss_figure(rec)))
-    np.testing.assert_allclose(panel.figure.data[0].y, np.exp(-0.1 * np.arange(50)))   # the first result drawn
-    assert len(compute.calls) == 1
-    with pytest.raises(TypeError, match="build"):
-        panels.LivePanel(compute=compute, controls={}, build=loss_figure, figure=loss_figure(make_record()))
-
-
 def test_figure_widget_class_can_be_chosen_by_the_environment(monkeypatch):
     from lecture_lib.viz import live_figures
 

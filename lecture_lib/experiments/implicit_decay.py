@@ -33,7 +33,6 @@ from ..data import digits, linear_regression
 from ..engine import train
 from ..models import MLP, ScaleInvariantLinear
 from ..optim.base import per_run, run_norm, stack_runs
-from ..optim.kfac import kfac
 from ..record import Record
 from ..scale_invariance import (REMEDIES, EulerCheck, SqrtLawFit, as_table, decay_factor_positive,
                                 direction_grad_norm, euler_identities, fit_sqrt_law, layer_learning_rates,
@@ -91,8 +90,8 @@ def _optimizer(name: str, model, loss: str, lr, remedy: str, weight_decay, dampi
     if name == "sgd":
         return remedy_optimizer(lr, remedy, weight_decay, mask=dict(model.scale_invariant))
     if name == "kfac":
-        return kfac(model, loss, lr, damping=damping, weight_decay=weight_decay, curvature="ggn",
-                    stat_interval=1, inv_interval=5)
+        return optim.get("kfac", model=model, loss=loss, lr=lr, damping=damping, weight_decay=weight_decay,
+                         curvature="ggn", stat_interval=1, inv_interval=5)
     return optim.get(name, lr=lr)
 
 

@@ -28,7 +28,7 @@ from ..engine import train
 from ..adaptive import requires
 from ..kronecker import KronSpectrum, kron_spectrum, random_spd
 from ..models import ACTIVATIONS, MLP
-from ..optim.kfac import _damped_solve, eigh_factor
+from ..optim import eigh_factor, kron_damped_solve
 from ..optim.transforms import scale_by_lr
 
 
@@ -80,7 +80,7 @@ def time_inverses(widths=(4, 8, 16, 24, 32, 48), damping: float = 1e-3, repeats:
     r"""Measure the eigenbasis solve against the dense solve for square layers of growing width.
 
     For each width ``n``: random SPD ``A``, ``S`` (``n × n``), a gradient ``G``; the eigenbasis way
-    eigendecomposes both factors and calls :func:`~lecture_lib.optim.kfac.kron_damped_solve`
+    eigendecomposes both factors and calls :func:`~lecture_lib.optim.kron_damped_solve`
     (:math:`O(n^3)`); the dense way forms :math:`A\otimes S + \gamma I` (``n² × n²``) and solves
     (:math:`O(n^6)`). Best of ``repeats`` wall-clock times, float64, current torch thread count.
     """
@@ -93,7 +93,7 @@ def time_inverses(widths=(4, 8, 16, 24, 32, 48), damping: float = 1e-3, repeats:
         def eigenbasis():
             QA, dA = eigh_factor(A)
             QS, dS = eigh_factor(S)
-            out["eig"] = _damped_solve(QA, dA, QS, dS, G, damping)   # inputs built here: time the solve alone
+            out["eig"] = kron_damped_solve.__wrapped__(QA, dA, QS, dS, G, damping)   # inputs built here: time the solve alone
 
         def dense():
             M = torch.kron(A, S) + damping * torch.eye(n * n, dtype=torch.float64)

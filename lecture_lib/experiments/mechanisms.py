@@ -30,7 +30,8 @@ from ..mechanisms import (OPTIMIZERS, REGULARIZERS, SCHEME_LIST, SCHEMES, SEEDS,
                           graft_norms_, jacobian_norm, kfac_gn_norm, preconditioner, regularized, relu_net,
                           sequence_of)
 from ..optim.base import Transform, chain, find_state
-from ..optim.kfac import KFACState, _damped_solve, eigh_factor, estimate_factors
+from ..kfac_statistics import estimate_factors
+from ..optim import KFACState, eigh_factor, kron_damped_solve
 from ..optim.transforms import add_decayed_weights, scale_by_lr
 from ..record import Record
 
@@ -187,7 +188,7 @@ class DampingResult:
     gn_trace: np.ndarray           # (K, R) tr G(ŵ)
 
 
-def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor) -> dict[str, Callable]:
+def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature: str) -> dict[str, Callable]:
     r"""What :func:`damping_experiment` records each step; the one place here that reads K-FAC's state.
 
     ``'damping'`` ``(R, L, 2)``: :math:`\gamma` over the mean eigenvalue of :math:`A\otimes S`, and the cosine of
@@ -199,15 +200,21 @@ def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor) -> dict[st
 
     def relative_damping(model, params, grads, opt_state):
         state = find_state(opt_state, KFACState)
+        # before the first update K-FAC holds no statistics yet (it estimates them inside the update, from that
+        # step's batch): the probe batch's factors stand in at step 0
+        factors = ({n: (state.A[n], state.S[n]) for n in layers} if state.A else
+                   estimate_factors(model, params, probe, None, *kind))
         rel, cos = [], []
         for name in layers:
-            A, S = state.A[name], state.S[name]
+            A, S = factors[name]
             mean_eig = A.diagonal(dim1=-2, dim2=-1).mean(-1) * S.diagonal(dim1=-2, dim2=-1).mean(-1)
             rel.append(damping / mean_eig.clamp_min(1e-30))
             g = grads[f"{name}.weight"]
-            step = _damped_solve(*eigh_factor(A), *eigh_factor(S), g, damping)   # NaN of a diverged run: no error
+            step = kron_damped_solve.__wrapped__(*eigh_factor(A), *eigh_factor(S), g, damping)  # NaN passes
             cos.append(torch.nn.functional.cosine_similarity(step.flatten(1), g.flatten(1), dim=1))
         return torch.stack([torch.stack(rel, -1), torch.stack(cos, -1)], -1)
+
+    kind = ("cross_entropy", "fisher") if curvature == "kfac-f" else ("mse", "ggn")
 
     def curvature_traces(model, params, grads, opt_state):
         sq = params[f"{layers[0]}.weight"].flatten(1).square().sum(1)
@@ -243,7 +250,7 @@ def damping_experiment(curvature: str = "kfac-f", damping: float = 1e-3, weight_
     data = digits(test_fraction=test_fraction, seed=0)
     rec = train(model, data, "cross_entropy", opt, steps, batch_size=batch_size, seed=seed,
                 record_every=record_every, eval_every=eval_every, diverge_above=1e4,
-                track=_kfac_tracks(damping, layers, data.x_train[:probe_size]))
+                track=_kfac_tracks(damping, layers, data.x_train[:probe_size], curvature))
     d, t = rec.extras["damping"], rec.extras["traces"]
     return DampingResult(rec, schemes, layers, d[..., 0], d[..., 1], t[..., 0], t[..., 1])
 

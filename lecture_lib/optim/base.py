@@ -37,7 +37,15 @@ Mask = Mapping[str, bool] | Callable[[str], bool] | None
 
 
 class Transform(NamedTuple):
-    """A gradient transformation: ``init(params) -> state`` and ``update(updates, state, params) -> (updates, state)``.
+    """A gradient transformation: ``init(params) -> state`` and
+    ``update(updates, state, params=None, **extra) -> (updates, state)``.
+
+    ``extra`` are keyword arguments a training loop passes to every update, as in optax's
+    ``GradientTransformationExtraArgs``: today ``batch=(x, y)``, the mini-batch that K-FAC's
+    statistics need. A transformation that does not need one ignores it; combinators
+    (``chain``, ``masked``, ``graft``) pass it on. ``updates`` may hold fewer tensors than
+    ``init`` saw (a frozen parameter has no gradient): a transformation updates the state of the
+    tensors it is given and keeps the others' state unchanged.
 
     ``hparams`` names the hyperparameters a transformation was built with (e.g.
     ``{"lr": 0.1}``) so that a training loop can record, say, the effective
@@ -64,7 +72,7 @@ def stateless(fn: Callable[[Params, Params | None], Params], hparams: Mapping[st
         check_runs(params, **hparams)
         return EmptyState()
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, **extra):
         return fn(updates, params), state
 
     return Transform(init, update, hparams)
@@ -76,10 +84,10 @@ def chain(*transforms: Transform) -> Transform:
     def init(params):
         return tuple(t.init(params) for t in transforms)
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, **extra):
         new_state = []
         for t, s in zip(transforms, state):
-            updates, s = t.update(updates, s, params)
+            updates, s = t.update(updates, s, params, **extra)
             new_state.append(s)
         return updates, tuple(new_state)
 
@@ -90,13 +98,15 @@ def chain(*transforms: Transform) -> Transform:
 
 
 def apply_updates(params: Params, updates: Params) -> Params:
-    """``w <- w + u`` for every tensor (out of place)."""
-    return {k: params[k] + updates[k] for k in params}
+    """``w <- w + u`` for every tensor (out of place); a tensor without an update is kept."""
+    return {k: params[k] + updates[k] if k in updates else params[k] for k in params}
 
 
-def functional_step(transform: Transform, state, params: Params, grads: Params) -> tuple[Params, Any]:
-    """One optimizer step without side effects: ``(params, state) -> (new params, new state)``."""
-    updates, state = transform.update(grads, state, params)
+def functional_step(transform: Transform, state, params: Params, grads: Params, **extra) -> tuple[Params, Any]:
+    """One optimizer step without side effects: ``(params, state) -> (new params, new state)``.
+
+    ``extra`` (e.g. ``batch=(x, y)`` for K-FAC) is passed to the update."""
+    updates, state = transform.update(grads, state, params, **extra)
     return apply_updates(params, updates), state
 
 

@@ -44,9 +44,9 @@ def graft(magnitude: Transform, direction: Transform, eps: float = 1e-16) -> Tra
     def init(params):
         return GraftState(magnitude.init(params), direction.init(params))
 
-    def update(updates, state, params=None):
-        u_m, state_m = magnitude.update(updates, state.magnitude, params)
-        u_d, state_d = direction.update(updates, state.direction, params)
+    def update(updates, state, params=None, **extra):
+        u_m, state_m = magnitude.update(updates, state.magnitude, params, **extra)
+        u_d, state_d = direction.update(updates, state.direction, params, **extra)
         out = {k: run_norm(u_m[k]) / (run_norm(u_d[k]) + eps) * u_d[k] for k in u_d}
         return out, GraftState(state_m, state_d)
 

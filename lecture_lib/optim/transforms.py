@@ -62,7 +62,7 @@ def scale_by_lr(lr: float | torch.Tensor | Callable[[int], Any]) -> Transform:
         check_runs(params, lr=lr if schedule is None else schedule(0))
         return ScaleByLrState(0)
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, **extra):
         alpha = lr if schedule is None else check_nonnegative("lr", schedule(state.step))
         return ({k: -per_run(alpha, g, "lr") * g for k, g in updates.items()},
                 ScaleByLrState(state.step + 1))
@@ -97,8 +97,8 @@ def trace(momentum: float | torch.Tensor, nesterov: bool = False) -> Transform:
         check_runs(params, momentum=momentum)
         return TraceState({k: torch.zeros_like(p) for k, p in params.items()})
 
-    def update(updates, state, params=None):
-        velocity, out = {}, {}
+    def update(updates, state, params=None, **extra):
+        velocity, out = dict(state.velocity), {}
         for k, g in updates.items():
             rho = per_run(momentum, g, "momentum")
             velocity[k] = rho * state.velocity[k] + g
@@ -152,8 +152,8 @@ def scale_by_rms(beta2: float | torch.Tensor = 0.99, eps: float | torch.Tensor =
         check_runs(params, beta2=beta2, eps=eps)
         return ScaleByRmsState({k: torch.zeros_like(p) for k, p in params.items()})
 
-    def update(updates, state, params=None):
-        s_new, out = {}, {}
+    def update(updates, state, params=None, **extra):
+        s_new, out = dict(state.s), {}
         one_minus_b2 = _one_minus_power(beta2)
         for k, g in updates.items():
             b2, e = per_run(beta2, g, "beta2"), per_run(eps, g, "eps")
@@ -195,9 +195,9 @@ def scale_by_adam(beta1: float | torch.Tensor = 0.9, beta2: float | torch.Tensor
         zeros = {k: torch.zeros_like(p) for k, p in params.items()}
         return ScaleByAdamState(0, zeros, dict(zeros))
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, **extra):
         t = state.step + 1
-        m_new, s_new, out = {}, {}, {}
+        m_new, s_new, out = dict(state.m), dict(state.s), {}
         # 1 - beta and the bias corrections 1 - beta^t in float64, before the cast to the parameters' dtype
         omb1, omb2, c1, c2 = (_one_minus_power(beta1), _one_minus_power(beta2), _one_minus_power(beta1, t),
                               _one_minus_power(beta2, t))
@@ -237,11 +237,11 @@ def add_decayed_weights(weight_decay: float | torch.Tensor, mask: Mask = None) -
         resolve_mask(mask, params)  # fail early on a mask naming unknown parameters
         return EmptyState()
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, **extra):
         if not isinstance(weight_decay, torch.Tensor) and weight_decay == 0:
             return updates, state  # no decay: skip two full-size ops per tensor (g + 0 * w == g)
         params = need_params(params, "add_decayed_weights")
-        on = resolve_mask(mask, updates)
+        on = resolve_mask(mask, params)
         return {k: g + per_run(weight_decay, g, "weight_decay") * params[k] if on[k] else g
                 for k, g in updates.items()}, state
 
@@ -270,7 +270,7 @@ def scale_by_trust_ratio(trust_coefficient: float | torch.Tensor = 1e-3, mask: M
     """
     def rescale(updates, params):
         params = need_params(params, "scale_by_trust_ratio")
-        on = resolve_mask(mask, updates)
+        on = resolve_mask(mask, params)
         out = {}
         for k, g in updates.items():
             if not on[k]:
@@ -298,7 +298,7 @@ def project_to_unit_norm(mask: Mask = None) -> Transform:
     """
     def project(updates, params):
         params = need_params(params, "project_to_unit_norm")
-        on = resolve_mask(mask, updates)
+        on = resolve_mask(mask, params)
         out = {}
         for k, g in updates.items():
             if on[k]:
@@ -329,9 +329,9 @@ def masked(transform: Transform, mask: Mask) -> Transform:
     def init(params):
         return MaskedState(transform.init(select(params, resolve_mask(mask, params))))
 
-    def update(updates, state, params=None):
-        on = resolve_mask(mask, updates)
-        inner, inner_state = transform.update(select(updates, on), state.inner, select(params, on))
+    def update(updates, state, params=None, **extra):
+        on = resolve_mask(mask, updates if params is None else params)
+        inner, inner_state = transform.update(select(updates, on), state.inner, select(params, on), **extra)
         return {k: inner[k] if on[k] else g for k, g in updates.items()}, MaskedState(inner_state)
 
     return Transform(init, update, transform.hparams)
@@ -339,4 +339,4 @@ def masked(transform: Transform, mask: Mask) -> Transform:
 
 def identity() -> Transform:
     """Leave the update unchanged (plain gradient direction, e.g. SGD as a grafting magnitude)."""
-    return Transform(lambda params: EmptyState(), lambda updates, state, params=None: (updates, state))
+    return Transform(lambda params: EmptyState(), lambda updates, state, params=None, **extra: (updates, state))

@@ -15,8 +15,8 @@
 
 :func:`fast_mode` is ``True`` when the environment variable ``LECTURE_FAST`` is set to
 ``1`` (or ``true``/``yes``/``on``): notebooks then choose small step counts so that the
-test suite and CI can execute every notebook in seconds. Call it when the value is needed;
-``FAST`` (read once, at import) is kept for code not yet converted.
+test suite and CI can execute every notebook in seconds. Panels call it when they are built
+(``panel(fast=None)``), never at import, so one process can build panels at both settings.
 """
 from __future__ import annotations
 
@@ -28,8 +28,6 @@ def fast_mode(environ=os.environ) -> bool:
     return environ.get("LECTURE_FAST", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-FAST: bool = fast_mode()
+from . import figures, panels  # noqa: E402
 
-from . import figures, panels  # noqa: E402  (FAST must exist before the *_panels modules read it)
-
-__all__ = ["FAST", "fast_mode", "figures", "panels"]
+__all__ = ["fast_mode", "figures", "panels"]

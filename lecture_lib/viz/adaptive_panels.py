@@ -25,7 +25,6 @@ from plotly.subplots import make_subplots
 from ..experiments import adaptive as experiments
 from ..record import smooth
 from . import fast_mode, figures, panels
-from .figures import source_block  # noqa: F401  (notebook 05 and implicit_panels import it from here)
 
 GREY = "#9aa3ad"
 LABELS = {"sgd": "SGD", "rmsprop": "RMSprop", "adam": "Adam"}

@@ -33,8 +33,6 @@ What the panel guarantees:
   (:mod:`lecture_lib.viz.url_state`).
 
 Its widgets, CSS and DOM hooks are :class:`~lecture_lib.viz.panel_view.PanelView`'s.
-The older form ``figure=builder(compute()), update=...`` is still accepted (it computes the
-default twice).
 """
 from __future__ import annotations
 
@@ -87,28 +85,20 @@ class LivePanel(PanelView):
         title, caption: heading and one-paragraph explanation (HTML allowed in caption).
         cache_size: how many results to keep (least recently used dropped).
         progress_after: seconds of compute after which the progress bar shows.
-        figure, update: the older form, instead of ``build``: a ``go.Figure`` (or a list)
-            with ALL its traces, and ``update(fig_widget, result)`` (``update([fig_widgets],
-            result)`` for a list) setting trace data inside ``batch_update()``.
     """
 
     def __init__(self, compute: Callable[..., Any], controls: Mapping[str, widgets.Widget],
-                 figure: go.Figure | Sequence[go.Figure] | None = None,
-                 update: Callable[[Any, Any], None] | None = None,
+                 build: Callable[[Any], go.Figure | Sequence[go.Figure]],
                  notes: Callable[[Any], str] | None = None, title: str | None = None,
-                 caption: str | None = None, cache_size: int = 32, progress_after: float = 0.5,
-                 build: Callable[[Any], go.Figure | Sequence[go.Figure]] | None = None):
-        if (build is None) == (figure is None and update is None):
-            raise TypeError("give build= (or the older figure= and update=), not both")
+                 caption: str | None = None, cache_size: int = 32, progress_after: float = 0.5):
+        if not callable(build):
+            raise TypeError(f"build must be a figure builder result -> go.Figure, got {type(build).__name__}")
         self.controls: dict[str, widgets.Widget] = dict(controls)
         self.runner = ComputeRunner(compute, on_outcome=self._show, on_progress=self._show_progress,
                                     on_idle=self._on_idle, cache_size=cache_size, progress_after=progress_after)
         super().__init__(list(self.controls.values()), title=title, caption=caption)
         self._build, self._notes_fn = build, notes
-        self.live: LiveFigures | None = None       # with build=: made from the first result
-        if build is None:
-            self.live = LiveFigures(figure, update)
-            self.show_figures(self.live.widgets)
+        self.live: LiveFigures | None = None       # made from the first result
         self.result: Any = None
         self._outcome = "none"
         self._draw_error: Exception | None = None

@@ -1,0 +1,228 @@
+r"""K-FAC's statistics: the Kronecker factors :math:`A` and :math:`S` of every linear layer on one batch.
+
+For a linear layer :math:`s = \bar W \bar a` with :math:`\bar W = [W \; b]` and :math:`\bar a = [a; 1]`,
+K-FAC approximates the layer's block of the curvature by :math:`A \otimes S` (Martens & Grosse 2015):
+
+.. math::  A = \mathbb{E}[\bar a \bar a^\top], \qquad S = \mathbb{E}[\mathcal{D}s\, \mathcal{D}s^\top].
+
+Which curvature depends on where :math:`\mathcal{D}s` comes from (``curvature``, as in kfac-jax's
+named estimator modes): targets sampled from the model (``'fisher'``), the training targets
+(``'empirical'``), or the columns of a square root of the output Hessian (``'ggn'``).
+
+* :func:`layer_taps` -- forward hooks, in a context manager that always removes them;
+* :func:`sample_targets`, :func:`output_hessian_sqrt` -- the model's predictive distribution and
+  the loss's curvature in the outputs;
+* :func:`estimate_factors` -- ``{layer: (A, S)}`` on one batch.
+
+Both the exact curvature (:mod:`lecture_lib.curvature`) and the optimizer
+(:mod:`lecture_lib.optim.kfac_transform`) import these; this module imports neither.
+The declarations of a batch (:data:`INPUTS`, :func:`targets_match`, :data:`LOSS`) live here too.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from . import losses as _losses
+from ._validate import Choice, Instance, Tensor, Where, accepts, check_choice, check_tensor
+from .models import BatchedLinear
+
+CURVATURES = ("fisher", "empirical", "ggn")
+Params = dict[str, torch.Tensor]
+
+
+# ----------------------------------------------------------------------------- declarations of a batch
+def loss_name(name: str, loss) -> str:
+    """The name of a loss of :mod:`lecture_lib.losses`, given its name or the function itself."""
+    if isinstance(loss, str):
+        return check_choice(name, loss, _losses.LOSSES)
+    for key, fn in _losses.LOSSES.items():
+        if loss is fn:
+            return key
+    raise ValueError(f"{name} must be one of {', '.join(map(repr, _losses.LOSSES))} (a name or the function "
+                     "from lecture_lib.losses): K-FAC needs to know the model's predictive distribution")
+
+
+def _inputs(name: str, x) -> None:
+    check_tensor(name, x)
+    if x.dim() not in (2, 3):
+        raise ValueError(f"{name} must have shape (batch, features) or (runs, batch, features), got {tuple(x.shape)}")
+
+
+def targets_match(arguments: Mapping) -> None:
+    """Relation: ``y`` (if given) holds one target per example of ``x``, shared ``(B, ...)`` or per run ``(R, B, ...)``."""
+    x, y = arguments["x"], arguments.get("y")
+    if y is None:
+        return
+    batch = x.shape[-2]
+    if y.shape[0] != batch and not (y.dim() >= 2 and y.shape[1] == batch):
+        raise ValueError(f"y must hold one target per example of x ({batch}), got shape {tuple(y.shape)}")
+
+
+LOSS = Where(loss_name, bad=("hinge", 3, None))                 # a loss name (or function) -> its name
+INPUTS = Where(_inputs, bad=(torch.ones(3), torch.ones(1, 2, 3, 4), torch.full((3, 2), float("nan")),
+                             torch.empty(0, 2), "x", None))     # a batch x: (B, features) or (R, B, features)
+MODEL = Instance(nn.Module)
+
+
+@accepts(targets_match, x=INPUTS, y=Tensor(optional=True))
+def check_inputs(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+    """A batch for a batched model: ``x`` ``(B, features)`` or ``(R, B, features)``, finite; ``y`` with ``B`` rows.
+
+    For functions that check a batch inside their body; public functions declare ``x=INPUTS`` and
+    the relation :func:`targets_match` instead.
+    """
+
+
+# ----------------------------------------------------------------------------- hooks
+class Tap(NamedTuple):
+    """What a forward hook saw at one linear layer: its input ``a`` ``(R, B, in)`` and output ``s`` ``(R, B, out)``."""
+
+    a: torch.Tensor
+    s: torch.Tensor
+
+
+def kfac_layers(model: nn.Module) -> dict[str, BatchedLinear]:
+    """The layers K-FAC preconditions: every :class:`BatchedLinear` submodule, by name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, BatchedLinear)}
+
+
+@contextlib.contextmanager
+def layer_taps(model: nn.Module) -> Iterator[dict[str, Tap]]:
+    """Record each :class:`BatchedLinear` layer's input and output during forward passes.
+
+    Yields a dict ``{layer name: Tap(a, s)}`` filled by forward hooks (the latest pass wins).
+    The hooks are removed when the block exits, also when it exits with an exception::
+
+        with layer_taps(model) as taps:
+            out = model(x)
+        ds = torch.autograd.grad(loss(out, y).sum(), [t.s for t in taps.values()])
+    """
+    taps: dict[str, Tap] = {}
+    handles = []
+
+    def hook_for(name, layer):
+        def hook(module, inputs, output):
+            a = inputs[0]
+            if a.dim() == 2:  # inputs shared by all runs
+                a = a.unsqueeze(0).expand(layer.runs, -1, -1)
+            taps[name] = Tap(a.detach(), output)
+
+        return hook
+
+    try:
+        for name, layer in kfac_layers(model).items():
+            handles.append(layer.register_forward_hook(hook_for(name, layer)))
+        yield taps
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# ----------------------------------------------------------------------------- the loss in the outputs
+@accepts(loss=LOSS, out=Tensor(dim=3, finite=False))
+def sample_targets(loss: str, out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""Targets drawn from the model's predictive distribution :math:`y \sim p(y \mid f(x))`.
+
+    ``mse``: :math:`y = f + \epsilon`, :math:`\epsilon \sim \mathcal N(0, I)` (unit noise, so the
+    Fisher equals the Gauss-Newton matrix); ``cross_entropy``: :math:`y \sim \mathrm{softmax}(f)`;
+    ``logistic``: :math:`y \sim \mathrm{Bernoulli}(\sigma(f))`. ``out`` is ``(R, B, K)``.
+    """
+    out = out.detach()
+    if loss == "mse":
+        return out + torch.randn(out.shape, generator=generator, dtype=out.dtype).to(out.device)
+    if loss == "cross_entropy":
+        p = torch.softmax(out, -1).reshape(-1, out.shape[-1]).cpu()
+        p = torch.where(torch.isfinite(p).all(-1, keepdim=True), p, 1.0 / p.shape[-1])  # a diverging run
+        return torch.multinomial(p, 1, generator=generator).reshape(out.shape[:-1]).to(out.device)
+    p = torch.nan_to_num(torch.sigmoid(out.squeeze(-1)), nan=0.5).cpu()
+    return torch.bernoulli(p, generator=generator).to(out.device)
+
+
+@accepts(loss=LOSS, out=Tensor(dim=3, finite=False))
+def output_hessian_sqrt(loss: str, out: torch.Tensor) -> torch.Tensor:
+    r"""A factor :math:`L` with :math:`L L^\top = H_{\text{out}}`, the Hessian of the loss in the outputs.
+
+    ``out`` ``(R, B, K)``; shape ``(R, B, K, K)``. ``mse``: :math:`L = I`; ``cross_entropy``:
+    :math:`L = \mathrm{diag}(\sqrt p) - p \sqrt p^\top` (then :math:`LL^\top = \mathrm{diag}(p) - pp^\top`
+    because :math:`\sum_k p_k = 1`); ``logistic``: :math:`\sqrt{\sigma(1-\sigma)}`.
+    """
+    out = out.detach()
+    R, B, K = out.shape
+    if loss == "mse":
+        return torch.eye(K, dtype=out.dtype, device=out.device).expand(R, B, K, K)
+    if loss == "cross_entropy":
+        p = torch.softmax(out, -1)
+        sq = p.sqrt()
+        return torch.diag_embed(sq) - p.unsqueeze(-1) * sq.unsqueeze(-2)
+    p = torch.sigmoid(out)
+    return (p * (1 - p)).sqrt().unsqueeze(-1)
+
+
+# ----------------------------------------------------------------------------- the factors
+def _with_bias_column(a: torch.Tensor, bias: bool) -> torch.Tensor:
+    return torch.cat([a, torch.ones_like(a[..., :1])], -1) if bias else a
+
+
+def _second_moment(v: torch.Tensor) -> torch.Tensor:
+    """``E_b[v v^T]`` per run for ``v`` of shape ``(R, B, n)``."""
+    return v.transpose(1, 2) @ v / v.shape[1]
+
+
+def _empirical_needs_targets(arguments: Mapping) -> None:
+    if arguments["curvature"] == "empirical" and arguments["y"] is None:
+        raise ValueError("curvature='empirical' needs the training targets y")
+
+
+@accepts(targets_match, _empirical_needs_targets, model=MODEL, x=INPUTS, y=Tensor(optional=True), loss=LOSS,
+         curvature=Choice(CURVATURES), generator=Instance(torch.Generator, optional=True))
+def estimate_factors(model: nn.Module, params: Params | None, x: torch.Tensor, y: torch.Tensor | None,
+                     loss, curvature: str = "fisher",
+                     generator: torch.Generator | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    r"""Kronecker factors ``{layer: (A, S)}`` of every :class:`BatchedLinear` layer on one batch.
+
+    :math:`A = \tfrac1B\sum_b \bar a_b \bar a_b^\top` (``(R, in+1, in+1)``, the 1 for the bias) and
+    :math:`S = \tfrac1B\sum_b \mathcal{D}s_b \mathcal{D}s_b^\top` (``(R, out, out)``), where
+    :math:`\mathcal{D}s_b` is the derivative of example ``b``'s loss with respect to the layer's
+    pre-activations, back-propagated from
+
+    * ``'fisher'``: a target sampled from the model (true Fisher, K-FAC-F);
+    * ``'empirical'``: the training target ``y`` (empirical Fisher);
+    * ``'ggn'``: each column of :math:`L` with :math:`LL^\top = H_{\text{out}}` (exact Gauss-Newton,
+      K-FAC-G; the contributions of the columns are summed).
+
+    ``params`` (``None``: the model's own; may also hold buffers) are used through
+    :func:`torch.func.functional_call`, with copies of the buffers, so the model is not modified
+    (also inside ``torch.no_grad()``). With batch norm the examples of a batch interact, and
+    :math:`\mathcal{D}s` is the derivative of the batch's loss (times ``B``).
+    """
+    loss_fn = _losses.LOSSES[loss]
+    params = dict(model.named_parameters()) if params is None else params
+    state = {k: v.detach().requires_grad_(v.is_floating_point()) for k, v in params.items()}
+    for k, b in model.named_buffers():      # copies: the statistics pass must not move running averages
+        state[k] = params[k].detach().clone() if k in params else b.detach().clone()
+    layers = kfac_layers(model)
+    with torch.enable_grad(), layer_taps(model) as taps:
+        out = torch.func.functional_call(model, state, (x,))
+        names = [n for n in layers if n in taps]
+        s_list = [taps[n].s for n in names]
+        S = {n: 0.0 for n in names}
+        if curvature == "ggn":
+            L = output_hessian_sqrt(loss, out)
+            for k in range(L.shape[-1]):
+                ds = torch.autograd.grad(out, s_list, grad_outputs=L[..., k], retain_graph=True)
+                for n, d in zip(names, ds):
+                    S[n] = S[n] + _second_moment(d)
+        else:
+            targets = y if curvature == "empirical" else sample_targets(loss, out, generator)
+            ds = torch.autograd.grad(loss_fn(out, targets).sum() * out.shape[1], s_list)
+            S = {n: _second_moment(d) for n, d in zip(names, ds)}
+    factors = {}
+    for n in names:
+        a = _with_bias_column(taps[n].a, layers[n].bias is not None)
+        factors[n] = (_second_moment(a).detach(), S[n].detach())
+    return factors
