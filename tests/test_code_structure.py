@@ -92,7 +92,7 @@ def test_science_modules_are_found():
                      "lecture_lib.engine", "lecture_lib.optim", "lecture_lib.optim.base", "lecture_lib.device",
                      "lecture_lib.adaptive", "lecture_lib.ics", "lecture_lib.kronecker", "lecture_lib.curvature",
                      "lecture_lib.scale_invariance", "lecture_lib.equilibrium", "lecture_lib.mechanisms",
-                     "lecture_lib.experiments", "lecture_lib.optim.kfac"):
+                     "lecture_lib.experiments", "lecture_lib.optim.kfac_transform", "lecture_lib.kfac_statistics"):
         assert expected in names
     assert not any(".viz" in n for n in names)
 
