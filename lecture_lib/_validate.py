@@ -477,3 +477,275 @@ def Key(registry: Mapping, what: str, new: bool = False, **kw) -> Where:
             raise ValueError(f"unknown {what} {value!r} ({name}); known: {', '.join(sorted(registry))}")
 
     return Where(rule, bad=(None, 3) if new else (None, 3, "nope"), **kw)
+
+
+# =========================================================================== models, batches, runs, layers
+# One declaration per rule that several modules share (a batch of inputs, a run index, a layer name,
+# a square matrix, per-run values, a model, a loss, a gradient transformation, an array of numbers).
+# Choices that belong to other modules (the loss names) are passed in as arguments: this module
+# imports only torch, numpy and the standard library.
+
+import numpy as np
+from torch import nn
+
+
+def check_inputs_batch(name: str, x) -> torch.Tensor:
+    """A finite batch of inputs: ``(batch, features)`` shared by the runs, or ``(runs, batch, features)``."""
+    if check_tensor(name, x).dim() not in (2, 3):
+        raise ValueError(f"{name} must have shape (batch, features) or (runs, batch, features), got {tuple(x.shape)}")
+    return x
+
+
+def Inputs(**kw) -> Where:
+    """A batch of inputs for a batched model (:func:`check_inputs_batch`)."""
+    return Where(check_inputs_batch, bad=(torch.ones(3), torch.ones(1, 1, 2, 3), torch.full((3, 2), math.nan),
+                                          torch.empty(0, 2), "x", None), **kw)
+
+
+def one_target_per_example(x: str = "x", y: str = "y", per_run: bool = True):
+    """Relation: ``y`` (if given) holds one target per example of the batch ``x`` (``x.shape[-2]`` examples):
+    ``(batch, ...)``, or with ``per_run`` also ``(runs, batch, ...)``."""
+    def relation(arguments):
+        inputs, targets = arguments[x], arguments.get(y)
+        if targets is None:
+            return
+        batch = inputs.shape[-2] if inputs.dim() >= 2 else inputs.shape[0]
+        if targets.shape[0] != batch and not (per_run and targets.dim() >= 2 and targets.shape[1] == batch):
+            raise ValueError(f"{y} must hold one target per example of {x} ({batch}), got shape {tuple(targets.shape)}")
+
+    relation.__name__ = f"{y}_matches_{x}"
+    return relation
+
+
+def runs_of(model: nn.Module) -> int:
+    """The number of runs of a batched model: the leading dimension of its parameters."""
+    first = next(model.parameters(), None)
+    if first is None or first.dim() == 0:
+        raise ValueError("model must have parameters with a leading run dimension")
+    return first.shape[0]
+
+
+def run_of(*names: str, model: str = "model"):
+    """Relation: each argument in ``names`` (an int, or a sequence of ints) indexes a run of ``model``."""
+    def relation(arguments):
+        last = runs_of(arguments[model]) - 1
+        for name in names:
+            value = arguments[name]
+            if isinstance(value, (list, tuple)):
+                for i, r in enumerate(value):
+                    check_int(f"{name}[{i}] (a run of {model})", r, 0, last)
+            else:
+                check_int(f"{name} (a run of {model})", value, 0, last)
+
+    relation.__name__ = f"{'_'.join(names)}_of_{model}"
+    return relation
+
+
+def one_of(name: str, options: Callable[[Mapping], Iterable], what: str):
+    """Relation: argument ``name`` is one of ``options(arguments)`` (e.g. the layers of a model); ``what``
+    says what they are (``"a linear layer of model"``)."""
+    def relation(arguments):
+        allowed, value = list(options(arguments)), arguments[name]
+        if not any(type(value) is type(o) and value == o for o in allowed):
+            raise ValueError(f"{name} must name {what}, one of {allowed}; got {value!r}")
+
+    relation.__name__ = f"{name}_is_known"
+    return relation
+
+
+@dataclass(frozen=True)
+class Matrix(Spec):
+    """A square matrix ``(n, n)``; with ``batched`` a batch of them ``(..., n, n)``; with ``definite`` symmetric
+    positive definite (tested in float64, which reads the values)."""
+
+    batched: bool = False
+    definite: bool = False
+    finite: bool = True
+    optional: bool = False
+
+    def check(self, name, value, arguments):
+        check_tensor(name, value, dim=None if self.batched else 2, finite=self.finite)
+        if value.dim() < 2 or value.shape[-1] != value.shape[-2]:
+            what = "a (batch of) square matrices" if self.batched else "a square matrix"
+            raise ValueError(f"{name} must be {what}, got shape {tuple(value.shape)}")
+        c = value.to(torch.float64)
+        if self.definite and not (torch.allclose(c, c.mT, rtol=1e-8, atol=1e-12 * float(c.abs().max()))
+                                  and float(torch.linalg.eigvalsh(c).min()) > 0):
+            raise ValueError(f"{name} must be a symmetric positive definite matrix, got shape {tuple(value.shape)}")
+        return value
+
+    @property
+    def bad(self) -> tuple:
+        f64 = torch.float64
+        out = (torch.ones(2, 3, dtype=f64), torch.ones(2, dtype=f64), "M", None)
+        if not self.batched:
+            out += (torch.ones(2, 2, 2, dtype=f64),)
+        if self.finite:
+            out += (torch.full((2, 2), math.nan, dtype=f64),)
+        if self.definite:
+            out += (-torch.eye(2, dtype=f64), torch.zeros(2, 2, dtype=f64),
+                    torch.tensor([[1.0, 0.9], [-0.9, 1.0]], dtype=f64))
+        return out if not self.optional else tuple(v for v in out if v is not None)
+
+
+def check_per_run(runs: int, of: str, values: Mapping, single: bool = False) -> None:
+    """Every per-run value in ``values`` (a 1-D tensor, array or sequence) holds ``runs`` values (with
+    ``single`` also 1, broadcast); ``of`` names what holds the ``runs`` runs."""
+    for name, value in values.items():
+        n = len(value) if np.ndim(value) == 1 else None
+        if n is not None and n != runs and not (single and n == 1):
+            raise ValueError(f"{name} holds {n} per-run values but {of} holds {runs} runs; "
+                             f"pass a float or {runs} values, one per run")
+
+
+def one_per_run(*names: str, runs: Callable[[Mapping], int], of: str = "runs", single: bool = False):
+    """Relation: the per-run values among ``names`` hold ``runs(arguments)`` values (:func:`check_per_run`)."""
+    def relation(arguments):
+        check_per_run(runs(arguments), of, {name: arguments[name] for name in names}, single)
+
+    relation.__name__ = f"{'_'.join(names)}_one_per_run"
+    return relation
+
+
+def check_runs(params: Mapping[str, torch.Tensor], **hparams) -> int | None:
+    """Check that all parameters share one run count ``R`` and every ``(R,)`` hyperparameter matches it.
+
+    Returns ``R`` (``None`` for an empty ``params``); raises ``ValueError`` naming the culprit.
+    """
+    runs = {name: p.shape[0] if p.dim() > 0 else None for name, p in params.items()}
+    if any(r is None for r in runs.values()):
+        raise ValueError(f"every parameter needs a leading run dimension; scalars: "
+                         f"{sorted(n for n, r in runs.items() if r is None)}")
+    if len(set(runs.values())) > 1:
+        raise ValueError(f"parameters disagree on the number of runs (leading dimension): {runs}")
+    R = next(iter(runs.values()), None)
+    for name, value in hparams.items():
+        if isinstance(value, torch.Tensor) and value.dim() == 1 and R is not None and value.shape[0] != R:
+            raise ValueError(f"{name} has {value.shape[0]} values (one per run) but the parameters hold {R} runs")
+    return R
+
+
+def check_mask(mask, name: str = "mask"):
+    """A mask is ``None`` (all tensors), a dict ``{param name: bool}`` or a predicate ``name -> bool``."""
+    if mask is None or callable(mask) or isinstance(mask, Mapping):
+        return mask
+    raise TypeError(f"{name} must be a dict {{param name: bool}}, a function name -> bool, or None; "
+                    f"got {type(mask).__name__}")
+
+
+@dataclass(frozen=True)
+class Model(Spec):
+    """A ``torch.nn.Module``; with ``batched``, one of lecture_lib's batched models: an integer attribute
+    ``runs`` and parameters, each with a leading run dimension of that size."""
+
+    batched: bool = False
+    optional: bool = False
+
+    def check(self, name, model, arguments):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{name} must be a torch.nn.Module from lecture_lib.models, got {type(model).__name__}")
+        if not self.batched:
+            return model
+        runs = getattr(model, "runs", None)
+        if not isinstance(runs, int):
+            raise TypeError(f"{name} must have an integer attribute `runs` (the leading run dimension of its parameters)")
+        bad = [(n, tuple(p.shape)) for n, p in model.named_parameters() if p.dim() == 0 or p.shape[0] != runs]
+        if bad or not any(True for _ in model.parameters()):
+            raise ValueError(f"{name} needs parameters, each with a leading run dimension of size model.runs={runs}; "
+                             f"got {bad or 'no parameters'}")
+        return model
+
+    @property
+    def bad(self) -> tuple:
+        return ("mlp", 3) + ((nn.Linear(3, 1),) if self.batched else ()) + (() if self.optional else (None,))
+
+
+@dataclass(frozen=True)
+class Loss(Spec):
+    """A loss: a name in ``losses`` (a mapping name -> function), or one of its functions, returned as its
+    name; with ``custom`` also any other callable, passed on as given."""
+
+    losses: Mapping
+    custom: bool = False
+    optional: bool = False
+
+    def check(self, name, loss, arguments):
+        if isinstance(loss, str):
+            return check_choice(name, loss, self.losses)
+        if self.custom and callable(loss):
+            return loss
+        for key, fn in self.losses.items():
+            if loss is fn:
+                return key
+        raise (TypeError if self.custom else ValueError)(
+            f"{name} must be one of {', '.join(map(repr, self.losses))} (a name or the function from "
+            f"lecture_lib.losses){', a callable or None' if self.custom else ''}, got {loss!r}")
+
+    @property
+    def bad(self) -> tuple:
+        return ("hinge", 3) + (() if self.optional else (None,))
+
+
+@dataclass(frozen=True)
+class Optimizer(Spec):
+    """A gradient transformation of lecture_lib.optim: an object with ``init`` and ``update``."""
+
+    optional: bool = False
+
+    def check(self, name, optimizer, arguments):
+        if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+            raise TypeError(f"{name} must be a gradient transformation (lecture_lib.optim: init/update/hparams), "
+                            f"got {type(optimizer).__name__}")
+        return optimizer
+
+    @property
+    def bad(self) -> tuple:
+        return ("sgd", torch.optim.SGD) + (() if self.optional else (None,))
+
+
+def as_array(name: str, value) -> np.ndarray:
+    """``value`` as a float64 numpy array; a ``TypeError`` naming ``name`` if it holds no numbers."""
+    try:
+        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
+
+
+@dataclass(frozen=True)
+class Array(Spec):
+    """Numbers (a list, numpy array or tensor), passed on as a float64 numpy array. ``ndim=2``: a per-step
+    table ``(K, R)`` of a record with ``K >= min_rows``; ``ndim=1``: flattened to a vector. ``positive``:
+    its finite entries are > 0; ``finite``: all entries are finite. ``also_bad``: values that the function's
+    relations reject (the bad-input tests draw from them too)."""
+
+    ndim: int | None = None
+    min_rows: int = 1
+    positive: bool = False
+    finite: bool = False
+    also_bad: tuple = ()
+    optional: bool = False
+
+    def check(self, name, value, arguments):
+        a = as_array(name, value)
+        if self.ndim == 1:
+            a = a.ravel()
+        if self.ndim == 2 and (a.ndim != 2 or a.shape[0] < self.min_rows):
+            raise ValueError(f"{name} must have shape (K, R) with K >= {self.min_rows}, got {a.shape}")
+        if self.positive and np.any(a[np.isfinite(a)] <= 0):
+            raise ValueError(f"{name} must be positive")
+        if self.finite and not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} must be finite")
+        return a
+
+    @property
+    def bad(self) -> tuple:
+        out = ("a", [1.0, "b"])
+        if self.ndim == 2:
+            out += (np.ones(4), np.ones((self.min_rows - 1, 2)) if self.min_rows > 1 else np.ones((2, 2, 2)))
+        if self.positive:
+            out += (np.zeros((4, 2)) if self.ndim == 2 else np.array([1.0, -1.0, 1.0]),)
+        if self.finite:
+            out += (np.array([0.0, np.nan, 1.0]),)
+        if (self.ndim == 2 or self.finite) and not self.optional:
+            out += (None,)
+        return out + self.also_bad

@@ -248,8 +248,8 @@ def from_declaration(d: V.Spec) -> Spec:
         return Obj(("yes", 1) if d.optional else ("yes", 1, None))
     if isinstance(d, (V.Function, V.Instance)):
         return Obj((3, "x") if d.optional else (3, "x", None))
-    if isinstance(d, V.Where):
-        assert d.bad, "a Where declaration must list values it rejects (bad=...)"
+    if isinstance(d, (V.Where, V.Matrix, V.Model, V.Loss, V.Optimizer, V.Array)):
+        assert d.bad, f"a {type(d).__name__} declaration must list values it rejects (bad=...)"
         return Obj(tuple(d.bad))
     raise TypeError(f"no test strategy for declarations of type {type(d).__name__}")
 
