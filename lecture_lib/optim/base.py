@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .._validate import Where
+from .._validate import Where, check_mask, check_runs  # noqa: F401  (re-exported: optim.check_runs)
 
 Params = dict[str, torch.Tensor]
 Mask = Mapping[str, bool] | Callable[[str], bool] | None
@@ -126,35 +126,9 @@ def per_run(value, like: torch.Tensor, name: str = "per-run hyperparameter") -> 
     return value.to(like).reshape(-1, *([1] * (like.dim() - 1)))
 
 
-def check_runs(params: Params, **hparams) -> int | None:
-    """Check that all parameters share one run count ``R`` and every ``(R,)`` hyperparameter matches it.
-
-    Returns ``R`` (``None`` for an empty ``params``); raises ``ValueError`` naming the culprit.
-    """
-    runs = {name: p.shape[0] if p.dim() > 0 else None for name, p in params.items()}
-    if any(r is None for r in runs.values()):
-        raise ValueError(f"every parameter needs a leading run dimension; scalars: "
-                         f"{sorted(n for n, r in runs.items() if r is None)}")
-    if len(set(runs.values())) > 1:
-        raise ValueError(f"parameters disagree on the number of runs (leading dimension): {runs}")
-    R = next(iter(runs.values()), None)
-    for name, value in hparams.items():
-        if isinstance(value, torch.Tensor) and value.dim() == 1 and R is not None and value.shape[0] != R:
-            raise ValueError(f"{name} has {value.shape[0]} values (one per run) but the parameters hold {R} runs")
-    return R
-
-
 def run_norm(t: torch.Tensor) -> torch.Tensor:
     """Euclidean norm of each run's slice of a tensor, shaped ``(R, 1, ..., 1)`` to broadcast back."""
     return t.flatten(1).norm(dim=1).reshape(-1, *([1] * (t.dim() - 1)))
-
-
-def check_mask(mask: Mask, name: str = "mask") -> Mask:
-    """A mask is ``None`` (all tensors), a dict ``{param name: bool}`` or a predicate ``name -> bool``."""
-    if mask is None or callable(mask) or isinstance(mask, Mapping):
-        return mask
-    raise TypeError(f"{name} must be a dict {{param name: bool}}, a function name -> bool, or None; "
-                    f"got {type(mask).__name__}")
 
 
 MASK = Where(lambda name, mask: check_mask(mask, name), bad=({"nope": True}, 3, "w"))  # the declaration of a mask
