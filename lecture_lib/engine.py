@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from . import losses as losses_mod
-from ._validate import Function, Instance, Int, Where, accepts, check_choice, check_int, check_positive, check_seeds
+from ._validate import (Function, Instance, Int, Loss, Model, Optimizer, Where, accepts, check_int, check_per_run,
+                        check_positive, check_seeds)
 from .data import Dataset
 from .optim.base import Transform
 from .record import Record
@@ -82,31 +83,6 @@ class MinibatchStream:
 # ---------------------------------------------------------------------------------------------
 # declarations: what train and Trainer accept
 # ---------------------------------------------------------------------------------------------
-def _batched_model(name: str, model) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{name} must be a torch.nn.Module from lecture_lib.models, got {type(model).__name__}")
-    runs = getattr(model, "runs", None)
-    if not isinstance(runs, int):
-        raise TypeError(f"{name} must have an integer attribute `runs` (the leading run dimension of its parameters)")
-    bad = [(n, tuple(p.shape)) for n, p in model.named_parameters() if p.dim() == 0 or p.shape[0] != runs]
-    if bad or not any(True for _ in model.parameters()):
-        raise ValueError(f"{name} needs parameters, each with a leading run dimension of size model.runs={runs}; "
-                         f"got {bad or 'no parameters'}")
-
-
-def _loss(name: str, loss) -> None:
-    if isinstance(loss, str):
-        check_choice(name, loss, losses_mod.LOSSES)
-    elif not callable(loss):
-        raise TypeError(f"{name} must be a name ({', '.join(losses_mod.LOSSES)}), a callable or None, got {loss!r}")
-
-
-def _transformation(name: str, optimizer) -> None:
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise TypeError(f"{name} must be a gradient transformation (lecture_lib.optim: init/update/hparams), "
-                        f"got {type(optimizer).__name__}")
-
-
 def _threshold(name: str, value) -> None:
     if value != math.inf:             # inf (or None): stop only on non-finite losses
         check_positive(name, value)
@@ -131,18 +107,15 @@ def _batch_fits_data(arguments: Mapping) -> None:
 
 def _optimizer_fits_model(arguments: Mapping) -> None:
     """Per-run hyperparameters (and what a schedule returns at step 0) hold one value per run of the model."""
-    runs = arguments["model"].runs
-    for name, value in dict(getattr(arguments["optimizer"], "hparams", {}) or {}).items():
-        value = value(0) if name == "lr" and callable(value) else value
-        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] != runs:
-            raise ValueError(f"optimizer hyperparameter {name!r} holds {value.shape[0]} per-run values but the "
-                             f"model holds {runs} runs (model.runs); pass a float or a tensor of shape ({runs},)")
+    hparams = dict(getattr(arguments["optimizer"], "hparams", {}) or {})
+    check_per_run(arguments["model"].runs, "the model (model.runs)",
+                  {f"optimizer hyperparameter {name!r}": value(0) if name == "lr" and callable(value) else value
+                   for name, value in hparams.items()})
 
 
 RELATIONS = (_loss_fits_task, _batch_fits_data, _optimizer_fits_model)
-SPECS = dict(model=Where(_batched_model, bad=("mlp", None, nn.Linear(3, 1))), data=Instance(Dataset),
-             loss=Where(_loss, bad=("hinge", 3), optional=True),
-             optimizer=Where(_transformation, bad=("sgd", None, torch.optim.SGD)),
+SPECS = dict(model=Model(batched=True), data=Instance(Dataset),
+             loss=Loss(losses_mod.LOSSES, custom=True, optional=True), optimizer=Optimizer(),
              batch_size=Int(1, optional=True),
              diverge_above=Where(_threshold, bad=(-1.0, 0.0, math.nan, -math.inf, "big", [1e6]), optional=True))
 

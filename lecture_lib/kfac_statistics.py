@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import losses as _losses
-from ._validate import Choice, Instance, Tensor, Where, accepts, check_choice, check_tensor
+from ._validate import Choice, Inputs, Instance, Loss, Model, Tensor, accepts, one_target_per_example
 from .models import BatchedLinear
 
 CURVATURES = ("fisher", "empirical", "ggn")
@@ -36,37 +36,10 @@ Params = dict[str, torch.Tensor]
 
 
 # ----------------------------------------------------------------------------- declarations of a batch
-def loss_name(name: str, loss) -> str:
-    """The name of a loss of :mod:`lecture_lib.losses`, given its name or the function itself."""
-    if isinstance(loss, str):
-        return check_choice(name, loss, _losses.LOSSES)
-    for key, fn in _losses.LOSSES.items():
-        if loss is fn:
-            return key
-    raise ValueError(f"{name} must be one of {', '.join(map(repr, _losses.LOSSES))} (a name or the function "
-                     "from lecture_lib.losses): K-FAC needs to know the model's predictive distribution")
-
-
-def _inputs(name: str, x) -> None:
-    check_tensor(name, x)
-    if x.dim() not in (2, 3):
-        raise ValueError(f"{name} must have shape (batch, features) or (runs, batch, features), got {tuple(x.shape)}")
-
-
-def targets_match(arguments: Mapping) -> None:
-    """Relation: ``y`` (if given) holds one target per example of ``x``, shared ``(B, ...)`` or per run ``(R, B, ...)``."""
-    x, y = arguments["x"], arguments.get("y")
-    if y is None:
-        return
-    batch = x.shape[-2]
-    if y.shape[0] != batch and not (y.dim() >= 2 and y.shape[1] == batch):
-        raise ValueError(f"y must hold one target per example of x ({batch}), got shape {tuple(y.shape)}")
-
-
-LOSS = Where(loss_name, bad=("hinge", 3, None))                 # a loss name (or function) -> its name
-INPUTS = Where(_inputs, bad=(torch.ones(3), torch.ones(1, 2, 3, 4), torch.full((3, 2), float("nan")),
-                             torch.empty(0, 2), "x", None))     # a batch x: (B, features) or (R, B, features)
-MODEL = Instance(nn.Module)
+targets_match = one_target_per_example()   # y (if given): one target per example of x, (B, ...) or (R, B, ...)
+LOSS = Loss(_losses.LOSSES)                # a loss name (or function) -> its name
+INPUTS = Inputs()                          # a batch x: (B, features) or (R, B, features)
+MODEL = Model()
 
 
 @accepts(targets_match, x=INPUTS, y=Tensor(optional=True))
