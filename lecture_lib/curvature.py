@@ -44,7 +44,8 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp
 
 from . import losses as _losses
-from ._validate import Choice, Function, Instance, Int, Seed, Tensor, accepts, check_int
+from ._validate import (Choice, Function, Instance, Int, Matrix, Seed, Tensor, accepts, one_of,
+                        one_target_per_example, run_of)
 from .kfac_statistics import CURVATURES, INPUTS, LOSS, MODEL, estimate_factors, output_hessian_sqrt, targets_match
 
 __all__ = ["FlatModel", "flatten", "hessian", "gauss_newton", "fisher", "empirical_fisher", "blocks",
@@ -62,19 +63,7 @@ class FlatModel(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- declarations
-def run_of_model(arguments: Mapping) -> None:
-    """Relation: ``run`` indexes one of the model's runs (the leading dimension of its parameters)."""
-    first = next(arguments["model"].parameters(), None)
-    if first is None or first.dim() == 0:
-        raise ValueError("model must have parameters with a leading run dimension")
-    check_int("run", arguments["run"], 0, first.shape[0] - 1)
-
-
-def _one_batch(arguments: Mapping) -> None:
-    x, y = arguments["x"], arguments["y"]
-    if x.dim() != 2 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"x must be (batch, features) and y hold one target per row, got {tuple(x.shape)} and "
-                         f"{tuple(y.shape)}")
+run_of_model = run_of("run")         # relation: run indexes one of the model's runs
 
 
 def _vector_of_one_run(arguments: Mapping) -> None:
@@ -88,18 +77,8 @@ def _hessian_needs_targets(arguments: Mapping) -> None:
         raise ValueError("matrix='hessian' needs the targets y")
 
 
-def _layer_of(arguments: Mapping) -> None:
-    layer = arguments["layer"]
-    if not isinstance(layer, str) or f"{layer}.weight" not in arguments["flat"].slices:
-        raise ValueError(f"layer must name a linear layer of the model, e.g. 'linears.0'; got {layer!r}")
-
-
-def _square(*names):
-    def square(arguments: Mapping) -> None:
-        for name in names:
-            if arguments[name].shape[0] != arguments[name].shape[1]:
-                raise ValueError(f"{name} must be a square matrix, got shape {tuple(arguments[name].shape)}")
-    return square
+_layer_of = one_of("layer", lambda arguments: [n[:-len(".weight")] for n in arguments["flat"].slices
+                                                  if n.endswith(".weight")], "a linear layer of the model")
 
 
 RUN = Int(0)                                     # with the relation run_of_model
@@ -212,7 +191,8 @@ def fisher(model: nn.Module, x: torch.Tensor, loss, run: int = 0) -> torch.Tenso
     return _gradient_outer(model, x, loss, run, lambda name, f_b, b: _target_distribution(name, f_b))
 
 
-@accepts(*BATCH, _one_batch, model=MODEL, x=INPUTS, y=Tensor(), loss=LOSS, run=RUN)
+@accepts(run_of_model, one_target_per_example(per_run=False), model=MODEL, x=Tensor(dim=2), y=Tensor(),
+         loss=LOSS, run=RUN)
 def empirical_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, run: int = 0) -> torch.Tensor:
     r"""Empirical Fisher :math:`\tfrac1B\sum_b g_b g_b^\top` with the training targets :math:`y_b`."""
     return _gradient_outer(model, x, loss, run, lambda name, f_b, b: ([y[b]], [1.0]))
@@ -256,7 +236,7 @@ def kfac_factors(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss
     return {n: (A[run], S[run]) for n, (A, S) in factors.items()}
 
 
-@accepts(_square("A", "S"), A=Tensor(dim=2), S=Tensor(dim=2))
+@accepts(A=Matrix(), S=Matrix())
 def kfac_block(A: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     r"""The explicit K-FAC block in :math:`\bar W` row-major order: ``kron(S, A)`` (= :math:`A\otimes S` for column-stacking vec)."""
     return torch.kron(S, A)

@@ -48,7 +48,8 @@ from dataclasses import dataclass
 import torch
 
 from . import curvature
-from ._validate import Bool, Choice, Function, Int, Real, Seed, Tensor, Where, accepts, check_tensor
+from ._validate import (Bool, Choice, Function, Inputs, Int, Matrix, Real, Seed, Tensor, accepts, one_of, one_per_run,
+                        run_of)
 from .models import MLP, BatchNorm, _as_runs, activation as get_activation
 
 F64 = torch.float64
@@ -185,19 +186,9 @@ def kronecker_alignment(vectors: torch.Tensor, direction: torch.Tensor, out_feat
     return (U @ m_hat).pow(2).sum(1)
 
 
-def _layer_exists(arguments: Mapping) -> None:
-    last = len(arguments["model"].linears) - 1
-    if arguments["layer"] > last:
-        raise ValueError(f"layer must be an integer in [0, {last}] (a linear layer of model), got {arguments['layer']}")
-
-
-def _batch(name: str, x) -> None:
-    """A batch of inputs ``(B, features)``, or one per run ``(R, B, features)``, finite."""
-    if check_tensor(name, x).dim() not in (2, 3):
-        raise ValueError(f"{name} must have shape (batch, features) or (runs, batch, features), got {tuple(x.shape)}")
-
-
-BATCH = Where(_batch, bad=(torch.ones(3), torch.ones(1, 1, 2, 3), torch.full((2, 3), math.nan), "x", None))
+_layer_exists = one_of("layer", lambda arguments: range(len(arguments["model"].linears)),
+                       "a linear layer of model (an index of model.linears)")
+BATCH = Inputs()
 
 
 @accepts(_layer_exists, x=BATCH, layer=Int(0))
@@ -258,17 +249,7 @@ def _layer_input_mean(model: MLP, x: torch.Tensor, layer: int) -> torch.Tensor:
 # 3. the fix: reparameterize (centre and whiten) the layer's inputs
 # ---------------------------------------------------------------------------
 
-def _covariance(name: str, cov) -> None:
-    """A symmetric positive definite matrix (tested in float64)."""
-    c = check_tensor(name, cov, dim=2).to(F64)
-    if c.shape[0] != c.shape[1] or not torch.allclose(c, c.T, rtol=1e-8, atol=1e-12 * float(c.abs().max())) \
-            or float(torch.linalg.eigvalsh(c).min()) <= 0:
-        raise ValueError(f"{name} must be a symmetric positive definite matrix, got shape {tuple(c.shape)}")
-
-
-COVARIANCE = Where(_covariance, bad=(-torch.eye(2, dtype=F64), torch.zeros(2, 2, dtype=F64), torch.ones(2, dtype=F64),
-                                     torch.ones(2, 3, dtype=F64), torch.full((2, 2), math.nan, dtype=F64),
-                                     torch.tensor([[1.0, 0.9], [-0.9, 1.0]], dtype=F64), "cov", None))
+COVARIANCE = Matrix(definite=True)
 
 
 def _moments_agree(arguments: Mapping, D: int) -> None:
@@ -362,10 +343,7 @@ def quasi_diagonal(mean: torch.Tensor, cov: torch.Tensor, out_features: int) -> 
     return {"R_inv": R_inv, "R": R, "preconditioner": R @ R.T, "curvature": R_inv.T @ R_inv}
 
 
-def _run_exists(arguments: Mapping) -> None:
-    last = arguments["model"].linears[0].runs - 1
-    if arguments["run"] > last:
-        raise ValueError(f"run must be an integer in [0, {last}] (a run of model), got {arguments['run']}")
+_run_exists = run_of("run")
 
 
 @accepts(_run_exists, run=Int(0))
@@ -382,11 +360,7 @@ def flat_first_layer(model: MLP, run: int = 0) -> torch.Tensor:
 # 4. the wrinkle: shifting activations that feed a normalizer changes nothing
 # ---------------------------------------------------------------------------
 
-def _one_per_run(arguments: Mapping) -> None:
-    for name in ("shift", "scale"):
-        values = torch.as_tensor(arguments[name], dtype=F64)
-        if values.dim() == 1 and values.shape[0] != arguments["runs"]:
-            raise ValueError(f"{name} must be a float or a tensor of {arguments['runs']} per-run values")
+_one_per_run = one_per_run("shift", "scale", runs=lambda arguments: arguments["runs"])
 
 
 class ShiftedMLP(MLP):

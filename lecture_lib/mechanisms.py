@@ -47,8 +47,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ._validate import (Choice, Instance, Int, NonNegative, Positive, Seed, Sizes, Spec, Tensor, Unit, Where, accepts,
-                        check_tensor)
+from ._validate import (Choice, Inputs, Instance, Int, NonNegative, Positive, Seed, Sizes, Spec, Tensor, Unit, Where,
+                        accepts, one_of, one_target_per_example, run_of)
 from .losses import LOSSES
 from .models import ACTIVATIONS, MLP, DeepLinear
 from .optim.base import Transform, chain, check_runs
@@ -77,13 +77,7 @@ def sequence_of(spec: Spec, bad: tuple) -> Where:
     return Where(rule, bad=bad)
 
 
-def _batch(name, x):
-    """Inputs of a batched model: ``(B, features)`` shared by the runs, or ``(R, B, features)``, finite."""
-    if check_tensor(name, x).dim() not in (2, 3):
-        raise ValueError(f"{name} must have shape (batch, features) or (runs, batch, features), got {tuple(x.shape)}")
-
-
-BATCH = Where(_batch, bad=(torch.ones(2, 2, 2, 2), torch.ones(0, 3), torch.ones(3), "x", None))
+BATCH = Inputs()
 SEEDS = sequence_of(Seed(), bad=((), (-1,), (0.5,), "a"))
 RUN_INDICES = sequence_of(Int(0), bad=([-4], [0.5], "a", ["a"]))
 
@@ -172,19 +166,14 @@ def decay_schemes(schemes: Sequence[str], weight_decay: float) -> tuple[torch.Te
     return bn, fc
 
 
-def _runs_of_the_model(args: Mapping) -> None:
-    """graft_norms_: receivers and donors pair up and name runs of the model."""
-    runs = next(args["model"].parameters()).shape[0]
+def _paired(args: Mapping) -> None:
+    """graft_norms_: receivers and donors pair up."""
     if len(args["receivers"]) != len(args["donors"]):
         raise ValueError(f"receivers and donors must pair up, got {len(args['receivers'])} and {len(args['donors'])}")
-    for name in ("receivers", "donors"):
-        for i, r in enumerate(args[name]):
-            if r >= runs:
-                raise ValueError(f"{name}[{i}] must be a run index in [0, {runs - 1}], got {r}")
 
 
 @torch.no_grad()
-@accepts(_runs_of_the_model, receivers=RUN_INDICES, donors=RUN_INDICES)
+@accepts(_paired, run_of("receivers", "donors"), receivers=RUN_INDICES, donors=RUN_INDICES)
 def graft_norms_(model: nn.Module, receivers: Sequence[int], donors: Sequence[int],
                  mask: Mapping[str, bool] | None = None) -> None:
     r"""Norm grafting, in place: rescale run ``receivers[i]``'s tensors to the norms of run ``donors[i]``.
@@ -304,19 +293,12 @@ def linear_identity(sizes: Sequence[int] = (6, 5, 4, 3), n: int = 64, seed: int 
 
 
 # ============================================================================ mechanism 3
-def _scale_invariant_layer(args: Mapping) -> None:
-    """direction_update: ``layer`` names a linear layer of the model whose weight feeds a normalizer."""
-    if not args["model"].scale_invariant.get(f"{args['layer']}.weight", False):
-        raise ValueError(f"layer must name a scale-invariant linear layer, e.g. 'linears.0'; got {args['layer']!r}")
+_scale_invariant_layer = one_of(        # direction_update: a linear layer whose weight feeds a normalizer
+    "layer", lambda args: [n[:-len(".weight")] for n, flag in args["model"].scale_invariant.items()
+                           if flag and n.endswith(".weight")], "a scale-invariant linear layer")
 
 
-def _one_target_per_example(args: Mapping) -> None:
-    x, y = args["x"], args["y"]
-    if y.shape[0] != x.shape[-2] and not (y.dim() >= 2 and y.shape[1] == x.shape[-2]):   # (B, ...) or (R, B, ...)
-        raise ValueError(f"y must hold one target per example of x ({x.shape[-2]}), got shape {tuple(y.shape)}")
-
-
-@accepts(_scale_invariant_layer, _one_target_per_example, x=BATCH, y=Tensor(),
+@accepts(_scale_invariant_layer, one_target_per_example(), x=BATCH, y=Tensor(),
          layer=Instance(str), damping=NonNegative(), scale=Positive(), curvature=Choice(CURVATURES),
          loss=Choice(tuple(LOSSES)))
 def direction_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str, damping: float,
