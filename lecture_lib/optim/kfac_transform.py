@@ -56,7 +56,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .._validate import Choice, Int, NonNegative, Seed, Tensor, Unit, accepts
+from .._validate import Choice, Int, Matrix, NonNegative, Seed, Tensor, Unit, accepts, one_per_run
 from ..kfac_statistics import CURVATURES, LOSS, MODEL, estimate_factors, kfac_layers
 from .base import Params, Transform, check_runs, need_params, per_run
 
@@ -66,8 +66,7 @@ FALLBACKS = ("identity", "diagonal")
 # ----------------------------------------------------------------------------- solve
 def _eigenbases_fit_gradient(arguments: Mapping) -> None:
     """Relation of :func:`kron_damped_solve`: QA ``(…, n, n)``, dA ``(…, n)``, QS ``(…, m, m)``, dS ``(…, m)``,
-    G ``(…, m, n)`` floating point with the factors in its dtype, leading (run) dimensions that broadcast,
-    a per-run damping with one value per run."""
+    G ``(…, m, n)`` floating point with the factors in its dtype, leading (run) dimensions that broadcast."""
     t = {k: arguments[k] for k in ("QA", "dA", "QS", "dS", "G")}
     n, m = t["QA"].shape[-1], t["QS"].shape[-1]
     ends = {"QA": (n, n), "dA": (n,), "QS": (m, m), "dS": (m,), "G": (m, n)}
@@ -81,12 +80,13 @@ def _eigenbases_fit_gradient(arguments: Mapping) -> None:
                          f"not fit QA (…, n, n), dA (…, n), QS (…, m, m), dS (…, m), G (…, m, n)")
     if not t["G"].is_floating_point() or any(v.dtype != t["G"].dtype for v in t.values()):
         raise TypeError(f"G must be floating point and QA, dA, QS, dS of its dtype, got {[v.dtype for v in t.values()]}")
-    damping = arguments["damping"]
-    if isinstance(damping, torch.Tensor) and damping.dim() == 1 and (t["G"].dim() < 3 or len(damping) != len(t["G"])):
-        raise ValueError(f"damping holds {len(damping)} per-run values but G has shape {tuple(t['G'].shape)}")
 
 
-@accepts(_eigenbases_fit_gradient, QA=Tensor(), dA=Tensor(), QS=Tensor(), dS=Tensor(), G=Tensor(),
+_damping_per_run = one_per_run("damping", runs=lambda arguments: len(G) if (G := arguments["G"]).dim() >= 3 else 0,
+                               of="G (its leading dimension; a 2-D G has none)")
+
+
+@accepts(_eigenbases_fit_gradient, _damping_per_run, QA=Tensor(), dA=Tensor(), QS=Tensor(), dS=Tensor(), G=Tensor(),
          damping=NonNegative(per_run=True))
 def kron_damped_solve(QA: torch.Tensor, dA: torch.Tensor, QS: torch.Tensor, dS: torch.Tensor,
                       G: torch.Tensor, damping) -> torch.Tensor:
@@ -107,12 +107,7 @@ def kron_damped_solve(QA: torch.Tensor, dA: torch.Tensor, QS: torch.Tensor, dS: 
     return QS @ G_eig @ QA.mT                                            # and back
 
 
-def _square(arguments: Mapping) -> None:
-    if (M := arguments["M"]).dim() < 2 or M.shape[-1] != M.shape[-2]:
-        raise ValueError(f"M must be a (batch of) square matrices, got shape {tuple(M.shape)}")
-
-
-@accepts(_square, M=Tensor(finite=False))
+@accepts(M=Matrix(batched=True, finite=False))
 def eigh_factor(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenbasis ``(Q, d)`` of a symmetric PSD factor, eigenvalues clipped at 0 (round-off)."""
     M = torch.nan_to_num(0.5 * (M + M.mT), nan=0.0, posinf=0.0, neginf=0.0)  # a diverged run's factor
