@@ -41,9 +41,9 @@ import torch
 from torch.func import functional_call
 
 from . import optim
-from ._validate import Choice, Function, Instance, NonNegative, Positive, Tensor, Where, accepts
+from ._validate import (Array, Choice, Function, Inputs, Instance, NonNegative, Positive, Tensor, Where, accepts, as_array,
+                        one_of, one_per_run, one_target_per_example)
 from .optim.base import MASK, chain
-from .kfac_statistics import check_inputs
 from .optim.transforms import masked, project_to_unit_norm
 from .record import Record
 
@@ -57,40 +57,6 @@ __all__ = [
 # 0. What the functions below accept (checked once, at entry: see lecture_lib._validate)
 # --------------------------------------------------------------------------------------
 
-def as_array(name: str, value) -> np.ndarray:
-    """``value`` as a float64 array; a ``TypeError`` naming ``name`` if it holds no numbers."""
-    try:
-        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
-
-
-def as_table(name: str, value, min_rows: int = 1) -> np.ndarray:
-    """A per-step quantity of a record, ``(K, R)`` with ``K >= min_rows``, as a float64 array."""
-    a = as_array(name, value)
-    if a.ndim != 2 or a.shape[0] < min_rows:
-        raise ValueError(f"{name} must have shape (K, R) with K >= {min_rows}, got {a.shape}")
-    return a
-
-
-def _norm_table(name: str, value) -> np.ndarray:
-    a = as_table(name, value, min_rows=2)
-    if np.any(a[np.isfinite(a)] <= 0):
-        raise ValueError(f"{name} must be positive (the relative residual divides by ||w_{{k+1}}||^2)")
-    return a
-
-
-def _vector(name: str, value) -> np.ndarray:
-    return as_array(name, value).ravel()
-
-
-def _finite_vector(name: str, value) -> np.ndarray:
-    v = _vector(name, value)
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"{name} must be finite")
-    return v
-
-
 def _scale_factors(name: str, value) -> torch.Tensor:
     """The grid of rescalings gamma > 0, as a 1-D float64 tensor."""
     try:
@@ -100,19 +66,8 @@ def _scale_factors(name: str, value) -> torch.Tensor:
     return Positive(per_run=True).check(name, g, {}).reshape(-1)  # 1-D, non-empty, finite, > 0
 
 
-def _known_parameter(arguments) -> None:
-    names = sorted(k for k, _ in arguments["model"].named_parameters())
-    if not isinstance(arguments["name"], str) or arguments["name"] not in names:
-        raise ValueError(f"name must be one of the model's parameters {names}, got {arguments['name']!r}")
-
-
-def _one_batch(arguments) -> None:
-    check_inputs(arguments["x"], arguments["y"])
-
-
-def _one_lr_per_run(lr, runs: int) -> None:
-    if np.ndim(lr) == 1 and len(lr) not in (1, runs):
-        raise ValueError(f"lr must be a float or one value per run ({runs},), got {len(lr)} values")
+_known_parameter = one_of("name", lambda arguments: sorted(k for k, _ in arguments["model"].named_parameters()),
+                          "a parameter of model")
 
 
 def decay_factor_positive(arguments) -> None:
@@ -171,8 +126,8 @@ def _loss_and_grad(model, loss_fn, x, y, params, buffers, name):
     return loss.detach(), grad.detach()
 
 
-@accepts(_one_batch, _known_parameter, model=Instance(torch.nn.Module), loss_fn=Function(), x=Tensor(), y=Tensor(),
-         gammas=GAMMAS)
+@accepts(one_target_per_example(), _known_parameter, model=Instance(torch.nn.Module), loss_fn=Function(), x=Inputs(),
+         y=Tensor(), gammas=GAMMAS)
 def euler_identities(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor,
                      name: str, gammas: Sequence[float] | torch.Tensor) -> EulerCheck:
     r"""Rescale one parameter tensor, :math:`w \to \gamma w`, and measure the Euler identities.
@@ -225,11 +180,11 @@ def _same_table_shape(arguments) -> None:
     if arguments["param_norm"].shape != arguments["grad_norm"].shape:
         raise ValueError(f"param_norm and grad_norm must both have shape (K, R), "
                          f"got {arguments['param_norm'].shape} and {arguments['grad_norm'].shape}")
-    _one_lr_per_run(arguments["lr"], arguments["param_norm"].shape[1])
 
 
-@accepts(_same_table_shape, param_norm=Where(_norm_table, bad=(np.ones((1, 2)), np.ones(4), "p", np.zeros((4, 2)))),
-         grad_norm=Where(lambda name, v: as_table(name, v, min_rows=2), bad=(np.ones(4), "g")),
+@accepts(_same_table_shape, one_per_run("lr", runs=lambda arguments: arguments["param_norm"].shape[1],
+                                        of="param_norm", single=True),
+         param_norm=Array(ndim=2, min_rows=2, positive=True), grad_norm=Array(ndim=2, min_rows=2),
          lr=Positive(per_run=True, sequences=True))
 def pythagorean_residual(param_norm: np.ndarray, grad_norm: np.ndarray, lr) -> np.ndarray:
     r"""How far each SGD step is from Pythagoras, relative to :math:`\lVert w_{k+1}\rVert^2`.
@@ -301,9 +256,8 @@ def _enough_points(arguments) -> None:
         raise ValueError("sq_norm must be positive")
 
 
-@accepts(_enough_points, steps=Where(_finite_vector, bad=(np.arange(2.0), np.array([0.0, 1.0, np.nan, 3.0, 4.0]),
-                                                          "s", None)),
-         sq_norm=Where(_vector, bad=(np.ones(3), np.array([1.0, -1.0, 1.0, 1.0, 1.0]), np.full(5, np.nan), "n")))
+@accepts(_enough_points, steps=Array(ndim=1, finite=True, also_bad=(np.arange(2.0),)),
+         sq_norm=Array(ndim=1, also_bad=(np.ones(3), np.array([1.0, -1.0, 1.0, 1.0, 1.0]), np.full(5, np.nan))))
 def fit_sqrt_law(steps, sq_norm) -> SqrtLawFit:
     r"""Fit :math:`\lVert w_k\rVert^2 = c\sqrt{1 + k/k_0}` to one run's squared norms.
 
@@ -405,11 +359,8 @@ def direction_grad_norm(record, name: str) -> np.ndarray:
     return record.param_norm[name] * record.grad_norm[name]
 
 
-def _lr_of_every_run(arguments) -> None:
-    _one_lr_per_run(arguments["lr"], arguments["record"].runs)
-
-
-@accepts(_lr_of_every_run, record=Instance(Record), lr=Positive(per_run=True, sequences=True))
+@accepts(one_per_run("lr", runs=lambda arguments: arguments["record"].runs, of="record", single=True),
+         record=Instance(Record), lr=Positive(per_run=True, sequences=True))
 def layer_learning_rates(record, lr) -> dict[str, np.ndarray]:
     r"""The learning rate each parameter tensor effectively trains with, ``name -> (K, R)``.
 

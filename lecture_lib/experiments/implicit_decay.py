@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from .. import losses, optim
-from .._validate import Choice, Instance, Int, NonNegative, Positive, Real, Seed, Where, accepts
+from .._validate import Array, Choice, Instance, Int, NonNegative, Positive, Real, Seed, Where, accepts
 from ..data import digits, linear_regression
 from ..engine import train
 from ..models import MLP, ScaleInvariantLinear
 from ..optim.base import per_run, run_norm, stack_runs
 from ..record import Record
-from ..scale_invariance import (REMEDIES, EulerCheck, SqrtLawFit, as_table, decay_factor_positive,
+from ..scale_invariance import (REMEDIES, EulerCheck, SqrtLawFit, decay_factor_positive,
                                 direction_grad_norm, euler_identities, fit_sqrt_law, layer_learning_rates,
                                 pythagorean_residual, remedy_optimizer)
 
@@ -229,7 +229,7 @@ def _row_of(arguments) -> None:
     Int(-rows, rows - 1).check("row", arguments["row"], arguments)
 
 
-@accepts(_row_of, values=Where(as_table, bad=(np.ones(3), "v", None)))
+@accepts(_row_of, values=Array(ndim=2))
 def spread(values: np.ndarray, row: int) -> float:
     """max / min over runs of a positive ``(K, R)`` quantity at one row (how far apart the runs are)."""
     v = values[int(row)]
