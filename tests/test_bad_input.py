@@ -708,6 +708,8 @@ ENTRIES = [
       **declared(equilibrium.equilibrium_ratio)),
     E("equilibrium_angular_step", equilibrium.equilibrium_angular_step, dict(lr=0.1, weight_decay=0.01), None,
       **declared(equilibrium.equilibrium_angular_step)),
+    E("equilibrium_turn_angle", equilibrium.equilibrium_turn_angle, dict(lr=0.1, weight_decay=0.01), None,
+      **declared(equilibrium.equilibrium_turn_angle)),
     E("relaxation_steps", equilibrium.relaxation_steps, dict(lr=0.1, weight_decay=0.01), None,
       **declared(equilibrium.relaxation_steps)),
     E("equilibrium_sq_norm", equilibrium.equilibrium_sq_norm, dict(lr=0.1, weight_decay=0.01, grad_scale=1.0), None,
@@ -719,6 +721,7 @@ ENTRIES = [
       **declared(equilibrium.norm_balance, param_norm=Obj(("w", {"v": 1.0}, np.ones((3, 3)))),   # + a shape mismatch
                  grad_norm=Obj(("g", {"v": 1.0}, np.ones((2, 2)))))),
     E("late_median", equilibrium.late_median, dict(values=np.ones((4, 2))), None, **declared(equilibrium.late_median)),
+    E("late_rms", equilibrium.late_rms, dict(values=np.ones((4, 2))), None, **declared(equilibrium.late_rms)),
     E("grad_scale", lambda **k: equilibrium.grad_scale(cached_record(), **k), dict(name="linears.0.weight"), None,
       **declared(equilibrium.grad_scale, name=Obj(("w", None)))),             # name: a parameter of the record
     E("equilibrium_check", lambda **k: equilibrium.equilibrium_check(cached_record(), **k),
@@ -1016,6 +1019,7 @@ def test_small_learning_rates_never_diverge_in_float32(alias, data):
 def test_equilibrium_formulas_are_finite_inside_their_ranges(lr, weight_decay, momentum, grad_scale, x0):
     values = [equilibrium.resummed_lr(lr, momentum), equilibrium.equilibrium_ratio(lr, weight_decay, momentum),
               equilibrium.equilibrium_angular_step(lr, weight_decay, momentum),
+              equilibrium.equilibrium_turn_angle(lr, weight_decay, momentum),
               equilibrium.relaxation_steps(lr, weight_decay, momentum),
               equilibrium.equilibrium_sq_norm(lr, weight_decay, grad_scale, momentum)]
     assert all(math.isfinite(v) and v > 0 for v in values), values

@@ -96,7 +96,7 @@ def gradient_momentum_correlation(momentum: float = 0.9, names=None):
 
 
 @accepts(lr=Positive(**PER_RUN), weight_decay=NonNegative(**PER_RUN), momentum=Unit(**PER_RUN),
-         init_norm=Positive(**PER_RUN), optimizer=Choice(("sgd", "lars")))
+         init_norm=Positive(**PER_RUN), optimizer=Choice(("sgd", "sgdw", "lars")))
 def train_toy(lr, weight_decay=0.0, momentum=0.0, batch_size: int = 32, steps: int = 2000,
               optimizer: str = "sgd", init_norm=1.0, dim: int = 20, scale: float = 4.0, seed: int = 0,
               record_every: int = 1, track_weights: bool = False, track_correlation: bool = False,
@@ -110,6 +110,9 @@ def train_toy(lr, weight_decay=0.0, momentum=0.0, batch_size: int = 32, steps: i
     * ``optimizer='sgd'``: ``lecture_lib.optim.sgd`` in torch semantics (the L2 term joins the
       momentum buffer, as in the Myrtle experiments):
       :math:`v \leftarrow \rho v + g + \lambda w,\ w \leftarrow w - \alpha v`.
+    * ``optimizer='sgdw'``: decoupled decay, ``lecture_lib.optim.sgdw``:
+      :math:`v \leftarrow \rho v + g,\ w \leftarrow w - \alpha (v + \lambda w)`; the same
+      algorithm as ``'sgd'`` when ``momentum`` is 0.
     * ``optimizer='lars'``: LARS in the Myrtle post's form,
       :math:`v \leftarrow \rho v + (\lVert w\rVert/\lVert g\rVert)\, g,\ w \leftarrow w - \eta v`,
       with ``lr`` playing η (``lecture_lib.optim.lars`` with trust coefficient 1, no decay).
@@ -126,8 +129,8 @@ def train_toy(lr, weight_decay=0.0, momentum=0.0, batch_size: int = 32, steps: i
     with torch.no_grad():
         norm0 = hp["init_norm"]
         model.w.mul_(norm0.unsqueeze(1) if isinstance(norm0, torch.Tensor) else norm0)
-    if optimizer == "sgd":
-        opt = optim.sgd(hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+    if optimizer in ("sgd", "sgdw"):
+        opt = optim.get(optimizer, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
     else:
         opt = optim.lars(hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"], trust_coefficient=1.0)
     track = {}
@@ -281,37 +284,62 @@ class RatioFamily:
     ratio: np.ndarray           # ‖w‖/‖g‖, smoothed
     ratio_pred: np.ndarray      # √(α/(2λ(1−ρ)))
     sq_norm_scaled: np.ndarray  # ‖w‖² / √(α/λ): one value for all four at equilibrium
-    map_scaled: np.ndarray      # the mean-field map, scaled the same way
+    map_scaled: np.ndarray      # the mean-field map, scaled the same way, with G from the probe runs
     relaxation: np.ndarray      # (1−ρ)/(4αλ)
     check: dict                 # :func:`lecture_lib.equilibrium.equilibrium_check`
     record: Record
+    grad_scale: np.ndarray      # (4,) G of the probe runs (another seed): what the map is drawn with
+    sq_norm_late: np.ndarray    # (4,) late median of ‖w‖² of the plotted runs
+    sq_norm_pred: np.ndarray    # (4,) late median of the map (→ G√(α′/(2λ)) at equilibrium), probe's G
+    probe: Record               # the same four settings, another seed (initial direction and minibatches)
+
+    @property
+    def sq_norm_rel(self) -> np.ndarray:
+        """Measured / predicted equilibrium squared norm, per run."""
+        return self.sq_norm_late / self.sq_norm_pred
 
 
 @accepts(lr=Positive(), weight_decay=Positive(), momentum=Unit(), batch_size=Int(1), min_steps=Int(1),
-         max_steps=Int(1))
+         max_steps=Int(1), seed=Seed(), probe_seed=Seed(optional=True))
 def ratio_family(lr: float, weight_decay: float, momentum: float, batch_size: int = 32, min_steps: int = 800,
-                 max_steps: int = 5000) -> RatioFamily:
-    """A family of four (α, λ) runs around the chosen one, as one batched computation."""
+                 max_steps: int = 5000, seed: int = 0, probe_seed: int | None = None) -> RatioFamily:
+    """A family of four (α, λ) runs around the chosen one, as one batched computation, and its mean-field map.
+
+    The map needs :math:`G`, the RMS gradient norm at unit weight norm. It is measured on a *probe*:
+    the same four settings trained from another seed (``probe_seed``, default ``seed + 1``: another
+    initial direction and other minibatches of the same task), so the dashed prediction owes nothing
+    to the runs it is drawn over.
+    """
     lrs = np.array([lr, 4 * lr, lr, 4 * lr])
     wds = np.array([weight_decay, weight_decay, 4 * weight_decay, 4 * weight_decay])
     steps = relaxation_budget(lrs, wds, momentum, min_steps, max_steps)
-    rec = train_toy(lrs, wds, momentum, batch_size=batch_size, steps=steps)
+    data = toy_data(seed=seed)
+    rec = train_toy(lrs, wds, momentum, batch_size=batch_size, steps=steps, seed=seed, data=data)
+    probe = train_toy(lrs, wds, momentum, batch_size=batch_size, steps=steps, data=data,
+                      seed=seed + 1 if probe_seed is None else probe_seed)
+    G = eq.grad_scale(probe)
     w, g = rec.param_norm["w"], rec.grad_norm["w"]
-    G = eq.grad_scale(rec)  # RMS gradient norm at unit weight norm, for the mean-field map
     x_map = eq.sq_norm_map(w[0] ** 2, lrs, wds, G, steps - 1, momentum)
     return RatioFamily(lrs, wds, momentum, rec.steps, ratio=smooth(w / g, max(steps // 60, 1)),
                        ratio_pred=eq.equilibrium_ratio(lrs, wds, momentum),
                        sq_norm_scaled=w ** 2 / np.sqrt(lrs / wds), map_scaled=x_map / np.sqrt(lrs / wds),
                        relaxation=eq.relaxation_steps(lrs, wds, momentum),
-                       check=eq.equilibrium_check(rec, lrs, wds, momentum), record=rec)
+                       check=eq.equilibrium_check(rec, lrs, wds, momentum), record=rec, grad_scale=G,
+                       sq_norm_late=eq.late_median(w ** 2), sq_norm_pred=eq.late_median(x_map[:len(rec.steps)]),
+                       probe=probe)
 
 
 # =========================================================================== 3. SGD + WD is LARS
 @dataclass
 class LarsComparison:
     steps: np.ndarray
-    eta: float                 # √(2αλ(1−ρ))
+    eta: float                 # √(2αλ(1−ρ)): the LARS coefficient, multiplying the momentum buffer
+    turn: float                # √(2αλ/(1+ρ)): the predicted RMS angle turned per step
     sgd_step: np.ndarray       # (K,) α‖g‖/‖w‖ of SGD + weight decay
+    sgd_turn: np.ndarray       # (K,) recorded angle between w_k and w_{k+1}, SGD + weight decay
+    lars_turn: np.ndarray      # (K,) the same for LARS
+    sgd_turn_rms: float        # RMS of sgd_turn over the second half of the run
+    lars_turn_rms: float
     sgd_angle: np.ndarray      # (K,) angle to the teacher's direction
     lars_angle: np.ndarray
     check: dict
@@ -322,7 +350,11 @@ class LarsComparison:
 @accepts(lr=Positive(), weight_decay=Positive(), momentum=Unit(), min_steps=Int(1), max_steps=Int(1))
 def sgd_vs_lars(lr: float, weight_decay: float, momentum: float, min_steps: int = 800,
                 max_steps: int = 3000) -> LarsComparison:
-    """SGD+WD and LARS with η = √(2αλ(1−ρ)), same data order, both starting at the equilibrium norm."""
+    """SGD+WD and LARS with η = √(2αλ(1−ρ)) and the same ρ, same data order, both starting at the equilibrium norm.
+
+    Records both the LARS coefficient α‖g‖/‖w‖ of SGD and the angle each optimizer actually turns
+    ``w`` per step (the step is α times the momentum buffer: ≈ √(2αλ/(1+ρ)) at equilibrium).
+    """
     steps = relaxation_budget(lr, weight_decay, momentum, min_steps, max_steps)
     eta = eq.equilibrium_angular_step(lr, weight_decay, momentum)
     data = toy_data()
@@ -333,8 +365,12 @@ def sgd_vs_lars(lr: float, weight_decay: float, momentum: float, min_steps: int 
                      data=data)
     w_true = data.meta["w_true"].numpy()
     wn, gn = sgd.param_norm["w"][:, 0], sgd.grad_norm["w"][:, 0]
-    return LarsComparison(sgd.steps, eta, sgd_step=lr * gn / wn, sgd_angle=eq.angle_to(sgd.extras["w"][:, 0], w_true),
-                          lars_angle=eq.angle_to(lars.extras["w"][:, 0], w_true),
+    return LarsComparison(sgd.steps, eta, turn=eq.equilibrium_turn_angle(lr, weight_decay, momentum),
+                          sgd_step=lr * gn / wn, sgd_turn=sgd.angular_step["w"][:, 0],
+                          lars_turn=lars.angular_step["w"][:, 0],
+                          sgd_turn_rms=float(eq.late_rms(sgd.angular_step["w"])[0]),
+                          lars_turn_rms=float(eq.late_rms(lars.angular_step["w"])[0]),
+                          sgd_angle=eq.angle_to(sgd.extras["w"][:, 0], w_true), lars_angle=eq.angle_to(lars.extras["w"][:, 0], w_true),
                           check=eq.equilibrium_check(sgd, lr, weight_decay, momentum), sgd=sgd, lars=lars)
 
 
@@ -347,8 +383,9 @@ class PlaneRuns:
     weight_decay: float
     w: np.ndarray        # (K, 2, 2) weights
     g: np.ndarray        # (K, 2, 2) loss gradients
-    radius: float        # √ of the equilibrium squared norm G√(α/(2λ))
+    radius: float        # √ of the equilibrium squared norm G√(α/(2λ)), G from the probe run
     record: Record
+    probe: Record        # the decayed run again from another seed: where G comes from
 
     def pieces(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """The two pieces of step ``step`` per run, ``(2, 2)`` each: decay −αλw (inward) and gradient −αg (⊥ w)."""
@@ -358,13 +395,18 @@ class PlaneRuns:
 
 @accepts(lr=Positive(), weight_decay=Positive(), steps=Int(1))
 def plane_runs(lr: float, weight_decay: float, steps: int = 300) -> PlaneRuns:
-    """The toy model in the plane on pure-noise labels (the direction random-walks), without and with decay."""
+    """The toy model in the plane on pure-noise labels (the direction random-walks), without and with decay.
+
+    The circle's radius is a prediction: its :math:`G` comes from a probe run with decay from
+    another seed (other initial direction, other minibatches), not from the drawn runs.
+    """
     data = toy_data(dim=2, teacher_scale=0.0)
     rec = train_toy([lr, lr], [0.0, weight_decay], batch_size=8, steps=steps, dim=2, init_norm=0.5,
                     track_weights=True, data=data)
-    G = eq.grad_scale(rec)[1]
+    probe = train_toy(lr, weight_decay, batch_size=8, steps=steps, dim=2, init_norm=0.5, data=data, seed=1)
+    G = eq.grad_scale(probe)[0]
     return PlaneRuns(lr, weight_decay, rec.extras["w"], rec.extras["g"],
-                     radius=math.sqrt(eq.equilibrium_sq_norm(lr, weight_decay, G)), record=rec)
+                     radius=math.sqrt(eq.equilibrium_sq_norm(lr, weight_decay, G)), record=rec, probe=probe)
 
 
 # =========================================================================== 5. batch size and linear scaling
@@ -394,13 +436,15 @@ def batch_scaling(factors=(1, 2, 4, 8), lr: float = 0.02, batch_size: int = 8, w
 
     For each factor n the toy model trains with batch size :math:`nB` and learning rate
     :math:`n\alpha` for ``examples // (n B)`` steps (start at the predicted equilibrium norm).
-    At equilibrium the angular step is :math:`\sqrt{2 n\alpha\lambda}`: √n larger per step.
+    At equilibrium the angle per step is :math:`\sqrt{2 n\alpha\lambda}` without momentum
+    (:math:`\sqrt{2n\alpha\lambda/(1+\rho)}` with it): √n larger per step either way.
     If batch gradients are noise dominated, :math:`\lVert g\rVert \propto 1/\sqrt{nB}`, and one
     step of size √n·η in a random direction moves as far as n steps of size η: the runs then
     agree as functions of the number of examples seen.
 
     Returns a :class:`BatchScaling`: the records per n; ``(len(factors),)`` arrays ``n``,
-    ``step`` (late median of α‖g‖/‖w‖), ``step_pred`` :math:`\sqrt{2n\alpha\lambda(1-\rho)}`,
+    ``step`` (late median of the LARS coefficient α‖g‖/‖w‖, the angle per step when ρ = 0),
+    ``step_pred`` :math:`\sqrt{2n\alpha\lambda(1-\rho)}`,
     ``grad_scale`` (late median of ‖g‖‖w‖, the gradient norm at unit weight norm, G) and
     ``correlation`` (mean cosine of :math:`g_t` with the EMA of earlier gradients); and per-n curves.
     """

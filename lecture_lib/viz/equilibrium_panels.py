@@ -161,7 +161,8 @@ def ratio_figures(res: ex.RatioFamily) -> list[go.Figure]:
         fig2.add_trace(go.Scatter(x=k, y=res.sq_norm_scaled[:, r], mode="lines", name=lab, showlegend=False,
                                   line=dict(color=figures.color(r), width=2.5)))
         fig2.add_trace(go.Scatter(x=k, y=res.map_scaled[:len(k), r], mode="lines", showlegend=r == 0,
-                                  name="mean-field map x ← (1−α′λ)²x + α′²G²/x" if r == 0 else f"mean-field map {lab}",
+                                  name="mean-field map x ← (1−α′λ)²x + α′²G²/x, G from another seed"
+                                  if r == 0 else f"mean-field map {lab}",
                                   line=dict(color=figures.color(r), width=1.5, dash="dot")))
         tau, shown = res.relaxation[r], res.relaxation[r] <= k[-1]
         i = min(int(np.searchsorted(k, tau)), len(k) - 1)
@@ -181,10 +182,15 @@ def ratio_notes(res: ex.RatioFamily) -> str:
     c = res.check
     rows = "".join(f"<tr><td>{html.escape(lab)}</td><td>{html.escape(values)}</td><td>{c['ratio'][r]:.3g}</td>"
                    f"<td>{c['ratio_pred'][r]:.3g}</td><td>{c['ratio_rel'][r]:.3f}</td>"
-                   f"<td>{res.relaxation[r]:.0f}</td></tr>"
+                   f"<td>{res.grad_scale[r]:.3g}</td><td>{res.sq_norm_late[r]:.3g}</td><td>{res.sq_norm_pred[r]:.3g}</td>"
+                   f"<td>{res.sq_norm_rel[r]:.3f}</td><td>{res.relaxation[r]:.0f}</td></tr>"
                    for r, (lab, values) in enumerate(zip(RUN_LABELS, _family_values(res))))
     return ("<table style='border-collapse:collapse'><tr><th>run</th><th>values</th><th>late median ‖w‖/‖g‖</th>"
-            "<th>predicted</th><th>measured / predicted</th><th>(1−ρ)/(4αλ)</th></tr>" + rows + "</table>"
+            "<th>predicted √(α/(2λ(1−ρ)))</th><th>measured / predicted</th>"
+            "<th>G from the other seed</th><th>late median ‖w‖²</th><th>the map's late median</th>"
+            "<th>measured / predicted</th><th>(1−ρ)/(4αλ)</th></tr>" + rows + "</table>"
+            "The dotted map and the predicted ‖w‖² use G measured on the same four settings trained from another "
+            "seed (other initial direction, other minibatches), not on the runs plotted. "
             + panels.divergence_notes(res.record, _family_values(res)))
 
 
@@ -197,7 +203,8 @@ def ratio_panel(fast: bool | None = None) -> panels.LivePanel:
         title="The equilibrium ‖w‖/‖g‖ and the √(α/λ) collapse",
         caption="Four runs (α, λ), (4α, λ), (α, 4λ), (4α, 4λ) of the toy scale-invariant model, one batched "
                 "computation. Left: ‖w‖/‖g‖ settles on √(α/(2λ(1−ρ))) (dashed). Right: ‖w‖² divided by √(α/λ) "
-                "collapses onto one value; diamonds mark one relaxation time. Slide ρ to 0.9: the ratio grows "
+                "collapses onto one value; dotted: the mean-field map, with G taken from an independent run "
+                "(another seed); diamonds mark one relaxation time. Slide ρ to 0.9: the ratio grows "
                 "by √10, the relaxation is 10× faster.")
 
 
@@ -206,26 +213,34 @@ def ratio_panel(fast: bool | None = None) -> panels.LivePanel:
 def lars_figure(res: ex.LarsComparison) -> go.Figure:
     k = res.steps
     th = _thin(len(k), 500)
-    fig = _subplots(("per-step α‖g‖/‖w‖ of SGD + weight decay", "angle between w and the teacher's direction"),
-                    height=420, spacing=0.12)
-    fig.add_trace(go.Scatter(x=k[th], y=res.sgd_step[th], mode="markers", name="SGD: α‖g‖/‖w‖",
+    fig = _subplots(("per step: LARS coefficient α‖g‖/‖w‖ and the angle turned",
+                     "angle between w and the teacher's direction"), height=440, spacing=0.12)
+    fig.add_trace(go.Scatter(x=k[th], y=res.sgd_step[th], mode="markers", name="SGD: α‖g‖/‖w‖ (LARS coefficient)",
                              marker=dict(size=5, color=figures.rgba(figures.color(0), 0.45))), 1, 1)
     fig.add_trace(go.Scatter(x=[k[0], k[-1]], y=[res.eta] * 2, mode="lines", name="η = √(2αλ(1−ρ))",
                              line=dict(color="black", width=2.5)), 1, 1)
+    fig.add_trace(go.Scatter(x=k[th], y=res.sgd_turn[th], mode="markers", name="SGD: angle turned per step (rad)",
+                             marker=dict(size=5, symbol="diamond", color=figures.rgba(figures.color(2), 0.45))), 1, 1)
+    fig.add_trace(go.Scatter(x=[k[0], k[-1]], y=[res.turn] * 2, mode="lines",
+                             name="predicted RMS angle √(2αλ/(1+ρ))", line=dict(color="black", width=2.5, dash="dash")),
+                  1, 1)
     fig.add_trace(go.Scatter(x=k, y=res.sgd_angle, mode="lines", name="SGD + weight decay",
                              line=dict(color=figures.color(0), width=2.5)), 1, 2)
-    fig.add_trace(go.Scatter(x=k, y=res.lars_angle, mode="lines", name="LARS, η = √(2αλ(1−ρ)), no decay",
+    fig.add_trace(go.Scatter(x=k, y=res.lars_angle, mode="lines", name="LARS, η = √(2αλ(1−ρ)), same ρ, no decay",
                              line=dict(color=figures.color(1), width=2.5)), 1, 2)
-    fig.update_yaxes(title_text="radians per step", type="log", row=1, col=1)
+    fig.update_yaxes(title_text="α‖g‖/‖w‖ · angle per step (rad)", type="log", row=1, col=1)
     fig.update_yaxes(title_text="∠(w, w*) (radians)", type="log", row=1, col=2)
     return fig
 
 
 def lars_notes(res: ex.LarsComparison) -> str:
     c = res.check
-    return (f"η = √(2αλ(1−ρ)) = {res.eta:.4g}; late median of SGD's α‖g‖/‖w‖ = {c['step'][0]:.4g} "
-            f"(ratio {c['step_rel'][0]:.3f}). Final angle to the teacher: SGD {res.sgd_angle[-1]:.3f}, "
-            f"LARS {res.lars_angle[-1]:.3f} rad. "
+    return (f"LARS coefficient: η = √(2αλ(1−ρ)) = {res.eta:.4g}; late median of SGD's α‖g‖/‖w‖ = {c['step'][0]:.4g} "
+            f"(measured / predicted {c['step_rel'][0]:.3f}). Angle turned per step (late RMS): SGD "
+            f"{res.sgd_turn_rms:.4g}, LARS {res.lars_turn_rms:.4g}; predicted √(2αλ/(1+ρ)) = {res.turn:.4g} "
+            f"(SGD measured / predicted {res.sgd_turn_rms / res.turn:.3f}; "
+            f"the angle is {res.turn / res.eta:.2f}× η, i.e. 1/√(1−ρ²)). Final angle to the teacher: "
+            f"SGD {res.sgd_angle[-1]:.3f}, LARS {res.lars_angle[-1]:.3f} rad. "
             + panels.divergence_notes(res.sgd, ["SGD"]))
 
 
@@ -233,13 +248,15 @@ def lars_panel(fast: bool | None = None) -> panels.LivePanel:
     s = sizes(fast)
     return panels.LivePanel(
         compute=functools.partial(ex.sgd_vs_lars, min_steps=s.toy_min_steps, max_steps=s.lars_max_steps),
-        controls=_sgd_controls(5e-3, 0.0),
+        controls=_sgd_controls(5e-3, 0.9),
         build=lars_figure, notes=lars_notes,
         title="SGD with weight decay takes LARS steps",
-        caption="Left: the noisy per-step angular step of SGD + weight decay scatters around η = √(2αλ(1−ρ)) "
-                "(black), the step LARS takes exactly. Right: SGD + weight decay and LARS with that η, no decay, "
-                "same minibatches: they learn the direction at the same pace. Change α and λ with αλ fixed: "
-                "nothing changes.")
+        caption="Left: SGD + weight decay's coefficient α‖g‖/‖w‖ (circles) scatters around η = √(2αλ(1−ρ)) "
+                "(black), the coefficient LARS puts on every gradient before its momentum buffer. The angle w "
+                "actually turns per step (diamonds) is α‖v‖/‖w‖, set by the buffer v: about √(2αλ/(1+ρ)) "
+                "(dashed), 1/√(1−ρ²) times η (2.3× at ρ = 0.9; the same at ρ = 0). Right: SGD + weight decay and "
+                "LARS with that η and the same ρ, no decay, same minibatches: they learn the direction at a "
+                "similar pace. Change α and λ with αλ fixed: nothing changes.")
 
 
 # =========================================================================== 4. the 2-D picture
@@ -293,7 +310,10 @@ def plane_notes(result: tuple[ex.PlaneRuns, int]) -> str:
     res, k = result
     decay_piece, grad_piece = res.pieces(k)
     n0, n1 = (np.linalg.norm(res.w[k, r]) for r in range(2))
-    return (f"Step {k}: ‖w‖ = {n0:.3f} without decay, {n1:.3f} with decay (circle radius {res.radius:.3f}). "
+    late = np.median(np.linalg.norm(res.w[len(res.w) // 2:, 1], axis=-1))
+    return (f"Step {k}: ‖w‖ = {n0:.3f} without decay, {n1:.3f} with decay (circle radius {res.radius:.3f}, "
+            f"predicted with G from a run from another seed; late median ‖w‖ of the decayed run / radius = "
+            f"{late / res.radius:.3f}). "
             f"‖αg‖ = {np.linalg.norm(grad_piece[1]):.3g}, ‖αλw‖ = {np.linalg.norm(decay_piece[1]):.3g}.")
 
 
@@ -311,13 +331,14 @@ def plane_panel(fast: bool | None = None) -> panels.LivePanel:
         title="One step in the plane: outward gradient, inward decay",
         caption="The toy model with a two-dimensional weight. Step through training with the k slider: the green "
                 "gradient step is orthogonal to w and pushes it outward (Pythagoras), the purple decay step "
-                "pulls it inward. Without decay the weights spiral out; with decay they settle on the circle.")
+                "pulls it inward. Without decay the weights spiral out; with decay they settle on the circle, whose "
+                "radius is predicted from a separate run (another seed).")
 
 
 # =========================================================================== 5. batch size and linear scaling
 
 def batch_figure(res: ex.BatchScaling) -> go.Figure:
-    fig = _subplots(("training loss vs examples seen", "per-step angular step α‖g‖/‖w‖",
+    fig = _subplots(("training loss vs examples seen", "angle per step α‖g‖/‖w‖ (ρ = 0)",
                      "cos(gₜ, EMA of earlier g)"), height=430, spacing=0.09)
     for i, n in enumerate(res.factors):
         fig.add_trace(go.Scatter(x=res.examples[n], y=res.loss[n], mode="lines",
