@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import equilibrium
 from ._validate import Key, accepts
 from .optim import chain, graft, scale_by_lr, scale_by_rms, sgd, adam
 from .optim import kron_damped_solve
@@ -258,6 +259,21 @@ def _relax(fn):
     for lr, wd in [(0.1, 5e-4), (0.4, 5e-3)]:
         _within(_call(fn, lr, wd), 1 / (4 * lr * wd), f"your time for (alpha, lambda) = ({lr}, {wd})", rel=0.10)
     return "about 1 / (4 alpha lambda) steps: the deviation shrinks by (1 - 4 alpha lambda) per step."
+
+
+@exercise("05.sq_norm_map", "iterate the mean-field map of x = ||w||^2 for SGD with weight decay (no momentum)",
+          hint="one step shrinks x by the decay, (1 - alpha lambda)^2 x, and adds the orthogonal gradient's "
+               "alpha^2 ||g||^2 with ||g||^2 = G^2 / x (Pythagoras); return all steps + 1 values, starting with x0")
+def _sq_norm_map(fn):
+    for x0, lr, wd, G, steps in [(1.0, 0.1, 5e-3, 0.7, 400), (20.0, 0.4, 1e-3, 1.3, 50), (0.01, 0.1, 0.0, 1.0, 30)]:
+        got = _as_tensor(_call(fn, x0, lr, wd, G, steps), "your trajectory").flatten()
+        expected = torch.as_tensor(equilibrium.sq_norm_map(x0, lr, wd, G, steps))
+        if got.numel() == steps:
+            raise _Wrong(f"you returned {steps} values for {steps} steps: include x0 as the first value")
+        _close(got, expected, f"the trajectory for (x0, alpha, lambda, G) = ({x0}, {lr}, {wd}, {G})", rtol=1e-9)
+    x_star = float(equilibrium.equilibrium_sq_norm(0.1, 5e-3, 0.7))
+    return (f"your map settles at x* = G sqrt(alpha / (2 lambda)) (= {x_star:.4g} for the first case) within "
+            "a few 1/(4 alpha lambda) steps, and without decay it grows like sqrt(x0^2 + 2 alpha^2 G^2 k).")
 
 
 # ---------------------------------------------------------------- 06 three mechanisms
