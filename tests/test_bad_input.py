@@ -594,6 +594,8 @@ ENTRIES = [
     E("second_moment", ics.second_moment, dict(a=torch.ones(4, 3, dtype=F64)), None, **declared(ics.second_moment)),
     E("predicted_outlier", ics.predicted_outlier, dict(mean=torch.ones(3, dtype=F64)), None,
       **declared(ics.predicted_outlier)),
+    E("predicted_bias_outlier", ics.predicted_bias_outlier, dict(mean=torch.ones(3, dtype=F64)), None,
+      **declared(ics.predicted_bias_outlier)),
     E("moment_spectrum", ics.moment_spectrum, dict(a=torch.randn(6, 3, dtype=F64)), None,
       **declared(ics.moment_spectrum)),
     E("unit_features", ics.unit_features, dict(activation="tanh", dim=3, samples=5), None,
