@@ -582,6 +582,8 @@ ENTRIES = [
       None, **declared(kronecker_experiments.time_inverses_up_to)),
     E("time_inverses_up_to (relations)", kronecker_experiments.time_inverses_up_to,
       dict(largest=3, widths=(2, 3), repeats=1), None, largest=Obj((1, 2))),
+    E("linear_network_blocks", kronecker_experiments.linear_network_blocks, dict(sizes=(2, 3, 2), n=4), None,
+      **declared(kronecker_experiments.linear_network_blocks)),
     E("kfac_vs_exact", kronecker_experiments.kfac_vs_exact, dict(sizes=(2, 3, 2), steps=4, checkpoints=2, n=16), None,
       **declared(kronecker_experiments.kfac_vs_exact, layer=Obj(("linears.5", "linear", 0, None)))),
     E("kfac_checkpoint", kronecker_experiments.kfac_checkpoint, dict(sizes=(2, 3, 2), steps=4, checkpoints=2), None,
