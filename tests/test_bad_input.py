@@ -821,6 +821,8 @@ ENTRIES = [
       **declared(adaptive_experiments.fisher_comparison)),
     E("decay_comparison", adaptive_experiments.decay_comparison, dict(steps=3, grid=(0.0, 0.1)), None,
       **declared(adaptive_experiments.decay_comparison)),
+    E("sgd_decay_identity", adaptive_experiments.sgd_decay_identity, dict(steps=3), None,
+      **declared(adaptive_experiments.sgd_decay_identity)),
     E("grafting_experiment", adaptive_experiments.grafting_experiment,
       dict(steps=2, batch_size=8, sizes=(64, 4, 10), record_every=1, data=digits_small()), None,
       **declared(adaptive_experiments.grafting_experiment)),
