@@ -331,7 +331,8 @@ def grafting_experiment(magnitude: str = "sgd", direction: str = "adam", steps: 
 
     where :math:`u_M, u_D` are the steps M and D (each with its own learning
     rate, :data:`DEFAULT_LR` by default) would take from the current weights.
-    ``data`` defaults to the digits (:func:`lecture_lib.data.digits`); the loss is
+    ``data`` defaults to the digits in the notebooks' shared split (:func:`lecture_lib.data.digits` with
+    :data:`~lecture_lib.data.DIGITS_TEST_FRACTION` and :data:`~lecture_lib.data.DIGITS_SPLIT_SEED`); the loss is
     cross-entropy. ``progress(fraction)`` is called after each of the three runs.
 
     Reference: Agarwal, Anil, Hazan, Koren & Zhang, "Disentangling Adaptive Gradient
@@ -348,7 +349,7 @@ def grafting_experiment(magnitude: str = "sgd", direction: str = "adam", steps: 
     def track(_model, params, grads, state):
         return step_comparison(m_opt, d_opt, grads, state, params)
 
-    ds = data_mod.digits() if data is None else data
+    ds = data_mod.digits(data_mod.DIGITS_TEST_FRACTION, data_mod.DIGITS_SPLIT_SEED) if data is None else data
     labels = (f"M = {magnitude}", f"D = {direction}", f"graft({magnitude}, {direction})")
     optimizers = (make(magnitude, lr_magnitude), make(direction, lr_direction), optim.graft(m_opt, d_opt))
     records = {}
