@@ -220,7 +220,7 @@ LINEAR_NETWORKS = {"linear, no biases": ("linear", False), "linear, with biases"
 
 @dataclass
 class LinearNetworkBlocks:
-    """Per layer and network: how far the exact Gauss-Newton block is from K-FAC's :math:`A\otimes S`."""
+    r"""Per layer and network: how far the exact Gauss-Newton block is from K-FAC's :math:`A\otimes S`."""
 
     sizes: tuple
     layers: list[str]                  # ["linears.0", ...]
