@@ -388,6 +388,11 @@ class RegressionProblem:
         r = w @ self.x.T - self.y
         return 0.5 * (r * r).mean(-1)
 
+    def grad(self, w: torch.Tensor, k: int = 0) -> torch.Tensor:
+        r""":math:`\nabla J(w)` on the whole data set for ``w`` of shape ``(..., D)``; ``k`` is ignored (an oracle for
+        :func:`descend`)."""
+        return (w @ self.x.T - self.y) @ self.x / len(self.y)
+
     @accepts(requires(lambda a: a["batch_size"] <= len(a["self"].y),
                       "batch_size must be an integer [1, {self.y.shape[0]}] (the examples), got {batch_size}"),
              batch_size=Int(1), seed=Seed())

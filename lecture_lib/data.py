@@ -263,14 +263,23 @@ DIGITS_SIZE, DIGITS_CLASSES = 1797, 10     # scikit-learn's 8x8 digits
 TEST_FRACTION = Real(DIGITS_CLASSES / DIGITS_SIZE, 1 - DIGITS_CLASSES / DIGITS_SIZE)
 
 
+#: The one digits split the notebooks share: 25% of the images (450) held out for testing, split seed 0.
+#: The split seed is not a training seed: runs that vary their initialization or minibatch order keep this split,
+#: so their test accuracies are measured on the same images. An experiment that needs another split (e.g. a larger
+#: test set to shrink the sampling noise of test accuracy) passes its own values and says why.
+DIGITS_TEST_FRACTION = 0.25
+DIGITS_SPLIT_SEED = 0
+
+
 @accepts(test_fraction=TEST_FRACTION, seed=Seed(), standardize=Bool())
-def digits(test_fraction: float = 0.25, seed: int = 0, standardize: bool = True,
+def digits(test_fraction: float = DIGITS_TEST_FRACTION, seed: int = DIGITS_SPLIT_SEED, standardize: bool = True,
            dtype=torch.float32, device=None) -> Dataset:
     """The 8x8 digits of scikit-learn (1797 images, 64 features, 10 classes), split with stratification.
 
     ``standardize``: subtract the training mean and divide by the training standard
     deviation per pixel (pixels constant on the training set are only centered).
-    The split is seeded: the same ``seed`` gives the same split.
+    The split is seeded: the same ``seed`` gives the same split. The defaults are the shared split
+    (:data:`DIGITS_TEST_FRACTION`, :data:`DIGITS_SPLIT_SEED`).
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

@@ -29,6 +29,7 @@ from . import equilibrium
 from ._validate import Key, accepts
 from .optim import chain, graft, scale_by_lr, scale_by_rms, sgd, adam
 from .optim import kron_damped_solve
+from .optim.transforms import ScaleByAdamState, scale_by_adam
 
 
 class ExerciseFailed(AssertionError):
@@ -299,3 +300,68 @@ def _jac_norm(fn):
     expected = len(Ws) * J.pow(2).sum()
     _close(_call(fn, [W.clone() for W in Ws]), expected, "the K-FAC norm", rtol=1e-8)
     return "it equals K ||J_x||_F^2: K-FAC-G weight decay is Jacobian regularization."
+
+
+# ---------------------------------------------------------------- added for issue 15: one more per notebook 01-03
+
+@exercise("01.adam_step", "implement one Adam step with bias correction (w, m, s, t) -> (w_new, m_new, s_new)",
+          hint="update m <- beta1 m + (1 - beta1) g and s <- beta2 s + (1 - beta2) g**2 first; then divide the NEW m by "
+               "(1 - beta1**t) and the NEW s by (1 - beta2**t), with t the index of this step (1 for the first); "
+               "eps is added after the square root: w - lr * m_hat / (sqrt(s_hat) + eps)")
+def _adam_step(fn):
+    g_ = _gen(11)
+    for t, lr, beta1, beta2, eps in [(1, 0.1, 0.9, 0.999, 1e-8), (3, 0.01, 0.8, 0.99, 1e-3), (50, 0.05, 0.9, 0.999, 1e-8)]:
+        w, g, m, s = (torch.randn(6, generator=g_, dtype=torch.float64) for _ in range(4))
+        m, s = (torch.zeros_like(m), torch.zeros_like(s)) if t == 1 else (m * 0.1, s.abs() * 0.1)
+        out = _call(fn, w.clone(), g.clone(), m.clone(), s.clone(), t, lr, beta1, beta2, eps)
+        if not (isinstance(out, tuple) and len(out) == 3):
+            raise _Wrong("return the triple (w_new, m_new, s_new)")
+        adam_ = chain(scale_by_adam(beta1, beta2, eps), scale_by_lr(lr))
+        state = adam_.init({"w": w[None]})
+        state = (ScaleByAdamState(t - 1, {"w": m[None]}, {"w": s[None]}), state[1])
+        u, new_state = adam_.update({"w": g[None]}, state, {"w": w[None]})
+        _close(out[1], new_state[0].m["w"][0], f"m_new at step t = {t}")
+        _close(out[2], new_state[0].s["w"][0], f"s_new at step t = {t}")
+        _close(out[0], (w[None] + u["w"])[0], f"w_new at step t = {t}")
+    return ("your Adam step matches lecture_lib.optim.scale_by_adam (torch.optim.Adam), bias correction included: "
+            "at t = 1 every coordinate moves by about lr, whatever the size of its gradient.")
+
+
+@exercise("02.centering_backprop", "backprop through batch centering: (a, s_hat_bar) -> (s_bar, w_bar)",
+          hint="s_hat_n = s_n - mean_k s_k, so every s_k also reaches every s_hat_n through the mean: "
+               "s_bar = s_hat_bar - s_hat_bar.mean(0); then w_bar = s_bar^T a, which equals s_hat_bar^T (a - a.mean(0))")
+def _centering_backprop(fn):
+    g_ = _gen(12)
+    for B, n_in, n_out, shift in [(8, 3, 2, 0.0), (16, 5, 4, 3.0)]:
+        a = torch.randn(B, n_in, generator=g_, dtype=torch.float64) + shift
+        s_hat_bar = torch.randn(B, n_out, generator=g_, dtype=torch.float64) + 1.0   # batch sum not zero
+        W = torch.randn(n_out, n_in, generator=g_, dtype=torch.float64)
+        s = (a @ W.T).requires_grad_(True)
+        ((s - s.mean(0, keepdim=True)) * s_hat_bar).sum().backward()     # a loss whose derivative at s_hat is s_hat_bar
+        out = _call(fn, a.clone(), s_hat_bar.clone())
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise _Wrong("return the pair (s_bar, w_bar)")
+        _close(out[0], s.grad, f"s_bar (batch {B}, shift {shift:g})", rtol=1e-10)
+        _close(out[1], s.grad.T @ a, f"w_bar (batch {B}, shift {shift:g})", rtol=1e-10)
+    return ("through the statistics path the weight gradient is S_hat_bar^T A_tilde: the layer learns as if its "
+            "inputs had been centered, whatever the shift.")
+
+
+@exercise("03.kfac_step", "one K-FAC step for a bias-free linear layer, through the eigenbases of A and S",
+          hint="A = a^T a / n (in x in), S = ds^T ds / n (out x out); rotate the gradient into the eigenbases, "
+               "Q_S^T grad Q_A, divide by d_S d_A^T + damping, rotate back, and step W - lr * X")
+def _kfac_step(fn):
+    g_ = _gen(13)
+    for n, n_in, n_out, lr, damping in [(32, 4, 3, 0.1, 1e-2), (64, 6, 2, 0.5, 1e-3)]:
+        W = torch.randn(n_out, n_in, generator=g_, dtype=torch.float64)
+        a = torch.randn(n, n_in, generator=g_, dtype=torch.float64) + 0.5
+        ds = torch.randn(n, n_out, generator=g_, dtype=torch.float64)
+        grad = torch.randn(n_out, n_in, generator=g_, dtype=torch.float64)
+        A, S = a.T @ a / n, ds.T @ ds / n
+        # the dense reference: (A ⊗ S + damping I) vec(X) = vec(grad), vec stacking columns
+        M = torch.kron(A, S) + damping * torch.eye(n_in * n_out, dtype=torch.float64)
+        X = torch.linalg.solve(M, grad.T.reshape(-1)).reshape(n_in, n_out).T
+        got = _call(fn, W.clone(), a.clone(), ds.clone(), grad.clone(), lr, damping)
+        _close(got, W - lr * X, f"W_new for a {n_out} x {n_in} layer", rtol=1e-8)
+    return ("your step equals W - lr (A ⊗ S + damping I)^{-1} vec(grad) solved densely, at the cost of two small "
+            "eigendecompositions.")

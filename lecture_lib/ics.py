@@ -7,7 +7,9 @@ reasoning this module makes computable:
    and covariance :math:`\Sigma = I` the second moment is
    :math:`A = \mathbb E[a a^\top] = I + m m^\top`: one eigenvalue
    :math:`\nu = \lVert m\rVert^2 + 1` in direction :math:`m`, the rest 1
-   (:func:`moment_spectrum`). For linear regression :math:`A` *is* the Hessian, so
+   (:func:`moment_spectrum`). For linear regression with a bias the Hessian is the
+   moment of :math:`(a, 1)`, whose outlier is :math:`\approx\lVert m\rVert^2 + 2`
+   (exactly :func:`predicted_bias_outlier`), so
    gradient descent slows down by the condition number (LeCun et al. 1998,
    "Efficient BackProp", §4.3; hence tanh rather than logistic units,
    :func:`unit_features`).
@@ -72,6 +74,28 @@ def predicted_outlier(mean: torch.Tensor) -> float:
     return float(mean.to(F64).pow(2).sum()) + 1.0
 
 
+@accepts(mean=Tensor(dim=1))
+def predicted_bias_outlier(mean: torch.Tensor) -> tuple[float, float]:
+    r"""The two eigenvalues that a bias column adds to :math:`I + mm^\top`: ``(top, partner)``.
+
+    With a 1 appended, :math:`\tilde a = (a, 1)` and :math:`\Sigma = I`,
+    :math:`\tilde A = E[\tilde a\tilde a^\top] = \begin{pmatrix}I + mm^\top & m\\ m^\top & 1\end{pmatrix}`.
+    Vectors :math:`(u, 0)` with :math:`u\perp m` keep eigenvalue 1; on the plane spanned by
+    :math:`(\hat m, 0)` and :math:`(0, 1)` the matrix is
+    :math:`\begin{pmatrix}1 + \mu^2 & \mu\\ \mu & 1\end{pmatrix}`, :math:`\mu = \lVert m\rVert`,
+    with trace :math:`\mu^2 + 2` and determinant 1. Hence
+
+    .. math:: \nu_\pm = \tfrac12\big(\mu^2 + 2 \pm \mu\sqrt{\mu^2 + 4}\big),
+        \qquad \nu_+\nu_- = 1, \qquad \nu_+ = \mu^2 + 2 - \mu^{-2} + O(\mu^{-4}),
+
+    so the top eigenvalue is :math:`\approx\lVert m\rVert^2 + 2` (not :math:`+1`) and the condition
+    number of :math:`\tilde A` is exactly :math:`\nu_+^2`.
+    """
+    mu2 = float(mean.to(F64).pow(2).sum())
+    top = 0.5 * (mu2 + 2.0 + math.sqrt(mu2 * (mu2 + 4.0)))
+    return top, 1.0 / top
+
+
 @dataclass
 class MomentSpectrum:
     """Eigen-analysis of :math:`A = E[aa^\top]` against the outlier prediction."""
@@ -134,9 +158,9 @@ def regression_hessian(x: torch.Tensor, bias: bool = True) -> torch.Tensor:
     With ``bias`` the inputs are augmented, :math:`\tilde x = (x, 1)`, so for
     :math:`x \sim \mathcal N(m, \Sigma)`:
     :math:`H = \begin{pmatrix}\Sigma + mm^\top & m\\ m^\top & 1\end{pmatrix}`, whose
-    determinant is :math:`\det\Sigma`: the outlier :math:`\approx\lVert m\rVert^2 + 1`
-    comes with a small eigenvalue :math:`\approx 1/(\lVert m\rVert^2+1)`, so the condition
-    number grows like :math:`\nu^2`.
+    determinant is :math:`\det\Sigma`. For :math:`\Sigma = I` its outlier is
+    :math:`\nu_+ \approx \lVert m\rVert^2 + 2` and it comes with a partner eigenvalue
+    :math:`1/\nu_+` (:func:`predicted_bias_outlier`), so the condition number is :math:`\nu_+^2`.
     """
     x = x.to(F64)
     if bias:

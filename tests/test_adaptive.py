@@ -202,6 +202,29 @@ def test_l2_and_decoupled_decay_coincide_for_sgd(sweep):
     np.testing.assert_allclose(sweep.paths["sgdw"], sweep.paths["sgd"], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("rho", [0.5, 0.9])
+def test_sgd_l2_equals_weight_decay_only_without_momentum(rho):
+    r = X.sgd_decay_identity(lr=0.05, weight_decay=0.3, momentum=rho, steps=1500)
+    assert r.gap(0.0).max() < 1e-14                          # plain SGD: one algorithm (measured: 0 exactly)
+    # with momentum the decay in the buffer (PyTorch) and after it (SGDW) agree at step 1, then part:
+    # w2(L2) - w2(W) = -alpha rho lambda w0 (only the buffer's memory of lambda w0 differs)
+    p = r.paths[rho]
+    assert np.abs(p["SGD + L2"][1] - p["SGDW"][1]).max() < 1e-15
+    np.testing.assert_allclose(p["SGD + L2"][2] - p["SGDW"][2], -0.05 * rho * 0.3 * r.w0, rtol=1e-10, atol=1e-15)
+    assert r.gap(rho)[2] == pytest.approx(r.predicted_second_step_gap, rel=1e-10)
+    # fixed points: the buffer holds grad/(1 - rho), so SGDW's decay acts like L2 with (1 - rho) lambda
+    np.testing.assert_allclose(p["SGD + L2"][-1], r.ridge["λ"], atol=1e-8)
+    np.testing.assert_allclose(p["SGDW"][-1], r.ridge["(1−ρ)λ"], atol=1e-8)
+    assert np.linalg.norm(r.ridge["λ"] - r.ridge["(1−ρ)λ"]) > 0.1
+
+
+def test_full_batch_grad_is_the_gradient_of_the_loss():
+    p = A.regression_problem(seed=3)
+    w = torch.tensor([[0.3, -1.2]], dtype=F64, requires_grad=True)
+    p.loss(w).sum().backward()
+    torch.testing.assert_close(p.grad(w.detach()), w.grad, rtol=1e-13, atol=1e-15)
+
+
 def test_l2_and_decoupled_decay_differ_for_adam(sweep):
     assert np.abs(sweep.paths["adam"][:, 0] - sweep.paths["adamw"][:, 0]).max() == 0.0  # λ = 0: same method
     gap = np.abs(sweep.final["adam"][1:] - sweep.final["adamw"][1:]).max(axis=1)

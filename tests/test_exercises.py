@@ -110,3 +110,51 @@ def test_student_version_fails_its_checks_with_helpful_messages(path, student_di
         assert meta.get("grade"), f"an error outside a check cell: {err['ename']}: {err['evalue']}"
         assert err["ename"] == "ExerciseFailed" and "not done yet" in err["evalue"], err["evalue"]
     assert len(errors) == len(_exercises(path))
+
+
+# ---------------------------------------------------------------- the plausible mistakes of the added exercises
+
+def _adam(bias_correction=True, eps_inside=False):
+    def adam_step(w, g, m, s, t, lr, beta1, beta2, eps):
+        m, s = beta1 * m + (1 - beta1) * g, beta2 * s + (1 - beta2) * g ** 2
+        m_hat, s_hat = (m / (1 - beta1 ** t), s / (1 - beta2 ** t)) if bias_correction else (m, s)
+        denom = torch.sqrt(s_hat + eps) if eps_inside else torch.sqrt(s_hat) + eps
+        return w - lr * m_hat / denom, m, s
+    return adam_step
+
+
+def test_adam_step_checker_rejects_a_step_without_bias_correction(capsys):
+    check("01.adam_step", _adam())
+    assert "✓ [01.adam_step]" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed, match=r"w_new at step t = 1 .*Hint: .*1 - beta1\*\*t"):
+        check("01.adam_step", _adam(bias_correction=False))
+    with pytest.raises(ExerciseFailed, match="w_new at step t = 3"):     # eps = 1e-3 there: inside or after sqrt matters
+        check("01.adam_step", _adam(eps_inside=True))
+
+
+def test_centering_backprop_checker_rejects_the_direct_path_only():
+    def direct(a, s_hat_bar):                # forgets the derivative through the batch mean
+        return s_hat_bar, s_hat_bar.T @ a
+    with pytest.raises(ExerciseFailed, match=r"s_bar .*Hint: .*statistics|s_bar .*Hint: .*mean"):
+        check("02.centering_backprop", direct)
+
+    def only_weights(a, s_hat_bar):           # right W gradient, wrong derivative at s
+        return s_hat_bar, s_hat_bar.T @ (a - a.mean(0))
+    with pytest.raises(ExerciseFailed, match="s_bar"):
+        check("02.centering_backprop", only_weights)
+
+
+def test_kfac_step_checker_rejects_factored_or_missing_damping():
+    def step(W, a, ds, grad, lr, damping, damp="exact"):
+        A, S = a.T @ a / len(a), ds.T @ ds / len(ds)
+        dA, QA = torch.linalg.eigh(A)
+        dS, QS = torch.linalg.eigh(S)
+        if damp == "factored":                # (A + sqrt(γ) I) ⊗ (S + sqrt(γ) I): Martens & Grosse's cheaper variant
+            scale = torch.outer(dS + damping ** 0.5, dA + damping ** 0.5)
+        else:
+            scale = torch.outer(dS, dA) + (damping if damp == "exact" else 0.0)
+        return W - lr * QS @ ((QS.T @ grad @ QA) / scale) @ QA.T
+    check("03.kfac_step", step)
+    for wrong in ("none", "factored"):
+        with pytest.raises(ExerciseFailed, match="W_new"):
+            check("03.kfac_step", lambda *args: step(*args, damp=wrong))

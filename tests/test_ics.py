@@ -48,6 +48,36 @@ def test_regression_hessian_with_bias_is_the_augmented_moment():
     torch.testing.assert_close(H, x1.T @ x1 / 4, rtol=1e-14, atol=1e-14)
 
 
+@pytest.mark.parametrize("mean_norm", [0.5, 1.0, 3.0, 5.0])
+def test_a_bias_column_moves_the_outlier_to_about_norm_squared_plus_two(mean_norm):
+    # exact: the population matrix [[I + m m^T, m], [m^T, 1]] has top (mu^2 + 2 + mu sqrt(mu^2 + 4))/2 and 1/top
+    x, m, _ = data.gaussian_inputs(2, 5, mean_norm=mean_norm, seed=3)
+    m1 = torch.cat([m, torch.ones(1, dtype=F64)])
+    population = torch.eye(6, dtype=F64) + torch.outer(m1, m1)
+    population[-1, -1] = 1.0
+    ev = torch.linalg.eigvalsh(population)
+    top, partner = ics.predicted_bias_outlier(m)
+    assert float(ev[-1]) == pytest.approx(top, rel=1e-12) and float(ev[0]) == pytest.approx(partner, rel=1e-10)
+    assert float(ev[-1] / ev[0]) == pytest.approx(top ** 2, rel=1e-10)
+    assert abs(top - (mean_norm ** 2 + 2 - mean_norm ** -2)) < 2.5 * mean_norm ** -4   # the expansion
+    # sampled: n = 1e5, D = 20; measured |top/predicted - 1| <= 0.41% over seeds 0-2 and these norms
+    x, m, _ = data.gaussian_inputs(100_000, 20, mean_norm=mean_norm, cond=1.0, seed=0)
+    ev = torch.linalg.eigvalsh(ics.regression_hessian(x))
+    top, partner = ics.predicted_bias_outlier(m)
+    assert float(ev[-1]) == pytest.approx(top, rel=0.01)
+    assert float(ev[0]) == pytest.approx(partner, rel=0.02)
+    assert float(ev[-1] / ev[0]) == pytest.approx(top ** 2, rel=0.02)     # kappa(H) = nu_+^2
+    # the bias-free prediction ||m||^2 + 1 misses by far more than this one's sampling error
+    assert abs(float(ev[-1]) - ics.predicted_outlier(m)) > 10 * abs(float(ev[-1]) - top)
+
+
+def test_descent_notes_predict_the_bias_outlier_from_the_true_mean():
+    r = experiments.descent_experiment(mean_norm=3.0, cond=1.0, dim=10, steps=5)
+    assert r.predicted_outlier == pytest.approx(0.5 * (11 + 3 * 13 ** 0.5), rel=1e-12)
+    assert r.hessian_eigenvalues[0][0] == pytest.approx(r.predicted_outlier, rel=0.1)   # n = 512 samples
+    assert np.isnan(experiments.descent_experiment(mean_norm=3.0, cond=10.0, dim=10, steps=5).predicted_outlier)
+
+
 def test_descent_is_slow_on_uncentered_features():
     r = experiments.descent_experiment(mean_norm=3.0, cond=1.0, dim=10, steps=100)
     kappa = dict(zip(r.labels, r.condition_numbers))
@@ -206,3 +236,12 @@ def test_panel_experiments_have_one_outlier_per_output():
     assert rep.predicted.shape == (2,)
     qd = experiments.quasi_diagonal_experiment(mean_norm=0.0, cond=1.0)
     torch.testing.assert_close(qd["preconditioner"], torch.eye(8, dtype=F64), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_s_has_more_than_m_nonzero_eigenvalues_but_m_dominate(outputs):
+    # per input, Ds spans at most M directions; averaged over inputs S has more (so "at most M" would be wrong),
+    # yet in the notebook's 6 -> 10 -> M tanh network the (M+1)-th is >10x below the M-th (measured 13x and 36x)
+    lam = torch.linalg.eigvalsh(experiments.conditioning_experiment(mean_norm=3.0, outputs=outputs).S).flip(0)
+    assert float(lam[outputs]) > 1e-6 * float(lam[0])
+    assert float(lam[outputs - 1]) > 10 * float(lam[outputs])

@@ -98,3 +98,38 @@ def test_kron_spectrum_source_shows_no_argument_checks():
     from lecture_lib.viz import figures
     text = figures.source_block(K.kron_spectrum, K.random_spd).data
     assert "raise" not in text and "check_" not in text
+
+
+@pytest.mark.parametrize("sizes,mean_norm", [((6, 5, 4, 3), 2.0), ((4, 5, 5, 5, 2), 0.0)])
+def test_kfac_block_is_exact_in_every_layer_of_a_linear_network(sizes, mean_norm):
+    r = X.linear_network_blocks(sizes=sizes, mean_norm=mean_norm, n=48)
+    assert r.relative_error.shape == (3, len(sizes) - 1) and r.layers[-1] == f"linears.{len(sizes) - 2}"
+    assert (r.relative_error[:2] < 1e-13).all()          # linear, with or without biases (measured <= 1.5e-15)
+    assert (r.relative_error[2, :-1] > 1e-3).all()        # tanh: the hidden layers are only approximated
+    assert r.relative_error[2, -1] < 1e-13                # ... and its output layer is exact (S = I)
+    from lecture_lib.viz import kronecker_panels as kp
+    names = [t.name for t in kp.linear_network_figure(r).data]
+    assert len(names) == len(set(names)) == 4
+
+
+def test_exact_gn_quadratic_form_of_each_layer_is_the_jacobian_norm():
+    """Notebook 06's identity, layer by layer, from the exact GN blocks: for a bias-free linear network with
+    E[x xᵀ] = I, vec(W_l)ᵀ G_ll vec(W_l) = ||J_x||_F² for every l, so the sum over K layers is K ||J_x||_F²."""
+    from lecture_lib import curvature
+    from lecture_lib.models import DeepLinear
+    sizes = (5, 4, 6, 3)
+    z = torch.randn(40, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64) + 1.0
+    evals, evecs = torch.linalg.eigh(z.T @ z / 40)
+    x = z @ (evecs * evals.rsqrt()) @ evecs.T             # uncentered second moment exactly I
+    torch.testing.assert_close(x.T @ x / 40, torch.eye(5, dtype=torch.float64), rtol=0, atol=1e-12)
+    model = DeepLinear(sizes, seed=2, dtype=torch.float64)
+    G, flat = curvature.gauss_newton(model, x, "mse"), curvature.flatten(model)
+    Ws = [lin.weight[0].detach() for lin in model.linears]
+    J = Ws[0]
+    for W in Ws[1:]:
+        J = W @ J
+    forms = []
+    for i, W in enumerate(Ws):
+        block = curvature.layer_block(G, flat, f"linears.{i}")
+        forms.append(float(W.reshape(-1) @ block @ W.reshape(-1)))     # row-major, like layer_block
+    assert forms == pytest.approx([float(J.square().sum())] * 3, rel=1e-10)

@@ -8,6 +8,7 @@ One function per panel of the notebook, each built on the mathematics of
    at one point and along a path away from the optimum (:func:`fisher_along_path`);
 3. :func:`decay_comparison` -- L2 regularization against decoupled weight decay, a whole
    :math:`\lambda` sweep per optimizer as one batched run (:func:`regularization_sweep`);
+   :func:`sgd_decay_identity` -- the two coincide for plain SGD, not for SGD with momentum;
 4. :func:`grafting_experiment` -- an MLP trained with M, D and AdaGraft's graft(M, D).
 
 Nothing here imports plotly or ipywidgets; sizes (step counts, data sizes) are parameters,
@@ -230,6 +231,60 @@ def decay_comparison(lr: float = 0.02, weight_decay: float = 0.3, steps: int = 6
     return DecayComparison(sweep, _regression(), float(lr), float(lr_sgd), float(weight_decay))
 
 
+@dataclass(frozen=True)
+class SGDDecayIdentity:
+    r"""SGD + L2 (``optim.sgd``, PyTorch's convention) against SGDW (``optim.sgdw``), without and with momentum.
+
+    ``paths[rho]`` maps ``"SGD + L2"`` and ``"SGDW"`` to their ``(K + 1, D)`` iterates (full-batch gradients,
+    float64, same start) for :math:`\rho = 0` and the chosen ``momentum``; ``ridge`` holds the minimizers of
+    :math:`J + \frac{\lambda'}2\lVert w\rVert^2` for :math:`\lambda' = \lambda` (key ``"λ"``) and
+    :math:`(1-\rho)\lambda` (key ``"(1−ρ)λ"``).
+    """
+
+    lr: float
+    weight_decay: float
+    momentum: float
+    w0: np.ndarray
+    paths: dict[float, dict[str, np.ndarray]]
+    ridge: dict[str, np.ndarray]
+
+    def gap(self, rho: float) -> np.ndarray:
+        r""":math:`\lVert w_k^{L2} - w_k^{W}\rVert` for k = 0..K, for momentum ``rho`` (0 or the chosen one)."""
+        p = self.paths[rho]
+        return np.linalg.norm(p["SGD + L2"] - p["SGDW"], axis=1)
+
+    @property
+    def predicted_second_step_gap(self) -> float:
+        r""":math:`\alpha\rho\lambda\lVert w_0\rVert`: after two steps, with momentum, the runs differ by :math:`\alpha\rho\lambda w_0`."""
+        return self.lr * self.momentum * self.weight_decay * float(np.linalg.norm(self.w0))
+
+
+@accepts(lr=Positive(), weight_decay=NonNegative(), momentum=Unit(), steps=Int(2), w0=NUMBERS)
+def sgd_decay_identity(lr: float = 0.05, weight_decay: float = 0.3, momentum: float = 0.9, steps: int = 600,
+                       w0=(-1.0, 4.0)) -> SGDDecayIdentity:
+    r"""Where "L2 = weight decay for SGD" holds: plain SGD, not SGD with momentum.
+
+    Without momentum both chains compute :math:`w - \alpha(\nabla J + \lambda w)`: the trajectories are
+    identical (bit for bit here). With momentum PyTorch's SGD puts :math:`\lambda w` into the buffer,
+    :math:`v \leftarrow \rho v + \nabla J + \lambda w`, while SGDW adds it after,
+    :math:`w \leftarrow w - \alpha(v + \lambda w)`. The first steps agree; the second differs by exactly
+    :math:`\alpha\rho\lambda w_0`, and at a fixed point the buffer holds :math:`\nabla J/(1-\rho)`, so SGD + L2
+    settles at the ridge solution of :math:`\lambda` and SGDW at that of :math:`(1-\rho)\lambda`. Full-batch
+    gradients of the cached regression problem (:func:`~lecture_lib.adaptive.regression_problem`, seed 0).
+    """
+    problem = _regression()
+    start = torch.tensor([list(w0)], dtype=torch.float64)
+    paths = {}
+    for rho in sorted({0.0, float(momentum)}):
+        chains = {"SGD + L2": optim.sgd(lr, momentum=rho, weight_decay=weight_decay),
+                  "SGDW": optim.sgdw(lr, momentum=rho, weight_decay=weight_decay)}
+        paths[rho] = {name: descend(opt, problem.grad, start, steps)[:, 0].numpy() for name, opt in chains.items()}
+    ridge = {"λ": problem.ridge(weight_decay).numpy(),
+             "(1−ρ)λ": problem.ridge((1 - float(momentum)) * weight_decay).numpy()}
+    return SGDDecayIdentity(float(lr), float(weight_decay), float(momentum), np.asarray(w0, dtype=float), paths,
+                            ridge)
+
+
 # =========================================================================== 4. grafting
 
 #: The learning rate each optimizer gets in :func:`grafting_experiment` unless told otherwise.
@@ -276,7 +331,8 @@ def grafting_experiment(magnitude: str = "sgd", direction: str = "adam", steps: 
 
     where :math:`u_M, u_D` are the steps M and D (each with its own learning
     rate, :data:`DEFAULT_LR` by default) would take from the current weights.
-    ``data`` defaults to the digits (:func:`lecture_lib.data.digits`); the loss is
+    ``data`` defaults to the digits in the notebooks' shared split (:func:`lecture_lib.data.digits` with
+    :data:`~lecture_lib.data.DIGITS_TEST_FRACTION` and :data:`~lecture_lib.data.DIGITS_SPLIT_SEED`); the loss is
     cross-entropy. ``progress(fraction)`` is called after each of the three runs.
 
     Reference: Agarwal, Anil, Hazan, Koren & Zhang, "Disentangling Adaptive Gradient
@@ -293,7 +349,7 @@ def grafting_experiment(magnitude: str = "sgd", direction: str = "adam", steps: 
     def track(_model, params, grads, state):
         return step_comparison(m_opt, d_opt, grads, state, params)
 
-    ds = data_mod.digits() if data is None else data
+    ds = data_mod.digits(data_mod.DIGITS_TEST_FRACTION, data_mod.DIGITS_SPLIT_SEED) if data is None else data
     labels = (f"M = {magnitude}", f"D = {direction}", f"graft({magnitude}, {direction})")
     optimizers = (make(magnitude, lr_magnitude), make(direction, lr_direction), optim.graft(m_opt, d_opt))
     records = {}

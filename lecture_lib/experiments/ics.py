@@ -33,7 +33,8 @@ from .._validate import (Bool, Choice, Int, NonNegative, Positive, Real, Seed, S
 from ..data import Dataset
 from ..engine import train
 from ..ics import (CenteringGradient, ConditioningReport, MomentSpectrum, ShiftedMLP, centering_gradient,
-                   conditioning_report, moment_spectrum, quasi_diagonal, regression_hessian, reparameterize,
+                   conditioning_report, moment_spectrum, predicted_bias_outlier, quasi_diagonal, regression_hessian,
+                   reparameterize,
                    symmetric_power, unit_features, whiten)
 from ..models import MLP
 from ..optim import sgd
@@ -74,6 +75,7 @@ class DescentComparison:
     hessian_eigenvalues: list         # (D+1,) descending, per parameterization
     condition_numbers: list[float]
     lrs: list[float]                  # the alpha each run used
+    predicted_outlier: float = math.nan  # (||m||^2 + 2 + ||m|| sqrt(||m||^2 + 4)) / 2 for the uncentered H; nan unless Sigma = I
 
 
 @accepts(mean_norm=NonNegative(), cond=Real(1.0), dim=Int(), steps=Int(), lr_scale=Real(0.0, 2.0, low_open=True,
@@ -90,6 +92,9 @@ def descent_experiment(mean_norm: float = 3.0, cond: float = 1.0, dim: int = 10,
     mode needs :math:`\approx\kappa(H)/c` steps per e-fold (LeCun et al. 1998).
     Centering is the reparameterization :math:`\tilde x = x - m`; whitening also divides
     by :math:`\Sigma^{1/2}`. ``m`` and :math:`\Sigma` are the data's true moments.
+    ``H`` includes the bias column, so for :math:`\Sigma = I` (``cond = 1``) its outlier is
+    :func:`~lecture_lib.ics.predicted_bias_outlier` of the true mean, :math:`\approx\lVert m\rVert^2 + 2`,
+    reported as ``predicted_outlier`` (computed from the generator's m, not from the runs).
     """
     ds = data.linear_regression(n=n, dim=dim, mean_norm=mean_norm, cond=cond, noise=0.1, seed=seed, dtype=F64)
     m, cov = ds.meta["mean"].to(ds.x_train.device), ds.meta["cov"].to(ds.x_train.device)
@@ -98,7 +103,8 @@ def descent_experiment(mean_norm: float = 3.0, cond: float = 1.0, dim: int = 10,
         "centered": lambda x: x - m,
         "whitened": lambda x: whiten(x, m, cov),
     }
-    out = DescentComparison([], [], [], [], [], [])
+    out = DescentComparison([], [], [], [], [], [],
+                            predicted_bias_outlier(m)[0] if cond == 1.0 else math.nan)
     for label, transform in variants.items():
         d = replace(ds, x_train=transform(ds.x_train), x_test=transform(ds.x_test))
         H = regression_hessian(d.x_train)

@@ -7,7 +7,9 @@ and on the K-FAC and curvature code:
 * :func:`time_inverses` -- the eigenbasis solve of :math:`(A\otimes S + \gamma I)^{-1}` against the
   dense one, timed on this machine for growing layer widths;
 * :func:`kfac_vs_exact` -- the K-FAC block :math:`A\otimes S` of one MLP layer against the exact
-  Gauss-Newton block, at checkpoints of a real training run.
+  Gauss-Newton block, at checkpoints of a real training run;
+* :func:`linear_network_blocks` -- every layer of a linear network (output Hessian I): the swap of
+  expectations is exact there, and a tanh network of the same sizes shows it is not in general.
 
 Nothing here imports plotly or ipywidgets.
 """
@@ -23,7 +25,7 @@ import torch
 
 from .. import curvature
 from .._validate import Choice, Int, Positive, Real, Seed, Sizes, Where, accepts, check_choice, check_int
-from ..data import teacher
+from ..data import gaussian_inputs, teacher
 from ..engine import train
 from ..adaptive import requires
 from ..kronecker import KronSpectrum, kron_spectrum, random_spd
@@ -208,3 +210,53 @@ def kfac_checkpoint(layer: str = "linears.0", checkpoint: int = 0, steps: int = 
                     sizes: tuple = (4, 6, 3)) -> KFACCheckpoint:
     """:func:`kfac_vs_exact` (cached) for ``layer``, and which of its checkpoints to show."""
     return KFACCheckpoint(kfac_vs_exact(layer, sizes=sizes, steps=steps, checkpoints=checkpoints), checkpoint)
+
+
+# ----------------------------------------------------------------------------- linear networks
+#: The networks :func:`linear_network_blocks` compares (label -> (activation, bias)).
+LINEAR_NETWORKS = {"linear, no biases": ("linear", False), "linear, with biases": ("linear", True),
+                   "tanh, with biases": ("tanh", True)}
+
+
+@dataclass
+class LinearNetworkBlocks:
+    r"""Per layer and network: how far the exact Gauss-Newton block is from K-FAC's :math:`A\otimes S`."""
+
+    sizes: tuple
+    layers: list[str]                  # ["linears.0", ...]
+    networks: list[str]                # the labels of :data:`LINEAR_NETWORKS`
+    relative_error: np.ndarray         # (networks, layers) ||G_ll - A⊗S||_F / ||G_ll||_F, float64
+
+
+@accepts(sizes=Sizes(min_len=3), n=Int(2), mean_norm=Real(0.0, 100.0), cond=Real(1.0), seed=Seed())
+def linear_network_blocks(sizes=(6, 5, 4, 3), n: int = 64, mean_norm: float = 2.0, cond: float = 10.0,
+                          seed: int = 0) -> LinearNetworkBlocks:
+    r"""Compare every layer's exact Gauss-Newton block (squared error, output Hessian I) with :math:`A\otimes S`.
+
+    In a network without nonlinearities the derivative of the output with respect to the
+    pre-activations :math:`s_\ell` is :math:`J_\ell = W_L\cdots W_{\ell+1}`, the same for every input.
+    The back-propagated :math:`\mathcal Ds` (columns of :math:`J_\ell^\top`) is then independent of the
+    layer's input :math:`\bar a`, so :math:`\mathbb E[\bar a\bar a^\top\otimes J_\ell^\top J_\ell] =
+    A_{\ell-1}\otimes S_\ell` holds exactly, for every layer, with or without biases, for any input
+    distribution (here uncentered, correlated inputs :math:`\lVert m\rVert` = ``mean_norm``,
+    :math:`\kappa(\Sigma)` = ``cond``). A tanh network of the same sizes shows the error K-FAC makes when
+    :math:`\mathcal Ds` does depend on the input. Float64, one random initialization (``seed``).
+    """
+    x, _, _ = gaussian_inputs(n, sizes[0], mean_norm, cond, seed=seed)
+    layers = [f"linears.{i}" for i in range(len(sizes) - 1)]
+    errors = []
+    for activation, bias in LINEAR_NETWORKS.values():
+        model = MLP(list(sizes), activation=activation, runs=1, seed=seed, dtype=torch.float64)
+        if not bias:
+            for lin in model.linears:
+                lin.bias = None          # unregisters the parameter: the layer computes W a
+        flat = curvature.flatten(model)
+        G = curvature.gauss_newton(model, x, "mse")
+        factors = curvature.kfac_factors(model, x, None, "mse", curvature="ggn")
+        row = []
+        for layer in layers:
+            exact = curvature.layer_block(G, flat, layer)
+            row.append(float(torch.linalg.matrix_norm(exact - curvature.kfac_block(*factors[layer]))
+                             / torch.linalg.matrix_norm(exact)))
+        errors.append(row)
+    return LinearNetworkBlocks(tuple(sizes), layers, list(LINEAR_NETWORKS), np.array(errors))

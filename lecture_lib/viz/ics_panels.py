@@ -66,7 +66,8 @@ def outlier_panel(fast: bool | None = None) -> panels.LivePanel:
         partial(experiments.outlier_experiment, samples=5000 if fast else 20000), controls,
         build=outlier_figure, notes=outlier_notes,
         title="One outlier eigenvalue, in the direction of the mean",
-        caption="Slide ‖m‖: the top eigenvalue follows ‖m‖² + 1 while the rest stay at 1. Then switch to "
+        caption="A = E[aaᵀ] without a bias column. Slide ‖m‖: the top eigenvalue follows ‖m‖² + 1 while the "
+                "rest stay at 1. Then switch to "
                 "logistic units (mean ½ each, so ‖m‖² ≈ D/4) and widen the layer; tanh units have no outlier.")
 
 
@@ -93,6 +94,14 @@ def descent_notes(result: experiments.DescentComparison) -> str:
     parts = [f"{VARIANT_LABELS[l]}: κ(H) = <b>{k:.3g}</b>, α = {lr:.3g}"
              for l, k, lr in zip(result.labels, result.condition_numbers, result.lrs)]
     notes = [panels.divergence_notes(rec, [VARIANT_LABELS[l]]) for l, rec in zip(result.labels, result.records)]
+    top = float(result.hessian_eigenvalues[0][0])
+    if np.isfinite(result.predicted_outlier):
+        p = result.predicted_outlier
+        parts.append(f"uncentered λ_max(H) = <b>{top:.4g}</b> vs predicted (‖m‖² + 2 + ‖m‖√(‖m‖² + 4))/2 = "
+                     f"<b>{p:.4g}</b> (from the true m; ‖m‖² + 1 would say {p - 1 + 1 / p:.4g}) · "
+                     f"predicted κ(H) = ν₊² = {p * p:.3g}")
+    else:
+        parts.append(f"uncentered λ_max(H) = <b>{top:.4g}</b> (the closed-form prediction assumes Σ = I)")
     return " · ".join(parts) + "".join(f"<br>{n}" for n in notes if n)
 
 
@@ -105,8 +114,9 @@ def descent_panel(fast: bool | None = None) -> panels.LivePanel:
         partial(experiments.descent_experiment, steps=100 if fast else 400), controls,
         build=descent_figures, notes=descent_notes,
         title="Gradient descent on linear regression: uncentered vs centered features",
-        caption="Each run uses its own step α = c/λ_max(H). Raise ‖m‖: the uncentered run slows down by "
-                "κ(H) ≈ (‖m‖² + 1)², centering fixes it; raise κ(Σ) and only whitening helps.")
+        caption="H = E[x̃x̃ᵀ] with x̃ = (x, 1): the bias column is included. Each run uses its own step "
+                "α = c/λ_max(H). Raise ‖m‖: the uncentered run slows down by κ(H) = ν₊² ≈ (‖m‖² + 2)², centering "
+                "fixes it; raise κ(Σ) and only whitening helps.")
 
 
 # =========================================================================== 3. ICS Conditioning Hypothesis
@@ -119,7 +129,7 @@ def conditioning_figures(rep: ics.ConditioningReport) -> list[go.Figure]:
     top = min(len(exact), 40)
     i = np.arange(1, top + 1)
     traces = [
-        go.Scatter(x=i, y=exact[:top], mode="markers", name="exact GN block G₁₁",
+        go.Scatter(x=i, y=exact[:top], mode="markers", name="exact GN block of W₁ (bias excluded)",
                    marker=dict(size=10, color=figures.color(0)), hovertemplate="λ_%{x} = %{y:.4g}<extra></extra>"),
         go.Scatter(x=i, y=kfac[:top], mode="markers", name="K-FAC A ⊗ S",
                    marker=dict(size=13, symbol="circle-open", color=figures.color(2), line=dict(width=2)),
@@ -160,7 +170,8 @@ def conditioning_panel(fast: bool | None = None) -> panels.LivePanel:
         partial(experiments.conditioning_experiment, n=400 if fast else 1000, dim=6, hidden=10), controls,
         build=conditioning_figures, notes=conditioning_notes,
         title="ICS Conditioning Hypothesis in a small MLP (first layer, 6 → 10 → M, tanh)",
-        caption="Raise ‖m‖: exactly M eigenvalues of the exact Gauss-Newton block detach from the bulk, "
+        caption="The block of the first weight matrix W₁ only (its bias excluded), so A = E[aaᵀ] has no 1 appended "
+                "and ν = ‖m‖² + 1. Raise ‖m‖: exactly M eigenvalues of the exact Gauss-Newton block detach from the bulk, "
                 "land on the dashed predictions ν·λᵢ(S), and their eigenvectors lie in span{m ⊗ v}. "
                 "Change M to change the number of outliers.")
 
@@ -275,7 +286,9 @@ def wrinkle_panel(fast: bool | None = None) -> panels.LivePanel:
         title="The wrinkle: shift the activations that feed a normalized layer",
         caption="Dashed = shifted by c. Without a normalizer the shift slows training; with batch centering or "
                 "batch norm the dashed curve lies exactly on the solid one, although K-FAC's factor A (grey bars) "
-                "has a huge outlier. The exact curvature (blue) does not move.")
+                "has a huge outlier. The exact curvature (blue) does not move. Bars: layer 2's K-FAC factor "
+                "A = E[ããᵀ] (ã = (a, 1) where the layer has a bias: no normalizer, batch centering; a alone before "
+                "batch norm, whose layer has none) and its exact Gauss-Newton block, weights only.")
 
 
 # =========================================================================== 6. batch centering
