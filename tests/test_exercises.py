@@ -110,3 +110,23 @@ def test_student_version_fails_its_checks_with_helpful_messages(path, student_di
         assert meta.get("grade"), f"an error outside a check cell: {err['ename']}: {err['evalue']}"
         assert err["ename"] == "ExerciseFailed" and "not done yet" in err["evalue"], err["evalue"]
     assert len(errors) == len(_exercises(path))
+
+
+def test_projected_sgd_step_checker_rejects_the_usual_mistakes():
+    """04.projected_sgd_step: forgetting the projection, or using atan(alpha ||g||) when g has a radial part, fails."""
+    def solution(w, g, lr):
+        v = w - lr * g
+        w_new = v / v.norm()
+        along = w_new @ w
+        return w_new, torch.atan2((w_new - along * w).norm(), along)
+
+    def unprojected(w, g, lr):
+        return w - lr * g, solution(w, g, lr)[1]
+
+    def tangent_shortcut(w, g, lr):
+        return solution(w, g, lr)[0], torch.atan(lr * g.norm())
+
+    check("04.projected_sgd_step", solution)
+    for wrong, what in ((unprojected, "w_new"), (tangent_shortcut, "the angle")):
+        with pytest.raises(ExerciseFailed, match=rf"not quite: {what} .*Hint: "):
+            check("04.projected_sgd_step", wrong)

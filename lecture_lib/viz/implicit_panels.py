@@ -44,7 +44,7 @@ def _steps(section: str, fast: bool | None):
 
 def _figure(titles, axes, height: int = figures.HEIGHT, **subplots) -> go.Figure:
     """Subplots side by side in the house style; ``axes`` holds ``(x title, y title, log y)`` per subplot
-    (x is always steps or γ, on a log axis). The legend sits above the subplot titles."""
+    (x is always steps or the rescaling factor c, on a log axis). The legend sits above the subplot titles."""
     fig = make_subplots(rows=1, cols=len(titles), horizontal_spacing=0.12 if len(titles) == 2 else 0.07,
                         subplot_titles=titles, **subplots)
     for col, (x_title, y_title, log_y) in enumerate(axes, start=1):
@@ -130,7 +130,7 @@ def euler_panel(fast: bool | None = None) -> panels.LivePanel:
         title="Scale invariance and Euler's identities",
         caption=("Drag c across four decades. The hidden layer feeding batch norm leaves the cost flat and its "
                  "gradient falls exactly as 1/c (dashed); the output layer, which feeds no normalizer, does "
-                 "neither. The notes print the three identities at your γ, measured in float64."),
+                 "neither. The notes print the three identities at your c, measured in float64."),
     )
 
 
