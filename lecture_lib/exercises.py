@@ -28,7 +28,7 @@ import torch
 from . import equilibrium
 from ._validate import Key, accepts
 from .optim import chain, graft, scale_by_lr, scale_by_rms, sgd, adam
-from .optim import kron_damped_solve
+from .optim import kron_damped_solve, project_to_unit_norm
 from .optim.transforms import ScaleByAdamState, scale_by_adam
 
 
@@ -365,3 +365,35 @@ def _kfac_step(fn):
         _close(got, W - lr * X, f"W_new for a {n_out} x {n_in} layer", rtol=1e-8)
     return ("your step equals W - lr (A ⊗ S + damping I)^{-1} vec(grad) solved densely, at the cost of two small "
             "eigendecompositions.")
+
+
+# ---------------------------------------------------------------- 04 implicit LR decay (continued)
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm()
+
+
+@exercise("04.projected_sgd_step", "one step of projected SGD on the unit sphere: (w, g, lr) -> (w_new, angle)",
+          hint="take the SGD step v = w - lr * g, then divide v by its norm; the angle between w and w_new is "
+               "atan2(||w_new - (w_new . w) w||, w_new . w) (for g orthogonal to w it is atan(lr ||g|| / ||w||))")
+def _projected_sgd_step(fn):
+    g_ = _gen(10)
+    for dim, lr, radial in [(5, 0.1, 0.0), (8, 1.0, 0.0), (4, 0.3, 0.5)]:
+        w = _unit(torch.randn(dim, generator=g_, dtype=torch.float64))
+        g = torch.randn(dim, generator=g_, dtype=torch.float64)
+        g = g - (g @ w) * w + radial * w                  # tangent to the sphere, plus a radial part in case 3
+        out = _call(fn, w.clone(), g.clone(), lr)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise _Wrong("return the pair (w_new, angle)")
+        step = chain(sgd(lr=lr), project_to_unit_norm())
+        u, _ = step.update({"w": g[None]}, step.init({"w": w[None]}), {"w": w[None]})
+        w_new = (w[None] + u["w"])[0]
+        along = w_new @ w
+        angle = torch.atan2((w_new - along * w).norm(), along)
+        case = f"(dim, alpha, radial part of g) = ({dim}, {lr}, {radial})"
+        _close(out[0], w_new, f"w_new for {case}", rtol=1e-8)
+        _close(out[1], angle, f"the angle for {case}", rtol=1e-6)
+        if radial == 0.0:
+            _close(angle, torch.atan(lr * g.norm()), "the library's angle against atan(alpha ||g||)", rtol=1e-10)
+    return ("back on the sphere after every step, and for g orthogonal to w the direction turns by "
+            "atan(alpha ||g||): on the unit sphere the effective learning rate is alpha itself.")

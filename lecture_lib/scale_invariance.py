@@ -1,13 +1,14 @@
 r"""Implicit learning-rate decay: what scale invariance does to gradient descent.
 
 A normalizer after a linear layer makes the cost *scale invariant* in each
-unit's incoming weights: :math:`\mathcal J(\gamma w) = \mathcal J(w)` for every
-:math:`\gamma > 0` (homogeneous of degree 0). Euler's theorem for homogeneous
+unit's incoming weights: :math:`\mathcal J(c\,w) = \mathcal J(w)` for every
+rescaling factor :math:`c > 0` (homogeneous of degree 0). The lecture's :math:`\gamma` is K-FAC's
+damping, so the rescaling factor is :math:`c` throughout. Euler's theorem for homogeneous
 functions then gives two identities,
 
 .. math::
 
-    \nabla\mathcal J(\gamma w) = \gamma^{-1}\,\nabla\mathcal J(w), \qquad
+    \nabla\mathcal J(c\,w) = c^{-1}\,\nabla\mathcal J(w), \qquad
     w^\top \nabla\mathcal J(w) = 0 ,
 
 and with them the whole story of the lecture's "implicit learning-rate decay"
@@ -20,7 +21,8 @@ Li & Lyu 2019):
   :math:`\lVert w_{k+1}\rVert^2 = \lVert w_k\rVert^2 + \alpha^2\lVert\nabla\mathcal J(w_k)\rVert^2`:
   the norm only grows, and the effective learning rate only falls;
 * if :math:`\lVert\nabla\mathcal J(\hat w)\rVert` were constant, :math:`\lVert w_k\rVert^2
-  \propto \sqrt{1 + k/k_0}` and :math:`\hat\alpha_k = \hat\alpha_0/\sqrt{1 + k/k_0}`.
+  \approx \lVert w_0\rVert^2\sqrt{1 + k/k_0}` with :math:`k_0 = \lVert w_0\rVert^4/(2\alpha^2 G^2)`
+  (:func:`sqrt_law`, :func:`sqrt_law_k0`) and :math:`\hat\alpha_k = \hat\alpha_0/\sqrt{1 + k/k_0}`.
 
 Remedies (each a few lines here): weight decay, an exponentially increasing
 learning rate (Li & Arora 2020, :func:`exponential_lr`), or projecting the
@@ -48,8 +50,8 @@ from .optim.transforms import masked, project_to_unit_norm
 from .record import Record
 
 __all__ = [
-    "EulerCheck", "euler_identities", "pythagorean_residual", "SqrtLawFit", "fit_sqrt_law",
-    "exponential_lr", "sqrt_law_k0", "remedy_optimizer", "direction_grad_norm", "layer_learning_rates", "REMEDIES",
+    "EulerCheck", "euler_identities", "pythagorean_residual", "SqrtLawFit", "fit_sqrt_law", "exponential_lr",
+    "sqrt_law_k0", "sqrt_law", "remedy_optimizer", "direction_grad_norm", "layer_learning_rates", "REMEDIES",
 ]
 
 
@@ -58,7 +60,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 
 def _scale_factors(name: str, value) -> torch.Tensor:
-    """The grid of rescalings gamma > 0, as a 1-D float64 tensor."""
+    """The grid of rescaling factors c > 0, as a 1-D float64 tensor."""
     try:
         g = torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError):
@@ -76,7 +78,7 @@ def decay_factor_positive(arguments) -> None:
         raise ValueError("lr * weight_decay must be below 1 (else weight decay flips the sign of w)")
 
 
-GAMMAS = Where(_scale_factors, bad=([], [0.0], [-1.0], [float("nan")], [[1.0, 2.0], [1.0, 2.0]], "ab", None))
+FACTORS = Where(_scale_factors, bad=([], [0.0], [-1.0], [float("nan")], [[1.0, 2.0], [1.0, 2.0]], "ab", None))
 LR = Positive(per_run=True)
 
 
@@ -86,20 +88,20 @@ LR = Positive(per_run=True)
 
 @dataclass
 class EulerCheck:
-    r"""Scale invariance measured on one parameter tensor ``name`` over a grid of :math:`\gamma`.
+    r"""Scale invariance measured on one parameter tensor ``name`` over a grid of rescaling factors :math:`c`.
 
-    All arrays have shape ``(G,)``, one entry per :math:`\gamma` in ``gammas``:
+    All arrays have shape ``(F,)``, one entry per factor :math:`c` in ``factors``:
 
-    ``loss``               :math:`\mathcal J(\gamma w)`
-    ``grad_norm``          :math:`\lVert\nabla\mathcal J(\gamma w)\rVert`
-    ``loss_change``        :math:`|\mathcal J(\gamma w) - \mathcal J(w)| / |\mathcal J(w)|` (0 if invariant)
-    ``euler_error``        :math:`\lVert\gamma\nabla\mathcal J(\gamma w) - \nabla\mathcal J(w)\rVert / \lVert\nabla\mathcal J(w)\rVert`
-    ``cosine``             :math:`\cos\angle(w, \nabla\mathcal J(\gamma w))` (0 if invariant)
+    ``loss``               :math:`\mathcal J(c\,w)`
+    ``grad_norm``          :math:`\lVert\nabla\mathcal J(c\,w)\rVert`
+    ``loss_change``        :math:`|\mathcal J(c\,w) - \mathcal J(w)| / |\mathcal J(w)|` (0 if invariant)
+    ``euler_error``        :math:`\lVert c\,\nabla\mathcal J(c\,w) - \nabla\mathcal J(w)\rVert / \lVert\nabla\mathcal J(w)\rVert`
+    ``cosine``             :math:`\cos\angle(w, \nabla\mathcal J(c\,w))` (0 if invariant)
     ``unit_cosine``        the largest :math:`|\cos|` over the rows (units) of a weight matrix
     """
 
     name: str
-    gammas: np.ndarray
+    factors: np.ndarray
     loss: np.ndarray
     grad_norm: np.ndarray
     loss_change: np.ndarray
@@ -108,11 +110,11 @@ class EulerCheck:
     unit_cosine: np.ndarray
     scale_invariant: bool
 
-    def at(self, gamma: float) -> dict[str, float]:
-        """The row of the table nearest to ``gamma``, as plain floats (for a panel's notes)."""
-        i = int(np.argmin(np.abs(np.log(self.gammas) - math.log(gamma))))
+    def at(self, factor: float) -> dict[str, float]:
+        """The row of the table nearest to the rescaling factor ``factor``, as plain floats (for a panel's notes)."""
+        i = int(np.argmin(np.abs(np.log(self.factors) - math.log(factor))))
         return {k: float(getattr(self, k)[i]) for k in
-                ("gammas", "loss", "grad_norm", "loss_change", "euler_error", "cosine", "unit_cosine")}
+                ("factors", "loss", "grad_norm", "loss_change", "euler_error", "cosine", "unit_cosine")}
 
 
 def _loss_and_grad(model, loss_fn, x, y, params, buffers, name):
@@ -127,13 +129,13 @@ def _loss_and_grad(model, loss_fn, x, y, params, buffers, name):
 
 
 @accepts(one_target_per_example(), _known_parameter, model=Instance(torch.nn.Module), loss_fn=Function(), x=Inputs(),
-         y=Tensor(), gammas=GAMMAS)
+         y=Tensor(), factors=FACTORS)
 def euler_identities(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor,
-                     name: str, gammas: Sequence[float] | torch.Tensor) -> EulerCheck:
-    r"""Rescale one parameter tensor, :math:`w \to \gamma w`, and measure the Euler identities.
+                     name: str, factors: Sequence[float] | torch.Tensor) -> EulerCheck:
+    r"""Rescale one parameter tensor, :math:`w \to c\,w`, and measure the Euler identities.
 
     For a scale-invariant tensor (``model.scale_invariant[name]``) the loss is flat in
-    :math:`\gamma`, :math:`\gamma\nabla\mathcal J(\gamma w) = \nabla\mathcal J(w)` and
+    :math:`c`, :math:`c\,\nabla\mathcal J(c\,w) = \nabla\mathcal J(w)` and
     :math:`w \perp \nabla\mathcal J(w)`, up to rounding (and, for batch norm, up to its
     :math:`\epsilon`). For any other tensor (an output layer) none of this holds, which is
     the contrast the notebook draws. The model itself is left untouched (batch norm's
@@ -144,7 +146,7 @@ def euler_identities(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor,
         loss_fn: per-run loss ``(outputs, y) -> (R,)``, e.g. ``lecture_lib.losses.mse``.
         x, y: one batch (the batch statistics of batch norm are this batch's).
         name: the parameter to rescale, e.g. ``"linears.0.weight"`` or ``"w"``.
-        gammas: the scale factors :math:`\gamma > 0`.
+        factors: the rescaling factors :math:`c > 0`.
     """
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
@@ -152,15 +154,15 @@ def euler_identities(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor,
     loss0, grad0 = _loss_and_grad(model, loss_fn, x, y, params, buffers, name)
     rows = {k: [] for k in ("loss", "grad_norm", "loss_change", "euler_error", "cosine", "unit_cosine")}
     tiny = torch.finfo(w.dtype).tiny
-    for gamma in gammas.tolist():
+    for c in factors.tolist():
         scaled = dict(params)
-        scaled[name] = w * gamma
+        scaled[name] = w * c
         loss, grad = _loss_and_grad(model, loss_fn, x, y, scaled, buffers, name)
         gn = grad.norm()
         rows["loss"].append(float(loss))
         rows["grad_norm"].append(float(gn))
         rows["loss_change"].append(float((loss - loss0).abs() / loss0.abs().clamp_min(tiny)))
-        rows["euler_error"].append(float((gamma * grad - grad0).norm() / grad0.norm().clamp_min(tiny)))
+        rows["euler_error"].append(float((c * grad - grad0).norm() / grad0.norm().clamp_min(tiny)))
         rows["cosine"].append(float((w * grad).sum() / (w.norm() * gn).clamp_min(tiny)))
         if w.dim() >= 3:  # (R, out, in): one incoming weight vector per unit
             unit = (w * grad).sum(-1) / (w.norm(dim=-1) * grad.norm(dim=-1)).clamp_min(tiny)
@@ -168,7 +170,7 @@ def euler_identities(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor,
         else:
             rows["unit_cosine"].append(abs(rows["cosine"][-1]))
     flags = getattr(model, "scale_invariant", {})
-    return EulerCheck(name=name, gammas=gammas.numpy(), scale_invariant=bool(flags.get(name, False)),
+    return EulerCheck(name=name, factors=factors.numpy(), scale_invariant=bool(flags.get(name, False)),
                       **{k: np.asarray(v) for k, v in rows.items()})
 
 
@@ -218,9 +220,32 @@ def sqrt_law_k0(sq_norm0: float, lr: float, grad_norm_hat: float) -> float:
     return sq_norm0 ** 2 / (2.0 * lr ** 2 * grad_norm_hat ** 2)
 
 
+def _steps_counted(arguments) -> None:
+    if np.any(arguments["steps"] < 0):
+        raise ValueError("steps must be step counts k >= 0")
+
+
+@accepts(_steps_counted, steps=Array(ndim=1, finite=True, also_bad=(np.array([-2.0, 0.0, 1.0]),)),
+         sq_norm0=Positive(), lr=Positive(), grad_norm_hat=Positive())
+def sqrt_law(steps, sq_norm0: float, lr: float, grad_norm_hat: float) -> np.ndarray:
+    r"""The square-root law's *prediction* :math:`\lVert w_k\rVert^2 = \lVert w_0\rVert^2\sqrt{1 + k/k_0}`.
+
+    No parameter is fitted: :math:`k_0 = \lVert w_0\rVert^4/(2\alpha^2G^2)` (:func:`sqrt_law_k0`)
+    from the initial squared norm ``sq_norm0``, the learning rate ``lr`` and
+    :math:`G = \lVert\nabla\mathcal J(\hat w)\rVert` (``grad_norm_hat``), which should come
+    from somewhere other than the run the prediction is compared with (an independent run,
+    or a probe of the gradient on separate minibatches). Returns an array shaped like ``steps``.
+    """
+    return sq_norm0 * np.sqrt(1.0 + steps / sqrt_law_k0(sq_norm0, lr, grad_norm_hat))
+
+
 @dataclass
 class SqrtLawFit:
-    r"""A fit :math:`\lVert w_k\rVert^2 \approx c\,\sqrt{1 + k/k_0}` (``scale`` :math:`c`, ``k0``).
+    r"""A two-parameter fit :math:`\lVert w_k\rVert^2 \approx a\,\sqrt{1 + k/k_0}` (``scale`` :math:`a`, ``k0``).
+
+    A fit to the very run it is drawn over explains that run by construction; it is a
+    diagnostic (is the growth √-shaped at all?), not a test of the law. The law's prediction
+    is :func:`sqrt_law` with :math:`G` from an independent run or probe.
 
     ``r2`` is the coefficient of determination of the fitted curve against the data
     (1 = the square-root law explains all the growth).
@@ -232,11 +257,11 @@ class SqrtLawFit:
 
     @property
     def slope(self) -> float:
-        r"""Growth of :math:`\lVert w\rVert^4` per step, :math:`c^2/k_0`; theory: :math:`2\alpha^2\lVert\nabla\mathcal J(\hat w)\rVert^2`."""
+        r"""Growth of :math:`\lVert w\rVert^4` per step, :math:`a^2/k_0`; theory: :math:`2\alpha^2\lVert\nabla\mathcal J(\hat w)\rVert^2`."""
         return self.scale ** 2 / self.k0
 
     def predict(self, steps) -> np.ndarray:
-        """:math:`c\\sqrt{1 + k/k_0}` at the given steps."""
+        """:math:`a\\sqrt{1 + k/k_0}` at the given steps."""
         k = np.asarray(steps, dtype=np.float64)
         return self.scale * np.sqrt(1.0 + k / self.k0) if math.isfinite(self.k0) else np.full_like(k, self.scale)
 
@@ -259,11 +284,11 @@ def _enough_points(arguments) -> None:
 @accepts(_enough_points, steps=Array(ndim=1, finite=True, also_bad=(np.arange(2.0),)),
          sq_norm=Array(ndim=1, also_bad=(np.ones(3), np.array([1.0, -1.0, 1.0, 1.0, 1.0]), np.full(5, np.nan))))
 def fit_sqrt_law(steps, sq_norm) -> SqrtLawFit:
-    r"""Fit :math:`\lVert w_k\rVert^2 = c\sqrt{1 + k/k_0}` to one run's squared norms.
+    r"""Fit :math:`\lVert w_k\rVert^2 = a\sqrt{1 + k/k_0}` to one run's squared norms.
 
-    The law is linear in disguise: :math:`\lVert w_k\rVert^4 = c^2 + (c^2/k_0)\,k`, so an
+    The law is linear in disguise: :math:`\lVert w_k\rVert^4 = a^2 + (a^2/k_0)\,k`, so an
     ordinary least-squares line through :math:`(k, \lVert w_k\rVert^4)` gives intercept
-    :math:`c^2` and slope :math:`c^2/k_0` in closed form (no iterative fitting, no
+    :math:`a^2` and slope :math:`a^2/k_0` in closed form (no iterative fitting, no
     starting guess). A non-positive slope (no growth) gives :math:`k_0 = \infty`.
     ``r2`` is computed on :math:`\lVert w_k\rVert^2` itself.
     """

@@ -671,7 +671,7 @@ ENTRIES = [
     # ------------------------------------------------------------------ scale invariance
     E("euler_identities", lambda **k: scale_invariance.euler_identities(
         tiny_mlp(runs=1, sizes=(3, 4, 1), norm="batch"), losses.mse, **k),
-      dict(x=torch.randn(6, 3, dtype=F64), y=torch.randn(6, 1, dtype=F64), name="linears.0.weight", gammas=[0.5, 2.0]),
+      dict(x=torch.randn(6, 3, dtype=F64), y=torch.randn(6, 1, dtype=F64), name="linears.0.weight", factors=[0.5, 2.0]),
       None, messages=X_OR_INPUT, **declared(scale_invariance.euler_identities, skip=("model", "loss_fn"),
                                             x=Tensor((None, 3)), name=Obj(("linears.7.weight", None, 3)))),
     E("pythagorean_residual", scale_invariance.pythagorean_residual,
@@ -681,6 +681,8 @@ ENTRIES = [
                  grad_norm=Obj((np.ones((4, 3)), np.ones(4), "g")))),
     E("sqrt_law_k0", scale_invariance.sqrt_law_k0, dict(sq_norm0=1.0, lr=0.1, grad_norm_hat=1.0), None,
       **declared(scale_invariance.sqrt_law_k0)),
+    E("sqrt_law", scale_invariance.sqrt_law, dict(steps=np.arange(5.0), sq_norm0=1.0, lr=0.1, grad_norm_hat=1.0),
+      None, **declared(scale_invariance.sqrt_law)),
     E("fit_sqrt_law", scale_invariance.fit_sqrt_law, dict(steps=np.arange(5.0), sq_norm=np.linspace(1, 2, 5)), None,
       **declared(scale_invariance.fit_sqrt_law)),
     E("exponential_lr", lambda **k: scale_invariance.exponential_lr(**k)(3), dict(lr=0.1, weight_decay=0.1), None,
@@ -706,6 +708,7 @@ ENTRIES = [
     E("remedies", implicit_decay.remedies, dict(steps=2, chosen=("none", "unit_norm")), None,
       **declared(implicit_decay.remedies)),
     E("optimizers", implicit_decay.optimizers, dict(steps=2), None, **declared(implicit_decay.optimizers)),
+    E("kfac_rescaling", implicit_decay.kfac_rescaling, dict(steps=2), None, **declared(implicit_decay.kfac_rescaling)),
     # ------------------------------------------------------------------ equilibrium
     E("resummed_lr", equilibrium.resummed_lr, dict(lr=0.1), None, **declared(equilibrium.resummed_lr)),
     E("equilibrium_ratio", equilibrium.equilibrium_ratio, dict(lr=0.1, weight_decay=0.01), None,

@@ -158,3 +158,23 @@ def test_kfac_step_checker_rejects_factored_or_missing_damping():
     for wrong in ("none", "factored"):
         with pytest.raises(ExerciseFailed, match="W_new"):
             check("03.kfac_step", lambda *args: step(*args, damp=wrong))
+
+
+def test_projected_sgd_step_checker_rejects_the_usual_mistakes():
+    """04.projected_sgd_step: forgetting the projection, or using atan(alpha ||g||) when g has a radial part, fails."""
+    def solution(w, g, lr):
+        v = w - lr * g
+        w_new = v / v.norm()
+        along = w_new @ w
+        return w_new, torch.atan2((w_new - along * w).norm(), along)
+
+    def unprojected(w, g, lr):
+        return w - lr * g, solution(w, g, lr)[1]
+
+    def tangent_shortcut(w, g, lr):
+        return solution(w, g, lr)[0], torch.atan(lr * g.norm())
+
+    check("04.projected_sgd_step", solution)
+    for wrong, what in ((unprojected, "w_new"), (tangent_shortcut, "the angle")):
+        with pytest.raises(ExerciseFailed, match=rf"not quite: {what} .*Hint: "):
+            check("04.projected_sgd_step", wrong)

@@ -11,7 +11,7 @@ from lecture_lib.engine import train
 from lecture_lib.experiments import implicit_decay as experiment
 
 F64 = torch.float64
-GAMMAS = [1e-3, 0.1, 0.5, 2.0, 10.0, 1e3]
+FACTORS = [1e-3, 0.1, 0.5, 2.0, 10.0, 1e3]   # rescaling factors c
 
 
 def _batch(dim=8, n=32, seed=0):
@@ -23,12 +23,12 @@ def _batch(dim=8, n=32, seed=0):
 def test_euler_identities_toy_model_exact():
     model, _ = experiment.toy_setup(dim=8, dtype=F64)
     x, y = _batch()
-    e = si.euler_identities(model, losses.mse, x, y, "w", GAMMAS)
+    e = si.euler_identities(model, losses.mse, x, y, "w", FACTORS)
     assert e.scale_invariant
-    assert np.abs(e.loss_change).max() < 1e-13            # J(γw) = J(w)
-    assert np.abs(e.euler_error).max() < 1e-12            # γ ∇J(γw) = ∇J(w)
+    assert np.abs(e.loss_change).max() < 1e-13            # J(c w) = J(w)
+    assert np.abs(e.euler_error).max() < 1e-12            # c ∇J(c w) = ∇J(w)
     assert np.abs(e.cosine).max() < 1e-12                 # w ⊥ ∇J(w)
-    np.testing.assert_allclose(e.grad_norm * e.gammas, e.grad_norm[2] * e.gammas[2], rtol=1e-12)
+    np.testing.assert_allclose(e.grad_norm * e.factors, e.grad_norm[2] * e.factors[2], rtol=1e-12)
 
 
 def test_euler_identities_batchnorm_hidden_weights_but_not_output_layer():
@@ -59,7 +59,7 @@ def test_euler_identities_leave_batchnorm_running_statistics_alone():
 def test_euler_identities_reject_bad_arguments():
     model, _ = experiment.toy_setup(dim=4, dtype=F64)
     x, y = _batch(dim=4)
-    with pytest.raises(ValueError, match="gammas"):
+    with pytest.raises(ValueError, match="factors"):
         si.euler_identities(model, losses.mse, x, y, "w", [1.0, -2.0])
     with pytest.raises(ValueError, match="name"):
         si.euler_identities(model, losses.mse, x, y, "nope", [1.0])
@@ -99,16 +99,46 @@ def test_pythagorean_identity_batchnorm_network_float64():
     assert np.abs(res).max() > 1e-4
 
 
-def test_sqrt_law_explains_norm_growth_under_constant_gradient_norm(toy_sweep):
-    r = 1  # α = 0.1: ‖∇J(ŵ)‖ is roughly constant (label noise keeps the minibatch gradient alive)
-    g = si.direction_grad_norm(toy_sweep, "w")[:, r]
-    assert g.std() / g.mean() < 0.6
-    fit = si.fit_sqrt_law(toy_sweep.steps, toy_sweep.param_norm["w"][:, r] ** 2)
-    assert fit.r2 >= 0.99
-    # ‖w‖⁴ grows by 2 α² G² per step, G the RMS gradient norm of ŵ
-    assert fit.slope == pytest.approx(2 * 0.1 ** 2 * np.mean(g ** 2), rel=0.05)
-    # with ‖w0‖ = 1 the fitted time scale is k0 = 1 / (2 α² G²) up to the early transient
-    assert 0.5 < fit.k0 / si.sqrt_law_k0(1.0, 0.1, float(np.sqrt(np.mean(g ** 2)))) < 2.5
+def test_sqrt_law_solves_the_pythagorean_recursion():
+    """x_{k+1} = x_k + α²G²/x_k (x = ‖w‖², G constant) iterated numerically follows ‖w0‖²√(1 + k/k0)
+    once k ≫ k0; the law drops the α⁴G⁴/x² term, which is what the early mismatch is made of."""
+    lr, G, x0, K = 0.1, 1.2, 1.0, 20000
+    x = np.empty(K)
+    x[0] = x0
+    for k in range(K - 1):
+        x[k + 1] = x[k] + lr ** 2 * G ** 2 / x[k]
+    k = np.arange(K, dtype=float)
+    k0 = si.sqrt_law_k0(x0, lr, G)
+    ratio = x / si.sqrt_law(k, x0, lr, G)
+    assert np.abs(ratio[k >= 10 * k0] - 1).max() < 0.01
+    assert ratio.min() >= 1 - 1e-12 and ratio.max() > 1 + 1e-4  # the dropped term is positive: the law is a lower bound
+    with pytest.raises(ValueError, match="steps"):
+        si.sqrt_law([-1.0, 0.0], x0, lr, G)
+
+
+@pytest.mark.parametrize("probe_seed", [1, 2, 3])
+def test_sqrt_law_predicts_toy_norm_growth_from_an_independent_run(probe_seed):
+    """‖w_k‖² of a run (seed 0) against ‖w0‖²√(1 + k/k0), k0 = ‖w0‖⁴/(2α²G²), G from ANOTHER run (another w0,
+    another minibatch order). Measured (α = 0.1, 1500 steps, k0 ≈ 31, probe seeds 1-3): measured/predicted
+    between 0.984 and 1.034 for k ≥ 10 k0 and 0.985-0.996 at the last step; asserted within 6% and 3%. A G from
+    the initial direction alone (2.6 instead of 1.25) would predict twice the norm and fail."""
+    g = experiment.growth("toy", 0.1, steps=1500, probe_seed=probe_seed)
+    late = g.record.steps >= 10 * g.k0("w")
+    assert late.sum() > 1000
+    assert np.abs(g.ratio["w"][late] - 1).max() < 0.06
+    assert abs(g.end_ratio("w") - 1) < 0.03
+    assert g.monotone["w"] and g.residual["w"] < 1e-12        # Pythagoras at every step (float64)
+
+
+def test_sqrt_law_predicts_bn_network_norm_growth_from_an_independent_run():
+    """BN network on the digits, α = 0.3, 300 steps, G per hidden layer from a run with another seed. Measured:
+    measured/predicted 0.994-0.996 at the last step, at most 1.075 over the run (‖∇J(ŵ)‖ is larger early,
+    while the digits are being learned); asserted within 3% at the end and 12% throughout."""
+    g = experiment.growth("bn", 0.3, steps=300)
+    assert g.names == ["linears.0.weight", "linears.1.weight"]
+    for n in g.names:
+        assert abs(g.end_ratio(n) - 1) < 0.03
+        assert np.abs(g.ratio[n] - 1).max() < 0.12
 
 
 def test_fit_sqrt_law_recovers_exact_parameters_and_validates():
@@ -117,7 +147,6 @@ def test_fit_sqrt_law_recovers_exact_parameters_and_validates():
     assert fit.scale == pytest.approx(3.0, rel=1e-10)
     assert fit.k0 == pytest.approx(40.0, rel=1e-10)
     assert fit.r2 == pytest.approx(1.0, abs=1e-12)
-    np.testing.assert_allclose(fit.effective_lr(k, 0.3), 0.1 / np.sqrt(1 + k / 40.0), rtol=1e-10)
     flat = si.fit_sqrt_law(k, np.full(500, 2.0))
     assert math.isinf(flat.k0)
     with pytest.raises(ValueError, match="sq_norm"):
@@ -126,14 +155,17 @@ def test_fit_sqrt_law_recovers_exact_parameters_and_validates():
         si.fit_sqrt_law([0, 1], [1.0, 2.0])
 
 
-def test_late_effective_learning_rates_collapse_across_decades(toy_sweep):
+@pytest.mark.parametrize("probe_seed", [1, 2, 3])
+def test_late_effective_learning_rates_collapse_onto_an_independent_asymptote(toy_sweep, probe_seed):
+    """Three decades of α end within a factor 10 of each other, and the runs far past their k0 (α = 0.1, 1)
+    end on 1/(G√(2k)) with G from a separate run (α = 0.3, another seed). Measured: 0.985-1.006 for those
+    two runs (asserted within 5%); α = 0.01 has not reached its k0 (0.56) and α = 10 overshot early (0.81)."""
     eff = toy_sweep.effective_lr["w"]
-    np.testing.assert_allclose(eff[0], LRS.numpy(), rtol=1e-12)   # ‖w0‖ = 1: starts at α
-    assert experiment.spread(eff, 0) == pytest.approx(1000.0)
     assert experiment.spread(eff, -1) < 10.0                        # three decades -> within 10x
-    # the α-free asymptote 1/(G√(2k)) is where the large-α runs end up
-    late = experiment.late_asymptote(toy_sweep, "w")[-1]
-    assert 0.5 < eff[-1, 2] / late < 2.0
+    probe = experiment.run("toy", 0.3, len(toy_sweep.steps), seed=probe_seed)
+    late = experiment.late_asymptote(probe, "w")[-1]
+    np.testing.assert_allclose(eff[-1, 1:3] / late, 1.0, atol=0.05)
+    assert eff[-1, 0] / late < 0.8                                  # not yet asymptotic: ‖w0‖ still counts
 
 
 # ------------------------------------------------------------------ remedies
@@ -184,7 +216,6 @@ def test_output_layer_escapes_the_decay():
     for name in ("linears.0.weight", "linears.1.weight"):
         assert np.all(np.diff(rates[name], axis=0) < 0)            # only falls
         assert np.all(rates[name][-1] < rates[name][0] / 1.5)
-    np.testing.assert_allclose(rates["linears.2.weight"], np.broadcast_to([1.0, 2.0], (300, 2)), rtol=1e-6)
     ratio = rates["linears.2.weight"] / rates["linears.0.weight"]
     assert np.all(ratio[-1] > 1.5 * ratio[0])
 
@@ -215,14 +246,34 @@ def test_kfac_angular_steps_ignore_the_weight_scale_unlike_sgd_and_adam():
     assert early["kfac"] < early["adam"] < early["sgd"]
 
 
+def test_undamped_kfac_directions_ignore_a_rescaling_of_the_weights():
+    """K-FAC without damping, started from w and 3w (same function): the unit directions of both BN layers agree
+    to rounding over 100 steps (measured 2.5e-11), while they travel 0.9 (largest coordinate change)."""
+    r = experiment.kfac_rescaling(factor=3.0, damping=0.0, steps=100, precondition="all")
+    assert r.moved > 0.3
+    assert r.gap < 1e-8
+    assert np.isfinite(r.record.loss).all()
+
+
+def test_damped_kfac_from_3w_is_kfac_from_w_with_nine_times_the_damping():
+    """(3w, γ) ≡ (w, 9γ): K-FAC on the BN layers with damping γ = 1e-3 from 3w follows the run from w with 9γ
+    (measured gap 1.3e-13), but not the run from w with γ (measured 0.64)."""
+    r = experiment.kfac_rescaling(factor=3.0, damping=1e-3, steps=100, precondition="hidden")
+    assert r.gap < 1e-9
+    assert r.control > 0.1
+    assert r.moved > 0.2
+
+
 # ------------------------------------------------------------------ the experiments of notebook 04
 def test_section_experiments_report_what_their_panels_draw():
     g = experiment.growth("toy", 0.3, steps=300)
     assert g.names == ["w"] and g.monotone["w"]
     assert g.residual["w"] < 1e-12                                   # Pythagoras at every step (float64)
-    assert g.fits["w"].r2 > 0.98                                     # the √ law explains the growth
+    assert abs(g.end_ratio("w") - 1) < 0.05                          # the predicted √ law, G from another run
+    np.testing.assert_allclose(g.ratio["w"], g.record.param_norm["w"][:, 0] ** 2 / g.predicted["w"])
     c = experiment.collapse(0.01, 3, steps=400)
-    assert c.spread_start == pytest.approx(1000.0) and c.spread_end < 10.0
+    assert c.spread_end < 10.0
+    assert abs(c.ratio[2] - 1) < 0.05 and c.k_over_k0[2] > 100      # α = 0.1: far past k0, on the asymptote
     o = experiment.optimizers(steps=10)
     assert o.early_spread("kfac") < o.early_spread("adam") < o.early_spread("sgd")
     r = experiment.remedies(chosen=("none", "unit_norm"), lr_unit=0.03, steps=20)

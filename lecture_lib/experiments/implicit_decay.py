@@ -10,14 +10,15 @@ one function ``params -> result dataclass``, which its panel calls in one line:
 function                    what it measures                                     result
 ==========================  ===================================================  =====================
 :func:`euler_check`         Euler's identities over a grid of rescalings          :class:`EulerResult`
-:func:`growth`              Pythagorean growth of ‖w‖² and its √ law              :class:`GrowthResult`
+:func:`growth`              Pythagorean growth of ‖w‖², the predicted √ law       :class:`GrowthResult`
 :func:`collapse`            effective learning rates of an α sweep converging     :class:`CollapseResult`
 :func:`output_layer`        the learning rate each layer trains with              :class:`OutputLayerResult`
 :func:`remedies`            weight decay, exponential schedule, unit norm         :class:`RemediesResult`
 :func:`optimizers`          SGD, Adam and K-FAC from rescaled starting weights    :class:`OptimizersResult`
+:func:`kfac_rescaling`      K-FAC's directions from w and c·w, damping γ and c²γ  :class:`KFACRescalingResult`
 ==========================  ===================================================  =====================
 
-The mathematics (the identities, the fit, the remedies) is in :mod:`lecture_lib.scale_invariance`.
+The mathematics (the identities, the √ law, the remedies) is in :mod:`lecture_lib.scale_invariance`.
 """
 from __future__ import annotations
 
@@ -32,11 +33,11 @@ from .._validate import Array, Choice, Instance, Int, NonNegative, Positive, Rea
 from ..data import digits, linear_regression
 from ..engine import train
 from ..models import MLP, ScaleInvariantLinear
-from ..optim.base import per_run, run_norm, stack_runs
+from ..optim.base import chain, per_run, run_norm, stack_runs
+from ..optim.transforms import masked
 from ..record import Record
-from ..scale_invariance import (REMEDIES, EulerCheck, SqrtLawFit, decay_factor_positive,
-                                direction_grad_norm, euler_identities, fit_sqrt_law, layer_learning_rates,
-                                pythagorean_residual, remedy_optimizer)
+from ..scale_invariance import (REMEDIES, EulerCheck, decay_factor_positive, direction_grad_norm, euler_identities,
+                                layer_learning_rates, pythagorean_residual, remedy_optimizer, sqrt_law, sqrt_law_k0)
 
 F64 = torch.float64
 SETUPS = ("toy", "bn")
@@ -50,18 +51,22 @@ OUTPUT = "linears.2.weight"                         # its output layer: no norma
 
 # =========================================================================== the two models
 
-@accepts(runs=Int(1), dim=Int(1), n=Int(1), noise=NonNegative(), scale=Positive(), init_norm=Positive(), seed=Seed())
+@accepts(runs=Int(1), dim=Int(1), n=Int(1), noise=NonNegative(), scale=Positive(), init_norm=Positive(), seed=Seed(),
+         data_seed=Seed())
 def toy_setup(runs: int = 1, dim: int = 20, n: int = 512, noise: float = 1.0, scale: float = 1.0,
-              init_norm: float = 1.0, seed: int = 0, dtype=torch.float64):
-    r"""The toy scale-invariant model :math:`f(x) = c\,x^\top w/\lVert w\rVert` on noisy linear regression.
+              init_norm: float = 1.0, seed: int = 0, data_seed: int = 0, dtype=torch.float64):
+    r"""The toy scale-invariant model :math:`f(x) = s\,x^\top w/\lVert w\rVert` on noisy linear regression.
 
-    Every run starts from the same :math:`w_0` (``seed``) so that a learning-rate sweep
-    compares like with like. With label noise the minibatch gradient never vanishes, so
-    :math:`\lVert\nabla\mathcal J(\hat w)\rVert` stays roughly constant: the regime in which
-    the square-root law holds. Returns ``(model, data)``.
+    ``scale`` is the output gain :math:`s`. Every run starts from the same :math:`w_0`
+    (``seed``) so that a learning-rate sweep compares like with like; the data set is fixed by
+    ``data_seed``, so a run with another ``seed`` (another :math:`w_0`, another minibatch order)
+    is an independent run on the same problem. With label noise the minibatch gradient never
+    vanishes: :math:`\lVert\nabla\mathcal J(\hat w)\rVert` falls over the first steps, while the
+    direction is learned, then settles on a floor set by the noise, close to the regime in
+    which the square-root law holds. Returns ``(model, data)``.
     """
     model = ScaleInvariantLinear(dim, scale=scale, runs=runs, seed=seed, init_norm=init_norm, dtype=dtype)
-    return model, linear_regression(n=n, dim=dim, noise=noise, seed=seed, dtype=dtype)
+    return model, linear_regression(n=n, dim=dim, noise=noise, seed=data_seed, dtype=dtype)
 
 
 @accepts(runs=Int(1), width=Int(1), depth=Int(1), seed=Seed(), eps=Positive())
@@ -137,15 +142,16 @@ def run(setup: str, lr, steps: int, batch_size: int | None = None, remedy: str =
 
 # =========================================================================== 1. Euler's identities
 
-GAMMA_GRID = np.logspace(-2, 2, 33)
+FACTOR_GRID = np.logspace(-2, 2, 33)
 
 
 @dataclass
 class EulerResult:
-    """Euler's identities on each tensor of ``model`` (``checks``: name -> table over γ), at the chosen γ."""
+    """Euler's identities on each tensor of ``model`` (``checks``: name -> table over the rescaling factors c),
+    at the chosen factor ``factor``."""
 
     model: str
-    gamma: float
+    factor: float
     checks: dict[str, EulerCheck]
 
 
@@ -159,44 +165,77 @@ def _euler_problem(model: str):
     return net, losses.cross_entropy, data.x_train[:128], data.y_train[:128], (HIDDEN[0], OUTPUT)
 
 
-@accepts(model=Choice(SETUPS), gamma=Positive())
-def euler_check(model: str = "bn", gamma: float = 3.0) -> EulerResult:
-    """Rescale each tensor of the chosen model by every γ of a grid (and by ``gamma``); measure Euler (float64)."""
+@accepts(model=Choice(SETUPS), factor=Positive())
+def euler_check(model: str = "bn", factor: float = 3.0) -> EulerResult:
+    """Rescale each tensor of the chosen model by every factor c of a grid (and by ``factor``); measure Euler
+    (float64)."""
     net, loss_fn, x, y, names = _euler_problem(model)
-    grid = np.unique(np.append(GAMMA_GRID, gamma))
-    return EulerResult(model, float(gamma), {n: euler_identities(net, loss_fn, x, y, n, grid) for n in names})
+    grid = np.unique(np.append(FACTOR_GRID, factor))
+    return EulerResult(model, float(factor), {n: euler_identities(net, loss_fn, x, y, n, grid) for n in names})
 
 
 # =========================================================================== 2. Pythagorean growth
 
+def _rms(values: np.ndarray) -> float:
+    """Root mean square of the finite entries (a diverged run's NaN tail left out)."""
+    return float(np.sqrt(np.nanmean(np.asarray(values, dtype=np.float64) ** 2)))
+
+
 @dataclass
 class GrowthResult:
-    r"""One SGD run without weight decay. Per scale-invariant tensor (``names``): the fitted
-    :math:`\sqrt{1 + k/k_0}` law (``None`` if fewer than 3 finite steps), the largest Pythagorean
-    residual, and whether :math:`\lVert w\rVert` never shrank (up to the rounding of the dtype)."""
+    r"""One SGD run without weight decay (``record``) and an independent run (``probe``: another
+    initial direction and minibatch order, same data and :math:`\alpha`). Per scale-invariant tensor
+    (``names``):
+
+    ``G``          :math:`G = \lVert\nabla\mathcal J(\hat w)\rVert`, root mean square over the *probe* run
+    ``predicted``  the square-root law :math:`\lVert w_0\rVert^2\sqrt{1 + k/k_0}`, :math:`k_0 =
+                   \lVert w_0\rVert^4/(2\alpha^2G^2)`, at the plotted run's steps (nothing fitted)
+    ``ratio``      measured :math:`\lVert w_k\rVert^2` over predicted, ``(K,)``
+    ``residual``   the largest Pythagorean residual of the plotted run
+    ``monotone``   whether :math:`\lVert w\rVert` never shrank (up to the rounding of the dtype)
+    """
 
     model: str
     lr: float
     record: Record
+    probe: Record
     names: list[str]
-    fits: dict[str, SqrtLawFit | None]
+    G: dict[str, float]
+    predicted: dict[str, np.ndarray]
+    ratio: dict[str, np.ndarray]
     residual: dict[str, float]
     monotone: dict[str, bool]
 
+    def k0(self, name: str) -> float:
+        """The predicted time scale :math:`k_0` of tensor ``name``."""
+        return sqrt_law_k0(float(self.record.param_norm[name][0, 0]) ** 2, self.lr, self.G[name])
 
-@accepts(model=Choice(SETUPS), lr=Positive(), steps=Int(1))
-def growth(model: str = "bn", lr: float = 1.0, steps: int = 600) -> GrowthResult:
-    """One SGD run (no weight decay); ‖w‖² per scale-invariant tensor with its square-root fit."""
+    def end_ratio(self, name: str) -> float:
+        """Measured over predicted :math:`\\lVert w\\rVert^2` at the last finite step."""
+        r = self.ratio[name][np.isfinite(self.ratio[name])]
+        return float(r[-1]) if r.size else float("nan")
+
+
+@accepts(model=Choice(SETUPS), lr=Positive(), steps=Int(2), probe_seed=Seed())
+def growth(model: str = "bn", lr: float = 1.0, steps: int = 600, probe_seed: int = 1) -> GrowthResult:
+    r"""One SGD run (no weight decay, seed 0); ‖w‖² per scale-invariant tensor against the predicted √ law.
+
+    :math:`G` comes from an independent run with seed ``probe_seed`` (its own initial weights
+    and minibatch order), never from the plotted run.
+    """
     rec = run(model, lr, steps)
+    probe = run(model, lr, steps, seed=probe_seed)
     names = [n for n, inv in rec.scale_invariant.items() if inv]
     eps = np.finfo(np.float64 if DTYPE[model] == torch.float64 else np.float32).eps
-    out = GrowthResult(model, float(lr), rec, names, {}, {}, {})
+    out = GrowthResult(model, float(lr), rec, probe, names, {}, {}, {}, {}, {})
     for n in names:
         sq = rec.param_norm[n][:, 0] ** 2
-        valid = np.isfinite(sq)
-        out.fits[n] = fit_sqrt_law(rec.steps[valid], sq[valid]) if valid.sum() >= 3 else None
+        out.G[n] = _rms(direction_grad_norm(probe, n)[:, 0])
+        out.predicted[n] = sqrt_law(rec.steps.astype(np.float64), float(sq[0]), float(lr), out.G[n])
+        out.ratio[n] = sq / out.predicted[n]
         res = pythagorean_residual(rec.param_norm[n], rec.grad_norm[n], lr)
         out.residual[n] = float(np.nanmax(np.abs(res))) if np.isfinite(res).any() else float("nan")
+        valid = np.isfinite(sq)
         # float32: a step can add less than one ulp to ‖w‖², so "never shrank" allows a few ulps
         out.monotone[n] = bool(np.all(np.diff(sq[valid]) >= -4 * eps * sq[valid][1:]))
     return out
@@ -215,11 +254,13 @@ def late_asymptote(record: Record, name: str, tail: float = 0.5) -> np.ndarray:
     r"""The :math:`\alpha`-free late-time effective learning rate :math:`1/(G\sqrt{2k})`, shape ``(K,)``.
 
     :math:`G` is the root-mean-square of :math:`\lVert\nabla\mathcal J(\hat w)\rVert` over the last
-    ``tail`` fraction of training, pooled over runs (see :func:`lecture_lib.scale_invariance.sqrt_law_k0`).
+    ``tail`` fraction of ``record``, pooled over its runs (see
+    :func:`lecture_lib.scale_invariance.sqrt_law_k0`). Pass an *independent* record (another seed),
+    not the runs the asymptote is drawn over, or the comparison is circular.
     """
     g = direction_grad_norm(record, name)
     start = min(int(len(record.steps) * (1 - tail)), len(record.steps) - 1)
-    G = float(np.sqrt(np.nanmean(g[start:] ** 2)))
+    G = _rms(g[start:])
     k = np.maximum(record.steps.astype(np.float64), 1.0)
     return 1.0 / (G * np.sqrt(2.0 * k))
 
@@ -239,23 +280,42 @@ def spread(values: np.ndarray, row: int) -> float:
 
 @dataclass
 class CollapseResult:
-    """R learning rates ``lr`` of the toy model trained as one batch; the α-free ``asymptote`` ``(K,)``,
-    and how far apart the effective rates are at the first and the last step (max / min)."""
+    r"""R learning rates ``lr`` of the toy model trained as one batch (``record``), and the :math:`\alpha`-free
+    ``asymptote`` :math:`1/(G\sqrt{2k})` ``(K,)`` with :math:`G` (``G``) from an independent run (``probe``: the
+    geometric middle of the sweep, another seed). ``spread_*``: how far apart the effective rates are at the
+    first and the last step (max / min); ``ratio``: each run's last effective rate over the asymptote's;
+    ``k_over_k0``: how far past its own predicted :math:`k_0` each run got (the asymptote needs
+    :math:`k \gg k_0`)."""
 
     lr: np.ndarray
     record: Record
+    probe: Record
+    G: float
     asymptote: np.ndarray
     spread_start: float
     spread_end: float
+    ratio: np.ndarray
+    k_over_k0: np.ndarray
 
 
-@accepts(lr_min=Positive(), decades=Int(1, 5), steps=Int(1), runs=Int(2))
-def collapse(lr_min: float = 0.01, decades: int = 3, steps: int = 3000, runs: int = 5) -> CollapseResult:
-    """ONE batched run of the toy model: ``runs`` learning rates log-spaced over ``decades`` decades."""
+@accepts(lr_min=Positive(), decades=Int(1, 5), steps=Int(2), runs=Int(2), probe_seed=Seed())
+def collapse(lr_min: float = 0.01, decades: int = 3, steps: int = 3000, runs: int = 5,
+             probe_seed: int = 1) -> CollapseResult:
+    """ONE batched run of the toy model: ``runs`` learning rates log-spaced over ``decades`` decades; plus one
+    independent run (seed ``probe_seed``, the sweep's geometric-middle α) that supplies the asymptote's G."""
     lr = lr_min * torch.logspace(0, decades, runs, dtype=F64)
     rec = run("toy", lr, steps)
+    probe = run("toy", lr_min * 10.0 ** (decades / 2), steps, seed=probe_seed)
     eff = rec.effective_lr["w"]
-    return CollapseResult(lr.numpy(), rec, late_asymptote(rec, "w"), spread(eff, 0), spread(eff, -1))
+    asymptote = late_asymptote(probe, "w")
+    tail = int(len(probe.steps) / 2)
+    G = _rms(direction_grad_norm(probe, "w")[tail:])
+    last = np.array([eff[np.isfinite(eff[:, r]), r][-1] if np.isfinite(eff[:, r]).any() else np.nan
+                     for r in range(eff.shape[1])])
+    sq0 = rec.param_norm["w"][0] ** 2
+    k0 = np.array([sqrt_law_k0(float(x), float(a), G) for x, a in zip(sq0, lr.tolist())])
+    return CollapseResult(lr.numpy(), rec, probe, G, asymptote, spread(eff, 0), spread(eff, -1),
+                          last / asymptote[-1], (steps - 1) / k0)
 
 
 # =========================================================================== 4. the output layer escapes
@@ -343,3 +403,87 @@ def optimizers(damping: float = 1e-4, rescale: float = 4.0, steps: int = 150) ->
     records = {name: run("bn", lr, steps, optimizer=name, damping=damping, init_scale=scales)
                for name, lr in OPT_LR.items()}
     return OptimizersResult(float(damping), scales.numpy(), dict(OPT_LR), records)
+
+
+# =========================================================================== 7. K-FAC and the rescaling
+
+PRECONDITIONED = ("all", "hidden")
+
+
+@dataclass
+class KFACRescalingResult:
+    r"""Three K-FAC runs of a BN network, the same function, as one batched computation:
+
+    ====  ======================  ==================
+    run   start                   damping
+    ====  ======================  ==================
+    0     :math:`w_0`             :math:`c^2\gamma`
+    1     :math:`c\,w_0`          :math:`\gamma`
+    2     :math:`w_0`             :math:`\gamma`
+    ====  ======================  ==================
+
+    ``gap`` is the largest difference, over steps, units and hidden layers, between run 1's unit
+    directions :math:`\hat w_j` and run 0's (theory: 0, up to rounding); ``control`` the same between
+    run 1 and run 2 (0 only if :math:`\gamma = 0`); ``moved`` how far run 0's directions travel
+    (the scale against which the gaps are small). ``directions``: layer -> ``(K, 3, units, inputs)``.
+    """
+
+    factor: float
+    damping: float
+    precondition: str
+    gap: float
+    control: float
+    moved: float
+    record: Record
+    directions: dict[str, torch.Tensor]
+
+
+@accepts(factor=Positive(), damping=NonNegative(), steps=Int(1), lr=Positive(), precondition=Choice(PRECONDITIONED),
+         eps=Positive(), seed=Seed())
+def kfac_rescaling(factor: float = 3.0, damping: float = 0.0, steps: int = 100, lr: float = 0.01,
+                   precondition: str = "all", eps: float = 1e-14, seed: int = 0) -> KFACRescalingResult:
+    r"""K-FAC from :math:`w_0` and :math:`c\,w_0` (``factor`` :math:`c`): the directions agree when the damping is
+    rescaled by :math:`c^2`.
+
+    For a scale-invariant layer the K-FAC factor :math:`S` scales as :math:`c^{-2}` and the gradient as
+    :math:`c^{-1}`, so the step from :math:`c\,w` with damping :math:`\gamma` is
+    :math:`-\alpha c\,(A\otimes S + c^2\gamma I)^{-1}\nabla\mathcal J(w)`: :math:`c` times the step from
+    :math:`w` with damping :math:`c^2\gamma`. Undamped (:math:`\gamma = 0`) K-FAC is therefore invariant;
+    damped K-FAC from :math:`(c\,w, \gamma)` follows :math:`(w, c^2\gamma)` exactly. The equivalence needs
+    :math:`c^2\gamma` on every preconditioned layer, so with ``damping > 0`` use ``precondition='hidden'``
+    (K-FAC on the BN layers, plain SGD with the same :math:`\alpha` on the output layer and BN's gain and
+    shift); ``'all'`` preconditions the output layer too (where the damping differs between runs 0 and 1).
+
+    The network is a ``[8, 16, 16, 1]`` BN MLP on Gaussian linear regression in float64, with batch norm's
+    ``eps`` tiny (its :math:`\epsilon` breaks the invariance) and inputs of full rank (the digits have pixels
+    that are always 0, which makes the undamped factor :math:`A` singular). Gauss-Newton curvature, factors
+    and their inverses refreshed every step.
+    """
+    c = float(factor)
+    model = MLP([8, 16, 16, 1], norm="batch", activation="relu", runs=3, seed=seed, eps=eps, dtype=F64)
+    data = linear_regression(n=256, dim=8, noise=0.5, seed=seed, dtype=F64)
+    with torch.no_grad():
+        for name in HIDDEN:
+            dict(model.named_parameters())[name].mul_(torch.tensor([1.0, c, 1.0], dtype=F64).view(3, 1, 1))
+    damp = torch.tensor([c * c * damping, damping, damping], dtype=F64)
+    kfac = optim.get("kfac", model=model, loss="mse", lr=lr, damping=damp, curvature="ggn", stat_interval=1,
+                     inv_interval=1)
+    if precondition == "hidden":
+        hidden = {n: n in HIDDEN for n, _ in model.named_parameters()}
+        kfac = chain(masked(kfac, hidden), masked(optim.get("sgd", lr=lr), {n: not h for n, h in hidden.items()}))
+    directions = {n: [] for n in HIDDEN}
+
+    def keep_directions(step, net):
+        params = dict(net.named_parameters())
+        for n in HIDDEN:
+            w = params[n].detach()
+            directions[n].append(w / w.norm(dim=-1, keepdim=True))
+
+    keep_directions(-1, model)
+    rec = train(model, data, "mse", kfac, steps, batch_size=64, seed=seed, callback=keep_directions,
+                diverge_above=None)
+    d = {n: torch.stack(v) for n, v in directions.items()}
+    gap = max(float((v[:, 1] - v[:, 0]).abs().max()) for v in d.values())
+    control = max(float((v[:, 1] - v[:, 2]).abs().max()) for v in d.values())
+    moved = max(float((v[:, 0] - v[0, 0]).abs().max()) for v in d.values())
+    return KFACRescalingResult(c, float(damping), precondition, gap, control, moved, rec, d)

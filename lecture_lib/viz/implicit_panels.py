@@ -44,7 +44,7 @@ def _steps(section: str, fast: bool | None):
 
 def _figure(titles, axes, height: int = figures.HEIGHT, **subplots) -> go.Figure:
     """Subplots side by side in the house style; ``axes`` holds ``(x title, y title, log y)`` per subplot
-    (x is always steps or γ, on a log axis). The legend sits above the subplot titles."""
+    (x is always steps or the rescaling factor c, on a log axis). The legend sits above the subplot titles."""
     fig = make_subplots(rows=1, cols=len(titles), horizontal_spacing=0.12 if len(titles) == 2 else 0.07,
                         subplot_titles=titles, **subplots)
     for col, (x_title, y_title, log_y) in enumerate(axes, start=1):
@@ -87,50 +87,50 @@ EULER_LAYERS = {"w": "w (toy model) · scale invariant", HIDDEN[0]: "hidden laye
 
 
 def euler_figure(result: experiment.EulerResult) -> go.Figure:
-    fig = _figure(("cost J(γw)", "gradient norm ‖∇J(γw)‖"),
-                  [("γ (rescaling of w)", "J(γw)", False), ("γ (rescaling of w)", "‖∇J(γw)‖", True)])
+    fig = _figure(("cost J(c·w)", "gradient norm ‖∇J(c·w)‖"),
+                  [("c (rescaling of w)", "J(c·w)", False), ("c (rescaling of w)", "‖∇J(c·w)‖", True)])
     for layer, label in EULER_LAYERS.items():
-        c = result.checks.get(layer)
-        gammas, loss, grad = (c.gammas, c.loss, c.grad_norm) if c else (EMPTY, EMPTY, EMPTY)
-        at = [int(np.argmin(np.abs(gammas - result.gamma)))] if c else []
+        check = result.checks.get(layer)
+        factors, loss, grad = (check.factors, check.loss, check.grad_norm) if check else (EMPTY, EMPTY, EMPTY)
+        at = [int(np.argmin(np.abs(factors - result.factor)))] if check else []
         color = LAYER_COLORS[layer]
-        fig.add_trace(_line(gammas, loss, label, color), 1, 1)
-        fig.add_trace(_markers(gammas, grad, f"{label} · ‖∇J‖", color, group=label), 1, 2)
-        fig.add_trace(_markers(gammas[at], loss[at], f"{label} · J at your γ", color, 15, "diamond", label), 1, 1)
-        fig.add_trace(_markers(gammas[at], grad[at], f"{label} · ‖∇J‖ at your γ", color, 15, "diamond", label), 1, 2)
+        fig.add_trace(_line(factors, loss, label, color), 1, 1)
+        fig.add_trace(_markers(factors, grad, f"{label} · ‖∇J‖", color, group=label), 1, 2)
+        fig.add_trace(_markers(factors[at], loss[at], f"{label} · J at your c", color, 15, "diamond", label), 1, 1)
+        fig.add_trace(_markers(factors[at], grad[at], f"{label} · ‖∇J‖ at your c", color, 15, "diamond", label), 1, 2)
     c0 = next(iter(result.checks.values()))
-    i1 = int(np.argmin(np.abs(np.log(c0.gammas))))
-    fig.add_trace(figures.reference_line(c0.gammas, c0.grad_norm[i1] / c0.gammas, "Euler: ‖∇J(w)‖ / γ"), 1, 2)
+    i1 = int(np.argmin(np.abs(np.log(c0.factors))))
+    fig.add_trace(figures.reference_line(c0.factors, c0.grad_norm[i1] / c0.factors, "Euler: ‖∇J(w)‖ / c"), 1, 2)
     return fig
 
 
 def _euler_notes(result: experiment.EulerResult) -> str:
     rows = []
-    for name, c in result.checks.items():
-        r = c.at(result.gamma)
-        rows.append(f"<b>{html.escape(LAYER_LABELS[name])}</b> at γ = {result.gamma:.3g}: "
-                    f"|J(γw) − J(w)|/J(w) = {r['loss_change']:.1e}, "
-                    f"‖γ∇J(γw) − ∇J(w)‖/‖∇J(w)‖ = {r['euler_error']:.1e}, "
+    for name, check in result.checks.items():
+        r = check.at(result.factor)
+        rows.append(f"<b>{html.escape(LAYER_LABELS[name])}</b> at c = {result.factor:.3g}: "
+                    f"|J(c·w) − J(w)|/J(w) = {r['loss_change']:.1e}, "
+                    f"‖c·∇J(c·w) − ∇J(w)‖/‖∇J(w)‖ = {r['euler_error']:.1e}, "
                     f"cos∠(w, ∇J) = {r['cosine']:.1e}"
                     + (f" (largest over units {r['unit_cosine']:.1e})" if name != "w" else ""))
     if result.model == "bn":
         rows.append("Batch norm divides by √(σ² + ε) with ε = 10⁻⁵, so its invariance is exact only while "
-                    "the pre-activation variance dwarfs ε: watch the errors grow at small γ.")
+                    "the pre-activation variance dwarfs ε: watch the errors grow at small c.")
     return "<br>".join(rows)
 
 
 def euler_panel(fast: bool | None = None) -> panels.LivePanel:
-    """Section 1: J(γw) = J(w), ∇J(γw) = ∇J(w)/γ and w ⊥ ∇J(w), on the toy model and a BN network."""
+    """Section 1: J(c·w) = J(w), ∇J(c·w) = ∇J(w)/c and w ⊥ ∇J(w), on the toy model and a BN network."""
     return panels.LivePanel(
         compute=experiment.euler_check,
         controls={"model": panels.dropdown("model", MODELS, "bn"),
-                  "gamma": panels.log_slider("γ (rescale the weights)", 1e-2, 1e2, 3.0)},
+                  "factor": panels.log_slider("c (rescale the weights)", 1e-2, 1e2, 3.0)},
         build=euler_figure,
         notes=_euler_notes,
         title="Scale invariance and Euler's identities",
-        caption=("Drag γ across four decades. The hidden layer feeding batch norm leaves the cost flat and its "
-                 "gradient falls exactly as 1/γ (dashed); the output layer, which feeds no normalizer, does "
-                 "neither. The notes print the three identities at your γ, measured in float64."),
+        caption=("Drag c across four decades. The hidden layer feeding batch norm leaves the cost flat and its "
+                 "gradient falls exactly as 1/c (dashed); the output layer, which feeds no normalizer, does "
+                 "neither. The notes print the three identities at your c, measured in float64."),
     )
 
 
@@ -143,20 +143,22 @@ def growth_figure(result: experiment.GrowthResult) -> go.Figure:
     k = _steps_from_1(rec)
     for n in ("w",) + HIDDEN:
         color, label = LAYER_COLORS[n], LAYER_LABELS[n]
-        measured = (rec.param_norm[n][:, 0] ** 2, rec.effective_lr[n][:, 0]) if n in result.names else (EMPTY, EMPTY)
+        on = n in result.names
+        measured = (rec.param_norm[n][:, 0] ** 2, rec.effective_lr[n][:, 0]) if on else (EMPTY, EMPTY)
         _pair(fig, k, *measured, label, "α/‖w‖²", color)
-        fit = result.fits.get(n)
-        predicted = (fit.predict(rec.steps), fit.effective_lr(rec.steps, result.lr)) if fit else (EMPTY, EMPTY)
-        _pair(fig, k, *predicted, f"√ law fit ({label})", "α/‖w‖²", color, dash="dash", width=2)
+        predicted = (result.predicted[n], result.lr / result.predicted[n]) if on else (EMPTY, EMPTY)
+        _pair(fig, k, *predicted, f"√ law predicted ({label})", "α/‖w‖²", color, dash="dash", width=2)
     return fig
 
 
 def _growth_notes(result: experiment.GrowthResult) -> str:
     lines = []
     for n in result.names:
-        fit = result.fits[n]
-        fit_text = (f"‖w_k‖² ≈ {fit.scale:.3g}·√(1 + k/{fit.k0:.3g}), R² = {fit.r2:.4f}" if fit else "no fit")
-        lines.append(f"<b>{html.escape(LAYER_LABELS[n])}</b>: {fit_text}; "
+        ratio = result.ratio[n][np.isfinite(result.ratio[n])]
+        low, high = (float(ratio.min()), float(ratio.max())) if ratio.size else (float("nan"),) * 2
+        lines.append(f"<b>{html.escape(LAYER_LABELS[n])}</b>: G = {result.G[n]:.3g} from an independent run "
+                     f"(other seed), so k₀ = {result.k0(n):.3g}; measured/predicted ‖w_K‖² = "
+                     f"{result.end_ratio(n):.3f} at the last step, between {low:.3f} and {high:.3f} over the run; "
                      f"‖w‖ never shrank: {'yes' if result.monotone[n] else 'no'}; "
                      f"largest Pythagorean residual |‖w_(k+1)‖² − ‖w_k‖² − α²‖∇J‖²| / ‖w_(k+1)‖² = "
                      f"{result.residual[n]:.1e}")
@@ -165,7 +167,7 @@ def _growth_notes(result: experiment.GrowthResult) -> str:
 
 
 def growth_panel(fast: bool | None = None) -> panels.LivePanel:
-    """Section 2: ‖w‖² only grows, along √(1 + k/k₀); the effective learning rate falls as 1/√k."""
+    """Section 2: ‖w‖² only grows; the √(1 + k/k₀) law predicted from an independent run's G."""
     steps = _steps("growth", fast)
     return panels.LivePanel(
         compute=lambda model, lr: experiment.growth(model, lr, steps=steps[model]),
@@ -174,11 +176,13 @@ def growth_panel(fast: bool | None = None) -> panels.LivePanel:
         build=growth_figure,
         notes=_growth_notes,
         title="Pythagorean growth of the weight norm",
-        caption=("Plain SGD, no weight decay. The norm of every scale-invariant tensor only grows, and the "
-                 "dashed √(1 + k/k₀) law (fitted) tracks it; so the effective rate α/‖w‖² falls like "
-                 "1/√k once k passes k₀. Raise α: k₀ shrinks and the decay starts sooner. Switch to the BN "
-                 "network: each hidden layer has its own norm and schedule, and the fit is looser because the "
-                 "gradient shrinks as the network learns the digits."),
+        caption=("Plain SGD, no weight decay. The norm of every scale-invariant tensor only grows. The dashed "
+                 "curve is a prediction, not a fit: ‖w₀‖²√(1 + k/k₀) with k₀ = ‖w₀‖⁴/(2α²G²) and G the "
+                 "root-mean-square ‖∇J(ŵ)‖ of a second run with another seed. Early on the measured norm runs "
+                 "above it, because ‖∇J(ŵ)‖ is largest while the direction is still being learned and the law "
+                 "drops the α⁴ term of the recursion; the notes give the ratio. Raise α: k₀ shrinks and the "
+                 "decay starts sooner. On the BN network ‖∇J(ŵ)‖ falls as the digits are learned, so the "
+                 "measured curve bends away from the √ shape in between."),
     )
 
 
@@ -195,16 +199,23 @@ def collapse_figure(result: experiment.CollapseResult) -> go.Figure:
     loss = smooth(rec.loss, max(1, len(k) // 60))
     for r in range(len(result.lr)):
         _pair(fig, k, rec.effective_lr["w"][:, r], loss[:, r], f"α{SUBSCRIPTS[r]}", "loss", figures.color(r))
-    fig.add_trace(figures.reference_line(k, result.asymptote, "α-free asymptote 1/(G√(2k))"), 1, 1)
+    fig.add_trace(figures.reference_line(k, result.asymptote, "predicted α-free asymptote 1/(G√(2k))"), 1, 1)
     return fig
 
 
 def _collapse_notes(result: experiment.CollapseResult) -> str:
     alphas = ", ".join(f"{a:.3g}" for a in result.lr)
+    ratios = ", ".join(f"{r:.2f}" for r in result.ratio)
+    past = ", ".join(f"{x:.2g}" for x in result.k_over_k0)
     return (f"α{SUBSCRIPTS[0]} … α{SUBSCRIPTS[len(result.lr) - 1]} = {alphas}. "
             f"At k = 0 the effective rates span a factor {result.spread_start:.3g}; "
-            f"after {len(result.record.steps)} steps they span a factor {result.spread_end:.3g}. "
-            "Late in training α cancels: ‖w_k‖² ≈ α G √(2k), so α/‖w_k‖² ≈ 1/(G√(2k)).")
+            f"after {len(result.record.steps)} steps they span a factor {result.spread_end:.3g}.<br>"
+            f"G = {result.G:.3g}, the root-mean-square ‖∇J(ŵ)‖ over the second half of an independent run "
+            f"(another seed, α = {float(np.sqrt(result.lr[0] * result.lr[-1])):.3g}). Last effective rate over the "
+            f"asymptote, per α: {ratios}; steps taken over each run's predicted k₀: {past}. The asymptote is the "
+            "limit k ≫ k₀. A ratio well below 1 has one of two causes: the run is not yet far past its k₀ (small "
+            "α), so ‖w₀‖ still counts; or α is so large that its first steps, taken at the larger gradient of the "
+            "initial direction, inflated ‖w‖ beyond what the average G implies.")
 
 
 def collapse_panel(fast: bool | None = None) -> panels.LivePanel:
@@ -218,8 +229,9 @@ def collapse_panel(fast: bool | None = None) -> panels.LivePanel:
         notes=_collapse_notes,
         title="The explicit learning rate hardly matters late in training",
         caption=("Five learning rates spread over up to five decades, trained as one batched computation on the "
-                 "toy scale-invariant model. Slide the range: the effective rates start far apart and end on "
-                 "the same dashed α-free line, and the loss curves end together too."),
+                 "toy scale-invariant model. Slide the range: the effective rates start far apart and converge "
+                 "on the dashed α-free line 1/(G√(2k)), whose G comes from a separate run, not from these five. "
+                 "The notes give how close each run gets."),
     )
 
 
@@ -348,8 +360,9 @@ def _optimizer_notes(result: experiment.OptimizersResult) -> str:
     c = result.scales[-1]
     return ("<br>".join(parts) + f"<br>The starts differ in ‖w‖ by up to c² = {c * c:.3g}×. At the first step "
             f"theory predicts angular steps apart by c⁴ = {c ** 4:.3g}× for SGD (∝ 1/‖w‖²), c² = {c ** 2:.3g}× "
-            "for Adam (∝ 1/‖w‖) and 1× for undamped K-FAC; averaged over 20 steps the factors shrink "
-            "because the small-norm start grows fastest.")
+            "for Adam (∝ 1/‖w‖) and 1× for undamped K-FAC (damped: the start c·w₀ with γ acts like w₀ with "
+            f"c²γ = {c * c * result.damping:.2g}); averaged over 20 steps the factors shrink because the "
+            "small-norm start grows fastest.")
 
 
 def optimizer_panel(fast: bool | None = None) -> panels.LivePanel:
@@ -365,6 +378,8 @@ def optimizer_panel(fast: bool | None = None) -> panels.LivePanel:
         caption=("The same BN network started from w₀/c, w₀ and c·w₀: the same function, different weight norms. "
                  "SGD's angular steps scale like 1/‖w‖² and Adam's like 1/‖w‖, so the norm growth of training "
                  "decays them; K-FAC's curves stay together (its first steps are large and noisy on this small "
-                 "network). Raise γ: the effective damping γ‖w‖² takes over, the K-FAC curves separate and "
-                 "K-FAC starts to behave like SGD (Zhang et al. 2019, mechanism 3)."),
+                 "network). The reason: from c·w₀ with damping γ, K-FAC moves the directions exactly as it does "
+                 "from w₀ with damping c²γ, so without damping the start does not matter at all. Raise γ: the "
+                 "effective damping γ‖w‖² takes over, the K-FAC curves separate and K-FAC starts to behave like "
+                 "SGD (Zhang et al. 2019, mechanism 3)."),
     )
