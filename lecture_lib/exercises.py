@@ -283,3 +283,36 @@ def _jac_norm(fn):
     expected = len(Ws) * J.pow(2).sum()
     _close(_call(fn, [W.clone() for W in Ws]), expected, "the K-FAC norm", rtol=1e-8)
     return "it equals K ||J_x||_F^2: K-FAC-G weight decay is Jacobian regularization."
+
+
+@exercise("06.direction_cosine", "cos(K-FAC step on the direction, gradient) from the eigenvalues of G(w_hat)",
+          hint="by eq. 14 the step on w_hat is -alpha (G(w_hat) + gamma ||w||^2 I)^{-1} grad J(w_hat); in the eigenbasis "
+               "of G(w_hat) that is the vector g_i / (nu_i + gamma ||w||^2); then cos = <step, g> / (||step|| ||g||), "
+               "and the sign of alpha does not matter")
+def _direction_cosine(fn):
+    from .mechanisms import direction_cosine
+    g_ = _gen(10)
+    nu = torch.logspace(-4, 0, 6, dtype=torch.float64)
+    g = torch.randn(6, generator=g_, dtype=torch.float64)
+    for damping, norm in [(1e-3, 1.0), (1e-3, 10.0), (1e-2, 100.0), (0.0, 3.0)]:
+        got = _call(fn, nu.clone(), g.clone(), damping, norm)
+        _close(got, torch.tensor(direction_cosine(nu, g, damping, norm)), f"the cosine for gamma={damping}, ||w||={norm}",
+               rtol=1e-6)
+    return "the cosine climbs to 1 as gamma ||w||^2 outgrows the curvature: undecayed K-FAC becomes gradient descent."
+
+
+@exercise("06.kfac_linear_step", "one damped K-FAC step for a linear layer from a batch of inputs and output derivatives",
+          hint="A = a^T a / B and S = ds^T ds / B; the gradient is G = ds^T a / B (shape out x in); solve "
+               "(A ⊗ S + gamma I) vec(X) = vec(G) with (A ⊗ S) vec(X) = vec(S X A), e.g. through the eigenbases of A and S "
+               "(divide by d_S d_A^T + gamma); the step is -lr X")
+def _kfac_linear_step(fn):
+    from .optim import eigh_factor
+    g_ = _gen(11)
+    for B, D, M_, lr, damping in [(32, 5, 3, 0.1, 1e-2), (8, 4, 6, 1.0, 1e-1)]:
+        a = torch.randn(B, D, generator=g_, dtype=torch.float64) + 0.5
+        ds = torch.randn(B, M_, generator=g_, dtype=torch.float64)
+        A, S, G = a.T @ a / B, ds.T @ ds / B, ds.T @ a / B
+        expected = -lr * kron_damped_solve(*eigh_factor(A), *eigh_factor(S), G, damping)
+        _close(_call(fn, a.clone(), ds.clone(), lr, damping), expected, f"the step for a batch of {B}, layer {M_}x{D}",
+               rtol=1e-7)
+    return "your step is K-FAC's: two small eigendecompositions instead of inverting a (DM) x (DM) matrix."
