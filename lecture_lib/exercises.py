@@ -279,14 +279,6 @@ def _sq_norm_map(fn):
 
 # ---------------------------------------------------------------- 06 three mechanisms
 
-@exercise("06.effective_damping", "the effective damping seen by the direction of a scale-invariant layer",
-          hint="the curvature of a scale-invariant layer scales as G(w_hat)/||w||^2; multiply through by ||w||^2")
-def _eff_damping(fn):
-    for damping, norm in [(1e-3, 1.0), (1e-3, 10.0), (0.1, 0.5)]:
-        _close(_call(fn, damping, norm), torch.tensor(damping * norm ** 2), f"for gamma={damping}, ||w||={norm}")
-    return "gamma ||w||^2: without weight decay it grows and K-FAC drifts toward first-order behaviour."
-
-
 @exercise("06.kfac_jacobian_norm", "compute sum_l vec(W_l)^T (A_{l-1} ⊗ S_l) vec(W_l) for a deep linear network",
           hint="with whitened inputs A_{l-1} = P P^T where P = W_{l-1}...W_1, and S_l = Q^T Q with Q = W_K...W_{l+1}; "
                "vec(W)^T (A ⊗ S) vec(W) = trace(S W A W^T)")
@@ -397,3 +389,36 @@ def _projected_sgd_step(fn):
             _close(angle, torch.atan(lr * g.norm()), "the library's angle against atan(alpha ||g||)", rtol=1e-10)
     return ("back on the sphere after every step, and for g orthogonal to w the direction turns by "
             "atan(alpha ||g||): on the unit sphere the effective learning rate is alpha itself.")
+
+
+@exercise("06.direction_cosine", "cos(K-FAC step on the direction, gradient) from the eigenvalues of G(w_hat)",
+          hint="by eq. 14 the step on w_hat is -alpha (G(w_hat) + gamma ||w||^2 I)^{-1} grad J(w_hat); in the eigenbasis "
+               "of G(w_hat) that is the vector g_i / (nu_i + gamma ||w||^2); then cos = <step, g> / (||step|| ||g||), "
+               "and the sign of alpha does not matter")
+def _direction_cosine(fn):
+    from .mechanisms import direction_cosine
+    g_ = _gen(10)
+    nu = torch.logspace(-4, 0, 6, dtype=torch.float64)
+    g = torch.randn(6, generator=g_, dtype=torch.float64)
+    for damping, norm in [(1e-3, 1.0), (1e-3, 10.0), (1e-2, 100.0), (0.0, 3.0)]:
+        got = _call(fn, nu.clone(), g.clone(), damping, norm)
+        _close(got, torch.tensor(direction_cosine(nu, g, damping, norm)), f"the cosine for gamma={damping}, ||w||={norm}",
+               rtol=1e-6)
+    return "the cosine climbs to 1 as gamma ||w||^2 outgrows the curvature: undecayed K-FAC becomes gradient descent."
+
+
+@exercise("06.kfac_linear_step", "one damped K-FAC step for a linear layer from a batch of inputs and output derivatives",
+          hint="A = a^T a / B and S = ds^T ds / B; the gradient is G = ds^T a / B (shape out x in); solve "
+               "(A ⊗ S + gamma I) vec(X) = vec(G) with (A ⊗ S) vec(X) = vec(S X A), e.g. through the eigenbases of A and S "
+               "(divide by d_S d_A^T + gamma); the step is -lr X")
+def _kfac_linear_step(fn):
+    from .optim import eigh_factor
+    g_ = _gen(11)
+    for B, D, M_, lr, damping in [(32, 5, 3, 0.1, 1e-2), (8, 4, 6, 1.0, 1e-1)]:
+        a = torch.randn(B, D, generator=g_, dtype=torch.float64) + 0.5
+        ds = torch.randn(B, M_, generator=g_, dtype=torch.float64)
+        A, S, G = a.T @ a / B, ds.T @ ds / B, ds.T @ a / B
+        expected = -lr * kron_damped_solve(*eigh_factor(A), *eigh_factor(S), G, damping)
+        _close(_call(fn, a.clone(), ds.clone(), lr, damping), expected, f"the step for a batch of {B}, layer {M_}x{D}",
+               rtol=1e-7)
+    return "your step is K-FAC's: two small eigendecompositions instead of inverting a (DM) x (DM) matrix."

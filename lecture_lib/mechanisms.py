@@ -25,13 +25,14 @@ batched computation trains *both* (and no regularization): run ``r`` gets an L2 
    :func:`gn_norm`, :func:`linear_identity`. For a deep linear network of K matrices with
    whitened inputs and output Hessian I, :math:`\sum_\ell \operatorname{vec}(W_\ell)^\top
    (A_{\ell-1}\otimes S_\ell)\operatorname{vec}(W_\ell) = K\lVert J_x\rVert_F^2` (paper Theorem 1).
-3. **Effective damping** (K-FAC, BN networks): :func:`direction_update`.
+3. **Effective damping** (K-FAC, BN networks): :func:`direction_update`, :func:`direction_cosine`.
    For a scale-invariant layer :math:`G(w) = G(\hat w)/\lVert w\rVert^2`, so the damped step on
    the direction is :math:`\Delta\hat w \approx -\alpha (G(\hat w) + \gamma\lVert w\rVert^2 I)^{-1}\nabla J(\hat w)`.
 
 The experiments that train networks to show each mechanism, and the headline table (SGD, Adam,
 K-FAC-F, K-FAC-G × {none, L2, weight decay} on the digits), live in
-:mod:`lecture_lib.experiments.mechanisms`. K-FAC enters through :func:`_kfac_preconditioner` and the
+:mod:`lecture_lib.experiments.mechanisms`; their comparisons carry the paired-seed intervals of
+:func:`paired_interval`. K-FAC enters through :func:`_kfac_preconditioner` and the
 factor estimates of :func:`kfac_gn_norm` and :func:`direction_update` only.
 
 References: Zhang, Wang, Xu & Grosse (2019), *Three mechanisms of weight decay regularization*;
@@ -43,11 +44,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 import torch
 from torch import nn
 
-from ._validate import (Choice, Inputs, Instance, Int, NonNegative, Positive, Seed, Sizes, Spec, Tensor, Unit, Where,
+from ._validate import (Array, Choice, Inputs, Instance, Int, NonNegative, Positive, Seed, Sizes, Spec, Tensor, Unit, Where,
                         accepts, one_of, one_target_per_example, run_of)
 from .losses import LOSSES
 from .models import ACTIVATIONS, MLP, DeepLinear
@@ -327,3 +331,79 @@ def direction_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: 
     w_hat = w / norm
     tangential = step - (step * w_hat).sum((1, 2), keepdim=True) * w_hat
     return tangential / norm
+
+
+
+def _cosine_inputs(args: Mapping) -> None:
+    """direction_cosine: one gradient component per curvature eigenvalue."""
+    if args["eigenvalues"].shape != args["gradient"].shape:
+        raise ValueError(f"gradient must have one entry per eigenvalue, got {args['gradient'].shape} and "
+                         f"{args['eigenvalues'].shape}")
+
+
+@accepts(_cosine_inputs, eigenvalues=Array(ndim=1, finite=True), gradient=Array(ndim=1, finite=True),
+         damping=NonNegative(), w_norm=Positive())
+def direction_cosine(eigenvalues, gradient, damping: float, w_norm: float) -> float:
+    r"""cos(K-FAC step on :math:`\hat w`, gradient) in the eigenbasis of the direction's curvature :math:`G(\hat w)`.
+
+    By eq. 14 the step is :math:`-\alpha(G(\hat w) + \gamma\lVert w\rVert^2 I)^{-1}\nabla J(\hat w)`; in the
+    eigenbasis its components are :math:`g_i/(\nu_i + \gamma\lVert w\rVert^2)`. As :math:`\gamma\lVert w\rVert^2`
+    outgrows the eigenvalues :math:`\nu_i` the cosine tends to 1: K-FAC turns into gradient descent.
+    """
+    step = gradient / (eigenvalues + damping * w_norm ** 2)
+    return float(step @ gradient / (np.linalg.norm(step) * np.linalg.norm(gradient)))
+
+
+# ============================================================================ statistics of paired runs
+# Student's t quantile t_{0.975, df} for df = 1..30; above 30 the normal quantile with a 1/df correction.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (two-sided 95% intervals)."""
+    return _T975[df - 1] if df <= len(_T975) else 1.95996 + 2.37 / df
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its 95% confidence interval ``[low, high]`` from ``n`` paired values."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def excludes(self, value: float = 0.0) -> bool:
+        """True when ``value`` lies outside the interval (the difference is resolved at the 5% level)."""
+        return value < self.low or value > self.high
+
+    def __neg__(self) -> "Interval":
+        return Interval(-self.mean, -self.high, -self.low, self.n)
+
+    def map(self, fn) -> "Interval":
+        """The interval pushed through a monotone increasing ``fn`` (e.g. ``math.exp`` for log ratios)."""
+        return Interval(fn(self.mean), fn(self.low), fn(self.high), self.n)
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+
+
+def _two_or_more(args: Mapping) -> None:
+    if args["differences"].size < 2:
+        raise ValueError(f"differences needs at least two paired values, got {args['differences'].size}")
+
+
+@accepts(_two_or_more, differences=Array(ndim=1, finite=True))
+def paired_interval(differences) -> Interval:
+    r"""Mean of paired differences :math:`d_s = a_s - b_s` (one per shared seed) with a 95% Student-t interval.
+
+    :math:`\bar d \pm t_{0.975,\,n-1}\, s_d/\sqrt n`. Pairing removes what the runs share (the
+    initialization, the minibatch order, the test set), so the interval is much narrower than the
+    spread of either column; it says nothing about a *new* test set (see
+    :func:`~lecture_lib.experiments.mechanisms.test_sampling_se`).
+    """
+    n = differences.size
+    mean = float(differences.mean())
+    half = t975(n - 1) * float(differences.std(ddof=1)) / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)

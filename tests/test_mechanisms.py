@@ -124,19 +124,16 @@ def test_norm_grafting_keeps_the_function_and_copies_the_norms():
         M.graft_norms_(model, [1], [0, 2])
 
 
-def test_norm_grafting_at_every_step_of_training():
-    """In the experiment the grafted runs carry the donor's norms after every step, with no decay of their own."""
-    res = E.effective_lr_experiment("sgd", steps=12, width=16, eval_every=6, record_every=1)
-    rec, s = res.record, res.schemes
-    donor, graft, none = s.index("wd-all"), s.index("graft"), s.index("none")
-    for layer in res.layers:
-        norms = rec.param_norm[layer]
-        np.testing.assert_allclose(norms[1:, graft], norms[1:, donor], rtol=1e-5)
-        assert norms[-1, donor] < norms[-1, none]              # the decay did shrink the donor
-    # effective learning rate alpha / ||w||^2 is what grafting transfers
-    np.testing.assert_allclose(rec.effective_lr[res.layers[0]][1:, graft], rec.effective_lr[res.layers[0]][1:, donor],
-                               rtol=1e-4)
-    assert rec.test_accuracy.shape == (3, len(s))
+def test_effective_lr_runs_pair_up_by_seed():
+    """Runs that share a seed share their start and minibatches: a scheme with λ = 0 retraces 'none' exactly,
+    while another seed does not (the pairing behind the notebook's intervals)."""
+    res = E.effective_lr_experiment("sgd", weight_decay=0.0, schemes=("none", "wd-all"), seeds=(0, 1), steps=15,
+                                    width=8, eval_every=5, record_every=5)
+    acc, loss = res.record.test_accuracy, res.record.loss
+    np.testing.assert_array_equal(loss[:, res.columns("none")], loss[:, res.columns("wd-all")])
+    assert not np.array_equal(loss[:, 0], loss[:, 1])
+    assert res.difference("wd-all", "none").mean == 0.0
+    assert res.final_accuracy("none").shape == (2,) and np.all(acc <= 1.0)
 
 
 def test_effective_lr_experiment_validates():
@@ -159,6 +156,19 @@ def test_regularized_chain_l2_equals_decay_for_plain_gradient_descent():
         both = {"w": params["w"][[0, 0]]}, {"w": grads["w"][[0, 0]]}
         u2, _ = t.update(both[1], t.init(both[0]), both[0])
         assert torch.allclose(u2["w"][0], u2["w"][1]) is same
+
+
+@pytest.mark.parametrize("momentum,same", [(0.0, True), (0.9, False)])
+def test_sgd_l2_equals_weight_decay_without_momentum_only(momentum, same):
+    """The headline table's convention: L2 enters SGD's momentum buffer, weight decay is applied after it (SGDW).
+    Without momentum (C = I, no buffer) the two train identical networks over many steps; with ρ = 0.9 they do not."""
+    data = E.digits(test_fraction=0.5, seed=0)
+    model = M.bn_mlp(8, 1, runs=2, seed=[3, 3], dtype=torch.float64)
+    opt = M.regularized(M.preconditioner("sgd", model, momentum=momentum), 0.05,
+                        l2=torch.tensor([0.1, 0.0]), wd=torch.tensor([0.0, 0.1]))
+    E.train(model, data, "cross_entropy", opt, 60, batch_size=32, seed=[5, 5], record_every=60, eval_every=60)
+    for p in model.parameters():
+        assert torch.allclose(p[0], p[1], rtol=1e-10, atol=1e-12) is same
 
 
 # ----------------------------------------------------------------------------- mechanism 3: effective damping
@@ -204,15 +214,28 @@ def test_damping_experiment_records_the_mechanism():
     assert (K, R, L) == (4, 3, 2)
     assert res.cosine.shape == (K, R, L) and np.all(np.abs(res.cosine) <= 1 + 1e-6)
     assert np.all(res.relative_damping > 0) and np.all(res.fisher_trace > 0) and np.all(res.gn_trace > 0)
-    # the Fisher's output Hessian diag(p) - pp^T is below the identity: tr F <= tr G
-    assert np.all(res.fisher_trace <= res.gn_trace * (1 + 1e-6))
 
 
-def test_jacobian_experiment_rows():
-    res = E.jacobian_experiment(steps=8, width=8, depth=1, seeds=(0,), weight_decays=(0.0, 0.1))
-    assert list(res.optimizer) == ["sgd", "sgd", "kfac-g", "kfac-g"]
-    assert res.jacobian_norm.shape == (4,) and np.all(res.jacobian_norm > 0) and np.all(res.kfac_norm > 0)
-    assert np.isfinite(res.ratio("sgd", 0.1))
+def test_jacobian_experiment_uses_equal_decay_per_step():
+    """Each optimizer gets λ = αλ / α, so the same row of decays shrinks w equally per step under both."""
+    res = E.jacobian_experiment(steps=8, width=8, depth=1, seeds=(0, 1), decays_per_step=(1e-3,), lr_sgd=0.05,
+                                lr_kfac=0.01)
+    assert list(res.optimizer) == ["sgd"] * 4 + ["kfac-g"] * 4          # 0 is added as the reference
+    np.testing.assert_allclose(res.weight_decay * np.where(res.optimizer == "sgd", 0.05, 0.01), res.decay_per_step,
+                               rtol=1e-6)
+    assert res.jacobian_norm.shape == (8,) and np.all(res.jacobian_norm > 0) and np.all(res.kfac_norm > 0)
+    cut = res.reduction("sgd", 1e-3)
+    by_hand = np.exp(np.mean(np.log(res.jacobian_norm[[0, 1]] / res.jacobian_norm[[2, 3]])))
+    assert cut.mean == pytest.approx(by_hand, rel=1e-12) and cut.low <= cut.mean <= cut.high
+
+
+def test_weight_decay_cuts_the_jacobian_under_both_optimizers_at_equal_decay_per_step():
+    """Mechanism 2 at a reduced scale: at αλ = 3e-3 decay shrinks E||J_x||^2 under SGD and K-FAC-G, each with a
+    paired 95% interval above 1. (Which optimizer cuts it more is NOT asserted: at this scale the paired ratio
+    K-FAC-G / SGD changes sign with αλ and training length, see notebook 06.)"""
+    res = E.jacobian_experiment(steps=150, width=32, depth=2, seeds=(0, 1, 2, 3), decays_per_step=(3e-3,))
+    for name in ("sgd", "kfac-g"):
+        assert res.reduction(name, 3e-3).low > 1.5
 
 
 # ----------------------------------------------------------------------------- the headline table
@@ -255,3 +278,55 @@ def test_format_table_lists_every_optimizer():
     text = E.format_table(E.load_table())
     for name in M.OPTIMIZERS:
         assert M.LABELS[name] in text
+
+
+# ----------------------------------------------------------------------------- statistics of paired runs
+def test_paired_interval_is_the_student_t_interval():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 4, 9, 29, 30, 60, 200):
+        assert M.t975(df) == pytest.approx(stats.t.ppf(0.975, df), rel=2e-3)
+    d = np.array([0.3, -0.1, 0.25, 0.4, 0.05, 0.2])
+    iv = M.paired_interval(d)
+    low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    assert (iv.mean, iv.low, iv.high, iv.n) == pytest.approx((d.mean(), low, high, 6), abs=1e-4)
+    assert iv.excludes(0.0) is bool(low > 0)
+    assert (-iv).low == pytest.approx(-high, rel=1e-3)
+    with pytest.raises(ValueError, match="differences"):
+        M.paired_interval([1.0])
+
+
+def test_winner_needs_both_intervals_above_zero():
+    I = M.Interval
+    resolved = {("wd", "l2"): I(0.5, 0.1, 0.9, 10), ("wd", "none"): I(0.8, 0.3, 1.3, 10),
+                ("l2", "none"): I(0.3, -0.1, 0.7, 10)}
+    assert E.winner(resolved) == "wd"
+    l2_wins = {("wd", "l2"): I(-0.4, -0.6, -0.2, 10), ("wd", "none"): I(1.0, 0.8, 1.3, 10),
+               ("l2", "none"): I(1.4, 1.1, 1.8, 10)}
+    assert E.winner(l2_wins) == "l2"
+    tie = {("wd", "l2"): I(0.1, -0.2, 0.4, 10), ("wd", "none"): I(0.2, 0.01, 0.5, 10),
+           ("l2", "none"): I(0.1, -0.2, 0.4, 10)}
+    assert E.winner(tie) is None
+
+
+def test_saved_per_image_results_match_the_saved_accuracies():
+    """The per-image correctness behind the test-set standard error re-derives every saved accuracy."""
+    table = E.load_table()
+    n = table["n_test"]
+    for name in M.OPTIMIZERS:
+        for reg in M.REGULARIZERS:
+            acc = [100 * E._unpack(t, n).mean() for t in table["correct"][name][reg]]
+            np.testing.assert_allclose(acc, table["accuracy"][name][reg], atol=1e-3)
+    se = E.new_test_set_se(table, "sgd", "wd", "l2")
+    # a difference that flips k of n images has s.e. at most sqrt(k/n)/sqrt(n); at least one image must differ
+    assert 0.0 < se < 100.0 / np.sqrt(n)
+
+
+def test_direction_cosine_tends_to_one_as_the_effective_damping_grows():
+    nu = np.logspace(-4, 0, 8)
+    g = np.random.default_rng(0).normal(size=8)
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(8, 8)))
+    G, grad = q @ np.diag(nu) @ q.T, q @ g            # the same problem in another basis
+    step = np.linalg.solve(G + 1e-3 * 4.0 * np.eye(8), grad)
+    assert M.direction_cosine(nu, g, 1e-3, 2.0) == pytest.approx(step @ grad / np.linalg.norm(step) / np.linalg.norm(grad))
+    cos = [M.direction_cosine(nu, g, 1e-3, r) for r in (0.1, 1.0, 10.0, 100.0, 1000.0)]
+    assert np.all(np.diff(cos) > 0) and cos[0] < 0.5 and cos[-1] > 0.999
