@@ -181,15 +181,16 @@ def _jacobian_notes(result: E.JacobianResult) -> str:
     if n_seeds >= 2:
         for d in result.decays():
             sgd, kfac, rel = result.reduction("sgd", d), result.reduction("kfac-g", d), result.relative_reduction(d)
-            bits.append(f"αλ = {d:g}: decay divides ‖J‖² by SGD <b>{sgd.mean:.2f}×</b> [{sgd.low:.2f}, {sgd.high:.2f}], "
-                        f"K-FAC-G <b>{kfac.mean:.2f}×</b> [{kfac.low:.2f}, {kfac.high:.2f}]; K-FAC-G / SGD "
+            bits.append(f"<span class='lecture-detail'>αλ = {d:g}: decay divides ‖J‖² by SGD "
+                        f"<b>{sgd.mean:.2f}×</b> [{sgd.low:.2f}, {sgd.high:.2f}], K-FAC-G <b>{kfac.mean:.2f}×</b> "
+                        f"[{kfac.low:.2f}, {kfac.high:.2f}]; </span>K-FAC-G / SGD at αλ = {d:g}: "
                         f"<b>{rel.mean:.2f}×</b> [{rel.low:.2f}, {rel.high:.2f}] ({_verdict(rel)})")
-        bits.append(f"(geometric means over {n_seeds} paired seeds, 95% intervals)")
+        bits.append(f"<span class='lecture-detail'>(geometric means over {n_seeds} paired seeds, 95% intervals)</span>")
     else:
         bits.append("one seed: no interval; run more seeds before reading the ratios")
     paper = E.PAPER_JACOBIAN
-    bits.append("paper (Table 2, no decay → decay at each optimizer's tuned λ): VGG16 SGD {} → {}, K-FAC-G {} → {}; "
-                "ResNet32 SGD {} → {}, K-FAC-G {} → {}".format(*paper["VGG16"]["sgd"], *paper["VGG16"]["kfac-g"],
+    bits.append("<span class='lecture-detail'>paper (Table 2, no decay → decay at each optimizer's tuned λ): "
+                "VGG16 SGD {} → {}, K-FAC-G {} → {}; ResNet32 SGD {} → {}, K-FAC-G {} → {}</span>".format(*paper["VGG16"]["sgd"], *paper["VGG16"]["kfac-g"],
                                                              *paper["ResNet32"]["sgd"], *paper["ResNet32"]["kfac-g"]))
     diverged = [f"{M.LABELS[o]} αλ = {d:g}" for o, d, bad in zip(result.optimizer, result.decay_per_step,
                                                                    result.diverged) if bad]

@@ -10,7 +10,7 @@
 // 3. Presenter mode (?present=1): one panel at a time, fitted to the screen without scrolling,
 //    large fonts; the kernel lays the figures out for a 1280x720 projector. Keys: PageDown,
 //    Right, Space or N for the next panel; PageUp, Left or P for the previous one; Home/End;
-//    C shows or hides the caption; Esc leaves presenter mode. PageUp/PageDown and Esc work even
+//    C shows or hides the caption and the notes' tables and detail lines; Esc leaves presenter mode. PageUp/PageDown and Esc work even
 //    while a slider has the focus (presentation clickers send PageUp/PageDown).
 (function () {
   "use strict";
@@ -148,7 +148,7 @@
       <span class="lecture-present-count"></span>
       <button type="button" class="lecture-present-next" title="Next panel (PageDown, Right, Space)">&#9654;</button>
       <span class="lecture-present-section"></span>
-      <span class="lecture-present-keys">PgDn/&rarr; next &middot; PgUp/&larr; back &middot; C caption &middot; Esc exit</span>
+      <span class="lecture-present-keys">PgDn/&rarr; next &middot; PgUp/&larr; back &middot; C caption &amp; details &middot; Esc exit</span>
       <button type="button" class="lecture-present-exit" title="Leave presenter mode (Esc)">Exit &#10005;</button>`;
     bar.querySelector(".lecture-present-prev").addEventListener("click", () => go(current - 1));
     bar.querySelector(".lecture-present-next").addEventListener("click", () => go(current + 1));
