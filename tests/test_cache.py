@@ -195,3 +195,36 @@ def test_warm_fills_the_cache_from_a_notebook(tmp_path, kernel_name):
 def test_lecture_script_lists_warm():
     help_text = subprocess.run([str(REPO / "lecture"), "help"], capture_output=True, text=True, timeout=30).stdout
     assert "./lecture warm" in help_text and "--cache-dir" in help_text
+
+
+def test_deployments_share_one_cache_folder(monkeypatch, tmp_path):
+    import yaml
+    from traitlets.config import Config
+
+    values = yaml.safe_load((REPO / "deploy" / "z2jh" / "config.yaml").read_text())["singleuser"]
+    claim = yaml.safe_load((REPO / "deploy" / "z2jh" / "cache-volume.yaml").read_text())
+    mounts = {m["name"]: m["mountPath"] for m in values["storage"]["extraVolumeMounts"]}
+    volumes = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in values["storage"]["extraVolumes"]}
+    assert values["extraEnv"]["LECTURE_CACHE_DIR"] in mounts.values()           # every pod: one mounted folder
+    assert claim["metadata"]["name"] in volumes.values() and "ReadWriteMany" in claim["spec"]["accessModes"]
+    cache.size_limit(values["extraEnv"])                                        # a size the app accepts
+
+    monkeypatch.setenv("LECTURE_CACHE_DIR", str(tmp_path / "shared"))
+    hub_config = REPO / "deploy" / "jupyterhub" / "jupyterhub_config.py"
+    hub = {"c": Config(), "__file__": str(hub_config)}
+    exec(hub_config.read_text(), hub)
+    assert hub["c"].Spawner.environment["LECTURE_CACHE_DIR"] == str(tmp_path / "shared")
+
+
+def test_the_app_hands_every_kernel_one_absolute_cache_folder(tmp_path, monkeypatch):
+    from voila_app import config
+    from voila_app.__main__ import parse_args
+
+    monkeypatch.chdir(tmp_path)
+    args = parse_args(["--cache-dir", "shared", "--cache-size", "1G"])
+    env = config.kernel_environment({}, cache_dir=args.cache_dir, cache_size=args.cache_size)
+    assert env["LECTURE_CACHE_DIR"] == str(tmp_path / "shared") and env["LECTURE_CACHE_SIZE"] == "1G"
+    assert config.kernel_environment({"LECTURE_CACHE_DIR": "OFF"})["LECTURE_CACHE_DIR"] == "off"
+    assert "off" in config.describe_cache({"LECTURE_CACHE_DIR": "off"})
+    with pytest.raises(ValueError, match="LECTURE_CACHE_SIZE"):
+        config.kernel_environment({}, cache_size="big")
