@@ -6,10 +6,13 @@ about the app.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,13 @@ ARTIFACTS = REPO / "test-artifacts"
 if str(REPO) not in sys.path:      # voila_app/ is run from the checkout, not installed
     sys.path.insert(0, str(REPO))
 KERNEL_NAME = "python3"
+
+# The result cache (lecture_lib.cache): one fresh folder for the whole session, inherited by every
+# kernel, Voila app and hub the tests start; never the user's own ~/.cache/lecture5.
+SESSION_CACHE = tempfile.mkdtemp(prefix="lecture-test-cache-")
+os.environ["LECTURE_CACHE_DIR"] = SESSION_CACHE
+os.environ.pop("LECTURE_CACHE_SIZE", None)
+atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)
 
 from browser_helpers import CHROMIUM, launch  # noqa: E402
 from voila_app.server import fast_env, running_app  # noqa: E402  (needs REPO on sys.path)

@@ -1,8 +1,10 @@
-"""Start the Voila app: ``python -m voila_app [--port 8866] [--ip 127.0.0.1] [--fast]``.
+"""Start the Voila app: ``python -m voila_app [--port 8866] [--ip 127.0.0.1] [--fast] [--cache-dir DIR]``.
 
 Serves every notebook in ``notebooks/`` as a dashboard with its code hidden,
 behind a landing page of cards. ``--fast`` sets ``LECTURE_FAST=1`` (small
-step counts; used by the tests and the benchmark).
+step counts; used by the tests and the benchmark). Every kernel shares one disk
+cache of experiment results (:mod:`lecture_lib.cache`): ``--cache-dir`` chooses its
+folder (``off`` disables it), ``--cache-size`` its bound.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import argparse
 import os
 import sys
 
-from .config import NOTEBOOKS_DIR, build_config, kernel_environment, template_environment
+from .config import NOTEBOOKS_DIR, build_config, describe_cache, kernel_environment, template_environment
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -24,6 +26,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cull-interval", type=int, default=60, help="seconds between idle checks (default 60)")
     p.add_argument("--notebooks", default=str(NOTEBOOKS_DIR), help="folder of notebooks to serve")
     p.add_argument("--fast", action="store_true", help="LECTURE_FAST=1: small, quick settings in every notebook")
+    p.add_argument("--cache-dir", default=None,
+                   help="folder of the result cache shared by every kernel, or 'off' "
+                        "(default: $LECTURE_CACHE_DIR, else ~/.cache/lecture5)")
+    p.add_argument("--cache-size", default=None,
+                   help="bound of the result cache, e.g. 500M or 2G (default: $LECTURE_CACHE_SIZE, else 500M)")
     p.add_argument("--open", action="store_true", help="open a browser tab")
     return p.parse_args(argv)
 
@@ -35,8 +42,12 @@ def main(argv=None) -> None:
     os.environ.update(template_environment())     # templates are found through JUPYTER_PATH
     if args.fast:
         os.environ["LECTURE_FAST"] = "1"
-    # kernels inherit this: figures load plotly's front end from /voila/static/ (voila_app.figure_widget)
-    os.environ.update(kernel_environment())
+    # kernels inherit this: figures load plotly's front end from /voila/static/ (voila_app.figure_widget),
+    # and every kernel reads and writes the same result cache
+    try:
+        os.environ.update(kernel_environment(cache_dir=args.cache_dir, cache_size=args.cache_size))
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
     # import after JUPYTER_PATH is set: jupyter_core reads it when voila collects its templates
     from .config import LectureVoila as Voila
 
@@ -45,6 +56,7 @@ def main(argv=None) -> None:
                           open_browser=args.open)
     host = "localhost" if args.ip in ("127.0.0.1", "localhost") else args.ip
     print(f"Lecture 5 explorables: serving {args.notebooks} at http://{host}:{args.port}/", flush=True)
+    print(f"Result cache: {describe_cache()}", flush=True)
     Voila.launch_instance(argv=[args.notebooks], config=config)
 
 

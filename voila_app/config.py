@@ -131,18 +131,42 @@ def __getattr__(name):  # LectureVoila is built on first use: importing voila is
     raise AttributeError(name)
 
 
-def kernel_environment(environ=None) -> dict:
+def kernel_environment(environ=None, cache_dir: str | None = None, cache_size: str | None = None) -> dict:
     """``environ`` plus what the kernels Voila starts need (they inherit the server's environment):
     ``LECTURE_FIGURE_WIDGET`` names :class:`voila_app.figure_widget.SharedBundleFigureWidget` as the
     class of every panel figure, and the checkout leads ``PYTHONPATH`` so that kernels can import it
-    (and import the ``lecture_lib`` next to it)."""
+    (and import the ``lecture_lib`` next to it).
+
+    The result cache (:mod:`lecture_lib.cache`): ``cache_dir`` (a folder, or ``off``) and
+    ``cache_size`` (``500M``) override ``LECTURE_CACHE_DIR``/``LECTURE_CACHE_SIZE``; the folder is
+    made absolute (kernels run in the notebook's folder), so that every kernel shares one cache."""
+    from lecture_lib import cache
+
     from .figure_widget import FIGURE_WIDGET
 
     env = dict(os.environ if environ is None else environ)
     parts = [str(REPO_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
     env["LECTURE_FIGURE_WIDGET"] = FIGURE_WIDGET
+    if cache_dir is not None:
+        env[cache.DIR_ENV] = cache_dir
+    if cache_size is not None:
+        env[cache.SIZE_ENV] = cache_size
+    cache.size_limit(env)                         # a bad size fails here, with its message, not in a kernel
+    location = cache.cache_dir(env)
+    env[cache.DIR_ENV] = "off" if location is None else str(location.resolve())
     return env
+
+
+def describe_cache(environ=None) -> str:
+    """One line on the result cache ``environ`` selects: its folder and bound, or that it is off."""
+    from lecture_lib import cache
+
+    env = os.environ if environ is None else environ
+    location = cache.cache_dir(env)
+    if location is None:
+        return f"off ({cache.DIR_ENV}=off): every kernel computes its own results"
+    return f"{location} (at most {cache.size_limit(env) / 2**20:.0f} MiB; ./lecture warm fills it)"
 
 
 def template_environment(environ=None) -> dict:

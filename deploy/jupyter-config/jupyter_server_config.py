@@ -13,6 +13,10 @@
 #   LECTURE_POOL_SIZE    pre-heated kernels per notebook, per user's server (default 0: a kernel
 #                        starts when a dashboard opens; 1 keeps six idle kernels per user)
 #   LECTURE_KERNEL_IDLE  seconds after which Voila shuts down an idle kernel (default 1800)
+#   LECTURE_CACHE_DIR    the result cache shared by every kernel (lecture_lib.cache; default
+#                        ~/.cache/lecture5, `off` disables it); Zero to JupyterHub points it at a
+#                        volume every pod mounts. The app passes it on to its kernels unchanged.
+#   LECTURE_CACHE_SIZE   its bound (default 500M)
 import os
 import sys
 from pathlib import Path

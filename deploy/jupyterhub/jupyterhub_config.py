@@ -31,6 +31,12 @@
 #   LECTURE_KERNEL_IDLE     seconds after which Voila shuts down an idle kernel (default 1800)
 #   LECTURE_HUB_SERVER_IDLE seconds without traffic after which jupyterhub-idle-culler stops a
 #                           user's server (default 3600; 0: no culler service)
+#   LECTURE_CACHE_DIR       the result cache every user's kernels share (lecture_lib.cache):
+#                           default LECTURE_HUB_DATA_DIR/lecture-cache (the current directory's
+#                           without it); `off` disables it. Fill it before class with
+#                           `./lecture warm --cache-dir DIR`. Under system accounts the hub (root)
+#                           makes it writable by every account (mode 1777, as /tmp).
+#   LECTURE_CACHE_SIZE      its bound (default 500M; least recently used results are evicted)
 #   LECTURE_FAST=1          small settings in every notebook (tests)
 import os
 import sys
@@ -61,6 +67,7 @@ def _script(name: str) -> str:
 password = os.environ.get("LECTURE_HUB_PASSWORD", "")
 data_dir = os.environ.get("LECTURE_HUB_DATA_DIR", "")
 server_idle = _int_env("LECTURE_HUB_SERVER_IDLE", 3600)
+cache_dir = os.environ.get("LECTURE_CACHE_DIR", "").strip() or str(Path(data_dir or ".") / "lecture-cache")
 
 # --- the hub, its state and its proxy -------------------------------------------------------
 c.JupyterHub.ip = "127.0.0.1"        # noqa: F821  public address: --ip (behind TLS, see docs)
@@ -106,7 +113,14 @@ c.Spawner.environment = {                                                       
     "MKL_NUM_THREADS": "1",
 }
 c.Spawner.env_keep = ["PATH", "LANG", "LC_ALL", "LECTURE_POOL_SIZE", "LECTURE_KERNEL_IDLE",  # noqa: F821
-                      "LECTURE_FAST", "LECTURE_PANEL_RAISE"]
+                      "LECTURE_FAST", "LECTURE_PANEL_RAISE", "LECTURE_CACHE_SIZE"]
+# --- one result cache for every user's kernels: the second student asking for α = 0.4 reads it ----
+if cache_dir.lower() not in {"off", "0", "none", "false", "no"}:
+    cache_dir = str(Path(cache_dir).expanduser().resolve())
+    if not password and os.geteuid() == 0:
+        from lecture_lib.cache import share   # servers run as each user's account: let all of them write
+        share(Path(cache_dir))
+c.Spawner.environment["LECTURE_CACHE_DIR"] = cache_dir                                # noqa: F821
 if password and os.geteuid() == 0:
     # trial mode in a container running as root: Jupyter Server refuses root unless told
     c.Spawner.args = ["--allow-root"]                                                 # noqa: F821

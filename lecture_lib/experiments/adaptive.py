@@ -26,6 +26,7 @@ import torch
 
 from .. import optim
 from .._validate import Choice, Instance, Int, NonNegative, Positive, Real, Seed, Sizes, Tensor, Unit, Where, accepts
+from ..cache import cached
 from ..adaptive import (NUMBERS, Quadratic, RegressionProblem, adam_preconditioner, descend, diverged_at,
                         fisher_diagonals, ill_conditioned_quadratic, logistic_problem, numbers, point_away,
                         regression_problem, requires, step_comparison)
@@ -53,6 +54,7 @@ def rotated(point: tuple[float, float], angle: float) -> tuple[float, float]:
     return (math.cos(t) * point[0] - math.sin(t) * point[1], math.sin(t) * point[0] + math.cos(t) * point[1])
 
 
+@cached
 @accepts(lr_sgd=NonNegative(), lr_adaptive=NonNegative(), beta2=Unit(), angle=Real(-360.0, 360.0),
          condition=Real(1.0), steps=Int(0))
 def trajectories(lr_sgd: float = 1.6, lr_adaptive: float = 0.1, beta2: float = 0.9, angle: float = 0.0,
@@ -123,6 +125,7 @@ def _fisher_setup(misspecified: bool, n: int, max_distance: float, path_points: 
     return problem, fisher_along_path(problem, np.linspace(0.0, max_distance, path_points))
 
 
+@cached
 @accepts(distance=NonNegative(), n=Int(10), max_distance=Positive(), path_points=Int(2))
 def fisher_comparison(distance: float = 0.0, misspecified: bool = False, n: int = 20000, max_distance: float = 2.0,
                       path_points: int = 41) -> FisherComparison:
@@ -214,6 +217,7 @@ def _regression() -> RegressionProblem:
     return regression_problem(seed=0)
 
 
+@cached
 @accepts(lr=Positive(), weight_decay=NonNegative(), lr_sgd=Positive(), steps=Int(0), batch_size=Int(1),
          grid=NON_NEGATIVE_NUMBERS)
 def decay_comparison(lr: float = 0.02, weight_decay: float = 0.3, steps: int = 600, batch_size: int = 8,
@@ -259,6 +263,7 @@ class SGDDecayIdentity:
         return self.lr * self.momentum * self.weight_decay * float(np.linalg.norm(self.w0))
 
 
+@cached
 @accepts(lr=Positive(), weight_decay=NonNegative(), momentum=Unit(), steps=Int(2), w0=NUMBERS)
 def sgd_decay_identity(lr: float = 0.05, weight_decay: float = 0.3, momentum: float = 0.9, steps: int = 600,
                        w0=(-1.0, 4.0)) -> SGDDecayIdentity:
@@ -315,6 +320,7 @@ def _data_shape(data) -> tuple[int, int]:
     return (64, 10) if data is None else (data.n_features, data.n_outputs)
 
 
+@cached
 @accepts(requires(lambda a: (a["sizes"][0], a["sizes"][-1]) == _data_shape(a["data"]),
                   "sizes must start with the data's features and end with its classes, got {sizes}"),
          magnitude=Choice(tuple(DEFAULT_LR)), direction=Choice(tuple(DEFAULT_LR)), steps=Int(2),

@@ -24,6 +24,7 @@ from .. import engine, optim
 from .. import equilibrium as eq
 from .._validate import (Bool, Choice, Int, NonNegative, Positive, Seed, Tensor, Unit, Where, accepts,
                          check_int, check_sizes)
+from ..cache import cached
 from ..data import digits, logistic_regression
 from ..losses import logistic
 from ..models import MLP, ScaleInvariantLinear
@@ -248,6 +249,7 @@ class LayerBalance:
     record: Record
 
 
+@cached
 @accepts(lr=Positive(), weight_decay=NonNegative(), momentum=Unit(), steps=Int(1), batch_size=Int(1),
          label_noise=Unit())
 def layer_balance(lr: float, weight_decay: float, momentum: float, steps: int = 600, batch_size: int = 32,
@@ -299,6 +301,7 @@ class RatioFamily:
         return self.sq_norm_late / self.sq_norm_pred
 
 
+@cached
 @accepts(lr=Positive(), weight_decay=Positive(), momentum=Unit(), batch_size=Int(1), min_steps=Int(1),
          max_steps=Int(1), seed=Seed(), probe_seed=Seed(optional=True))
 def ratio_family(lr: float, weight_decay: float, momentum: float, batch_size: int = 32, min_steps: int = 800,
@@ -347,6 +350,7 @@ class LarsComparison:
     lars: Record
 
 
+@cached
 @accepts(lr=Positive(), weight_decay=Positive(), momentum=Unit(), min_steps=Int(1), max_steps=Int(1))
 def sgd_vs_lars(lr: float, weight_decay: float, momentum: float, min_steps: int = 800,
                 max_steps: int = 3000) -> LarsComparison:
@@ -393,6 +397,7 @@ class PlaneRuns:
         return -self.lr * decays[:, None] * self.w[step], -self.lr * self.g[step]
 
 
+@cached
 @accepts(lr=Positive(), weight_decay=Positive(), steps=Int(1))
 def plane_runs(lr: float, weight_decay: float, steps: int = 300) -> PlaneRuns:
     """The toy model in the plane on pure-noise labels (the direction random-walks), without and with decay.
@@ -428,6 +433,7 @@ class BatchScaling:
     cos: dict[int, np.ndarray]            # (K-1,) cos(gₜ, vₜ₋₁), smoothed (from step 1)
 
 
+@cached
 @accepts(factors=FACTORS, lr=Positive(), batch_size=Int(1), weight_decay=Positive(), momentum=Unit(),
          examples=Int(1), seed=Seed())
 def batch_scaling(factors=(1, 2, 4, 8), lr: float = 0.02, batch_size: int = 8, weight_decay: float = 5e-3,
@@ -483,6 +489,7 @@ class DecayStrengths:
     record: Record
 
 
+@cached
 @accepts(lr=Positive(), momentum=Unit(), decays=NonNegative(sequences=True), steps=Int(1), batch_size=Int(1),
          label_noise=Unit())
 def decay_strengths(lr: float, momentum: float, decays=(0.0, 1e-4, 1e-3, 1e-2), steps: int = 600,

@@ -30,6 +30,7 @@ import torch
 from .. import curvature, data
 from .._validate import (Bool, Choice, Int, NonNegative, Positive, Real, Seed, Sizes, Where, accepts, check_choice,
                          check_positive)
+from ..cache import cached
 from ..data import Dataset
 from ..engine import train
 from ..ics import (CenteringGradient, ConditioningReport, MomentSpectrum, ShiftedMLP, centering_gradient,
@@ -50,6 +51,7 @@ def _record_every(steps: int, points: int = 100) -> int:
     return max(1, steps // points)
 
 
+@cached
 @accepts(features=Choice(FEATURES), mean_norm=NonNegative(), dim=Int(), samples=Int(2), seed=Seed())
 def outlier_experiment(features: str = "gaussian", mean_norm: float = 3.0, dim: int = 20,
                        samples: int = 20000, seed: int = 0) -> MomentSpectrum:
@@ -78,6 +80,7 @@ class DescentComparison:
     predicted_outlier: float = math.nan  # (||m||^2 + 2 + ||m|| sqrt(||m||^2 + 4)) / 2 for the uncentered H; nan unless Sigma = I
 
 
+@cached
 @accepts(mean_norm=NonNegative(), cond=Real(1.0), dim=Int(), steps=Int(), lr_scale=Real(0.0, 2.0, low_open=True,
          high_open=True), n=Int(), seed=Seed())
 def descent_experiment(mean_norm: float = 3.0, cond: float = 1.0, dim: int = 10, steps: int = 300,
@@ -126,6 +129,7 @@ def descent_experiment(mean_norm: float = 3.0, cond: float = 1.0, dim: int = 10,
     return out
 
 
+@cached
 @accepts(mean_norm=NonNegative(), outputs=Int(), n=Int(2), dim=Int(), hidden=Int(), seed=Seed())
 def conditioning_experiment(mean_norm: float = 3.0, outputs: int = 3, n: int = 1000, dim: int = 6, hidden: int = 10,
                             seed: int = 0) -> ConditioningReport:
@@ -182,6 +186,7 @@ def _learning_rates(name: str, lrs) -> torch.Tensor:
 LEARNING_RATES = Where(_learning_rates, bad=([], [-0.1], [0.1, math.nan], [[0.1]], "lr", 0.0), optional=True)
 
 
+@cached
 @accepts(mean_norm=NonNegative(), cond=Real(1.0), dim=Int(), hidden=Int(), steps=Int(), n=Int(), lrs=LEARNING_RATES,
          seed=Seed())
 def reparam_experiment(mean_norm: float = 3.0, cond: float = 10.0, dim: int = 8, hidden: int = 16,
@@ -220,6 +225,7 @@ def reparam_experiment(mean_norm: float = 3.0, cond: float = 10.0, dim: int = 8,
     return out
 
 
+@cached
 @accepts(mean_norm=NonNegative(), cond=Real(1.0), dim=Int(), out_features=Int(), seed=Seed())
 def quasi_diagonal_experiment(mean_norm: float = 2.0, cond: float = 10.0, dim: int = 3, out_features: int = 2,
                               seed: int = 0) -> dict[str, torch.Tensor]:
@@ -259,6 +265,7 @@ def _hidden_layer(arguments: Mapping) -> None:
                          f"got {arguments['layer']}")
 
 
+@cached
 @accepts(_hidden_layer, shift=Real(-100.0, 100.0), steps=Int(), sizes=Sizes(min_len=3), n=Int(), lr=Positive(),
          layer=Int(0), norms=Where(_normalizers, bad=(("batchy",), "none", (None,), 3)), curvature_at_init=Bool(),
          record_every=Int(optional=True), seed=Seed())
@@ -308,6 +315,7 @@ class CenteringSweep:
     norm_direct: np.ndarray           # (S,) ||S̄^T A|| (direct path only)
 
 
+@cached
 @accepts(shift=Real(-100.0, 100.0), batch_size=Int(2), dim=Int(), out_features=Int(), seed=Seed())
 def centering_experiment(shift: float = 2.0, batch_size: int = 32, dim: int = 6, out_features: int = 4,
                          seed: int = 0) -> CenteringSweep:

@@ -30,6 +30,7 @@ import torch
 
 from .. import losses, optim
 from .._validate import Array, Choice, Instance, Int, NonNegative, Positive, Real, Seed, Where, accepts
+from ..cache import cached
 from ..data import digits, linear_regression
 from ..engine import train
 from ..models import MLP, ScaleInvariantLinear
@@ -165,6 +166,7 @@ def _euler_problem(model: str):
     return net, losses.cross_entropy, data.x_train[:128], data.y_train[:128], (HIDDEN[0], OUTPUT)
 
 
+@cached
 @accepts(model=Choice(SETUPS), factor=Positive())
 def euler_check(model: str = "bn", factor: float = 3.0) -> EulerResult:
     """Rescale each tensor of the chosen model by every factor c of a grid (and by ``factor``); measure Euler
@@ -216,6 +218,7 @@ class GrowthResult:
         return float(r[-1]) if r.size else float("nan")
 
 
+@cached
 @accepts(model=Choice(SETUPS), lr=Positive(), steps=Int(2), probe_seed=Seed())
 def growth(model: str = "bn", lr: float = 1.0, steps: int = 600, probe_seed: int = 1) -> GrowthResult:
     r"""One SGD run (no weight decay, seed 0); ‖w‖² per scale-invariant tensor against the predicted √ law.
@@ -298,6 +301,7 @@ class CollapseResult:
     k_over_k0: np.ndarray
 
 
+@cached
 @accepts(lr_min=Positive(), decades=Int(1, 5), steps=Int(2), runs=Int(2), probe_seed=Seed())
 def collapse(lr_min: float = 0.01, decades: int = 3, steps: int = 3000, runs: int = 5,
              probe_seed: int = 1) -> CollapseResult:
@@ -335,6 +339,7 @@ class OutputLayerResult:
         return self.rates[OUTPUT][:, 0] / self.rates[HIDDEN[0]][:, 0]
 
 
+@cached
 @accepts(lr=Positive(), steps=Int(1))
 def output_layer(lr: float = 1.0, steps: int = 600) -> OutputLayerResult:
     """BN network, SGD: the learning rate each layer trains with over time."""
@@ -360,6 +365,7 @@ def _remedy_names(name, value):
     return tuple(value)
 
 
+@cached
 @accepts(decay_factor_positive, lr=Positive(), weight_decay=NonNegative(), lr_unit=Positive(), steps=Int(1),
          chosen=Where(_remedy_names, bad=("none", ("magic",), (None,))))
 def remedies(lr: float = 1.0, weight_decay: float = 5e-3, chosen=REMEDIES, lr_unit: float = 0.03,
@@ -396,6 +402,7 @@ class OptimizersResult:
         return float(early.max() / early.min())
 
 
+@cached
 @accepts(damping=NonNegative(), rescale=Real(1.0, 10.0), steps=Int(1))
 def optimizers(damping: float = 1e-4, rescale: float = 4.0, steps: int = 150) -> OptimizersResult:
     """SGD, Adam and K-FAC, each from w₀/c, w₀ and c·w₀ (``rescale`` c; one batched run per optimizer)."""

@@ -25,6 +25,7 @@ import torch
 
 from .. import curvature
 from .._validate import Choice, Int, Positive, Real, Seed, Sizes, Where, accepts, check_choice, check_int
+from ..cache import cached
 from ..data import gaussian_inputs, teacher
 from ..engine import train
 from ..adaptive import requires
@@ -35,6 +36,7 @@ from ..optim.transforms import scale_by_lr
 
 
 # ----------------------------------------------------------------------------- spectra
+@cached
 @accepts(n=Int(1), m=Int(1), cond_a=Real(1.0), cond_b=Real(1.0), seed=Seed())
 def spectrum_demo(n: int = 6, m: int = 4, cond_a: float = 10.0, cond_b: float = 100.0, seed: int = 0) -> KronSpectrum:
     """:func:`kron_spectrum` of random SPD factors of sizes ``n``, ``m`` and condition numbers ``cond_a``, ``cond_b``."""
@@ -203,6 +205,7 @@ class KFACCheckpoint:
     k: int
 
 
+@cached
 @accepts(requires(lambda a: a["checkpoint"] < len(checkpoint_steps(a["steps"], a["checkpoints"])),
                   "checkpoint must be below the number of checkpoints ({checkpoints}), got {checkpoint}"),
          checkpoint=Int(0), steps=Int(1), checkpoints=Int(2))
@@ -228,6 +231,7 @@ class LinearNetworkBlocks:
     relative_error: np.ndarray         # (networks, layers) ||G_ll - A⊗S||_F / ||G_ll||_F, float64
 
 
+@cached
 @accepts(sizes=Sizes(min_len=3), n=Int(2), mean_norm=Real(0.0, 100.0), cond=Real(1.0), seed=Seed())
 def linear_network_blocks(sizes=(6, 5, 4, 3), n: int = 64, mean_norm: float = 2.0, cond: float = 10.0,
                           seed: int = 0) -> LinearNetworkBlocks:

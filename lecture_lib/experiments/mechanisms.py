@@ -26,6 +26,7 @@ import torch
 from .. import __version__
 from .. import mechanisms as M
 from .._validate import Choice, Function, Int, NonNegative, Positive, Real, Seed, Spec, Unit, Where, accepts
+from ..cache import cached
 from ..data import Dataset, digits
 from ..engine import train
 from ..mechanisms import (OPTIMIZERS, REGULARIZERS, SCHEME_LIST, SCHEMES, SEEDS, LABELS, bn_mlp, decay_schemes,
@@ -85,6 +86,7 @@ def _graft_donor_is_trained(args: Mapping) -> None:
                          f"{list(args['schemes'])}")
 
 
+@cached
 @accepts(_graft_donor_is_trained, optimizer=Choice(("sgd", "adam")), lr=Positive(optional=True),
          weight_decay=NonNegative(optional=True), schemes=SCHEME_LIST, seeds=SEEDS, eval_every=Int(1),
          record_every=Int(1), graft_from=Choice(SCHEMES), **SIZES)
@@ -176,6 +178,7 @@ class JacobianResult:
         return sorted(set(self.decay_per_step.tolist()) - {0.0})
 
 
+@cached
 @accepts(seeds=SEEDS, damping=NonNegative(), lr_sgd=Positive(), lr_kfac=Positive(), momentum=Unit(),
          decays_per_step=sequence_of(Real(0.0, 0.5), bad=((), (-0.1,), (float("nan"),), (0.9,), "w")),
          progress=Function(optional=True), **SIZES)
@@ -277,6 +280,7 @@ def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature:
     return {"damping": relative_damping, "traces": curvature_traces}
 
 
+@cached
 @accepts(curvature=Choice(("kfac-f", "kfac-g")), damping=Positive(), weight_decay=NonNegative(), lr=Positive(),
          seed=Seed(), record_every=Int(1), eval_every=Int(1), schemes=SCHEME_LIST, probe_size=Int(2), **SIZES)
 def damping_experiment(curvature: str = "kfac-f", damping: float = 1e-3, weight_decay: float = 0.01,
