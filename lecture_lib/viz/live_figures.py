@@ -121,6 +121,8 @@ class LiveFigures:
         for fw in self.widgets:
             fw.add_class("lecture-figure")
         self._redraw = redraw
+        # the (thinned) figures a result is drawn from; set by built()
+        self.prepare: Callable[[Any], list[go.Figure]] | None = None
         self._lock = threading.RLock()           # one redraw or restyle at a time
 
     @classmethod
@@ -167,7 +169,9 @@ class LiveFigures:
                 copy_layout_changes(fw, layouts[i], flats[i])
                 layouts[i] = flats[i]
 
-        return cls(first[0] if single[0] else first, redraw)
+        live = cls(first[0] if single[0] else first, redraw)
+        live.prepare = lambda res: prepared(res)[0]
+        return live
 
     def draw(self, result) -> None:
         """Show ``result``: one batched redraw per figure; a page connecting later starts from it."""
