@@ -58,7 +58,7 @@ def slider_state(handle) -> tuple[float, float, float]:
 
 # In the page: press-to-redraw time of one scrub step, measured with performance.now() around the input event
 # (the swap is synchronous: plotly restyles inside the handler), plus one animation frame for the paint.
-SCRUB_STEP_JS = """async ([panel, key]) => {
+SCRUB_STEP_JS = """async (panel, key) => {
   const input = panel.querySelector('.lecture-scrub input[type=range]');
   const gd = panel.querySelector('.js-plotly-plot');
   const before = gd.data.map(t => t.y);
