@@ -8,7 +8,10 @@ dashboard in ``notebooks/``:
 - 20 slider moves on the first panel that has a slider (keyboard, one step each):
   10 to new values (computed) and 10 back (served from the panel's cache). For each,
   seconds from the key press to the panel having drawn the new result with nothing
-  pending (its hidden ``lecture-state`` element). Reports median and p90 over all 20, and the medians of each half.
+  pending (its hidden ``lecture-state`` element). Reports median and p90 over all 20, and the medians of each half;
+- ``scrub``: on the first panel with a scrub slider (:mod:`lecture_lib.viz.scrub`), ``--moves`` key presses
+  on it; for each, milliseconds (measured in the page) from the key press to the plot's data having
+  changed and plotly having redrawn (the next animation frame after it). Median and p90.
 
 Prints one line per dashboard and, last, a JSON object with every figure.
 Usage: ``.venv/bin/python benchmarks/dashboard_latency.py [--full] [--moves 20] [--only 01_adaptive_methods]``
@@ -53,6 +56,40 @@ def slider_state(handle) -> tuple[float, float, float]:
     return float(get("aria-valuenow")), float(get("aria-valuemin")), float(get("aria-valuemax"))
 
 
+# In the page: press-to-redraw time of one scrub step, measured with performance.now() around the input event
+# (the swap is synchronous: plotly restyles inside the handler), plus one animation frame for the paint.
+SCRUB_STEP_JS = """async (panel, key) => {
+  const input = panel.querySelector('.lecture-scrub input[type=range]');
+  const gd = panel.querySelector('.js-plotly-plot');
+  const before = gd.data.map(t => t.y);
+  const t0 = performance.now();
+  input.focus();
+  const i = +input.value, n = +input.max;
+  input.value = key === 'ArrowRight' ? Math.min(i + 1, n) : Math.max(i - 1, 0);
+  input.dispatchEvent(new Event('input', {bubbles: true}));
+  await new Promise(r => requestAnimationFrame(() => r()));
+  const changed = gd.data.some((t, k) => t.y !== before[k]);
+  return {ms: performance.now() - t0, changed};
+}"""
+
+
+def measure_scrub(page, moves: int) -> dict | None:
+    """Scrub-step latencies (ms, in the page) on the first panel with a scrub slider; None if there is none."""
+    panel = page.locator(".lecture-panel").filter(has=page.locator(".lecture-scrub input")).first
+    if panel.count() == 0:
+        return None
+    page.wait_for_function("(p) => (p.querySelector('.lecture-scrub') || {dataset: {}}).dataset.ready === '1'",
+                           arg=panel.element_handle(), timeout=120_000)
+    panel.scroll_into_view_if_needed()
+    times, unchanged = [], 0
+    for i in range(moves):
+        r = panel.evaluate(SCRUB_STEP_JS, "ArrowRight" if i < moves // 2 else "ArrowLeft")
+        times.append(r["ms"])
+        unchanged += not r["changed"]
+    return {"scrub_median_ms": round(statistics.median(times), 1), "scrub_p90_ms": round(percentile(times, 0.9), 1),
+            "scrub_moves": moves, "scrub_unchanged": unchanged}
+
+
 def measure_dashboard(browser, url: str, moves: int) -> dict:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -69,6 +106,7 @@ def measure_dashboard(browser, url: str, moves: int) -> dict:
         handle.scroll_into_view_if_needed()
         if moves == 0:
             return {"open_s": round(open_s, 3)}
+        scrub = measure_scrub(page, moves) or {}
         times, fresh, cached = [], [], []
         half = moves // 2
         for i in range(moves):
@@ -88,7 +126,8 @@ def measure_dashboard(browser, url: str, moves: int) -> dict:
         return {"open_s": round(open_s, 3), "median_s": round(statistics.median(times), 3),
                 "p90_s": round(percentile(times, 0.9), 3),
                 "fresh_median_s": round(statistics.median(fresh), 3),
-                "cached_median_s": round(statistics.median(cached), 3) if cached else None, "moves": len(times)}
+                "cached_median_s": round(statistics.median(cached), 3) if cached else None,
+                "cached_p90_s": round(percentile(cached, 0.9), 3) if cached else None, "moves": len(times), **scrub}
     finally:
         context.close()
 
@@ -127,7 +166,9 @@ def main(argv=None) -> None:
                 else:
                     print(f"{nb.stem:32s} open {r['open_s']:6.2f} s   slider->plot median {r['median_s']:.2f} s"
                           f"  p90 {r['p90_s']:.2f} s  (new values {r['fresh_median_s']:.2f} s,"
-                          f" cached {r['cached_median_s']:.2f} s)", flush=True)
+                          f" cached {r['cached_median_s']:.2f} s)"
+                          + (f"  scrub median {r['scrub_median_ms']:.0f} ms p90 {r['scrub_p90_ms']:.0f} ms"
+                             if "scrub_median_ms" in r else ""), flush=True)
         finally:
             browser.close()
     print(json.dumps({"benchmark": "dashboard_latency", "lecture_fast": not args.full, "cpus": os.cpu_count(),

@@ -40,6 +40,20 @@ class Record:
         """``"diverged at step k"`` for a diverged run, else ``None``."""
         return f"diverged at step {int(self.diverged_at[run])}" if self.diverged(run) else None
 
+    def select(self, runs) -> "Record":
+        """The record of the runs ``runs`` (indices, in order) only: one member of a batched family."""
+        runs = np.asarray(runs, dtype=int)
+
+        def cols(a):
+            return None if a is None else np.asarray(a)[:, runs]
+
+        return Record(self.steps, cols(self.loss), cols(self.accuracy),
+                      {n: cols(a) for n, a in self.param_norm.items()}, {n: cols(a) for n, a in self.grad_norm.items()},
+                      {n: cols(a) for n, a in self.effective_lr.items()},
+                      {n: cols(a) for n, a in self.angular_step.items()}, self.diverged_at[runs],
+                      dict(self.scale_invariant), self.eval_steps, cols(self.test_loss), cols(self.test_accuracy),
+                      {n: cols(a) for n, a in self.extras.items()}, dict(self.config))
+
     def valid(self, run: int) -> slice:
         """Rows of the record that hold finite values for ``run``."""
         if not self.diverged(run):

@@ -757,6 +757,8 @@ ENTRIES = [
       **declared(eqx.layer_balance)),
     E("ratio_family", eqx.ratio_family, dict(lr=0.1, weight_decay=0.01, momentum=0.0, batch_size=4, min_steps=2,
                                              max_steps=3), None, **declared(eqx.ratio_family)),
+    E("ratio_families", eqx.ratio_families, dict(lr=0.1, weight_decay=(0.01, 0.02), momentum=0.0, batch_size=4,
+                                                 min_steps=2, max_steps=3), None, **declared(eqx.ratio_families)),
     E("sgd_vs_lars", eqx.sgd_vs_lars, dict(lr=0.1, weight_decay=0.01, momentum=0.0, min_steps=2, max_steps=3), None,
       **declared(eqx.sgd_vs_lars)),
     E("plane_runs", eqx.plane_runs, dict(lr=0.1, weight_decay=0.01, steps=2), None, **declared(eqx.plane_runs)),

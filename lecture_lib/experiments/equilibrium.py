@@ -313,13 +313,31 @@ def ratio_family(lr: float, weight_decay: float, momentum: float, batch_size: in
     initial direction and other minibatches of the same task), so the dashed prediction owes nothing
     to the runs it is drawn over.
     """
-    lrs = np.array([lr, 4 * lr, lr, 4 * lr])
-    wds = np.array([weight_decay, weight_decay, 4 * weight_decay, 4 * weight_decay])
+    return ratio_families(lr, [weight_decay], momentum, batch_size, min_steps, max_steps, seed, probe_seed)[0]
+
+
+@accepts(lr=Positive(), weight_decay=Positive(sequences=True), momentum=Unit(), batch_size=Int(1), min_steps=Int(1),
+         max_steps=Int(1), seed=Seed(), probe_seed=Seed(optional=True))
+def ratio_families(lr: float, weight_decay, momentum: float, batch_size: int = 32, min_steps: int = 800,
+                   max_steps: int = 5000, seed: int = 0, probe_seed: int | None = None) -> list[RatioFamily]:
+    """:func:`ratio_family` for every λ of ``weight_decay`` (a sequence), all 4·len(λ) runs (and their probes)
+    trained as ONE batched computation for the same number of steps (the slowest run's budget).
+
+    A panel can then switch between the λ values without computing again.
+    """
+    decays = np.atleast_1d(np.asarray(weight_decay, dtype=np.float64))
+    lrs = np.tile([lr, 4 * lr, lr, 4 * lr], len(decays))
+    wds = np.repeat(decays, 4) * np.tile([1.0, 1.0, 4.0, 4.0], len(decays))
     steps = relaxation_budget(lrs, wds, momentum, min_steps, max_steps)
     data = toy_data(seed=seed)
     rec = train_toy(lrs, wds, momentum, batch_size=batch_size, steps=steps, seed=seed, data=data)
     probe = train_toy(lrs, wds, momentum, batch_size=batch_size, steps=steps, data=data,
                       seed=seed + 1 if probe_seed is None else probe_seed)
+    return [_ratio_family_of(lrs[cols], wds[cols], momentum, rec.select(cols), probe.select(cols), steps)
+            for cols in (np.arange(4 * i, 4 * i + 4) for i in range(len(decays)))]
+
+
+def _ratio_family_of(lrs, wds, momentum, rec, probe, steps: int) -> RatioFamily:
     G = eq.grad_scale(probe)
     w, g = rec.param_norm["w"], rec.grad_norm["w"]
     x_map = eq.sq_norm_map(w[0] ** 2, lrs, wds, G, steps - 1, momentum)

@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..experiments import equilibrium as ex
-from . import fast_mode, figures, panels
+from . import fast_mode, figures, panels, scrub
 
 GREY = "#9aa3ad"
 
@@ -194,11 +194,18 @@ def ratio_notes(res: ex.RatioFamily) -> str:
             + panels.divergence_notes(res.record, _family_values(res)))
 
 
-def ratio_panel(fast: bool | None = None) -> panels.LivePanel:
+# the λ positions the ratio panel scrubs: 2·10⁻³ × 10^(k/5), k = -6..6 (1.3·10⁻⁴ to 3.2·10⁻²), all trained at once
+RATIO_DECAYS = tuple(float(f"{2e-3 * 10 ** (k / 5):.3g}") for k in range(-6, 7))
+
+
+def ratio_panel(fast: bool | None = None) -> scrub.ScrubPanel:
     s = sizes(fast)
-    return panels.LivePanel(
-        compute=functools.partial(ex.ratio_family, min_steps=s.toy_min_steps, max_steps=s.toy_max_steps),
-        controls=_sgd_controls(2e-3, 0.0, batch_size=panels.dropdown("B (batch size)", [8, 32, 128], 32)),
+    controls = _sgd_controls(2e-3, 0.0, batch_size=panels.dropdown("B (batch size)", [8, 32, 128], 32))
+    del controls["weight_decay"]                     # λ is scrubbed: every position trained at once
+    return scrub.ScrubPanel(
+        compute=functools.partial(ex.ratio_families, min_steps=s.toy_min_steps, max_steps=s.toy_max_steps),
+        controls=controls, scrub=scrub.Scrub("weight_decay", RATIO_DECAYS, "λ (weight decay)",
+                                             index=RATIO_DECAYS.index(2e-3)),
         build=ratio_figures, notes=ratio_notes,
         title="The equilibrium ‖w‖/‖g‖ and the √(α/λ) collapse",
         caption="Four runs (α, λ), (4α, λ), (α, 4λ), (4α, 4λ) of the toy scale-invariant model, one batched "

@@ -298,3 +298,60 @@ def copy_trace_data(target, source: go.Figure, layout_keys: Sequence[str] = ()) 
         target.add_traces(new)
     for key in layout_keys:
         target.update_layout({key.replace(".", "_"): _get(source.layout, key)})
+
+
+# -- points per trace: no more than the pixels they occupy ---------------------------------------
+
+THIN_BUCKETS = 500          # a panel's figure is at most ~1000 px wide: two points (min, max) per bucket
+_PER_POINT_KEYS = ("text", "customdata", "marker.size", "marker.color", "marker.symbol")
+
+
+def minmax_indices(y: np.ndarray, buckets: int = THIN_BUCKETS) -> np.ndarray:
+    """Indices of ``y`` keeping, in each of ``buckets`` equal runs of points, its minimum and its maximum
+    (in their order), plus the first and last point: a line drawn through them covers the same pixels.
+
+    ``y`` must be finite; returns ``arange(len(y))`` when it has no more than ``2 * buckets`` points.
+    """
+    n = len(y)
+    if n <= 2 * buckets:
+        return np.arange(n)
+    edges = np.linspace(0, n, buckets + 1).astype(int)
+    width = int(np.max(np.diff(edges)))
+    starts = edges[:-1]
+    # pad each bucket to the same width with its own first value, then argmin/argmax per row
+    cols = np.minimum(starts[:, None] + np.arange(width)[None, :], edges[1:, None] - 1)
+    rows = y[cols]
+    lo = cols[np.arange(buckets), np.argmin(rows, axis=1)]
+    hi = cols[np.arange(buckets), np.argmax(rows, axis=1)]
+    return np.unique(np.concatenate(([0, n - 1], lo, hi)))
+
+
+def _linear_x(fig: go.Figure, trace) -> bool:
+    axis = "xaxis" + (trace.xaxis or "x")[1:]
+    return getattr(fig.layout[axis], "type", None) != "log"
+
+
+def thin_traces(fig: go.Figure, buckets: int = THIN_BUCKETS) -> go.Figure:
+    """Thin ``fig``'s long line traces in place to :func:`minmax_indices` (extremes kept) and return it.
+
+    Only ``scatter`` traces drawn as lines with finite, increasing ``x`` on a linear x axis are thinned
+    (markers-only traces and log-x plots are left alone); per-point attributes (``marker.size``, ``text``,
+    ...) follow the kept points. A plot 1000 px wide shows no more than it did; the browser gets ~1000
+    points per trace instead of 5000.
+    """
+    for trace in fig.data:
+        if trace.type != "scatter" or "lines" not in (trace.mode or "lines") or trace.x is None or trace.y is None:
+            continue
+        x, y = np.asarray(trace.x), np.asarray(trace.y)
+        if len(y) <= 2 * buckets or x.dtype.kind not in "fiu" or y.dtype.kind not in "fiu" or len(x) != len(y):
+            continue
+        if not (np.all(np.isfinite(y)) and np.all(np.diff(x) >= 0) and _linear_x(fig, trace)):
+            continue
+        keep = minmax_indices(y, buckets)
+        patch = {"x": x[keep], "y": y[keep]}
+        for key in _PER_POINT_KEYS:
+            value = _get(trace, key)
+            if value is not None and not isinstance(value, str) and np.ndim(value) == 1 and len(value) == len(y):
+                patch[key.replace(".", "_")] = np.asarray(value)[keep]
+        trace.update(patch)
+    return fig

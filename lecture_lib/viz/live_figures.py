@@ -22,6 +22,7 @@ import importlib
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -120,27 +121,57 @@ class LiveFigures:
         for fw in self.widgets:
             fw.add_class("lecture-figure")
         self._redraw = redraw
+        # the (thinned) figures a result is drawn from; set by built()
+        self.prepare: Callable[[Any], list[go.Figure]] | None = None
         self._lock = threading.RLock()           # one redraw or restyle at a time
 
     @classmethod
-    def built(cls, build: Callable[[Any], go.Figure | Sequence[go.Figure]], result) -> "LiveFigures":
-        """Figures built by ``build(result)``; each later result is built the same way and copied over."""
-        first = build(result)
-        layouts = [_flat(f.layout.to_plotly_json()) for f in ([first] if isinstance(first, go.Figure) else first)]
+    def built(cls, build: Callable[[Any], go.Figure | Sequence[go.Figure]], result,
+              keep: int = 32) -> "LiveFigures":
+        """Figures built by ``build(result)``; each later result is built the same way and copied over.
+
+        Long line traces are thinned to the pixels they occupy (:func:`figures.thin_traces`), and the
+        last ``keep`` built figures are kept by result, so that showing a result again (a slider moved
+        back to a cached value) skips the builder and plotly's validation of a new figure.
+        """
+        single = []                              # whether build returns one figure (not a list)
+
+        def prepare(res) -> list[go.Figure]:
+            figs = build(res)
+            single.append(isinstance(figs, go.Figure))
+            figs = [figs] if single[-1] else list(figs)
+            return [_figures.thin_traces(f) for f in figs]
+
+        built: OrderedDict = OrderedDict()       # id(result) -> (result, figures, flat layouts)
+
+        def prepared(res):
+            hit = built.get(id(res))
+            if hit is not None and hit[0] is res:
+                built.move_to_end(id(res))
+                return hit[1], hit[2]
+            figs = prepare(res)
+            entry = (res, figs, [_flat(f.layout.to_plotly_json()) for f in figs])
+            built[id(res)] = entry
+            while len(built) > keep:
+                built.popitem(last=False)
+            return entry[1], entry[2]
+
+        first, layouts = prepared(result)
+        layouts = list(layouts)
 
         def redraw(target, new_result) -> None:
             targets = target if isinstance(target, list) else [target]
-            new = build(new_result)
-            new = [new] if isinstance(new, go.Figure) else list(new)
+            new, flats = prepared(new_result)
             if len(new) != len(targets):
                 raise ValueError(f"build returned {len(new)} figures for this result, {len(targets)} for the first")
             for i, (fw, fig) in enumerate(zip(targets, new)):
                 _figures.copy_trace_data(fw, fig)
-                after = _flat(fig.layout.to_plotly_json())
-                copy_layout_changes(fw, layouts[i], after)
-                layouts[i] = after
+                copy_layout_changes(fw, layouts[i], flats[i])
+                layouts[i] = flats[i]
 
-        return cls(first, redraw)
+        live = cls(first[0] if single[0] else first, redraw)
+        live.prepare = lambda res: prepared(res)[0]
+        return live
 
     def draw(self, result) -> None:
         """Show ``result``: one batched redraw per figure; a page connecting later starts from it."""
