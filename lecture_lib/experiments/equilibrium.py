@@ -316,6 +316,7 @@ def ratio_family(lr: float, weight_decay: float, momentum: float, batch_size: in
     return ratio_families(lr, [weight_decay], momentum, batch_size, min_steps, max_steps, seed, probe_seed)[0]
 
 
+@cached
 @accepts(lr=Positive(), weight_decay=Positive(sequences=True), momentum=Unit(), batch_size=Int(1), min_steps=Int(1),
          max_steps=Int(1), seed=Seed(), probe_seed=Seed(optional=True))
 def ratio_families(lr: float, weight_decay, momentum: float, batch_size: int = 32, min_steps: int = 800,
