@@ -323,10 +323,11 @@ def table_html(table: dict) -> str:
                f"split of the training set, α fixed. Computed with lecture_lib {v.get('lecture_lib', '?')}, "
                f"torch {v.get('torch', '?')}" + (f" in {table['seconds']:.0f} s." if "seconds" in table else "."))
     return (f"{style}<table class='lecture-table'><tr><th>optimizer</th>{head}</tr>{''.join(rows)}</table>"
-            f"<div style='color:#4a5563;font-size:0.92em;max-width:1000px'>{html.escape(caption)}</div>"
-            f"<p style='margin:10px 0 2px'><b>The paper</b> (Zhang et al. 2019, Table 1; CIFAR-10 test accuracy, "
-            f"no regularization → weight decay):</p>"
-            f"<table class='lecture-table'><tr><th>optimizer</th>{paper_head}</tr>{paper_body}</table>")
+            f"<div class='lecture-detail' style='color:#4a5563;font-size:0.92em;max-width:1000px'>"
+            f"{html.escape(caption)}</div>"
+            f"<div class='lecture-detail'><p style='margin:10px 0 2px'><b>The paper</b> (Zhang et al. 2019, Table 1; "
+            f"CIFAR-10 test accuracy, no regularization → weight decay):</p>"
+            f"<table class='lecture-table'><tr><th>optimizer</th>{paper_head}</tr>{paper_body}</table></div>")
 
 
 def hyperparameter_html(table: dict) -> str:
