@@ -178,9 +178,13 @@ def test_notebook_draws_and_sliders_redraw(chromium, kernel_name, tmp_path, fron
                 handle = panel.locator(SLIDER_HANDLE).first
                 before_value, before_plots = slider_state(handle)[0], panel.evaluate(PLOTS_JS)
                 generation = panel.evaluate(PANEL_STATE_JS)["generation"]
+                # the panel's keys are its controls' once its KeysStayInControls has attached (the DOM hook)
+                panel.locator(".lecture-controls[data-lm-suppress-shortcuts]").wait_for(state="attached",
+                                                                                       timeout=30_000)
                 move_slider(page, panel)
-                assert slider_state(handle)[0] != before_value, \
-                    f"{front}: panel {i}'s slider did not move: the keys went elsewhere"
+                assert slider_state(handle)[0] != before_value, (
+                    f"{front}: panel {i}'s slider did not move: the keys went to "
+                    + page.evaluate("document.activeElement.className"))
                 outcome = wait_until_settled(page, panel, generation)
                 assert outcome["outcome"] == "ok", outcome
                 page.wait_for_function(f"([panel, before]) => ({PLOTS_JS})(panel) !== before",

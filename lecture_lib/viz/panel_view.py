@@ -79,6 +79,8 @@ export default {
       if (box.hasAttribute(SUPPRESS)) return;       // marked by an earlier view of this widget
       box.setAttribute(SUPPRESS, "");
       box.addEventListener("focusin", (event) => event.target.setAttribute(SUPPRESS, ""));
+      const focused = document.activeElement;       // focused before this ran
+      if (focused && box.contains(focused)) focused.setAttribute(SUPPRESS, "");
     };
     attach();
   },
