@@ -101,4 +101,6 @@ def test_kernels_build_figures_that_load_plotly_from_the_app():
     assert env["PYTHONPATH"].split(":") == [str(config.REPO_DIR), "/elsewhere"]   # kernels can import it
     from voila_app.figure_widget import SharedBundleFigureWidget
 
-    assert 'import(new URL("static/widgetbundle.js", base)' in SharedBundleFigureWidget._esm
+    esm = SharedBundleFigureWidget._esm
+    assert 'new URL("static/widgetbundle.js", new URL(voila, here))' in esm            # Voila's /voila/static/
+    assert 'new URL("lecture/static/widgetbundle.js", new URL(base, here))' in esm     # voila_app.jupyter_extension

@@ -14,8 +14,11 @@ initialisation and render() waits for it, without a deadline.
 How kernels get it: ``python -m voila_app`` sets ``LECTURE_FIGURE_WIDGET`` to
 :data:`FIGURE_WIDGET` (and puts the checkout on ``PYTHONPATH``) for the kernels Voila starts
 (:func:`voila_app.config.kernel_environment`); :func:`lecture_lib.viz.live_figures.figure_widget`
-builds the class it names. Outside the app (JupyterLab, nbclient) figures are plain
-``go.FigureWidget``\\ s. This module imports only plotly: it is loaded inside kernels.
+builds the class it names. JupyterLab and Notebook 7 started by ``./lecture lab`` /
+``./lecture notebook`` load the server extension :mod:`voila_app.jupyter_extension`, which serves
+the bundle and sets the same for their kernels. Elsewhere (nbclient, a Jupyter server without
+the extension) figures are plain ``go.FigureWidget``\\ s. This module imports only plotly: it
+is loaded inside kernels.
 """
 from __future__ import annotations
 
@@ -23,9 +26,18 @@ import plotly.graph_objects as go
 
 FIGURE_WIDGET = "voila_app.figure_widget:SharedBundleFigureWidget"
 
-SHARED_BUNDLE_ESM = """const body = document.body;
-const base = new URL((body && body.dataset.baseUrl) || "/voila/", window.location.href);
-const bundle = import(new URL("static/widgetbundle.js", base).href);
+# Where the bundle is: Voila's page names its base URL on <body> (our template: "<base>voila/"); a
+# JupyterLab or Notebook 7 page has its base URL in #jupyter-config-data, and the server extension
+# voila_app.jupyter_extension serves the bundle at "<base>lecture/static/widgetbundle.js".
+SHARED_BUNDLE_ESM = """function bundleUrl() {
+  const here = window.location.href;
+  const voila = document.body && document.body.dataset.baseUrl;
+  if (voila) return new URL("static/widgetbundle.js", new URL(voila, here)).href;
+  const config = document.getElementById("jupyter-config-data");
+  const base = (config && JSON.parse(config.textContent).baseUrl) || "/";
+  return new URL("lecture/static/widgetbundle.js", new URL(base, here)).href;
+}
+const bundle = import(bundleUrl());
 export default () => {
   let plotly;
   return {

@@ -12,12 +12,21 @@ element (:meth:`PanelView.show_state`) whose ``<span data-generation data-busy d
 data-link>`` says which request is drawn, whether work is still pending, the panel's number,
 whether the page's URL is known, and the panel's URL fragment (``p2.lr=0.3&p2.beta2=0.9``).
 In presenter mode the panel also has class ``lecture-presenting``.
+
+Keys pressed on a control belong to the control: :class:`KeysStayInControls` marks each element
+of the controls row that takes focus with ``data-lm-suppress-shortcuts``, which tells JupyterLab's
+and Notebook 7's shortcut handling (Lumino) to leave keys pressed on it alone.
+Without it, Notebook 7 takes ArrowLeft/ArrowRight on a focused slider handle as "collapse or
+expand the heading" and ArrowUp/ArrowDown as "move to the cell above/below" before the slider
+sees them (Notebook 7 handles shortcuts in the capture phase; JupyterLab lets the slider see
+keys first), so a slider moved by keyboard never moved.
 """
 from __future__ import annotations
 
 import html
 from collections.abc import Sequence
 
+import anywidget
 import ipywidgets as widgets
 
 # presenter mode: the panel's figures side by side on a 1280x720 canvas (the page scales it to the screen)
@@ -45,6 +54,43 @@ PANEL_CSS = """
 """
 
 
+class KeysStayInControls(anywidget.AnyWidget):
+    """An invisible widget that gives keys pressed on a control of its box to that control.
+
+    Lumino (the shortcut handling of JupyterLab and Notebook 7) matches no shortcut for a key
+    event whose target carries ``data-lm-suppress-shortcuts``. The attribute has to be on the
+    focused element itself: Lumino checks the target against a selector such as
+    ``.jp-Notebook.jp-mod-commandMode :focus`` before it looks at the target's ancestors. So
+    every element of the box that takes focus is marked as it takes it (``focusin``). The box is
+    looked up once this widget's element is on the page (a child is rendered before its box
+    attaches it). Harmless where nothing reads the attribute (Voila).
+    """
+
+    _esm = """const SUPPRESS = "data-lm-suppress-shortcuts";
+export default {
+  render({ el }) {
+    let tries = 0;
+    const attach = () => {
+      const box = el.closest(".lecture-controls");
+      if (!box) {
+        if (tries++ < 600) setTimeout(attach, 100);
+        return;
+      }
+      if (box.hasAttribute(SUPPRESS)) return;       // marked by an earlier view of this widget
+      box.setAttribute(SUPPRESS, "");
+      box.addEventListener("focusin", (event) => event.target.setAttribute(SUPPRESS, ""));
+      const focused = document.activeElement;       // focused before this ran
+      if (focused && box.contains(focused)) focused.setAttribute(SUPPRESS, "");
+    };
+    attach();
+  },
+};
+"""
+
+    def __init__(self):
+        super().__init__(layout=widgets.Layout(display="none"))
+
+
 def _html(css_class: str, value: str = "", **layout) -> widgets.HTML:
     w = widgets.HTML(value, layout=widgets.Layout(**layout))
     w.add_class(css_class)
@@ -65,7 +111,7 @@ class PanelView(widgets.VBox):
                                       layout=widgets.Layout(visibility="hidden", align_items="center"))
         self._progress.add_class("lecture-progress")
         # the progress bar sits at the end of the controls row: no jump in the layout when it shows
-        self._controls_box = widgets.HBox(list(controls) + [self._progress],
+        self._controls_box = widgets.HBox(list(controls) + [self._progress, KeysStayInControls()],
                                           layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
         self._controls_box.add_class("lecture-controls")
         # what a link set (or could not set) on this panel, e.g. "link ignored p2.lr=7: outside [...]"

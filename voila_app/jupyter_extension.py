@@ -1,0 +1,43 @@
+"""A Jupyter server extension: plotly's figure front end once per page in JupyterLab and Notebook 7.
+
+plotly >= 6 puts its FigureWidget front end (5 MB of JavaScript) into every figure's widget
+state, and anywidget evaluates it once per figure, within 2 seconds: a notebook with eight
+figures sends 40 MB over the kernel's websocket and compiles the bundle eight times, and on a
+busy machine a figure fails with ``[anywidget] Failed to initialize model`` and never follows
+its sliders. Loaded into the server of ``./lecture lab`` / ``./lecture notebook``, this extension
+
+- serves the bundle at ``<base_url>lecture/static/widgetbundle.js`` (gzip-compressed once, with an
+  ETag: :class:`voila_app.bundle.BundleHandler`, as the Voila app does under ``/voila/static/``);
+- sets ``LECTURE_FIGURE_WIDGET`` (and ``PYTHONPATH``) for the kernels the server starts
+  (:func:`voila_app.config.kernel_environment`), so that their panels build
+  :class:`voila_app.figure_widget.SharedBundleFigureWidget`\\ s, which import the bundle by URL:
+  fetched and evaluated once per page, outside anywidget's 2-second deadline.
+
+Enable it with ``--ServerApp.jpserver_extensions`` (see :data:`JUPYTER_ARGS`) and the checkout on
+``PYTHONPATH``; a server without it still works, with plotly's own FigureWidget.
+"""
+from __future__ import annotations
+
+import os
+
+BUNDLE_ROUTE = "lecture/static/widgetbundle.js"
+# the command-line option of `jupyter lab` / `jupyter notebook` that loads this extension
+JUPYTER_ARGS = ("--ServerApp.jpserver_extensions", "voila_app.jupyter_extension=True")
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "voila_app.jupyter_extension"}]
+
+
+def _load_jupyter_server_extension(serverapp) -> None:
+    from jupyter_server.utils import url_path_join
+
+    from .bundle import BUNDLE_NAME, BundleHandler, CompressedFile
+    from .config import kernel_environment, plotly_bundle_dir
+
+    bundle = CompressedFile(plotly_bundle_dir() / BUNDLE_NAME)
+    route = url_path_join(serverapp.web_app.settings["base_url"], BUNDLE_ROUTE)
+    serverapp.web_app.add_handlers(".*$", [(route, BundleHandler, {"bundle": bundle})])
+    # kernels inherit the server's environment when they start
+    os.environ.update(kernel_environment())
+    serverapp.log.info("lecture: plotly's front end served once per page at %s", route)
