@@ -54,4 +54,9 @@ c.ServerApp.default_url = "/lecture/"  # noqa: F821  a user's server opens on th
 # Voila's own server extension would serve the notebooks a second time at /voila/, without the
 # app's configuration; the language server and the classic-notebook shim are of no use here.
 c.ServerApp.jpserver_extensions = {"voila.server_extension": False, "jupyter_lsp": False,  # noqa: F821
-                                  "notebook_shim": False}
+                                  "notebook_shim": False,
+                                  # JupyterLab / Notebook 7 in the user's server: plotly's figure front end
+                                  # served once per page, the kernels' figures load it from there
+                                  "voila_app.jupyter_extension": True}
+if str(REPO) not in sys.path:          # the extension is imported from the checkout, as the app is
+    sys.path.insert(0, str(REPO))
