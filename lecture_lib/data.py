@@ -271,15 +271,21 @@ DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
 
 
-@accepts(test_fraction=TEST_FRACTION, seed=Seed(), standardize=Bool())
+@accepts(test_fraction=TEST_FRACTION, seed=Seed(), standardize=Bool(), n_train=Int(DIGITS_CLASSES, optional=True),
+         label_noise=Real(0.0, 1.0, high_open=True))
 def digits(test_fraction: float = DIGITS_TEST_FRACTION, seed: int = DIGITS_SPLIT_SEED, standardize: bool = True,
-           dtype=torch.float32, device=None) -> Dataset:
+           n_train: int | None = None, label_noise: float = 0.0, dtype=torch.float32, device=None) -> Dataset:
     """The 8x8 digits of scikit-learn (1797 images, 64 features, 10 classes), split with stratification.
 
     ``standardize``: subtract the training mean and divide by the training standard
     deviation per pixel (pixels constant on the training set are only centered).
     The split is seeded: the same ``seed`` gives the same split. The defaults are the shared split
     (:data:`DIGITS_TEST_FRACTION`, :data:`DIGITS_SPLIT_SEED`).
+
+    Harder variants (the test split is the same images either way; defaults change nothing):
+    ``n_train`` keeps only that many training images (a stratified subset, chosen with ``seed``);
+    ``label_noise`` replaces that fraction of the *training* labels by a different class drawn uniformly
+    (the images chosen with ``seed``; the test labels stay clean). Standardization uses the kept images.
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -287,6 +293,9 @@ def digits(test_fraction: float = DIGITS_TEST_FRACTION, seed: int = DIGITS_SPLIT
     bunch = load_digits()
     x_tr, x_te, y_tr, y_te = train_test_split(bunch.data, bunch.target, test_size=test_fraction,
                                               random_state=seed, stratify=bunch.target)
+    if n_train is not None and n_train < len(y_tr):
+        x_tr, _, y_tr, _ = train_test_split(x_tr, y_tr, train_size=n_train, random_state=seed, stratify=y_tr)
+    y_tr = _noisy_labels(y_tr, label_noise, seed) if label_noise > 0 else y_tr
     x_tr = torch.as_tensor(x_tr, dtype=torch.float64)
     x_te = torch.as_tensor(x_te, dtype=torch.float64)
     if standardize:
@@ -297,6 +306,17 @@ def digits(test_fraction: float = DIGITS_TEST_FRACTION, seed: int = DIGITS_SPLIT
     return Dataset(x_tr.to(dtype=dtype, device=device), torch.as_tensor(y_tr, dtype=torch.long, device=device),
                    x_te.to(dtype=dtype, device=device), torch.as_tensor(y_te, dtype=torch.long, device=device),
                    task="classification", name="digits (8x8, scikit-learn)", meta={"n_classes": 10})
+
+
+def _noisy_labels(labels, fraction: float, seed: int):
+    """A copy of ``labels`` with ``round(fraction * n)`` of them (chosen with ``seed``) moved to another class."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed + 7919)
+    labels = np.array(labels, copy=True)
+    flip = rng.choice(len(labels), size=int(round(fraction * len(labels))), replace=False)
+    labels[flip] = (labels[flip] + rng.integers(1, DIGITS_CLASSES, size=len(flip))) % DIGITS_CLASSES
+    return labels
 
 
 MAKERS = {"linear_regression": linear_regression, "logistic_regression": logistic_regression, "teacher": teacher,

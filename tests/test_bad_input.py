@@ -882,6 +882,9 @@ ENTRIES = [
     E("damping_experiment", mechanisms_exp.damping_experiment,
       dict(steps=2, batch_size=16, width=4, depth=1, record_every=1, eval_every=1, schemes=("none",), probe_size=8),
       None, **declared(mechanisms_exp.damping_experiment)),
+    E("large_batch_experiment", mechanisms_exp.large_batch_experiment,
+      dict(batch_sizes=(8, 16), seeds=(0, 1), steps=2, width=4, depth=1, wd_grid=(0.1,), tune_seeds=(0,)), None,
+      **declared(mechanisms_exp.large_batch_experiment)),
     E("validation_split", lambda **k: mechanisms_exp.validation_split(regression_data(), **k), {}, None,
       **declared(mechanisms_exp.validation_split)),
     E("train_family", lambda **k: mechanisms_exp.train_family(
@@ -1047,7 +1050,8 @@ def test_equilibrium_formulas_are_finite_inside_their_ranges(lr, weight_decay, m
 VIZ = HERE.parent / "lecture_lib" / "viz"
 PANEL_TIMEOUT = 300          # seconds for the whole sweep (one subprocess, LECTURE_FAST=1; ~90 s on 2 idle cores)
 NOT_LIVE_PANELS = {"mechanisms_panels.headline_panel": "a saved table and a 'recompute' button (minutes of training), "
-                                                         "no control that sets a value"}
+                                                         "no control that sets a value",
+                   "mechanisms_panels.large_batch_panel": "a table computed once (cached), no control"}
 
 
 def panel_functions() -> list[str]:

@@ -230,7 +230,12 @@ def jacobian_experiment(steps: int = 600, width: int = 64, depth: int = 2, seeds
 # ============================================================================ mechanism 3
 @dataclass
 class DampingResult:
-    """Mechanism 3: a K-FAC run without and with weight decay (and on the BN layers only)."""
+    """Mechanism 3: K-FAC runs without and with weight decay (and on the BN layers only), scheme-major.
+
+    Run ``i * len(seeds) + j`` is scheme ``schemes[i]`` with seed ``seeds[j]``; runs with the same seed share their
+    initialization and minibatches, so schemes compare paired by seed (under K-FAC-F not the targets sampled for
+    the Fisher, which differ from run to run).
+    """
 
     record: Record
     schemes: list[str]
@@ -239,6 +244,30 @@ class DampingResult:
     cosine: np.ndarray             # (K, R, L) cos(K-FAC step, gradient): → 1 when first order
     fisher_trace: np.ndarray       # (K, R) tr F(ŵ) of the first layer (K-FAC blocks)
     gn_trace: np.ndarray           # (K, R) tr G(ŵ)
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def columns(self, scheme: str) -> slice:
+        """The runs of ``scheme``, one per seed."""
+        i, n = self.schemes.index(scheme), len(self.seeds)
+        return slice(i * n, (i + 1) * n)
+
+    def first_seed(self) -> list[int]:
+        """One run per scheme (the first seed's), in scheme order: what the panel draws."""
+        return [i * len(self.seeds) for i in range(len(self.schemes))]
+
+    def final(self, quantity: str, scheme: str, layer: int = 0, last: int = 4) -> np.ndarray:
+        """Per seed: ``quantity`` (``'relative_damping'`` or ``'cosine'``) of ``layer``, mean of the last ``last`` records."""
+        return getattr(self, quantity)[-last:, self.columns(scheme), layer].mean(0)
+
+    def damping_ratio(self, a: str, b: str, layer: int = 0) -> M.Interval:
+        """How many times larger the final relative damping is under scheme ``a`` than ``b``: geometric mean over
+        seeds with its paired 95% interval."""
+        log = np.log(self.final("relative_damping", a, layer)) - np.log(self.final("relative_damping", b, layer))
+        return M.paired_interval(log).map(math.exp)
+
+    def cosine_difference(self, a: str, b: str, layer: int = 0) -> M.Interval:
+        """Final cos(K-FAC step, gradient) under ``a`` minus under ``b``, paired over seeds, 95% interval."""
+        return M.paired_interval(self.final("cosine", a, layer) - self.final("cosine", b, layer))
 
 
 def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature: str) -> dict[str, Callable]:
@@ -282,10 +311,10 @@ def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature:
 
 @cached
 @accepts(curvature=Choice(("kfac-f", "kfac-g")), damping=Positive(), weight_decay=NonNegative(), lr=Positive(),
-         seed=Seed(), record_every=Int(1), eval_every=Int(1), schemes=SCHEME_LIST, probe_size=Int(2), **SIZES)
+         seeds=SEEDS, record_every=Int(1), eval_every=Int(1), schemes=SCHEME_LIST, probe_size=Int(2), **SIZES)
 def damping_experiment(curvature: str = "kfac-f", damping: float = 1e-3, weight_decay: float = 0.01,
                        lr: float = 0.02, steps: int = 1000, batch_size: int = 128, width: int = 128,
-                       depth: int = 2, seed: int = 0, record_every: int = 25, eval_every: int = 50,
+                       depth: int = 2, seeds: Sequence[int] = (0,), record_every: int = 25, eval_every: int = 50,
                        schemes: Sequence[str] = ("none", "wd-bn", "wd-all"), test_fraction: float = 0.5,
                        probe_size: int = 256) -> DampingResult:
     r"""K-FAC (``'kfac-f'`` or ``'kfac-g'``) on a BN MLP with the decay schemes of
@@ -295,18 +324,21 @@ def damping_experiment(curvature: str = "kfac-f", damping: float = 1e-3, weight_
     (:math:`\propto \gamma\lVert w\rVert^2` against the direction's curvature), the cosine between the
     K-FAC step and the gradient, and the first layer's Fisher and Gauss-Newton traces for :math:`\hat w`.
     Decay is decoupled: :math:`w \leftarrow (1-\alpha\lambda)w - \alpha(\hat G + \gamma I)^{-1}\nabla J`.
+    Every (scheme, seed) is one run of one batched computation, paired by seed (:class:`DampingResult`).
     """
-    schemes = list(schemes)
-    model = bn_mlp(width, depth, runs=len(schemes), seed=seed)
+    schemes, seeds = list(schemes), list(seeds)
+    runs = [(sc, sd) for sc in schemes for sd in seeds]
+    model = bn_mlp(width, depth, runs=len(runs), seed=[sd for _, sd in runs])
     mask = model.scale_invariant
-    opt = _decayed_by_scheme(preconditioner(curvature, model, damping=damping), lr, schemes, weight_decay, mask)
+    opt = _decayed_by_scheme(preconditioner(curvature, model, damping=damping), lr, [sc for sc, _ in runs],
+                             weight_decay, mask)
     layers = [n.rsplit(".", 1)[0] for n, v in mask.items() if v]
     data = digits(test_fraction=test_fraction, seed=0)
-    rec = train(model, data, "cross_entropy", opt, steps, batch_size=batch_size, seed=seed,
+    rec = train(model, data, "cross_entropy", opt, steps, batch_size=batch_size, seed=[sd for _, sd in runs],
                 record_every=record_every, eval_every=eval_every, diverge_above=1e4,
                 track=_kfac_tracks(damping, layers, data.x_train[:probe_size], curvature))
     d, t = rec.extras["damping"], rec.extras["traces"]
-    return DampingResult(rec, schemes, layers, d[..., 0], d[..., 1], t[..., 0], t[..., 1])
+    return DampingResult(rec, schemes, layers, d[..., 0], d[..., 1], t[..., 0], t[..., 1], seeds)
 
 
 # ============================================================================ the headline table
@@ -346,6 +378,8 @@ class TableConfig:
     batch_size: int = 128
     test_fraction: float = 0.5
     split_seed: int = 0
+    n_train: int | None = None      # data options of :func:`~lecture_lib.data.digits` (None / 0: the whole
+    label_noise: float = 0.0        # training split, clean labels); see NOISY_CONFIG
     momentum: float = 0.9
     lr: dict = field(default_factory=lambda: {"sgd": 0.05, "adam": 1e-3, "kfac-f": 0.01, "kfac-g": 0.01})
     damping: dict = field(default_factory=lambda: {"kfac-f": 1e-2, "kfac-g": 1e-3})
@@ -360,14 +394,20 @@ class TableConfig:
     @staticmethod
     @accepts(_every_optimizer_has_values, optimizers=sequence_of(Choice(OPTIMIZERS), bad=(("nope",), (), "sgd")),
              seeds=SEEDS, width=Int(1), depth=Int(1), steps=Int(1), batch_size=Int(1), test_fraction=FRACTION,
-             split_seed=Seed(), momentum=Unit(),
+             split_seed=Seed(), n_train=Int(10, optional=True), label_noise=Real(0.0, 1.0, high_open=True),
+             momentum=Unit(),
              lr=_per_optimizer(Positive(), bad=({"sgd": -1.0}, {"sgd": 0.0}, {"sgd": float("nan")}, 0.1)),
              l2=_per_optimizer(NonNegative(), bad=({"sgd": -1.0}, [0.1])),
              wd=_per_optimizer(NonNegative(), bad=({"sgd": float("nan")},)),
              damping=_per_optimizer(NonNegative(), bad=({"kfac-f": -1.0}, "0.1")))
-    def validate(optimizers, seeds, width, depth, steps, batch_size, test_fraction, split_seed, momentum, lr, damping,
-                 l2, wd) -> None:
+    def validate(optimizers, seeds, width, depth, steps, batch_size, test_fraction, split_seed, n_train, label_noise,
+                 momentum, lr, damping, l2, wd) -> None:
         """The fields' declarations, checked when a config is made (the dataclass writes ``__init__``)."""
+
+    def data(self) -> Dataset:
+        """The digits this table trains and tests on (the test labels are clean even with ``label_noise``)."""
+        return digits(test_fraction=self.test_fraction, seed=self.split_seed, n_train=self.n_train,
+                      label_noise=self.label_noise)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -448,7 +488,7 @@ def headline_table(config: TableConfig | None = None, progress: Callable[[float]
     images were classified correctly, packed by :func:`_pack`; ``n_test`` of them).
     """
     config = config or TableConfig()
-    data = digits(test_fraction=config.test_fraction, seed=config.split_seed)
+    data = config.data()
     out = {"config": config.to_dict(), "version": versions(), "accuracy": {}, "mean": {}, "std": {},
            "train_loss": {}, "n_test": int(data.n_test), "correct": {}}
     for i, name in enumerate(config.optimizers):
@@ -522,7 +562,7 @@ def tune(config: TableConfig | None = None, l2_grid: Mapping[str, Sequence[float
     config = config or TableConfig()
     l2_grid = l2_grid or TUNE_L2_GRID
     wd_grid = wd_grid or TUNE_WD_GRID
-    data = validation_split(digits(test_fraction=config.test_fraction, seed=config.split_seed), fraction)
+    data = validation_split(config.data(), fraction)
     chosen = {"l2": {}, "wd": {}, "scores": {}, "at_edge": [], "seeds": list(seeds), "fraction": fraction}
     for name in config.optimizers:
         cells = ([("none", 0.0)] + [("l2", v) for v in l2_grid[name]] + [("wd", v) for v in wd_grid[name]])
@@ -545,6 +585,18 @@ TUNE_WD_GRID = {"sgd": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0), "adam": (0.1, 0.3, 1
                 "kfac-f": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0), "kfac-g": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)}
 
 
+# The second regime, where regularization matters: the same network and training, but 30% of the training labels
+# replaced by a wrong class (the test labels stay clean). Memorizing the wrong labels costs accuracy; the lambdas
+# below were chosen by tune() on NOISY_L2_GRID / NOISY_WD_GRID (whose validation labels are noisy too).
+NOISY_L2_GRID = {"sgd": (1e-2, 3e-2, 1e-1, 3e-1), "adam": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
+                 "kfac-f": (3e-2, 1e-1, 3e-1, 1.0), "kfac-g": (1e-2, 3e-2, 1e-1, 3e-1)}
+NOISY_WD_GRID = {"sgd": (0.1, 0.3, 1.0, 3.0), "adam": (1.0, 3.0, 10.0, 30.0),
+                 "kfac-f": (0.1, 0.3, 1.0, 3.0), "kfac-g": (0.1, 0.3, 1.0, 3.0)}
+NOISY_CONFIG = TableConfig(label_noise=0.3,
+                           l2={"sgd": 1e-1, "adam": 1.0, "kfac-f": 3e-1, "kfac-g": 1e-1},
+                           wd={"sgd": 1.0, "adam": 10.0, "kfac-f": 1.0, "kfac-g": 1.0})
+
+
 def format_table(table: Mapping) -> str:
     """Plain-text rendering of a headline table: one row per optimizer, mean ± std (%) per regularizer."""
     head = f"{'optimizer':10s}" + "".join(f"{LABELS[r]:>22s}" for r in REGULARIZERS)
@@ -561,6 +613,11 @@ def versions() -> dict:
 
 
 TABLE_PATH = Path(__file__).resolve().parent.parent / "data_files" / "headline_table.json"
+NOISY_TABLE_PATH = TABLE_PATH.with_name("headline_table_noisy.json")
+
+#: The saved tables: ``{regime: (config, tuning grids (l2, wd), path)}`` (``scripts/make_headline_table.py --regime``).
+REGIMES = {"clean": (TableConfig(), (TUNE_L2_GRID, TUNE_WD_GRID), TABLE_PATH),
+           "noisy": (NOISY_CONFIG, (NOISY_L2_GRID, NOISY_WD_GRID), NOISY_TABLE_PATH)}
 
 
 def save_table(table: dict, path: str | Path = TABLE_PATH) -> Path:
@@ -573,6 +630,83 @@ def save_table(table: dict, path: str | Path = TABLE_PATH) -> Path:
 def load_table(path: str | Path = TABLE_PATH) -> dict:
     """The saved headline table (see ``scripts/make_headline_table.py``)."""
     return json.loads(Path(path).read_text())
+
+
+# ============================================================================ large batches
+@dataclass
+class LargeBatchResult:
+    """Test accuracy (%) of SGD without and with weight decay at a small and a large batch, paired by seed.
+
+    ``accuracy[(batch_size, reg)]`` holds one value per seed (``reg`` ``'none'`` or ``'wd'``); seed ``s`` gives
+    every run the same initialization. ``weight_decay[batch_size]`` is the λ chosen on the validation split.
+    """
+
+    batch_sizes: tuple
+    seeds: list[int]
+    steps: dict                     # {batch_size: steps}
+    weight_decay: dict              # {batch_size: λ}
+    accuracy: dict                  # {(batch_size, reg): (S,) array}
+    scores: dict = field(default_factory=dict)   # {batch_size: [(λ, mean validation accuracy)]}
+
+    def gap(self, reg: str) -> M.Interval:
+        """Small-batch minus large-batch accuracy (points) under ``reg``, paired over seeds, 95% interval."""
+        small, large = self.batch_sizes
+        return M.paired_interval(self.accuracy[(small, reg)] - self.accuracy[(large, reg)])
+
+    def gain(self, batch_size: int) -> M.Interval:
+        """Weight decay minus none at ``batch_size`` (points), paired over seeds."""
+        return M.paired_interval(self.accuracy[(batch_size, "wd")] - self.accuracy[(batch_size, "none")])
+
+    def closed(self) -> M.Interval:
+        """How much of the large-batch gap weight decay closes: gap without decay minus gap with it (points)."""
+        small, large = self.batch_sizes
+        a = self.accuracy
+        return M.paired_interval((a[(small, "none")] - a[(large, "none")]) - (a[(small, "wd")] - a[(large, "wd")]))
+
+
+def _small_then_large(args: Mapping) -> None:
+    if len(args["batch_sizes"]) != 2 or not args["batch_sizes"][0] < args["batch_sizes"][1]:
+        raise ValueError(f"batch_sizes must be (small, large) with small < large, got {args['batch_sizes']}")
+
+
+@cached
+@accepts(_small_then_large, batch_sizes=sequence_of(Int(1), bad=((512, 32), (32,), (0, 512), "b")), seeds=SEEDS,
+         tune_seeds=SEEDS, lr=Positive(), wd_grid=sequence_of(Positive(), bad=((), (-0.1,), "w")),
+         equal=Choice(("steps", "epochs")), progress=Function(optional=True),
+         **{k: v for k, v in SIZES.items() if k != "batch_size"})
+def large_batch_experiment(batch_sizes: Sequence[int] = (32, 512), seeds: Sequence[int] = tuple(range(10)),
+                           steps: int = 1600, lr: float = 0.05, wd_grid: Sequence[float] = (3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
+                           tune_seeds: Sequence[int] = (0, 1, 2), equal: str = "epochs", width: int = 128,
+                           depth: int = 2, test_fraction: float = 0.5,
+                           progress: Callable[[float], None] | None = None) -> LargeBatchResult:
+    r"""The paper's large-batch comparison in kind (its Table 3): SGD (momentum 0.9, fixed α) on the BN MLP at a
+    small and a large batch, without and with weight decay, on the clean digits.
+
+    ``equal='steps'``: both batch sizes take ``steps`` updates (the large batch sees more epochs, and only its
+    gradient noise is smaller); ``'epochs'``: the large batch takes ``steps · small / large`` updates, the same
+    number of examples. Per batch size, λ is chosen from ``wd_grid`` on a validation split of the training set
+    (``tune_seeds``), then none and WD train with ``seeds``, one batched computation per batch size.
+    """
+    small, large = batch_sizes
+    data = digits(test_fraction=test_fraction, seed=0)
+    val = validation_split(data)
+    n_steps = {small: steps, large: steps if equal == "steps" else max(1, round(steps * small / large))}
+    wd, acc, scores = {}, {}, {}
+    for i, bs in enumerate((small, large)):
+        config = TableConfig(optimizers=("sgd",), seeds=tuple(seeds), width=width, depth=depth, steps=n_steps[bs],
+                             batch_size=bs, test_fraction=test_fraction, lr={"sgd": lr})
+        runs = [(v, s) for v in wd_grid for s in tune_seeds]
+        a, _, _ = train_family("sgd", config, val, [0.0] * len(runs), [v for v, _ in runs], [s for _, s in runs])
+        mean = np.nan_to_num(np.asarray(a, dtype=float), nan=0.0).reshape(len(wd_grid), len(tune_seeds)).mean(1)
+        scores[bs] = [(float(v), round(100 * float(m), 3)) for v, m in zip(wd_grid, mean)]
+        wd[bs] = float(max(zip(mean, [-v for v in wd_grid], wd_grid))[2])
+        n = len(seeds)
+        a, _, _ = train_family("sgd", config, data, [0.0] * 2 * n, [0.0] * n + [wd[bs]] * n, list(seeds) * 2)
+        a = 100.0 * np.asarray(a, dtype=float)
+        acc[(bs, "none")], acc[(bs, "wd")] = a[:n], a[n:]
+        if progress is not None:
+            progress((i + 1) / 2)
+    return LargeBatchResult((small, large), list(seeds), n_steps, wd, acc, scores)
 
 
 # The paper's numbers (Zhang et al. 2019, Table 1, CIFAR-10): baseline -> weight decay, in %.

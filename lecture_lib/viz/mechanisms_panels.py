@@ -27,7 +27,7 @@ SCHEME_DASH = {"graft": "dot", "graft+wd-fc": "dot"}
 EFFECTIVE_LR_SIZES = {False: dict(steps=1000, width=64, seeds=tuple(range(8))),
                       True: dict(steps=150, width=32, seeds=(0, 1, 2))}
 JACOBIAN_SIZES = {False: dict(steps=600, seeds=tuple(range(8))), True: dict(steps=100, seeds=(0, 1, 2))}
-DAMPING_SIZES = {False: dict(steps=1000, width=64), True: dict(steps=100, width=32)}
+DAMPING_SIZES = {False: dict(steps=1000, width=64, seeds=(0, 1, 2, 3)), True: dict(steps=100, width=32, seeds=(0, 1))}
 
 
 def _scheme_traces(x, values, schemes, showlegend=True, label: str = "", dash: str | None = None):
@@ -44,10 +44,10 @@ def _scheme_traces(x, values, schemes, showlegend=True, label: str = "", dash: s
     return traces
 
 
-def _scheme_notes(record, schemes, extra: str = "") -> str:
+def _scheme_notes(record, schemes, extra: str = "", cols=None) -> str:
     acc = record.test_accuracy
     bits = []
-    for i, s in enumerate(schemes):
+    for i, s in zip(range(len(schemes)) if cols is None else cols, schemes):
         note = record.divergence_note(i)
         if note:
             bits.append(f"<span class='lecture-diverged'>{html.escape(M.SCHEME_LABELS[s])}: {note}</span>")
@@ -221,34 +221,44 @@ def jacobian_panel(fast: bool | None = None) -> panels.LivePanel:
 # =========================================================================== 3. effective damping
 @functools.lru_cache(maxsize=16)
 def damping(curvature: str = "kfac-f", damping: float = 1e-3, weight_decay: float = 0.1, steps: int = 1000,
-            width: int = 64) -> E.DampingResult:
+            width: int = 64, seeds=(0,)) -> E.DampingResult:
     return E.damping_experiment(curvature, damping=damping, weight_decay=weight_decay, steps=steps, width=width,
-                                record_every=max(steps // 40, 1), eval_every=max(steps // 20, 1))
+                                seeds=seeds, record_every=max(steps // 40, 1), eval_every=max(steps // 20, 1))
 
 
 def damping_figures(result: E.DampingResult) -> list[go.Figure]:
-    rec, schemes = result.record, result.schemes
-    rel = figures.figure(_scheme_traces(rec.steps, result.relative_damping[:, :, 0], schemes),
+    """The first seed's run of each scheme (the notes give the intervals over all seeds)."""
+    rec, schemes, cols = result.record, result.schemes, result.first_seed()
+    rel = figures.figure(_scheme_traces(rec.steps, result.relative_damping[:, cols, 0], schemes),
                          y_title="γ / mean eigenvalue of A⊗S", log_y=True, height=340)
-    cos = figures.figure(_scheme_traces(rec.steps, result.cosine[:, :, 0], schemes, showlegend=False),
+    cos = figures.figure(_scheme_traces(rec.steps, result.cosine[:, cols, 0], schemes, showlegend=False),
                          y_title="cos(K-FAC step, gradient)", height=300)
     cos.update_yaxes(range=[0, 1.02])
-    traces = (_scheme_traces(rec.steps, result.fisher_trace, schemes, label="tr F(ŵ)", dash="solid")
-              + _scheme_traces(rec.steps, result.gn_trace, schemes, label="tr G(ŵ)", dash="dash"))
+    traces = (_scheme_traces(rec.steps, result.fisher_trace[:, cols], schemes, label="tr F(ŵ)", dash="solid")
+              + _scheme_traces(rec.steps, result.gn_trace[:, cols], schemes, label="tr G(ŵ)", dash="dash"))
     tr = figures.figure(traces, y_title=f"trace, layer {result.layers[0]}", log_y=True, height=360)
     return [rel, cos, tr]
 
 
 def _damping_notes(result: E.DampingResult) -> str:
+    cols = result.first_seed()
     extra = []
-    for i, s in enumerate(result.schemes):
+    for i, s in zip(cols, result.schemes):
         f, g = result.fisher_trace[:, i], result.gn_trace[:, i]
         n = figures.finite_prefix(f)
         if n > 1:
             extra.append(f"{html.escape(M.SCHEME_LABELS[s])}: tr F(ŵ) ×{f[n - 1] / f[0]:.2g}, "
                          f"tr G(ŵ) ×{g[n - 1] / g[0]:.2g} over training; tr F / tr G {f[0] / g[0]:.2g} → "
                          f"{f[n - 1] / g[n - 1]:.2g}")
-    return _scheme_notes(result.record, result.schemes, "<br>".join(extra))
+    if len(result.seeds) > 1 and "none" in result.schemes and np.all(np.isfinite(result.relative_damping[-4:])):
+        n = len(result.seeds)
+        for s in result.schemes:
+            if s != "none":
+                r, c = result.damping_ratio("none", s), result.cosine_difference("none", s)
+                extra.append(f"no decay vs {html.escape(M.SCHEME_LABELS[s])}, layer {result.layers[0]}, last "
+                             f"records, {n} paired seeds: relative damping ×{r.mean:.2g} [{r.low:.2g}, {r.high:.2g}], "
+                             f"cosine {c} (95% intervals)")
+    return _scheme_notes(result.record, result.schemes, "<br>".join(extra), cols)
 
 
 def damping_panel(fast: bool | None = None) -> panels.LivePanel:
@@ -278,7 +288,7 @@ def _diff_cell(interval) -> str:
     return f"<td>{'<b>' + text + '</b>' if interval.excludes(0.0) else text}</td>"
 
 
-def table_html(table: dict) -> str:
+def table_html(table: dict, paper: bool = True) -> str:
     """Our digits table: mean ± std over seeds, paired differences with 95% intervals, the paper's CIFAR-10 numbers.
 
     A regularizer's cell is bold only when its paired intervals against both others exclude 0
@@ -314,19 +324,24 @@ def table_html(table: dict) -> str:
                f"{min(se):.2f}–{max(se):.2f} points (one standard error, from the per-image results); the "
                "intervals do not include this." if se and se[0] is not None else
                " The intervals hold the test set fixed; a new test set would add sampling noise to every difference.")
+    cfg_noise = cfg.get("label_noise", 0.0)
+    noise_text = (f" {100 * cfg_noise:.0f}% of the training labels (and of the validation labels the λ were chosen on) "
+                  "replaced by a wrong class; test labels clean." if cfg_noise else "")
     caption = (f"Test accuracy (%) on the digits test split ({100 * cfg['test_fraction']:.0f}% of 1797 images; one "
                f"image = {100 / table.get('n_test', 899):.2f} points), mean ± std over {len(cfg['seeds'])} seeds; seed s "
                f"gives the none, L2 and WD runs the same start and minibatches, so differences are paired over seeds "
                f"(Student-t 95% intervals; bold: the interval excludes 0). A regularizer's cell is bold only when it "
                f"beats both others with intervals excluding 0.{se_text} BN MLP {cfg['width']} × {cfg['depth']}, "
                f"{cfg['steps']} steps of batch {cfg['batch_size']}; λ per optimizer and kind chosen on a validation "
-               f"split of the training set, α fixed. Computed with lecture_lib {v.get('lecture_lib', '?')}, "
+               f"split of the training set, α fixed.{noise_text} Computed with lecture_lib {v.get('lecture_lib', '?')}, "
                f"torch {v.get('torch', '?')}" + (f" in {table['seconds']:.0f} s." if "seconds" in table else "."))
-    return (f"{style}<table class='lecture-table'><tr><th>optimizer</th>{head}</tr>{''.join(rows)}</table>"
+    ours = (f"{style}<table class='lecture-table'><tr><th>optimizer</th>{head}</tr>{''.join(rows)}</table>"
             f"<div class='lecture-detail' style='color:#4a5563;font-size:0.92em;max-width:1000px'>"
-            f"{html.escape(caption)}</div>"
-            f"<div class='lecture-detail'><p style='margin:10px 0 2px'><b>The paper</b> (Zhang et al. 2019, Table 1; "
-            f"CIFAR-10 test accuracy, no regularization → weight decay):</p>"
+            f"{html.escape(caption)}</div>")
+    if not paper:
+        return ours
+    return (f"{ours}<div class='lecture-detail'><p style='margin:10px 0 2px'><b>The paper</b> (Zhang et al. 2019, "
+            f"Table 1; CIFAR-10 test accuracy, no regularization → weight decay):</p>"
             f"<table class='lecture-table'><tr><th>optimizer</th>{paper_head}</tr>{paper_body}</table></div>")
 
 
@@ -357,9 +372,13 @@ def _title(text: str) -> widgets.HTML:
 class HeadlineTable(widgets.VBox):
     """The saved headline table, and a button that recomputes it (with a progress bar) from its config."""
 
-    def __init__(self, table: dict | None = None):
-        self.table = table if table is not None else E.load_table()
-        self._html = widgets.HTML(table_html(self.table))
+    TITLES = {"clean": "The headline table, reproduced on the digits",
+              "noisy": "The headline table with 30% wrong training labels"}
+
+    def __init__(self, table: dict | None = None, regime: str = "clean"):
+        self.table = table if table is not None else E.load_table(E.REGIMES[regime][2])
+        self._paper = regime == "clean"
+        self._html = widgets.HTML(table_html(self.table, paper=self._paper))
         self._hyper = widgets.HTML(hyperparameter_html(self.table))
         self._button = widgets.Button(description="Recompute the table", icon="refresh",
                                       tooltip="retrain every cell from the saved config (minutes on 2 cores)",
@@ -369,7 +388,7 @@ class HeadlineTable(widgets.VBox):
         self._status = widgets.HTML("<span style='color:#555'>showing the saved table</span>")
         self._button.on_click(self._recompute)
         super().__init__([widgets.HTML(panels.PANEL_CSS),
-                          _title("The headline table, reproduced on the digits"),
+                          _title(self.TITLES[regime]),
                           self._html, widgets.HBox([self._button, self._bar, self._status]),
                           widgets.HTML("<b>Hyperparameters</b>"), self._hyper])
         self.add_class("lecture-panel")
@@ -390,7 +409,7 @@ class HeadlineTable(widgets.VBox):
             new["tuning"] = self.table.get("tuning")
             same = new["accuracy"] == self.table["accuracy"]
             self.table = new
-            self._html.value = table_html(new)
+            self._html.value = table_html(new, paper=self._paper)
             self._status.value = ("recomputed: <b>identical</b> to the saved table" if same else
                                   "recomputed: differs from the saved table (different machine or library version?)")
         except Exception as exc:  # noqa: BLE001 - shown in the widget, never a traceback
@@ -401,6 +420,44 @@ class HeadlineTable(widgets.VBox):
         return self.table
 
 
-def headline_panel() -> HeadlineTable:
-    """Section 4: the saved table with a recompute button."""
-    return HeadlineTable()
+def headline_panel(regime: str = "clean") -> HeadlineTable:
+    """Section 4: a saved table (``'clean'`` digits or ``'noisy'`` labels, :data:`E.REGIMES`) with a recompute button."""
+    return HeadlineTable(regime=regime)
+
+
+# =========================================================================== 5. large batches
+LARGE_BATCH_SIZES = {False: dict(steps=1600, seeds=tuple(range(10))), True: dict(steps=160, seeds=(0, 1, 2), width=32)}
+
+
+def large_batch_html(result: E.LargeBatchResult) -> str:
+    """SGD at a small and a large batch, none vs weight decay, with the paired gaps and the part of it WD closes."""
+    small, large = result.batch_sizes
+    a = result.accuracy
+    def lam(bs):
+        grid = [v for v, _ in result.scores.get(bs, [])]
+        edge = bool(grid) and result.weight_decay[bs] in (min(grid), max(grid))
+        return f"λ = {result.weight_decay[bs]:g}{' †' if edge else ''}"
+
+    rows = "".join(
+        f"<tr><th>B = {bs} ({result.steps[bs]} steps)</th><td>{a[(bs, 'none')].mean():.2f} ± {a[(bs, 'none')].std():.2f}"
+        f"</td><td>{a[(bs, 'wd')].mean():.2f} ± {a[(bs, 'wd')].std():.2f} ({lam(bs)})</td>"
+        f"{_diff_cell(result.gain(bs))}</tr>" for bs in (small, large))
+    rows += (f"<tr><th>gap B = {small} − B = {large}</th>{_diff_cell(result.gap('none'))}{_diff_cell(result.gap('wd'))}"
+             f"<td>gap closed by WD: {_diff_cell(result.closed())[4:-5]}</td></tr>")
+    caption = (f"SGD (α fixed, momentum 0.9) on the clean digits, BN MLP; both batch sizes see the same number of "
+               f"examples; λ per batch size chosen on a validation split. Mean ± std over {len(result.seeds)} seeds; "
+               "differences paired over seeds with Student-t 95% intervals (bold: the interval excludes 0). † the best "
+               "validation score sat at an end of the λ grid.")
+    return (f"<table class='lecture-table'><tr><th></th><th>no decay</th><th>weight decay</th>"
+            f"<th>WD − none<br><small>paired, 95% CI</small></th></tr>{rows}</table>"
+            f"<div style='color:#4a5563;font-size:0.92em;max-width:1000px'>{html.escape(caption)}</div>")
+
+
+def large_batch_panel(fast: bool | None = None) -> widgets.VBox:
+    """Section 4: the large-batch comparison (computed on first use, then cached)."""
+    fast = fast_mode() if fast is None else fast
+    result = E.large_batch_experiment(**LARGE_BATCH_SIZES[fast])
+    box = widgets.VBox([widgets.HTML(panels.PANEL_CSS), _title("Does weight decay close a large-batch gap?"),
+                        widgets.HTML(large_batch_html(result))])
+    box.add_class("lecture-panel")
+    return box
