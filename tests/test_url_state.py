@@ -8,11 +8,10 @@ import json
 import threading
 import time
 
-import ipywidgets as widgets
 import pytest
 
 from lecture_lib.viz import figures, panels, url_state
-from test_viz import LABELS, Counter, loss_figure, make_panel, make_record
+from test_viz import Counter, loss_figure, make_panel, make_record
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ from torch import nn
 
 from .._validate import Choice, Int, Matrix, NonNegative, Seed, Tensor, Unit, accepts, one_per_run
 from ..kfac_statistics import CURVATURES, LOSS, MODEL, estimate_factors, kfac_layers
-from .base import Params, Transform, check_runs, need_params, per_run
+from .base import Transform, check_runs, need_params, per_run
 
 FALLBACKS = ("identity", "diagonal")
 
