@@ -1,9 +1,16 @@
-"""Tiny helpers shared by the benchmark scripts: timing, and the JSON summary on the last line."""
+"""Tiny helpers shared by the benchmark scripts: timing, the result cache's state, and the JSON summary on the last line."""
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+
+def cache_entries(cache_dir: str) -> int:
+    """How many results the result cache folder holds (joblib keeps one ``output.pkl`` per entry); 0 when
+    ``off``. The benchmarks that start the app report it next to ``cache_dir``: cold or warmed."""
+    return 0 if cache_dir == "off" else sum(1 for _ in Path(cache_dir).rglob("output.pkl"))
 
 
 def timeit(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:

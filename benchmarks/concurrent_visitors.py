@@ -1,29 +1,44 @@
-"""A class opens one dashboard at once: N browser sessions, each moves a slider; open time, latency, memory.
+"""A class opens one dashboard: N browser sessions arriving within S seconds, each moves a slider; open time, latency, memory, CPU.
 
 Starts the app as ``./lecture app`` runs it (``python -m voila_app``, every notebook of
-``notebooks/``, one pre-heated kernel per notebook; ``--fast`` unless ``--full``) on a free
-loopback port and waits until the pools have executed their notebooks. Then N visitors
-(separate Playwright browser contexts in one headless Chromium: separate cookies, separate
-kernels) open the same dashboard within a fraction of a second of each other, and each
-moves the first slider of the first panel that has one, ``--moves`` times, all visitors at
-the same moment. Reports, per visitor and over all:
+``notebooks/``, ``--pool-size`` pre-heated kernels per notebook; ``--fast`` unless ``--full``) on a
+free loopback port, with the result cache ``--cache-dir`` names (``off``: every kernel computes; a
+folder filled by ``./lecture warm``: kernels read their notebook's defaults from disk), and waits
+until the pools have executed their notebooks. Then N visitors (separate Playwright browser
+contexts in one headless Chromium: separate cookies, separate kernels) start loading the same
+dashboard, spread evenly over ``--arrive-within`` seconds (0: all at once), and each moves the first
+slider of the first panel that has one, ``--moves`` times, all visitors at the same moment. Reports,
+per visitor and over all:
 
-- ``open``: seconds from navigation to the first drawn plot (measured in the page);
+- ``open``: seconds from the visitor's navigation to the first drawn plot (measured in the page), and
+  the page's last byte (``page_done``: Voila streams the page while a new kernel runs the notebook, so
+  this is the server's part; the rest, to the first plot, is the browser's);
 - ``slider -> plot``: seconds from the key press to the panel having drawn the new result
   with nothing pending (its hidden ``lecture-state`` element), measured in the page, so the
   figures do not depend on the order in which this script looks at the pages;
 - whether every visitor's plot data changed after each move;
+- each visitor's kernel, after its moves: resident memory (RSS), its private part (USS: what the
+  machine would free if that kernel went; RSS also counts the shared libraries every kernel maps),
+  and CPU seconds (user + system: starting, executing the notebook, the moves). These are the
+  figures to plan a server with (README, "Serving a class");
 - resident memory (RSS) of the Voila process plus all its kernels: before (pool only),
   at the peak, and after every visitor closed the tab (kernels shut down, pool refilled).
-  RSS counts shared libraries once per process, so the sum over-counts what the machine
-  actually uses; the *change* per visitor is the figure to plan with.
 
-Prints figures; last line a JSON object. The helpers (``open_visitors``, ``move_all``,
-``close_visitors``, ``server_memory``, ``settle``) are also used by ``tests/test_load.py``.
-On one machine the visitors' browsers compete with the server for its CPUs, which students'
-browsers on their own laptops do not; ``--server-nice 10`` gives the browsers the CPUs first.
-Usage: ``.venv/bin/python benchmarks/concurrent_visitors.py [--visitors 10] [--moves 3]
-[--notebook 01_adaptive_methods] [--pool-size 1] [--server-nice 10] [--full]``.
+Prints figures; last line a JSON object (``cache_dir`` and ``cache_entries`` say which cache it ran
+with). The helpers (``open_visitors``, ``move_all``, ``close_visitors``, ``server_memory``, ``settle``)
+are also used by ``tests/test_load.py``. On one machine the visitors' browsers compete with the
+server for its CPUs, which students' browsers on their own laptops do not; ``--server-nice 10``
+gives the browsers the CPUs first. Usage::
+
+    .venv/bin/python benchmarks/concurrent_visitors.py [--visitors 10] [--arrive-within 0] [--moves 3]
+        [--notebook 01_adaptive_methods] [--pool-size 1] [--preheat N] [--refill-delay S] [--server-nice 10] [--full]
+        [--cache-dir DIR|off]
+
+A class of 30 at classroom settings with a warm cache (the issue's target)::
+
+    ./lecture warm --cache-dir /tmp/lecture-cache
+    .venv/bin/python benchmarks/concurrent_visitors.py --full --cache-dir /tmp/lecture-cache \
+        --visitors 30 --arrive-within 10 --moves 2 --server-nice 10
 """
 from __future__ import annotations
 
@@ -41,9 +56,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))    # the browser helpers the tests use
 
-from benchmarks._common import emit  # noqa: E402
+from benchmarks._common import cache_entries, emit  # noqa: E402
 from browser_helpers import (CHROMIUM, HAS_DRAWN_PATH_JS, PANEL_PLOT_PATH, PANEL_STATE_JS, SETTLED_JS,  # noqa: E402
-                             SLIDER_HANDLE, launch, new_page, slider_panels, slider_state)
+                             SLIDER_HANDLE, kernel_id, launch, new_page, slider_panels, slider_state)
 
 MB = 1024 * 1024
 
@@ -134,6 +149,23 @@ def settle(pid: int, kernels: int | None = None, timeout: float = 180.0, quiet_c
                        f"RSS {rss / MB:.0f} MB")
 
 
+def kernel_usage(pid: int, kernel_ids: list[str]) -> dict[str, dict]:
+    """For each kernel id, its process's resident memory (``rss_mb``), private memory (``uss_mb``: not
+    shared with any other process, what its shutdown frees) and CPU seconds so far (``cpu_s``)."""
+    import psutil
+
+    by_id = {}
+    for p in psutil.Process(pid).children(recursive=True):
+        with _ignore_gone():
+            line = " ".join(p.cmdline())
+            for kid in kernel_ids:
+                if f"kernel-{kid}.json" in line:
+                    info, cpu = p.memory_full_info(), p.cpu_times()
+                    by_id[kid] = {"rss_mb": round(info.rss / MB), "uss_mb": round(info.uss / MB),
+                                  "cpu_s": round(cpu.user + cpu.system, 1)}
+    return by_id
+
+
 class _ignore_gone:
     def __enter__(self):
         return self
@@ -190,7 +222,10 @@ class Visitor:
     context: object
     page: object
     panel: object = None
+    arrival_s: float = 0.0
     open_s: float | None = None
+    page_s: float | None = None
+    kernel: dict = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     updated: list[bool] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -200,22 +235,46 @@ class Visitor:
         return self.panel.locator(SLIDER_HANDLE).first
 
 
-def open_visitors(browser, url: str, n: int) -> list[Visitor]:
-    """``n`` visitors start loading ``url`` back to back (navigation is not awaited)."""
+# Starts a navigation without waiting for it (page.goto waits for the response to begin, and Voila
+# may hold that back while a kernel starts): the visitors' arrival times are then the ones asked for.
+NAVIGATE_JS = "(url) => { setTimeout(() => { window.location.href = url; }, 0); }"
+
+
+def open_visitors(browser, url: str, n: int, spread_s: float = 0.0) -> list[Visitor]:
+    """``n`` visitors start loading ``url``, evenly spread over ``spread_s`` seconds (0: back to back);
+    returns once every page has its response under way (navigation to the first plot is not awaited).
+    Each visitor's ``arrival_s`` is when it started, from the first one's start."""
     visitors = []
     for i in range(n):
         context, page, watcher = new_page(browser, init_script=PROBE_JS)
         visitors.append(Visitor(i, context, page, errors=watcher.errors))
+    start = time.perf_counter()
+    for i, v in enumerate(visitors):
+        delay = start + (spread_s * i / (n - 1) if n > 1 else 0.0) - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        v.arrival_s = time.perf_counter() - start
+        v.page.evaluate(NAVIGATE_JS, url)
     for v in visitors:
-        v.page.goto(url, wait_until="commit", timeout=300_000)
+        v.page.wait_for_url(url, wait_until="commit", timeout=300_000)
     return visitors
 
 
 def wait_open(visitors: list[Visitor], timeout_ms: int = 300_000) -> None:
     """Wait until every visitor's first plot is drawn; ``open_s`` is measured in the page."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    deadline = time.monotonic() + timeout_ms / 1000
     for v in visitors:
-        v.page.wait_for_function(FIRST_PLOT_JS, timeout=timeout_ms)
+        try:                                # one deadline for the class: a page that never draws is reported
+            v.page.wait_for_function(FIRST_PLOT_JS, timeout=max(deadline - time.monotonic(), 1.0) * 1000)
+        except PlaywrightTimeout:
+            v.errors.append(f"no plot drawn within {timeout_ms / 1000:.0f} s of the arrivals")
+            continue
         v.open_s = v.page.evaluate("() => window.__lectureProbe.firstPlot") / 1000
+        # the page's last byte: Voila streams the page while the kernel executes the notebook, so this is
+        # the server's part of the open (kernel start and notebook run, or nothing for a pre-heated kernel)
+        v.page_s = v.page.evaluate("() => performance.getEntriesByType('navigation')[0].responseEnd") / 1000
         panels = slider_panels(v.page)
         if panels.count() == 0:
             raise RuntimeError("the dashboard has no panel with a slider")
@@ -232,6 +291,7 @@ def _key(handle) -> str:
 def move_all(visitors: list[Visitor], moves: int, timeout_ms: int = 180_000) -> None:
     """Every visitor moves the slider one step, all at once, ``moves`` times; records in-page
     latencies (key press -> new result drawn, nothing pending) and whether the plot data changed."""
+    visitors = [v for v in visitors if v.panel is not None]        # those whose dashboard opened
     for _ in range(moves):
         before = []
         for v in visitors:
@@ -262,46 +322,78 @@ def close_visitors(visitors: list[Visitor]) -> None:
 
 
 def summary(visitors: list[Visitor]) -> dict:
-    opens = [v.open_s for v in visitors]
+    opened = [v for v in visitors if v.open_s is not None]
+    opens = [v.open_s for v in opened] or [float("nan")]
     lat = [x for v in visitors for x in v.latencies]
-    return {"visitors": len(visitors),
+    kernels = [v.kernel for v in visitors if v.kernel]
+
+    def median_of(key):
+        return round(statistics.median(k[key] for k in kernels), 1) if kernels else None
+
+    return {"visitors": len(visitors), "visitors_opened": len(opened),
             "open_median_s": round(statistics.median(opens), 2), "open_p90_s": round(percentile(opens, 0.9), 2),
             "open_max_s": round(max(opens), 2),
+            "page_done_median_s": round(statistics.median([v.page_s for v in opened] or [float("nan")]), 2),
             "slider_median_s": round(statistics.median(lat), 3) if lat else None,
             "slider_p90_s": round(percentile(lat, 0.9), 3) if lat else None,
-            "all_plots_updated": all(all(v.updated) for v in visitors),
-            "per_visitor": [{"open_s": round(v.open_s, 2), "slider_s": [round(x, 3) for x in v.latencies],
-                             "updated": v.updated, "errors": v.errors} for v in visitors]}
+            "all_plots_updated": len(opened) == len(visitors) and all(all(v.updated) for v in visitors),
+            "visitors_without_errors": sum(not v.errors for v in visitors),
+            "kernel_rss_median_mb": median_of("rss_mb"), "kernel_uss_median_mb": median_of("uss_mb"),
+            "kernel_cpu_median_s": median_of("cpu_s"), "kernel_cpu_max_s": max((k["cpu_s"] for k in kernels), default=None),
+            "per_visitor": [{"arrival_s": round(v.arrival_s, 2),
+                             "open_s": None if v.open_s is None else round(v.open_s, 2),
+                             "page_done_s": None if v.page_s is None else round(v.page_s, 2),
+                             "slider_s": [round(x, 3) for x in v.latencies], "updated": v.updated,
+                             "kernel": v.kernel, "errors": v.errors} for v in visitors]}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--visitors", type=int, default=10)
+    parser.add_argument("--arrive-within", type=float, default=0.0, metavar="S",
+                        help="the visitors start loading the page evenly spread over S seconds (default 0: at once)")
     parser.add_argument("--moves", type=int, default=3, help="slider moves per visitor (all at once)")
     parser.add_argument("--notebook", default="01_adaptive_methods", help="stem of the dashboard to open")
-    parser.add_argument("--pool-size", type=int, default=1)
+    parser.add_argument("--pool-size", type=int, default=1, help="pre-heated kernels per notebook (the app's --pool-size)")
+    parser.add_argument("--preheat", type=int, default=None, metavar="N",
+                        help="N pre-heated kernels for the dashboard the visitors open (the app's "
+                             "--preheat NOTEBOOK.ipynb=N), e.g. as many as there are visitors")
     parser.add_argument("--full", action="store_true", help="full settings (no LECTURE_FAST)")
+    parser.add_argument("--cache-dir", default="off", metavar="DIR|off",
+                        help="the result cache every kernel shares: 'off' (default; every kernel computes, the cold "
+                             "case) or a folder, e.g. one filled by `./lecture warm --cache-dir DIR` (the warm case)")
     parser.add_argument("--server-nice", type=int, default=0,
                         help="run Voila and its kernels at this niceness (10: the browsers, which share this "
                              "machine's CPUs, get them first, as students' browsers on their own laptops would)")
+    parser.add_argument("--refill-delay", type=float, default=None, metavar="SECONDS",
+                        help="the app's --refill-delay: wait before replacing pre-heated kernels taken (Voila: 1 s)")
     args = parser.parse_args(argv)
     notebooks = sorted((REPO / "notebooks").glob("*.ipynb"))
     if args.notebook not in {p.stem for p in notebooks}:
         sys.exit(f"no notebook {args.notebook!r}; have {[p.stem for p in notebooks]}")
     if not os.access(CHROMIUM, os.X_OK):
         sys.exit(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    cache_dir = args.cache_dir if args.cache_dir == "off" else str(Path(args.cache_dir).resolve())
+    entries = cache_entries(cache_dir)
     from playwright.sync_api import sync_playwright
 
     from voila_app.server import running_app
 
     log = REPO / "benchmarks" / "out" / "concurrent_visitors_voila.log"
     url_path = f"/voila/render/{args.notebook}.ipynb"
-    with running_app(REPO / "notebooks", log, pool_size=args.pool_size, fast=not args.full) as app, \
-            sync_playwright() as p:
+    extra = ("--cache-dir", cache_dir)
+    pool = args.pool_size * len(notebooks)
+    if args.preheat is not None:
+        extra += ("--preheat", f"{args.notebook}.ipynb={args.preheat}")
+        pool += args.preheat - args.pool_size
+    if args.refill_delay is not None:
+        extra += ("--refill-delay", str(args.refill_delay))
+    with running_app(REPO / "notebooks", log, pool_size=args.pool_size, fast=not args.full,
+                     extra_args=extra) as app, sync_playwright() as p:
         pid = app.proc.pid
-        pool = args.pool_size * len(notebooks)
         renice(pid, args.server_nice)             # kernels started from now on inherit it
-        app.wait_preheated([nb.name for nb in notebooks])
+        if pool:                                  # (with no pool at all, Voila logs no "pool filled")
+            app.wait_preheated([nb.name for nb in notebooks if args.pool_size or nb.stem == args.notebook])
         renice(pid, args.server_nice)
         browser = launch(p)
         try:
@@ -309,42 +401,77 @@ def main(argv=None) -> None:
             # (templates, Chromium compiling Voila's JavaScript) are not the class's
             warm = open_visitors(browser, app.url + url_path, 1)
             wait_open(warm)
+            first_open_s = warm[0].open_s
             close_visitors(warm)
-            base_rss, base_k = settle(pid, kernels=pool, timeout=300)
-            print(f"app at {app.url}; {args.visitors} visitors on {args.notebook} "
-                  f"({'full' if args.full else 'LECTURE_FAST=1'} settings, {os.cpu_count()} CPUs, pool {args.pool_size}, "
-                  f"server niceness {args.server_nice})")
+            base_rss, base_k = settle(pid, kernels=pool, timeout=600)
+            server_cpu0 = _cpu_seconds(pid)
+            print(f"app at {app.url}; {args.visitors} visitors on {args.notebook} arriving within "
+                  f"{args.arrive_within:g} s ({'full' if args.full else 'LECTURE_FAST=1'} settings, "
+                  f"{os.cpu_count()} CPUs, pool {args.pool_size}, {pool} pre-heated kernels in all, server niceness {args.server_nice}, "
+                  f"result cache {cache_dir}: {entries} entries)")
+            print(f"first dashboard after start-up: {first_open_s:.1f} s")
             print(f"before: {base_rss / MB:7.0f} MB RSS  (Voila + {base_k} pre-heated kernels)", flush=True)
             with MemorySampler(pid) as sampler:
                 t0 = time.perf_counter()
-                visitors = open_visitors(browser, app.url + url_path, args.visitors)
+                visitors = open_visitors(browser, app.url + url_path, args.visitors, spread_s=args.arrive_within)
                 wait_open(visitors)
                 all_open_s = time.perf_counter() - t0
                 move_all(visitors, args.moves)
+                opened = [v for v in visitors if v.panel is not None]
+                ids = [kernel_id(v.page) for v in opened]
+                usage = kernel_usage(pid, ids)
+                for v, kid in zip(opened, ids):
+                    v.kernel = usage.get(kid, {})
+                server_cpu = _cpu_seconds(pid) - server_cpu0
                 close_visitors(visitors)
-                after_rss, after_k = settle(pid, kernels=pool, timeout=300)
+                after_rss, after_k = settle(pid, kernels=pool, timeout=600)
         finally:
             browser.close()
     s = summary(visitors)
     print(f"open -> first plot: median {s['open_median_s']:.1f} s, p90 {s['open_p90_s']:.1f} s, "
-          f"slowest {s['open_max_s']:.1f} s (all {args.visitors} drawn after {all_open_s:.1f} s)")
+          f"slowest {s['open_max_s']:.1f} s ({s['visitors_opened']} of {args.visitors} drawn, after {all_open_s:.1f} s); the server's part "
+          f"(page's last byte: kernel started, notebook run) median {s['page_done_median_s']:.1f} s, the rest is the browser")
     print(f"slider -> plot ({args.moves} moves each, all visitors at once): median {s['slider_median_s']:.2f} s, "
           f"p90 {s['slider_p90_s']:.2f} s; every visitor's plot updated: {s['all_plots_updated']}")
+    print(f"per visitor kernel (median): RSS {s['kernel_rss_median_mb']} MB, private (USS) "
+          f"{s['kernel_uss_median_mb']} MB, CPU {s['kernel_cpu_median_s']} s (max {s['kernel_cpu_max_s']} s); "
+          f"Voila + kernels used {server_cpu:.0f} CPU-s in all")
     per_kernel = (sampler.peak_rss - base_rss) / max(sampler.peak_kernels - base_k, 1)
     print(f"peak:   {sampler.peak_rss / MB:7.0f} MB RSS  ({sampler.peak_kernels} kernels; "
           f"{per_kernel / MB:.0f} MB per visitor kernel)")
     print(f"after:  {after_rss / MB:7.0f} MB RSS  ({after_k} kernels, visitors gone; "
           f"{100 * (after_rss - base_rss) / base_rss:+.1f} % of before)")
     for i, v in enumerate(s["per_visitor"]):
-        print(f"  visitor {i:2d}: open {v['open_s']:5.1f} s  slider {v['slider_s']}  updated {v['updated']}"
-              + (f"  errors {v['errors']}" if v["errors"] else ""))
+        print(f"  visitor {i:2d}: arrives {v['arrival_s']:5.1f} s  page {_s(v['page_done_s'])}  open {_s(v['open_s'])}  slider {v['slider_s']}  "
+              f"updated {v['updated']}  kernel {v['kernel']}" + (f"  errors {v['errors']}" if v["errors"] else ""))
     emit({"benchmark": "concurrent_visitors", "notebook": args.notebook, "lecture_fast": not args.full,
-          "cpus": os.cpu_count(), "pool_size": args.pool_size, "server_nice": args.server_nice, "moves": args.moves,
+          "cpus": os.cpu_count(), "pool_size": args.pool_size, "preheat": args.preheat, "refill_delay": args.refill_delay, "server_nice": args.server_nice, "moves": args.moves,
+          "arrive_within_s": args.arrive_within, "cache_dir": cache_dir, "cache_entries": entries,
+          "load_average_1min": round(os.getloadavg()[0], 1),
           **s,
-          "all_open_s": round(all_open_s, 2),
+          "first_open_s": round(first_open_s, 2), "all_open_s": round(all_open_s, 2),
+          "server_cpu_s": round(server_cpu, 1),
           "rss_before_mb": round(base_rss / MB), "rss_peak_mb": round(sampler.peak_rss / MB),
           "rss_after_mb": round(after_rss / MB), "kernels_before": base_k, "kernels_peak": sampler.peak_kernels,
           "kernels_after": after_k, "mb_per_visitor_kernel": round(per_kernel / MB)})
+
+
+def _s(seconds: float | None) -> str:
+    return "  never" if seconds is None else f"{seconds:5.1f} s"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of the Voila process and every process it has now (kernels that already
+    exited are not counted: read it while the visitors' kernels still run)."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for p in [root] + root.children(recursive=True):
+        with _ignore_gone():
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ proxies and Voila's kernels, all as psutil sees them:
 - whether closing the tabs shuts the kernels down (Voila's unload beacon, through both proxies).
 
 Prints a table and, last, a JSON object. Usage:
-``.venv/bin/python benchmarks/hub_users.py [--fast] [--moves 5] [--only 01_adaptive_methods]``
-(default: the notebooks' full classroom settings; ``--fast``: LECTURE_FAST=1, as in the tests).
+``.venv/bin/python benchmarks/hub_users.py [--fast] [--moves 5] [--only 01_adaptive_methods] [--cache-dir DIR|off]``
+(default: the notebooks' full classroom settings; ``--fast``: LECTURE_FAST=1, as in the tests; the result
+cache off, the cold case, unless ``--cache-dir`` names a folder; the JSON says which).
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ sys.path.insert(0, str(REPO / "tests"))    # the browser helpers the tests use
 from browser_helpers import (CHROMIUM, PANEL_STATE_JS, SETTLED_JS, SLIDER_HANDLE, launch,  # noqa: E402
                              slider_panels, slider_state, wait_for_dashboard)
 from localhub import running_hub  # noqa: E402
+
+from benchmarks._common import cache_entries  # noqa: E402
 
 MB = 2 ** 20
 
@@ -120,6 +123,9 @@ def main(argv=None) -> None:
     parser.add_argument("--fast", action="store_true", help="LECTURE_FAST=1 (the tests' small settings)")
     parser.add_argument("--moves", type=int, default=5, help="slider moves per dashboard (default 5)")
     parser.add_argument("--only", nargs="*", default=None, help="notebook stems (default: all)")
+    parser.add_argument("--cache-dir", default="off", metavar="DIR|off",
+                        help="the result cache every user's kernels share (the hub's LECTURE_CACHE_DIR): 'off' "
+                             "(default; every kernel computes, the cold case) or a folder `./lecture warm` filled")
     args = parser.parse_args(argv)
     notebooks = sorted(p for p in (REPO / "notebooks").glob("*.ipynb") if not p.name.startswith("."))
     if args.only:
@@ -130,9 +136,11 @@ def main(argv=None) -> None:
 
     name = "student1"
     log = REPO / "benchmarks" / "out" / "hub_users_jupyterhub.log"
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cache_dir = args.cache_dir if args.cache_dir == "off" else str(Path(args.cache_dir).resolve())
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", LECTURE_CACHE_DIR=cache_dir)
     result = {"benchmark": "hub_users", "lecture_fast": args.fast, "cpus": os.cpu_count(),
-              "memory_total_gb": round(psutil.virtual_memory().total / 2 ** 30, 1), "pool_size": 0}
+              "memory_total_gb": round(psutil.virtual_memory().total / 2 ** 30, 1), "pool_size": 0,
+              "cache_dir": cache_dir, "cache_entries": cache_entries(cache_dir)}
     with running_hub(log, fast=args.fast, pool_size=0, env=env) as hub, sync_playwright() as p:
         browser = launch(p)
         try:

@@ -314,11 +314,13 @@ class Trainer:
 # the loop
 # ---------------------------------------------------------------------------------------------
 @accepts(*RELATIONS, steps=Int(1), record_every=Int(1), eval_every=Int(1, optional=True),
-         track=Where(_track_fns, bad=(3, {"x": 3}), optional=True), callback=Function(optional=True), **SPECS)
+         track=Where(_track_fns, bad=(3, {"x": 3}), optional=True), callback=Function(optional=True),
+         report=Function(optional=True), **SPECS)
 def train(model: nn.Module, data: Dataset, loss, optimizer: Transform, steps: int, batch_size: int | None = None,
           seed=0, record_every: int = 1, diverge_above: float | None = 1e6, eval_every: int | None = None,
           track: Mapping[str, TrackFn] | None = None,
-          callback: Callable[[int, nn.Module], None] | None = None) -> Record:
+          callback: Callable[[int, nn.Module], None] | None = None,
+          report: Callable[[int, int, Callable[[], Record]], None] | None = None) -> Record:
     r"""Train all R runs of ``model`` for ``steps`` steps as one computation and return a :class:`Record`.
 
     Arguments (lecture symbols in brackets):
@@ -337,6 +339,10 @@ def train(model: nn.Module, data: Dataset, loss, optimizer: Transform, steps: in
     * ``track``: ``{name: fn(model, params, grads, opt_state) -> (R, ...)}``, recorded in
       ``record.extras[name]`` with shape ``(K, R, ...)``.
     * ``callback``: ``callback(step, model)`` after every update (e.g. norm grafting).
+    * ``report``: ``report(done, steps, so_far)`` after every recorded step (``done`` updates of
+      ``steps``); ``so_far()`` assembles the Record of the rows recorded until now (a panel draws the
+      runs as they train, :class:`lecture_lib.record.Stream`). Assembling copies the rows: call it only
+      to draw. Nothing else changes: the final Record is the same with or without ``report``.
 
     Example::
 
@@ -360,6 +366,9 @@ def train(model: nn.Module, data: Dataset, loss, optimizer: Transform, steps: in
             trainer.step()
         if callback is not None:
             callback(k, model)
+        if report is not None and k % record_every == 0:
+            report(k + 1, steps, lambda: _assemble(trainer, rows, record_steps[:len(rows)], evals,
+                                                   eval_steps[:len(evals)], track, partial=True))
     if eval_every is not None:
         evals.append(trainer.evaluate())
 
@@ -367,7 +376,9 @@ def train(model: nn.Module, data: Dataset, loss, optimizer: Transform, steps: in
                      seed=seed, record_every=record_every, diverge_above=diverge_above, eval_every=eval_every)
 
 
-def _assemble(trainer: Trainer, rows, record_steps, evals, eval_steps, track, **settings) -> Record:
+def _assemble(trainer: Trainer, rows, record_steps, evals, eval_steps, track, partial: bool = False,
+              **settings) -> Record:
+    """The Record of ``rows``; ``partial``: of a run still training (its config says so, ``partial: True``)."""
     names = trainer.names
     steps_arr = np.asarray(record_steps, dtype=np.int64)
     diverged_at = trainer.diverged_at.cpu().numpy().astype(np.int64)
@@ -415,6 +426,7 @@ def _assemble(trainer: Trainer, rows, record_steps, evals, eval_steps, track, **
         "dtype": str(trainer.dtype).replace("torch.", ""),
         "device": str(trainer.device),
         **{k: _plain(v) for k, v in settings.items()},
+        **({"partial": True} if partial else {}),
     }
     return Record(
         steps=steps_arr,

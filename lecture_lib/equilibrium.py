@@ -74,7 +74,7 @@ from ._validate import Int, NonNegative, Positive, Real, Unit, Where, accepts
 
 __all__ = [
     "resummed_lr", "equilibrium_ratio", "equilibrium_angular_step", "equilibrium_turn_angle", "relaxation_steps",
-    "equilibrium_sq_norm", "sq_norm_map", "norm_balance",
+    "equilibrium_sq_norm", "sq_norm_map", "norm_balance", "momentum_growth",
     "late_median", "late_rms", "grad_scale", "equilibrium_check", "angle_to",
 ]
 
@@ -257,6 +257,38 @@ def norm_balance(param_norm, grad_norm, lr, weight_decay, momentum=0.0) -> tuple
     shrink = 2.0 * a * _np(weight_decay) * w2      # weight decay pulls w inward
     growth = a ** 2 * g2                            # the orthogonal gradient pushes it outward (Pythagoras)
     return shrink, growth
+
+
+def _same_shape_history(arguments) -> None:
+    a, b = _numbers("grad_sq", arguments["grad_sq"]), _numbers("grad_dot_history", arguments["grad_dot_history"])
+    if a.shape != b.shape:
+        raise ValueError(f"grad_sq and grad_dot_history must have the same shape (K, R), got {a.shape} and {b.shape}")
+
+
+@accepts(_same_shape_history, grad_sq=RECORDED, grad_dot_history=RECORDED, lr=Positive(**PER_RUN),
+         momentum=Unit(**PER_RUN))
+def momentum_growth(grad_sq, grad_dot_history, lr, momentum=0.0):
+    r"""Per-step growth of :math:`\lVert w\rVert^2` from the gradients when successive gradients are *correlated*.
+
+    ``grad_sq`` is the recorded :math:`\lVert g_t\rVert^2` and ``grad_dot_history`` the recorded
+    :math:`g_t\cdot u_{t-1}`, where :math:`u_{t-1} = \sum_{s\ge1}\rho^{s-1} g_{t-s}` is the moving sum of
+    the previous loss gradients (both ``(K, R)``). Returns
+
+    .. math:: \alpha'^2\big(\lVert g_t\rVert^2 + 2\rho\, g_t\cdot u_{t-1}\big), \qquad \alpha' = \alpha/(1-\rho).
+
+    Why: over many steps the buffer applies gradient :math:`g_i` with weight :math:`\alpha(1-\rho^{m-i})/(1-\rho)` by
+    step :math:`m`, so :math:`w_m = w_0 - \sum_{i<m}\alpha'(1-\rho^{m-i}) g_i` (decay aside). As :math:`g_m\perp w_m`,
+    :math:`w_0\cdot g_m = \sum_{i<m}\alpha'(1-\rho^{m-i})\, g_i\cdot g_m`; expanding
+    :math:`\lVert w_0 - \alpha'\sum_m g_m\rVert^2` the cross terms :math:`g_i\cdot g_m` cancel except for their
+    :math:`\rho^{m-i}` parts, which leave :math:`\alpha'^2 (\lVert g_m\rVert^2 + 2\sum_{i<m}\rho^{m-i} g_i\cdot g_m)` per
+    step. With uncorrelated gradients (:math:`E\,g_t\cdot u_{t-1} = 0`) it is the growth of :func:`norm_balance`;
+    without momentum it is :math:`\alpha^2\lVert g\rVert^2` whatever the correlation (Pythagoras). Measured on the
+    BN network (three hidden layers of 32, batch 32; α = 0.1, λ = 5e-3 and α = 0.05, λ = 1e-2, ρ = 0.9; 30% wrong
+    labels; last 300 of 600 steps; seeds 0-4): successive gradients anti-correlate, the uncorrelated growth overshoots
+    the decay's shrink by 5-20% on every layer and this one matches it to 0.96-1.065 (tests/test_equilibrium.py).
+    """
+    a = _np(resummed_lr(lr, momentum))
+    return a ** 2 * (_np(grad_sq) + 2.0 * _np(momentum) * _np(grad_dot_history))
 
 
 # ------------------------------------------------------------------ measurements on a training record

@@ -67,8 +67,9 @@ LABELS = {"sgd": "SGD", "adam": "Adam", "kfac-f": "K-FAC-F", "kfac-g": "K-FAC-G"
 
 
 # ============================================================================ declarations
-def sequence_of(spec: Spec, bad: tuple) -> Where:
-    """Declares a non-empty sequence whose entries ``name[i]`` each satisfy ``spec`` (passed on as a tuple)."""
+def sequence_of(spec: Spec, bad: tuple, optional: bool = False) -> Where:
+    """Declares a non-empty sequence whose entries ``name[i]`` each satisfy ``spec`` (passed on as a tuple);
+    ``optional``: None is accepted too."""
 
     def rule(name, values):
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
@@ -78,7 +79,7 @@ def sequence_of(spec: Spec, bad: tuple) -> Where:
             raise ValueError(f"{name} must not be empty")
         return tuple(spec.check(f"{name}[{i}]", v, {}) for i, v in enumerate(values))
 
-    return Where(rule, bad=bad)
+    return Where(rule, bad=bad, optional=optional)
 
 
 BATCH = Inputs()

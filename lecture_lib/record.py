@@ -6,6 +6,8 @@ never diverged). Figure builders draw each run only up to its divergence step.
 """
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,3 +76,44 @@ def smooth(values, window: int = 5) -> np.ndarray:
     num = np.apply_along_axis(lambda col: np.convolve(col, kernel, "valid"), 0, np.pad(v, pad))
     den = np.convolve(np.pad(np.ones(v.shape[0]), pad[0]), kernel, "valid")
     return num / den.reshape(-1, *([1] * (v.ndim - 1)))
+
+
+class Stream:
+    """Partial results of a long experiment, for a panel that draws the runs as they train.
+
+    ``progress`` is the experiment's ``progress`` argument: ``progress(fraction)``, or
+    ``progress(fraction, partial)`` with ``partial`` a result of the experiment's own type whose
+    curves stop at the steps trained so far (``None``: nothing is reported, nothing costs).
+    :meth:`stage` makes the ``report`` argument of :func:`lecture_lib.engine.train` for one training
+    of the experiment::
+
+        stream = Stream(progress)
+        rec = train(..., report=stream.stage(lambda rec: OutputLayerResult(lr, rec, rates(rec)), 0.0, 1.0))
+
+    A partial result is made (``make(record_so_far)``) as soon as two rows are recorded, then at most
+    every ``interval`` seconds, and so that reporting (assembling the record and the result, and whatever
+    ``progress`` does with it: a panel draws it) takes at most a ``1 / (1 + spacing)`` share of the time;
+    ``fraction`` goes from ``start`` to ``end`` over the stage.
+    """
+
+    def __init__(self, progress: Callable[..., None] | None, interval: float = 0.1, spacing: float = 4.0):
+        self.progress, self.interval, self.spacing = progress, interval, spacing
+        self._next = 0.0                  # monotonic time after which the next partial result may be made
+
+    def stage(self, make: Callable[[Record], Any] | None, start: float = 0.0, end: float = 1.0):
+        """The ``report(done, steps, so_far)`` of one training: fraction from ``start`` to ``end``, partial
+        results ``make(record_so_far)`` (``make=None``: the fraction only); ``None`` without ``progress``."""
+        if self.progress is None:
+            return None
+
+        def report(done: int, steps: int, so_far: Callable[[], Record]) -> None:
+            fraction = start + (end - start) * done / steps
+            now = time.monotonic()
+            if make is None or now < self._next or done < 2 or done >= steps:
+                self.progress(fraction)    # the final result follows at once after the last step
+                return
+            self.progress(fraction, make(so_far()))
+            done_at = time.monotonic()
+            self._next = done_at + max(self.interval, self.spacing * (done_at - now))
+
+        return report

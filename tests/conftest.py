@@ -142,3 +142,14 @@ def digits64():
     from lecture_lib import data
 
     return data.digits(dtype=torch.float64)
+
+
+@pytest.fixture
+def page(monkeypatch):
+    """A fresh page for each test (panels number from 1), outside Voila unless a test says otherwise."""
+    from lecture_lib.viz import url_state
+    for name in ("VOILA_PREHEAT", "VOILA_KERNEL_ID", "QUERY_STRING"):
+        monkeypatch.delenv(name, raising=False)
+    fresh = url_state.PageState()
+    monkeypatch.setattr(url_state, "PAGE", fresh)
+    return fresh

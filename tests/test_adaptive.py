@@ -218,6 +218,22 @@ def test_sgd_l2_equals_weight_decay_only_without_momentum(rho):
     assert np.linalg.norm(r.ridge["λ"] - r.ridge["(1−ρ)λ"]) > 0.1
 
 
+def test_sgd_identity_family_member_is_the_single_momentum_computation():
+    # the panel's scrubbed family: every ρ (and the ρ = 0 reference) in one batched run per chain
+    momenta = (0.0, 0.5, 0.9)
+    family = X.sgd_decay_identities(lr=0.05, weight_decay=0.3, momentum=momenta, steps=200)
+    assert [m.momentum for m in family] == list(momenta)
+    for member, rho in zip(family, momenta):
+        one = X.sgd_decay_identity(lr=0.05, weight_decay=0.3, momentum=rho, steps=200)
+        assert member.paths.keys() == one.paths.keys()
+        for r in one.paths:
+            for name in ("SGD + L2", "SGDW"):
+                np.testing.assert_allclose(member.paths[r][name], one.paths[r][name], rtol=1e-12, atol=1e-14)
+        for key in one.ridge:
+            np.testing.assert_allclose(member.ridge[key], one.ridge[key], rtol=1e-12, atol=1e-14)
+    assert family[0].gap(0.0).max() < 1e-14 < family[2].gap(0.9).max()
+
+
 def test_full_batch_grad_is_the_gradient_of_the_loss():
     p = A.regression_problem(seed=3)
     w = torch.tensor([[0.3, -1.2]], dtype=F64, requires_grad=True)
@@ -245,6 +261,27 @@ def test_adamw_settles_where_the_preconditioned_penalty_predicts(sweep):
     assert err.max() < 0.05, err
     # ...and that is far from the ridge solution at strong decay
     assert np.linalg.norm(sweep.final["adamw"][-1] - sweep.ridge[-1]) > 0.5
+
+
+def test_decay_family_member_is_the_single_weight_decay_computation():
+    # the panel's scrubbed family: every λ of the grid trained together; member p = decay_comparison at λ_p
+    grid = (0.0, 0.01, 0.1, 0.3, 1.0)
+    family = X.decay_comparisons(lr=0.05, weight_decay=grid, steps=120, batch_size=8, lr_sgd=0.2)
+    assert [m.weight_decay for m in family] == list(grid)
+    for p in (0, 2, 4):
+        one = X.decay_comparison(lr=0.05, weight_decay=grid[p], steps=120, batch_size=8, lr_sgd=0.2, grid=grid)
+        a, b = family[p].sweep, one.sweep
+        np.testing.assert_array_equal(a.weight_decays, b.weight_decays)
+        for name in X.DECAY_OPTIMIZERS:
+            np.testing.assert_allclose(a.paths[name], b.paths[name], rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(a.final[name], b.final[name], rtol=1e-12, atol=1e-14)
+            np.testing.assert_array_equal(a.diverged_at[name], b.diverged_at[name])
+        for name in ("Adam + L2", "AdamW"):
+            np.testing.assert_allclose(a.decoupled_prediction[name], b.decoupled_prediction[name], rtol=1e-12,
+                                       atol=1e-14)
+        np.testing.assert_allclose(a.ridge, b.ridge, rtol=1e-12, atol=1e-14)
+    # the members differ where they should: the chosen λ's path
+    assert np.abs(family[0].sweep.paths["AdamW"][:, -1] - family[4].sweep.paths["AdamW"][:, -1]).max() > 0.1
 
 
 def test_preconditioned_ridge_with_identity_is_ridge():
@@ -350,6 +387,7 @@ def _all_finite(fig) -> bool:
     for trace in fig.data:
         for key in ("x", "y"):
             values = getattr(trace, key, None)
+            values = None if values is None else [v for v in values if v is not None]   # None: a gap in a line
             if values is not None and len(values) and not np.isfinite(np.asarray(values, dtype=float)).all():
                 return False
     return True
@@ -389,6 +427,32 @@ def test_fisher_and_decay_figures_have_stable_trace_counts():
     d2 = P.decay_figure(X.decay_comparison(lr=0.1, weight_decay=0.001, steps=40))
     assert len(d1.data) == len(d2.data) and _all_finite(d2)
     assert [t.name for t in d1.data] == [t.name for t in d2.data] and _unique_names(d1)
+    # the figure is drawn on a cached canvas: drawing another result leaves the first figure's layout alone
+    assert d1.layout.to_plotly_json() == d2.layout.to_plotly_json() and d1.data[0].name == "contours of J"
+    assert d1.data[0].x == d2.data[0].x and d1.data[0].y == d2.data[0].y      # not sent again on a move
+
+
+def _level_values(trace, loss) -> np.ndarray:
+    """``loss`` at each point of a contour trace, one row per ellipse (the trace's ``None`` gaps split them)."""
+    x = np.array([np.nan if v is None else v for v in trace.x])
+    y = np.array([np.nan if v is None else v for v in trace.y])
+    pieces = np.split(np.stack([x, y], axis=1), np.flatnonzero(np.isnan(x)))
+    return np.stack([loss(torch.as_tensor(p[~np.isnan(p[:, 0])])).numpy() for p in pieces])
+
+
+def test_contour_lines_are_level_sets_of_the_loss():
+    from lecture_lib.viz import adaptive_panels as P
+    for angle in (0.0, 35.0):
+        result = X.trajectories(angle=angle, steps=5)
+        fig = P.trajectory_figure(result)
+        levels = _level_values(fig.data[0], result.quadratic.loss)
+        np.testing.assert_allclose(levels, np.broadcast_to(np.array(P.TRAJECTORY_LEVELS)[:, None], levels.shape),
+                                   rtol=1e-10)
+    result = X.decay_comparison(lr=0.02, weight_decay=0.3, steps=10)
+    problem = result.problem
+    levels = _level_values(P.decay_figure(result).data[0],
+                           lambda w: problem.loss(w) - problem.loss(problem.least_squares))
+    np.testing.assert_allclose(levels, np.broadcast_to(np.array(P.DECAY_LEVELS)[:, None], levels.shape), rtol=1e-8)
 
 
 def test_grafting_figures_name_every_trace_once(small_digits):

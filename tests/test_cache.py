@@ -188,7 +188,7 @@ def test_warm_fills_the_cache_from_a_notebook(tmp_path, kernel_name):
     assert result.returncode == 0, result.stderr
     assert f"[1/1] {notebook.name}: done" in result.stderr
     functions = {json.loads((e / "metadata.json").read_text())["input_args"]["function"] for e in entries(folder)}
-    assert {"'lecture_lib.experiments.kronecker.spectrum_demo'",
+    assert {"'lecture_lib.experiments.kronecker.spectrum_family'",
             "'lecture_lib.experiments.kronecker.kfac_checkpoint'"} <= functions
 
 

@@ -21,8 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,7 +30,7 @@ from browser_helpers import (PANEL_STATE_JS, new_page, slider_panels, slider_sta
                              wait_until_settled)
 from conftest import ARTIFACTS, NOTEBOOKS_DIR, REPO
 from voila_app.jupyter_extension import BUNDLE_ROUTE, JUPYTER_ARGS
-from voila_app.server import fast_env, free_port
+from voila_app.server import fast_env, free_port, wait_until_answers
 
 pytestmark = pytest.mark.browser
 
@@ -88,16 +86,7 @@ class JupyterProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter {self.front} exited with code {self.proc.returncode}; log:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/status?token={TOKEN}", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"jupyter {self.front} did not answer within {timeout} s; log:\n{self.log()}")
+        wait_until_answers(self.proc, f"{self.url}/api/status?token={TOKEN}", f"jupyter {self.front}", self.log, timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -86,6 +86,50 @@ def test_descent_is_slow_on_uncentered_features():
     assert final["centered"] < 1e-10 < final["uncentered"]
 
 
+def test_outlier_family_member_is_the_single_mean_computation():
+    # the panel's scrubbed family: every A_μ from one expansion and one batched eigendecomposition
+    norms = (0.0, 1.0, 2.5, 6.0)
+    family = experiments.outlier_family("gaussian", norms, dim=8, samples=3000)
+    for member, mean_norm in zip(family, norms):
+        one = experiments.outlier_experiment("gaussian", mean_norm, dim=8, samples=3000)
+        torch.testing.assert_close(member.eigenvalues, one.eigenvalues, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(member.mean, one.mean, rtol=1e-12, atol=1e-14)
+        assert member.variance == pytest.approx(one.variance, rel=1e-12)
+        assert member.predicted == pytest.approx(one.predicted, rel=1e-12)
+        assert member.alignment == pytest.approx(one.alignment, rel=1e-10)
+        if mean_norm > 0:                    # the outlier stands apart: its eigenvector is defined up to sign
+            torch.testing.assert_close(member.top_vector.abs(), one.top_vector.abs(), rtol=1e-10, atol=1e-12)
+    assert float(family[-1].eigenvalues[0]) == pytest.approx(37.0, rel=0.05)          # ‖m‖² + 1
+    # hidden units do not read ‖m‖: one spectrum for every position
+    units = experiments.outlier_family("tanh", norms, dim=8, samples=3000)
+    torch.testing.assert_close(units[-1].eigenvalues, experiments.outlier_experiment("tanh", 0.0, 8, 3000).eigenvalues)
+
+
+@pytest.mark.parametrize("cond", [1.0, 10.0])
+def test_descent_family_member_is_the_single_mean_computation(cond):
+    # the panel's scrubbed family: every ‖m‖ (and all three parameterizations) trained as one batched run;
+    # member p is descent_experiment at ‖m‖ = mean_norm[p], up to float64 rounding
+    norms = (0.0, 1.5, 4.0)
+    family = experiments.descent_family(norms, cond=cond, dim=6, steps=60, n=128)
+    assert len(family) == len(norms)
+    for member, mean_norm in zip(family, norms):
+        one = experiments.descent_experiment(mean_norm=mean_norm, cond=cond, dim=6, steps=60, n=128)
+        assert member.labels == one.labels
+        for a, b in zip(member.records, one.records):
+            np.testing.assert_array_equal(a.steps, b.steps)
+            np.testing.assert_allclose(a.loss, b.loss, rtol=1e-12, atol=1e-15)
+            np.testing.assert_array_equal(a.diverged_at, b.diverged_at)
+        for name in ("excess_loss", "hessian_eigenvalues"):
+            for a, b in zip(getattr(member, name), getattr(one, name)):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(member.condition_numbers, one.condition_numbers, rtol=1e-10)
+        np.testing.assert_allclose(member.lrs, one.lrs, rtol=1e-12)
+        np.testing.assert_allclose(member.predicted_outlier, one.predicted_outlier, rtol=1e-12)  # nan unless Σ = I
+    # the members differ where they should: the uncentered run's outlier grows with ‖m‖, the centered one's does not
+    top = [[float(ev[0]) for ev in m.hessian_eigenvalues] for m in family]
+    assert top[0][0] < top[1][0] < top[2][0] and top[2][0] > 10 * top[2][1]
+
+
 # ---------------------------------------------------------------- 2. ICS Conditioning Hypothesis
 
 def test_conditioning_report_outliers_match_nu_lambda_s():

@@ -33,6 +33,43 @@ def test_kronecker_eigenvalues_eigenvectors_and_inverse(n, m, ca, cb):
     assert np.allclose(np.sort(np.outer(s.factor_a, s.factor_b).ravel())[::-1], s.products, rtol=1e-14)
 
 
+def test_random_spd_stack_is_one_matrix_per_condition_number():
+    conds = (1.0, 7.0, 1e4)
+    stack = K.random_spd(5, conds, seed=3, scale=2.0)
+    assert stack.shape == (3, 5, 5)
+    for p, cond in enumerate(conds):
+        torch.testing.assert_close(stack[p], K.random_spd(5, cond, seed=3, scale=2.0), rtol=1e-14, atol=1e-15)
+    assert K.random_spd(1, conds).shape == (3, 1, 1)
+
+
+def test_spectrum_family_member_is_the_single_spectrum_at_that_condition_number():
+    """The scrubbed spectrum panel: 13 values of cond(A), one vectorised computation (batched eigh, eigvalsh, inv);
+    member p equals spectrum_demo at cond_a[p] to float64 rounding."""
+    from lecture_lib.viz.kronecker_panels import SPECTRUM_CONDS
+    family = X.spectrum_family(6, 4, SPECTRUM_CONDS, 100.0, seed=0)
+    assert len(family) == 13
+    for p, cond in enumerate(SPECTRUM_CONDS):
+        one, member = X.spectrum_demo(6, 4, cond, 100.0, seed=0), family[p]
+        for field in ("factor_a", "factor_b", "explicit", "products"):
+            np.testing.assert_allclose(getattr(member, field), getattr(one, field), rtol=1e-12)
+        assert member.condition_number == pytest.approx(one.condition_number, rel=1e-10)
+        assert member.condition_number == pytest.approx(cond * 100.0, rel=1e-8)      # cond(A ⊗ B) = cond(A)·cond(B)
+        assert max(member.eigenvalue_error, member.eigenvector_residual) < 1e-13
+        assert member.inverse_error < 1e-10
+
+
+def test_kron_spectra_pairs_two_stacks_and_rejects_unequal_counts():
+    A, B = K.random_spd(3, (2.0, 50.0), seed=0), K.random_spd(2, (3.0, 5.0), seed=1)
+    pair = K.kron_spectra(A, B)
+    for p in range(2):
+        one = K.kron_spectrum(A[p], B[p])
+        np.testing.assert_allclose(pair[p].explicit, one.explicit, rtol=1e-12)
+    with pytest.raises(ValueError, match="B must be one matrix or a stack of as many as A"):
+        K.kron_spectra(A, K.random_spd(2, (3.0, 5.0, 7.0), seed=1))
+    with pytest.raises(ValueError, match="positive definite"):
+        K.kron_spectra(A, -B)
+
+
 def test_kron_spectrum_is_not_fooled_by_non_kronecker_matrices():
     """A sanity check of the checker: the sum of two Kronecker products has different eigenvalues."""
     A, B = K.random_spd(3, 10.0, 0), K.random_spd(2, 10.0, 1)

@@ -168,6 +168,69 @@ def test_late_effective_learning_rates_collapse_onto_an_independent_asymptote(to
     assert eff[-1, 0] / late < 0.8                                  # not yet asymptotic: ‖w0‖ still counts
 
 
+@pytest.mark.parametrize("model,steps,rtol", [("toy", 300, 1e-12), ("bn", 40, 1e-6)])
+def test_growth_family_member_is_the_growth_run_of_that_learning_rate(model, steps, rtol):
+    """The growth panel's family: 13 α trained as one batched run (and their probes as another). Member p equals
+    growth() at α_p alone: the same run, the same independent probe, the same prediction (float64 toy model to
+    rounding; the float32 BN network measured bit-identical, asserted to 1e-6)."""
+    from lecture_lib.viz.implicit_panels import GROWTH_LRS
+    family = experiment.growth_family(model, GROWTH_LRS, steps=steps)
+    assert [g.lr for g in family] == list(GROWTH_LRS)
+    for p in (0, 6, 12):
+        alone, member = experiment.growth(model, GROWTH_LRS[p], steps=steps), family[p]
+        assert member.names == alone.names
+        for n in alone.names:
+            np.testing.assert_allclose(member.record.param_norm[n], alone.record.param_norm[n], rtol=rtol)
+            np.testing.assert_allclose(member.predicted[n], alone.predicted[n], rtol=rtol)
+            assert member.G[n] == pytest.approx(alone.G[n], rel=rtol)
+            # the prediction's G is the probe's (another seed), not the plotted run's
+            assert member.G[n] == pytest.approx(experiment._rms(si.direction_grad_norm(member.probe, n)[:, 0]))
+            assert not np.allclose(member.probe.param_norm[n], member.record.param_norm[n])
+
+
+def test_growth_panel_figures_name_the_same_traces_at_every_position():
+    from lecture_lib.viz import implicit_panels as panels
+    for model in ("toy", "bn"):
+        figs = [panels.growth_figure(g) for g in experiment.growth_family(model, (0.01, 1.0, 10.0), steps=30)]
+        names = [t.name for t in figs[0].data]
+        assert len(set(names)) == len(names) and all([t.name for t in f.data] == names for f in figs)
+        for f in figs:
+            assert all(np.isfinite(np.asarray(t.y, dtype=float)).all() for t in f.data)
+
+
+def test_collapse_family_member_is_the_run_of_that_learning_rate_alone():
+    """The scrubbed panel's family: all 13 α trained as ONE batched run. Member p equals the sweep of α_p alone
+    (same w0, same minibatches, same independent probe) to float64 rounding, so batching couples nothing."""
+    sweep = experiment.collapse(experiment.COLLAPSE_LRS, steps=200, init_norm=2.0)
+    assert len(sweep.positions()) == 13 and sweep.record.loss.shape == (200, 13)
+    for p in (0, 6, 12):
+        alone = experiment.collapse([sweep.lr[p]], steps=200, init_norm=2.0, probe_lr=sweep.probe_lr)
+        member = sweep.at(p)
+        assert member.lr == alone.at(0).lr
+        np.testing.assert_allclose(member.effective_lr, alone.at(0).effective_lr, rtol=1e-12)
+        np.testing.assert_allclose(sweep.record.loss[:, p], alone.record.loss[:, 0], rtol=1e-12)
+        np.testing.assert_allclose(sweep.ratio[p], alone.ratio[0], rtol=1e-12)
+        np.testing.assert_allclose(sweep.k_over_k0[p], alone.k_over_k0[0], rtol=1e-12)
+        np.testing.assert_array_equal(sweep.asymptote, alone.asymptote)   # the probe's: not the plotted runs'
+    assert sweep.probe_lr == pytest.approx(np.sqrt(0.01 * 10.0))
+    assert not np.allclose(sweep.probe.loss[:, 0], sweep.record.loss[:, 6])   # another seed, not the middle run
+    np.testing.assert_allclose(sweep.record.param_norm["w"][0], 2.0, rtol=1e-12)
+
+
+def test_collapse_panel_figures_name_the_same_traces_at_every_position():
+    from lecture_lib.viz import implicit_panels as panels
+    sweep = experiment.collapse(experiment.COLLAPSE_LRS, steps=60)
+    figs = [panels.collapse_figure(p) for p in sweep.positions()]
+    names = [t.name for t in figs[0].data]
+    assert len(set(names)) == len(names)
+    assert all([t.name for t in f.data] == names for f in figs)
+    assert np.array_equal(figs[0].data[0].y, figs[12].data[0].y)      # the band: every α, the same everywhere
+    assert not np.array_equal(figs[0].data[2].y, figs[12].data[2].y)  # the α on the slider
+    for f in figs:
+        for t in f.data:
+            assert np.isfinite(np.asarray(t.y, dtype=float)).all()
+
+
 # ------------------------------------------------------------------ remedies
 def test_unit_norm_projection_gives_effective_lr_alpha_exactly():
     lr = torch.tensor([0.03, 0.3, 3.0], dtype=F64)
@@ -271,9 +334,9 @@ def test_section_experiments_report_what_their_panels_draw():
     assert g.residual["w"] < 1e-12                                   # Pythagoras at every step (float64)
     assert abs(g.end_ratio("w") - 1) < 0.05                          # the predicted √ law, G from another run
     np.testing.assert_allclose(g.ratio["w"], g.record.param_norm["w"][:, 0] ** 2 / g.predicted["w"])
-    c = experiment.collapse(0.01, 3, steps=400)
+    c = experiment.collapse(0.01 * np.logspace(0, 3, 5), steps=400)
     assert c.spread_end < 10.0
-    assert abs(c.ratio[2] - 1) < 0.05 and c.k_over_k0[2] > 100      # α = 0.1: far past k0, on the asymptote
+    assert abs(c.ratio[2] - 1) < 0.05 and c.k_over_k0[2] > 100      # α = 0.32: far past k0, on the asymptote
     o = experiment.optimizers(steps=10)
     assert o.early_spread("kfac") < o.early_spread("adam") < o.early_spread("sgd")
     r = experiment.remedies(chosen=("none", "unit_norm"), lr_unit=0.03, steps=20)

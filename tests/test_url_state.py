@@ -14,15 +14,6 @@ from lecture_lib.viz import figures, panels, url_state
 from test_viz import Counter, loss_figure, make_panel, make_record
 
 
-@pytest.fixture
-def page(monkeypatch):
-    """A fresh page for each test (panels number from 1), outside Voila unless a test says otherwise."""
-    for name in ("VOILA_PREHEAT", "VOILA_KERNEL_ID", "QUERY_STRING"):
-        monkeypatch.delenv(name, raising=False)
-    fresh = url_state.PageState()
-    monkeypatch.setattr(url_state, "PAGE", fresh)
-    return fresh
-
 
 def test_parse_query_reads_present_panel_and_per_panel_values():
     q = url_state.parse_query("?present=1&panel=3&p3.lr=0.4&p3.weight_decay=5e-3&p10.curv=SGD%20(a)&x=1&panel=0")
@@ -52,6 +43,18 @@ def test_encode_decode_round_trip_every_control_kind():
         url_state.decode_value(controls[1], "nan!")
     with pytest.raises(ValueError, match="outside"):
         url_state.decode_value(controls[1], "nan")
+
+
+def test_scrub_positions_round_trip_and_name_the_positions_when_wrong():
+    values = (1.3e-4, 2e-3, 0.005, 4)
+    for i in range(len(values)):
+        assert url_state.decode_position(values, url_state.encode_position(values, i)) == i
+    assert url_state.encode_position(values, 1) == "0.002"
+    assert url_state.decode_position(values, "2e-3") == 1 and url_state.decode_position(values, "4.0") == 3
+    with pytest.raises(ValueError, match="not one of the positions 0.00013, 0.002, 0.005, 4"):
+        url_state.decode_position(values, "0.003")
+    with pytest.raises(ValueError, match="not one of the positions"):
+        url_state.decode_position(values, "big")
 
 
 def test_link_lists_only_changed_controls_and_state_publishes_it(page):

@@ -72,6 +72,8 @@ def test_config_defaults_are_classroom_safe():
     assert c.VoilaConfiguration.preheat_kernel is True and c.VoilaConfiguration.default_pool_size == 1
     assert c.MappingKernelManager.cull_idle_timeout == 1800 and c.MappingKernelManager.cull_connected is True
     assert "@jupyter-widgets/jupyterlab-manager" in c.VoilaConfiguration.extension_allowlist
+    # a second copy of plotly.js (4.7 MB, for static plotly outputs no dashboard has) is not sent to every page
+    assert "jupyterlab-plotly" not in c.VoilaConfiguration.extension_allowlist
     assert config.build_config(pool_size=0).VoilaConfiguration.preheat_kernel is False
     with pytest.raises(ValueError):
         config.build_config(pool_size=-1)
@@ -94,6 +96,29 @@ def test_launcher_arguments():
     assert (args.port, args.fast, args.pool_size, args.ip) == (9000, True, 0, "127.0.0.1")
 
 
+def test_preheat_gives_one_dashboard_a_pool_of_its_own():
+    """``--preheat 01_x.ipynb=30``: the dashboard a class opens at once gets 30 pre-heated kernels, the
+    others keep ``--pool-size``; pre-heating is on even with ``--pool-size 0``."""
+    from voila_app.__main__ import parse_args, preheat_sizes
+
+    sizes = preheat_sizes(parse_args(["--preheat", "01_x.ipynb=30", "--preheat", "02_y.ipynb=0"]).preheat)
+    assert sizes == {"01_x.ipynb": 30, "02_y.ipynb": 0}
+    c = config.build_config(pool_size=0, preheat=sizes)
+    assert c.VoilaConfiguration.preheat_kernel is True
+    assert c.VoilaKernelManager.kernel_pools_config == {"default": {"pool_size": 0}, "01_x.ipynb": {"pool_size": 30},
+                                                        "02_y.ipynb": {"pool_size": 0}}
+    assert "kernel_pools_config" not in config.build_config(pool_size=1).VoilaKernelManager
+    # taken pre-heated kernels are replaced after --refill-delay seconds (Voila's fill_delay, default 1)
+    assert config.build_config().VoilaKernelManager.fill_delay == 1.0
+    assert config.build_config(refill_delay=120).VoilaKernelManager.fill_delay == 120.0
+    assert parse_args(["--refill-delay", "90"]).refill_delay == 90.0
+    with pytest.raises(ValueError, match="refill_delay"):
+        config.build_config(refill_delay=-1)
+    for bad in (["01_x.ipynb"], ["01_x=3"], ["01_x.ipynb=-1"], ["01_x.ipynb=many"]):
+        with pytest.raises(ValueError, match="NOTEBOOK.ipynb=N"):
+            preheat_sizes(bad)
+
+
 def test_kernels_build_figures_that_load_plotly_from_the_app():
     """The viz layer has no Voila code: the app names its FigureWidget class in the kernels' environment."""
     env = config.kernel_environment({"PYTHONPATH": "/elsewhere"})
@@ -103,4 +128,4 @@ def test_kernels_build_figures_that_load_plotly_from_the_app():
 
     esm = SharedBundleFigureWidget._esm
     assert 'new URL("static/widgetbundle.js", new URL(voila, here))' in esm            # Voila's /voila/static/
-    assert 'new URL("lecture/static/widgetbundle.js", new URL(base, here))' in esm     # voila_app.jupyter_extension
+    assert 'new URL("lecture-static/widgetbundle.js", new URL(base, here))' in esm     # voila_app.jupyter_extension

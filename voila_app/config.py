@@ -14,11 +14,15 @@ Every choice here is one a classroom deployment needs:
   asks for another address (``--ip 0.0.0.0`` to serve a room, behind a proxy);
 - pre-heated kernels (``preheat_kernel``, ``default_pool_size``): Voila keeps
   ``pool_size`` kernels per notebook that have already executed it, so a
-  visitor sees a drawn dashboard at once; the pool refills in the background;
+  visitor sees a drawn dashboard at once; the pool refills in the background,
+  ``refill_delay`` seconds after a kernel is taken; ``preheat`` gives one notebook
+  (the one a class opens at once) a pool of its own size;
 - the kernel websocket: Voila forwards only widget (comm) and kernel-info messages
   from a page to its kernel, so a visitor cannot execute code; ``LectureVoila`` also
   drops kernel ``error`` and ``stderr`` messages on their way to the page (they carry
   tracebacks with lines of the hidden code) and logs one line for each instead;
+- static files go out gzip-compressed (Voila's and the extensions' JavaScript, about 3 MB
+  uncompressed; not the pages, which hold kernel ids: see ``StaticFilesGZip``);
 - plotly's 5 MB figure front end goes out gzip-compressed, with an ETag
   (``voila_app.bundle``): it must arrive within anywidget's 2 seconds; the kernels build
   figures that import it by URL, once per page (:func:`kernel_environment`,
@@ -39,9 +43,13 @@ from . import landing
 
 # The only JupyterLab extensions the dashboards need. Voila loads every installed
 # one by default, and a lab-only extension (nbgrader, notebook) fails in the
-# Voila page with module-federation errors.
-FRONTEND_EXTENSIONS = ["@voila-dashboards/widgets-manager8", "@voila-dashboards/widgets-manager7",
-                       "@jupyter-widgets/jupyterlab-manager", "anywidget", "jupyterlab-plotly",
+# Voila page with module-federation errors. Not jupyterlab-plotly: it renders static
+# plotly outputs, which no dashboard has (every figure is a FigureWidget, drawn by the
+# widgetbundle.js the page imports once), and its front end is a second copy of plotly.js
+# that every page downloaded (4.7 MB, uncompressed) while opening (docs/performance.md,
+# "Opening a dashboard"); the export buttons use the window.Plotly that widgetbundle.js sets.
+# Not widgets-manager7 either: the kernels run ipywidgets 8.
+FRONTEND_EXTENSIONS = ["@voila-dashboards/widgets-manager8", "@jupyter-widgets/jupyterlab-manager", "anywidget",
                        "jupyterlab_pygments"]
 
 APP_DIR = Path(__file__).resolve().parent
@@ -49,14 +57,29 @@ REPO_DIR = APP_DIR.parent
 NOTEBOOKS_DIR = REPO_DIR / "notebooks"
 DATA_DIR = APP_DIR / "share" / "jupyter"   # holds voila/templates/lecture
 TEMPLATE = "lecture"
+# URL parts of the static files LectureVoila sends gzip-compressed
+STATIC_PARTS = ("/voila/static/", "/voila/labextensions/", "/voila/templates/")
 
 
 def build_config(ip: str = "127.0.0.1", port: int = 8866, pool_size: int = 1,
                  cull_idle_timeout: int = 1800, cull_interval: int = 60,
-                 open_browser: bool = False) -> Config:
-    """The traitlets ``Config`` the app runs with (see the module docstring)."""
+                 open_browser: bool = False, preheat: dict[str, int] | None = None,
+                 refill_delay: float = 1.0) -> Config:
+    """The traitlets ``Config`` the app runs with (see the module docstring).
+
+    ``preheat`` maps a notebook's file name to the pool size it gets instead of ``pool_size``: the
+    dashboard a whole class opens at the start of a lecture (``--preheat 01_adaptive_methods.ipynb=30``).
+    ``refill_delay``: seconds before Voila replaces a pre-heated kernel a visitor took (Voila's own
+    default is 1 s); a class taking 30 at once otherwise starts 30 replacements while it opens.
+    """
+    preheat = dict(preheat or {})
     if pool_size < 0:
         raise ValueError(f"pool_size must be >= 0, got {pool_size}")
+    if refill_delay < 0:
+        raise ValueError(f"refill_delay must be >= 0, got {refill_delay}")
+    for name, size in preheat.items():
+        if not name.endswith(".ipynb") or size < 0:
+            raise ValueError(f"preheat needs NOTEBOOK.ipynb=N with N >= 0, got {name}={size}")
     if cull_idle_timeout < 0 or cull_interval <= 0:
         raise ValueError("cull_idle_timeout must be >= 0 and cull_interval > 0")
     c = Config()
@@ -73,8 +96,12 @@ def build_config(ip: str = "127.0.0.1", port: int = 8866, pool_size: int = 1,
     c.VoilaConfiguration.allow_theme_override = "NO"
     c.VoilaConfiguration.extension_allowlist = FRONTEND_EXTENSIONS
     c.VoilaConfiguration.page_config_hook = landing.page_config_hook
-    c.VoilaConfiguration.preheat_kernel = pool_size > 0
+    c.VoilaConfiguration.preheat_kernel = pool_size > 0 or any(preheat.values())
     c.VoilaConfiguration.default_pool_size = pool_size
+    c.VoilaKernelManager.fill_delay = float(refill_delay)
+    if preheat:
+        c.VoilaKernelManager.kernel_pools_config = {"default": {"pool_size": pool_size},
+                                                    **{name: {"pool_size": n} for name, n in preheat.items()}}
     c.MappingKernelManager.cull_idle_timeout = cull_idle_timeout
     c.MappingKernelManager.cull_interval = cull_interval
     c.MappingKernelManager.cull_connected = True
@@ -91,11 +118,21 @@ def plotly_bundle_dir() -> Path:
 
 def _voila_class():
     from jupyter_server.utils import url_path_join
+    from tornado.web import GZipContentEncoding
     from voila.app import Voila
     from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 
     from .bundle import BUNDLE_NAME, BundleHandler, CompressedFile
     from .kernel_socket import LectureKernelWebsocketHandler
+
+    class StaticFilesGZip(GZipContentEncoding):
+        """tornado's gzip transform, for static files only. Pages are left as they are: a page holds its
+        kernel's id next to parts of the request, which compressed over HTTPS is what BREACH-style
+        attacks read by the response's size; static files hold nothing of the kind."""
+
+        def __init__(self, request):
+            super().__init__(request)
+            self._gzipping = self._gzipping and any(part in request.path for part in STATIC_PARTS)
 
     class LectureVoila(Voila):
         """Voila that also serves plotly's ``widgetbundle.js`` under ``/voila/static/``, and
@@ -106,6 +143,14 @@ def _voila_class():
         The bundle goes out gzip-compressed, so that it arrives within anywidget's
         2 seconds (``voila_app.bundle``).
         """
+
+        def init_settings(self):
+            # gzip static files (Voila's 3 MB of JavaScript chunks, the extensions', the template's);
+            # widgetbundle.js comes pre-compressed from BundleHandler. Given to tornado's Application
+            # when it is built: it reads its transforms only then.
+            settings = super().init_settings()
+            settings["transforms"] = [StaticFilesGZip]
+            return settings
 
         def setup_template_dirs(self):
             super().setup_template_dirs()

@@ -4,7 +4,16 @@ plotly >= 6 ships its FigureWidget front end (~5 MB of JavaScript) inside every 
 state, and anywidget evaluates it once per figure. In the app's kernels a figure instead
 carries the small module :data:`SHARED_BUNDLE_ESM`, which imports the bundle from Voila's
 static files (served by :class:`voila_app.bundle.BundleHandler`): fetched and evaluated once
-per page (the browser caches it), so a dashboard with many figures opens fast.
+per page (the browser caches it), so a dashboard with many figures opens fast. It also keeps
+the data arrays out of the "trace deltas" plotly's front end reports to the kernel after each
+redraw, and sends those reports after the redraw is painted (see ``lightenReports``).
+
+Figures are drawn lazily (issue 17, "open fast"): one near the viewport at once, the others after the
+first figure of the page is drawn (at once where none is near the viewport), one per idle moment
+(without scrolling), so the first plot does not wait for every figure of the page. Until then a
+figure's element keeps its size, and its model follows the kernel (plotly's view draws the model's
+data as they are when it is drawn). Code that needs a graph div waits for ``gd._fullLayout`` (the
+Scrubber, :mod:`lecture_lib.viz.scrub`); the browser tests wait for drawn traces.
 
 anywidget gives a model's initialize() 2 seconds; past that the figure is drawn but never
 follows its model again. The bundle can take longer to arrive and evaluate (a slow line, ten
@@ -28,16 +37,128 @@ FIGURE_WIDGET = "voila_app.figure_widget:SharedBundleFigureWidget"
 
 # Where the bundle is: Voila's page names its base URL on <body> (our template: "<base>voila/"); a
 # JupyterLab or Notebook 7 page has its base URL in #jupyter-config-data, and the server extension
-# voila_app.jupyter_extension serves the bundle at "<base>lecture/static/widgetbundle.js".
+# voila_app.jupyter_extension serves the bundle at "<base>lecture-static/widgetbundle.js".
 SHARED_BUNDLE_ESM = """function bundleUrl() {
   const here = window.location.href;
   const voila = document.body && document.body.dataset.baseUrl;
   if (voila) return new URL("static/widgetbundle.js", new URL(voila, here)).href;
   const config = document.getElementById("jupyter-config-data");
   const base = (config && JSON.parse(config.textContent).baseUrl) || "/";
-  return new URL("lecture/static/widgetbundle.js", new URL(base, here)).href;
+  return new URL("lecture-static/widgetbundle.js", new URL(base, here)).href;
 }
-const bundle = import(bundleUrl());
+// After a redraw that the kernel asked for, plotly's front end reports to the kernel each trace's "delta"
+// and the layout's (what plotly computed, e.g. default colours), diffing its full data and layout against
+// the state the page first received: the data arrays the kernel just sent go back with it. Two changes,
+// both outside what plotly draws: the data arrays stay out of the trace deltas (the kernel keeps them as
+// "defaults" and uses nothing else of them: a few hundred bytes instead of every point), and both reports
+// wait until the redraw has been painted (they were ~30% of a redraw's script time, measured).
+// Every array goes, short ones too, as do plotly's encoded arrays ({dtype, bdata}) and the {"0": .., "1": ..}
+// objects its diff makes of an array: the kernel holds such a property as a numpy array, and plotly's delta
+// handler, given a dict there, tests the array with `if not value` (a ValueError in the kernel; notebook 06's
+// marker x and customdata came back so). Arrays of objects (e.g. transforms) stay.
+const isPlainObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v) && !ArrayBuffer.isView(v);
+const isArrayData = (v) => ArrayBuffer.isView(v) || (Array.isArray(v) && !(v.length && isPlainObject(v[0])))
+  || (isPlainObject(v) && (("bdata" in v && "dtype" in v)      // plotly's typed-array spec {dtype, bdata, shape}
+      || (Object.keys(v).length > 0 && Object.keys(v).every((k) => /^[0-9]+$/.test(k)))));   // an array diffed index by index
+const withoutArrays = (delta) => {
+  if (!delta || typeof delta !== "object" || Array.isArray(delta)) return delta;
+  const out = {};
+  for (const [key, value] of Object.entries(delta)) if (!isArrayData(value)) out[key] = withoutArrays(value);
+  return out;
+};
+const afterPaint = (fn) => requestAnimationFrame(() => setTimeout(fn, 0));
+function lightenReports(FigureView) {
+  const proto = FigureView.prototype, sendTraces = proto._sendTraceDeltas, sendLayout = proto._sendLayoutDelta;
+  if (!sendTraces || sendTraces.light) return;
+  proto._sendTraceDeltas = Object.assign(function (editId) {
+    afterPaint(() => {
+      const model = this.model;
+      model.set = (name, value) => Object.getPrototypeOf(model).set.call(model, name,
+        name === "_js2py_traceDeltas" && value ? { ...value, trace_deltas: value.trace_deltas.map(withoutArrays) } : value);
+      try { sendTraces.call(this, editId); } finally { delete model.set; }
+    });
+  }, { light: true });
+  proto._sendLayoutDelta = function (editId) { afterPaint(() => sendLayout.call(this, editId)); };
+}
+const bundle = import(bundleUrl()).then((m) => { lightenReports(m.FigureView); return m; });
+// Lazy drawing: a figure is drawn when it comes near the viewport; the others wait until the first figure of
+// the page has been drawn (so they do not delay it; at once where no figure is near the viewport) and are then
+// drawn one per idle moment, nearest to the viewport first, without scrolling. Until drawn, a figure's element keeps its layout's
+// size (the page does not jump and the figures below stay below the fold). Its model follows the kernel
+// meanwhile (plotly's model applies every update to its data and layout), and plotly's view draws the model's
+// data as they are when it is drawn.
+// anywidget evaluates this module once per figure: the queue and the observer are the page's, kept on window.
+const lazy = (window.lectureLazyFigures ??= (() => {
+  const NEAR_PX = 300;                // drawn this close to the viewport (CSS pixels)
+  const waiting = new Map();          // element -> draw()
+  let drewOne = false, drainAllowed = false, draining = false;
+  const idle = (fn) => (window.requestIdleCallback ? requestIdleCallback(fn, { timeout: 500 }) : setTimeout(fn, 50));
+  // how far a waiting figure is from the viewport (one not on the page, or hidden, last)
+  const distance = (el) => {
+    if (!el.isConnected || !el.getClientRects().length) return Infinity;
+    const r = el.getBoundingClientRect();
+    return Math.max(0, r.top - window.innerHeight, -r.bottom);
+  };
+  const drainOne = () => {             // the waiting figure nearest to the viewport
+    if (!waiting.size) { draining = false; return; }
+    let nearest = null, best = Infinity;
+    for (const el of waiting.keys()) {
+      const d = distance(el);
+      if (nearest === null || d < best) { nearest = el; best = d; }
+    }
+    drawNow(nearest);
+    idle(drainOne);
+  };
+  const drainRest = (now = false) => {
+    drainAllowed = true;
+    if (!draining && waiting.size) { draining = true; (now ? setTimeout : idle)(drainOne); }
+  };
+  // An entry says where its figure was when observed; figures rendered later (above it, still without their
+  // placeholder size) can push it away, so a near one is drawn only if still near at the next frame.
+  const drawIfNear = (el) => requestAnimationFrame(() => { if (distance(el) <= NEAR_PX) drawNow(el); });
+  let fallback = 0;
+  const observer = new IntersectionObserver((entries) => {
+    for (const entry of entries) if (entry.isIntersecting) drawIfNear(entry.target);
+    // none near the viewport (the figures observed so far, that is; others may still be rendering): if none
+    // is drawn shortly, there is nothing to wait for, and the nearest is drawn at once
+    if (!drewOne) {
+      clearTimeout(fallback);
+      fallback = setTimeout(() => { if (!drewOne) drainRest(true); }, 250);
+    }
+  }, { rootMargin: `${NEAR_PX}px` });
+  function drawNow(el) {
+    const draw = waiting.get(el);
+    if (!draw) return;
+    waiting.delete(el);
+    observer.unobserve(el);
+    try {
+      draw();
+    } catch (error) {                 // one figure that fails must not keep the others from being drawn
+      console.error("[lecture] a figure failed to draw:", error);
+    }
+    if (!drewOne) {                   // the rest once this one is plotted (plotly's newPlot is asynchronous)
+      drewOne = true;
+      let tries = 0;                  // ... or, if it never is, after 5 s
+      const plotted = () => (el._fullLayout || ++tries > 250 ? drainRest() : setTimeout(plotted, 20));
+      plotted();
+    }
+  }
+  function drawLazily(el, layout, draw) {
+    const size = (v) => (typeof v === "number" ? `${v}px` : "");
+    el.style.minHeight = size((layout && layout.height) || 360);
+    el.style.minWidth = size(layout && layout.width);
+    let cleanup = null;
+    waiting.set(el, () => { el.style.minHeight = el.style.minWidth = ""; cleanup = draw(); });
+    observer.observe(el);
+    if (drainAllowed) drainRest();
+    return () => {
+      waiting.delete(el);
+      observer.unobserve(el);
+      if (typeof cleanup === "function") cleanup();
+    };
+  }
+  return drawLazily;
+})());
 export default () => {
   let plotly;
   return {
@@ -45,7 +166,8 @@ export default () => {
       plotly = bundle.then((m) => { const widget = m.default(); widget.initialize(ctx); return widget; });
     },
     async render(ctx) {
-      return (await plotly).render(ctx);
+      const widget = await plotly;
+      return lazy(ctx.el, ctx.model.get("_widget_layout"), () => widget.render(ctx));
     },
   };
 };

@@ -6,7 +6,8 @@ figures sends 40 MB over the kernel's websocket and compiles the bundle eight ti
 busy machine a figure fails with ``[anywidget] Failed to initialize model`` and never follows
 its sliders. Loaded into the server of ``./lecture lab`` / ``./lecture notebook``, this extension
 
-- serves the bundle at ``<base_url>lecture/static/widgetbundle.js`` (gzip-compressed once, with an
+- serves the bundle at ``<base_url>lecture-static/widgetbundle.js`` (a prefix of its own: ``<base_url>lecture/``
+  is where jupyter-server-proxy puts the app under JupyterHub; gzip-compressed once, with an
   ETag: :class:`voila_app.bundle.BundleHandler`, as the Voila app does under ``/voila/static/``);
 - sets ``LECTURE_FIGURE_WIDGET`` (and ``PYTHONPATH``) for the kernels the server starts
   (:func:`voila_app.config.kernel_environment`), so that their panels build
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-BUNDLE_ROUTE = "lecture/static/widgetbundle.js"
+BUNDLE_ROUTE = "lecture-static/widgetbundle.js"
 # the command-line option of `jupyter lab` / `jupyter notebook` that loads this extension
 JUPYTER_ARGS = ("--ServerApp.jpserver_extensions", "voila_app.jupyter_extension=True")
 

@@ -2,6 +2,10 @@
 
     with running_app(notebooks_dir, log_path=Path("voila.log")) as app:
         print(app.url)          # http://127.0.0.1:<port>
+
+:func:`wait_until_answers` is the one start-and-wait-until-ready loop of every server the tests
+start: this app, JupyterLab / Notebook 7 (``tests/test_frontends.py``) and the trial JupyterHub
+(``deploy/jupyterhub/localhub.py``).
 """
 from __future__ import annotations
 
@@ -34,6 +38,23 @@ def fast_env(**extra: str) -> dict:
     return env
 
 
+def wait_until_answers(proc: subprocess.Popen, url: str, what: str, log, timeout: float = 90.0) -> None:
+    """Poll ``url`` until it answers HTTP 200; fail with ``log()`` (the server's log tail) if ``proc``
+    exits first or ``timeout`` seconds pass. ``what`` names the server in the message."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}; log:\n{log()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} did not answer on {url} within {timeout} s; log:\n{log()}")
+
+
 class AppProcess:
     """``python -m voila_app`` serving one folder on a free 127.0.0.1 port (``--fast`` unless ``fast=False``)."""
 
@@ -54,17 +75,7 @@ class AppProcess:
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Voila exited with code {self.proc.returncode}; log:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"Voila did not answer on {self.url} within {timeout} s; log:\n{self.log()}")
+        wait_until_answers(self.proc, self.url + "/", "Voila", self.log, timeout)
 
     def wait_preheated(self, names: list[str], timeout: float = 300.0) -> bool:
         """Wait until Voila reports a filled kernel pool for every notebook in ``names``.

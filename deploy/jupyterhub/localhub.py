@@ -32,6 +32,10 @@ HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "jupyterhub_config.py"
 REPO = HERE.parent.parent
 BIN = Path(sys.executable).parent
+if str(REPO) not in sys.path:       # run as a script: voila_app is imported from the checkout
+    sys.path.insert(0, str(REPO))
+
+from voila_app.server import wait_until_answers  # noqa: E402
 
 
 def free_ports(n: int) -> list[int]:
@@ -80,7 +84,8 @@ class HubProcess:
 
     # --- state ---------------------------------------------------------------------------------
     def log(self, tail: int | None = 6000) -> str:
-        self._log.flush()
+        if not self._log.closed:          # stop() closes it; the log is still read afterwards
+            self._log.flush()
         text = self.log_path.read_text(errors="replace")
         return text if tail is None else text[-tail:]
 
@@ -106,18 +111,8 @@ class HubProcess:
 
     # --- HTTP ----------------------------------------------------------------------------------
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyterhub exited with code {self.proc.returncode}; log:\n{self.log()}")
-            try:
-                if requests.get(self.url + "/hub/api", timeout=2).status_code == 200:
-                    self.processes()
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"JupyterHub did not answer on {self.url} within {timeout} s; log:\n{self.log()}")
+        wait_until_answers(self.proc, self.url + "/hub/api", "jupyterhub", self.log, timeout)
+        self.processes()
 
     def login(self, name: str, password: str | None = None) -> requests.Session:
         """Log in through the hub's form (with its _xsrf token), as a browser does."""
@@ -156,9 +151,11 @@ class HubProcess:
         raise RuntimeError(f"{name}'s server did not open within {timeout} s; log:\n{self.log()}")
 
     # --- shutdown ------------------------------------------------------------------------------
-    def stop(self, timeout: float = 30.0) -> list[str]:
+    def stop(self, timeout: float = 90.0) -> list[str]:
         """Stop the hub (SIGTERM: it stops every user's server and its proxy) and wait until every
-        process it ever started is gone. Returns a description of each that had to be killed."""
+        process it ever started is gone. Returns a description of each that had to be killed.
+        (90 s: under a loaded 2-core machine the hub's shutdown took over 30 s, stuck after "Cleaning up 1
+        services"; then the hub was killed and its servers orphaned.)"""
         self.processes()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -8,6 +8,7 @@ One function per panel of the notebook, each built on the mathematics of
    at one point and along a path away from the optimum (:func:`fisher_along_path`);
 3. :func:`decay_comparison` -- L2 regularization against decoupled weight decay, a whole
    :math:`\lambda` sweep per optimizer as one batched run (:func:`regularization_sweep`);
+   :func:`decay_comparisons` -- the same for every :math:`\lambda` of the sweep at once (a panel scrubs it);
    :func:`sgd_decay_identity` -- the two coincide for plain SGD, not for SGD with momentum;
 4. :func:`grafting_experiment` -- an MLP trained with M, D and AdaGraft's graft(M, D).
 
@@ -31,6 +32,7 @@ from ..adaptive import (NUMBERS, Quadratic, RegressionProblem, adam_precondition
                         fisher_diagonals, ill_conditioned_quadratic, logistic_problem, numbers, point_away,
                         regression_problem, requires, step_comparison)
 from ..optim.base import Transform
+from ..record import Stream
 
 NON_NEGATIVE_NUMBERS = Where(lambda name, v: numbers(name, v, 0.0), bad=([], [-1.0], [math.nan], "d", None, [[0.1]]))
 
@@ -163,6 +165,17 @@ class RegularizationSweep:
     preconditioner: dict[str, np.ndarray]  # name -> (R, D) Adam's final diag C = sqrt(s_hat) + eps (Adam chains only)
     decoupled_prediction: dict[str, np.ndarray]  # name -> (R, D) minimizer of J + (λ/2) wᵀCw with that C
 
+    def select(self, runs) -> RegularizationSweep:
+        """The sweep of the runs ``runs`` only (indices, in that order): one member of a batched family."""
+        runs = np.asarray(runs, dtype=int)
+
+        def per_run(arrays: dict, axis: int = 0) -> dict:
+            return {name: np.take(a, runs, axis=axis) for name, a in arrays.items()}
+
+        return RegularizationSweep(self.weight_decays[runs], per_run(self.paths, axis=1), per_run(self.final),
+                                   self.ridge[runs], self.least_squares, per_run(self.diverged_at),
+                                   per_run(self.preconditioner), per_run(self.decoupled_prediction))
+
 
 @accepts(requires(lambda a: len(a["w0"]) == a["problem"].x.shape[1],
                   "w0 must have one entry per feature of the problem ({problem.x.shape[1]}), got {w0}"),
@@ -217,22 +230,48 @@ def _regression() -> RegressionProblem:
     return regression_problem(seed=0)
 
 
+def _decay_optimizers(lr: float, lr_sgd: float) -> dict[str, Callable[[torch.Tensor], Transform]]:
+    """The chains of :data:`DECAY_OPTIMIZERS`, each a function of an ``(R,)`` tensor of weight decays."""
+    return {"SGD + L2": lambda wd: optim.sgd(lr_sgd, weight_decay=wd),
+            "SGDW": lambda wd: optim.sgdw(lr_sgd, weight_decay=wd),
+            "Adam + L2": lambda wd: optim.adam(lr, weight_decay=wd),
+            "AdamW": lambda wd: optim.adamw(lr, weight_decay=wd)}
+
+
+#: The λ grid of the weight-decay panel: three decades, four values per decade.
+DECAY_GRID = tuple(np.logspace(-3, 0, 13))
+
+
 @cached
 @accepts(lr=Positive(), weight_decay=NonNegative(), lr_sgd=Positive(), steps=Int(0), batch_size=Int(1),
          grid=NON_NEGATIVE_NUMBERS)
 def decay_comparison(lr: float = 0.02, weight_decay: float = 0.3, steps: int = 600, batch_size: int = 8,
-                     lr_sgd: float = 0.2, grid=tuple(np.logspace(-3, 0, 13))) -> DecayComparison:
+                     lr_sgd: float = 0.2, grid=DECAY_GRID) -> DecayComparison:
     """SGD + L2, SGDW (learning rate ``lr_sgd``), Adam + L2 and AdamW (``lr``) over ``grid`` plus the chosen λ.
 
     One batched run per optimizer (:func:`regularization_sweep`) on the cached regression problem
     (:func:`~lecture_lib.adaptive.regression_problem` with seed 0).
     """
-    opts = {"SGD + L2": lambda wd: optim.sgd(lr_sgd, weight_decay=wd),
-            "SGDW": lambda wd: optim.sgdw(lr_sgd, weight_decay=wd),
-            "Adam + L2": lambda wd: optim.adam(lr, weight_decay=wd),
-            "AdamW": lambda wd: optim.adamw(lr, weight_decay=wd)}
-    sweep = regularization_sweep(_regression(), opts, [*grid, weight_decay], steps=steps, batch_size=batch_size)
+    sweep = regularization_sweep(_regression(), _decay_optimizers(lr, lr_sgd), [*grid, weight_decay], steps=steps,
+                                 batch_size=batch_size)
     return DecayComparison(sweep, _regression(), float(lr), float(lr_sgd), float(weight_decay))
+
+
+@cached
+@accepts(lr=Positive(), weight_decay=NON_NEGATIVE_NUMBERS, lr_sgd=Positive(), steps=Int(0), batch_size=Int(1))
+def decay_comparisons(lr: float = 0.02, weight_decay=DECAY_GRID, steps: int = 600, batch_size: int = 8,
+                      lr_sgd: float = 0.2) -> list[DecayComparison]:
+    """:func:`decay_comparison` for every λ of ``weight_decay`` (a sequence, which is also the grid), computed
+    together: one batched run per optimizer over all the λ, each λ's runs once.
+
+    Member ``p`` is ``decay_comparison(lr, weight_decay[p], steps, batch_size, lr_sgd, grid=weight_decay)``
+    (the sweep's runs of the grid, then λ's own again): a panel can switch between the λ without computing.
+    """
+    sweep = regularization_sweep(_regression(), _decay_optimizers(lr, lr_sgd), weight_decay, steps=steps,
+                                 batch_size=batch_size)
+    grid = list(range(len(sweep.weight_decays)))
+    return [DecayComparison(sweep.select(grid + [p]), _regression(), float(lr), float(lr_sgd), float(wd))
+            for p, wd in enumerate(sweep.weight_decays)]
 
 
 @dataclass(frozen=True)
@@ -290,6 +329,31 @@ def sgd_decay_identity(lr: float = 0.05, weight_decay: float = 0.3, momentum: fl
                             ridge)
 
 
+@cached
+@accepts(lr=Positive(), weight_decay=NonNegative(), momentum=Unit(sequences=True), steps=Int(2), w0=NUMBERS)
+def sgd_decay_identities(lr: float = 0.05, weight_decay: float = 0.3, momentum=(0.0, 0.5, 0.9), steps: int = 600,
+                         w0=(-1.0, 4.0)) -> list[SGDDecayIdentity]:
+    r""":func:`sgd_decay_identity` for every :math:`\rho` of ``momentum`` (a sequence), computed together: one
+    batched run per chain (SGD + L2, SGDW) over :math:`\rho = 0` and every :math:`\rho` of ``momentum``.
+
+    Member ``p`` is ``sgd_decay_identity(lr, weight_decay, momentum[p], steps, w0)``.
+    """
+    problem = _regression()
+    rhos = [0.0, *(float(r) for r in momentum)]                         # run 0: ρ = 0, the reference of every member
+    rho = torch.tensor(rhos, dtype=torch.float64)
+    start = torch.tensor([list(w0)], dtype=torch.float64).expand(len(rhos), -1).clone()
+    chains = {"SGD + L2": optim.sgd(lr, momentum=rho, weight_decay=weight_decay),
+              "SGDW": optim.sgdw(lr, momentum=rho, weight_decay=weight_decay)}
+    runs = {name: descend(opt, problem.grad, start, steps).numpy() for name, opt in chains.items()}
+    family = []
+    for p, r in enumerate(rhos[1:], start=1):
+        paths = {0.0: {name: path[:, 0] for name, path in runs.items()}}
+        paths[r] = {name: path[:, p] for name, path in runs.items()}
+        ridge = {"λ": problem.ridge(weight_decay).numpy(), "(1−ρ)λ": problem.ridge((1 - r) * weight_decay).numpy()}
+        family.append(SGDDecayIdentity(float(lr), float(weight_decay), r, np.asarray(w0, dtype=float), paths, ridge))
+    return family
+
+
 # =========================================================================== 4. grafting
 
 #: The learning rate each optimizer gets in :func:`grafting_experiment` unless told otherwise.
@@ -339,7 +403,7 @@ def grafting_experiment(magnitude: str = "sgd", direction: str = "adam", steps: 
     rate, :data:`DEFAULT_LR` by default) would take from the current weights.
     ``data`` defaults to the digits in the notebooks' shared split (:func:`lecture_lib.data.digits` with
     :data:`~lecture_lib.data.DIGITS_TEST_FRACTION` and :data:`~lecture_lib.data.DIGITS_SPLIT_SEED`); the loss is
-    cross-entropy. ``progress(fraction)`` is called after each of the three runs.
+    cross-entropy. ``progress(fraction, partial)``: the runs so far, as they train (:class:`~lecture_lib.record.Stream`).
 
     Reference: Agarwal, Anil, Hazan, Koren & Zhang, "Disentangling Adaptive Gradient
     Methods from Learning Rates", arXiv:2002.11803, 2020 (Algorithm 2, AdaGraft).
@@ -359,15 +423,23 @@ def grafting_experiment(magnitude: str = "sgd", direction: str = "adam", steps: 
     labels = (f"M = {magnitude}", f"D = {direction}", f"graft({magnitude}, {direction})")
     optimizers = (make(magnitude, lr_magnitude), make(direction, lr_direction), optim.graft(m_opt, d_opt))
     records = {}
+    layer_names = [n for n, _ in models.MLP(list(sizes), runs=1, seed=seed).named_parameters()]
+
+    def result(records):
+        """The result of the runs in ``records`` (partial while streaming: the graft's norms once it trains)."""
+        rec = records.get(labels[2])
+        if rec is None or "steps" not in rec.extras:
+            comp, k = np.zeros((0, len(layer_names), 4)), np.zeros(0, dtype=int)
+        else:
+            comp, k = rec.extras["steps"][:, 0], rec.steps          # (K, P, 4), run 0
+        norms = {"graft": comp[..., 0], "M": comp[..., 1], "D": comp[..., 2], "cos_D": comp[..., 3]}
+        return GraftingResult(magnitude, direction, k, dict(records), layer_names, norms)
+
+    stream = Stream(progress)
     for i, (label, opt) in enumerate(zip(labels, optimizers)):
         net = models.MLP(list(sizes), runs=1, seed=seed)
+        report = stream.stage(lambda r, label=label: result({**records, label: r}), i / 3, (i + 1) / 3)
         records[label] = engine.train(net, data=ds, loss="cross_entropy", optimizer=opt, steps=steps,
                                       batch_size=batch_size, seed=seed, record_every=record_every,
-                                      track={"steps": track} if i == 2 else None)
-        if progress is not None:
-            progress((i + 1) / 3)
-    rec = records[labels[2]]
-    comp = rec.extras["steps"][:, 0]  # (K, P, 4), run 0
-    norms = {"graft": comp[..., 0], "M": comp[..., 1], "D": comp[..., 2], "cos_D": comp[..., 3]}
-    layer_names = [n for n, _ in net.named_parameters()]
-    return GraftingResult(magnitude, direction, rec.steps, records, layer_names, norms)
+                                      track={"steps": track} if i == 2 else None, report=report)
+    return result(records)

@@ -22,14 +22,14 @@ import torch
 
 from .. import engine, optim
 from .. import equilibrium as eq
-from .._validate import (Bool, Choice, Int, NonNegative, Positive, Seed, Tensor, Unit, Where, accepts,
+from .._validate import (Bool, Choice, Function, Int, NonNegative, Positive, Seed, Tensor, Unit, Where, accepts,
                          check_int, check_sizes)
 from ..cache import cached
 from ..data import digits, logistic_regression
 from ..losses import logistic
 from ..models import MLP, ScaleInvariantLinear
 from ..optim.base import stack_runs
-from ..record import Record, smooth
+from ..record import Record, Stream, smooth
 
 PER_RUN = eq.PER_RUN
 TOY_N = 4000            # training examples of the toy task (toy_data's default)
@@ -101,7 +101,7 @@ def gradient_momentum_correlation(momentum: float = 0.9, names=None):
 def train_toy(lr, weight_decay=0.0, momentum=0.0, batch_size: int = 32, steps: int = 2000,
               optimizer: str = "sgd", init_norm=1.0, dim: int = 20, scale: float = 4.0, seed: int = 0,
               record_every: int = 1, track_weights: bool = False, track_correlation: bool = False,
-              data=None) -> Record:
+              data=None, report=None) -> Record:
     r"""Train the toy scale-invariant model :math:`f(x) = c\,x^\top w/\lVert w\rVert` with logistic loss.
 
     R runs in one computation: ``lr`` (α), ``weight_decay`` (λ), ``momentum`` (ρ) and
@@ -120,7 +120,8 @@ def train_toy(lr, weight_decay=0.0, momentum=0.0, batch_size: int = 32, steps: i
 
     ``track_weights`` records ``extras['w']`` and ``extras['g']`` (``(K, R, dim)``);
     ``track_correlation`` records ``extras['grad_momentum_cos']`` (:func:`gradient_momentum_correlation`).
-    Returns the :class:`~lecture_lib.record.Record` of :func:`lecture_lib.engine.train`.
+    Returns the :class:`~lecture_lib.record.Record` of :func:`lecture_lib.engine.train` (``report``: its partial
+    records, :class:`~lecture_lib.record.Stream`).
     """
     dtype = torch.float64
     hp, runs = stack_runs({"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "init_norm": init_norm},
@@ -141,7 +142,7 @@ def train_toy(lr, weight_decay=0.0, momentum=0.0, batch_size: int = 32, steps: i
     if track_correlation:
         track["grad_momentum_cos"] = gradient_momentum_correlation(0.9)
     return engine.train(model, data, "logistic", opt, steps=steps, batch_size=batch_size, seed=seed + 1,
-                        record_every=record_every, track=track or None, diverge_above=None)
+                        record_every=record_every, track=track or None, diverge_above=None, report=report)
 
 
 @accepts(_batch_fits_data, batch_size=Int(1), batches=Int(1), scale=Positive(), seed=Seed())
@@ -171,7 +172,8 @@ def toy_grad_scale(batch_size: int, dim: int = 20, scale: float = 4.0, seed: int
          label_noise=Unit(), return_model=Bool(), decay_scale_invariant_only=Bool())
 def train_bn_network(lr, weight_decay=5e-4, momentum=0.9, batch_size: int = 128, steps: int = 1000,
                      hidden=(32, 32, 32), seed: int = 0, eval_every: int | None = None, record_every: int = 1,
-                     return_model: bool = False, label_noise: float = 0.0, decay_scale_invariant_only: bool = False):
+                     return_model: bool = False, label_noise: float = 0.0, decay_scale_invariant_only: bool = False,
+                     report=None):
     r"""Train a batch-normalized MLP on the 8x8 digits with SGD (torch semantics) and weight decay on every tensor.
 
     ``decay_scale_invariant_only``: decay only the weights feeding batch norm (Zhang et al.'s
@@ -187,7 +189,7 @@ def train_bn_network(lr, weight_decay=5e-4, momentum=0.9, batch_size: int = 128,
     ``lr`` (α), ``weight_decay`` (λ), ``momentum`` (ρ) are floats or length-R sequences; R runs
     share the initialization and the minibatch order, so they differ only in the
     hyperparameters. Returns the :class:`~lecture_lib.record.Record` (float32 runs), or
-    ``(record, model, data)`` with ``return_model``.
+    ``(record, model, data)`` with ``return_model``; ``report`` goes to :func:`lecture_lib.engine.train`.
     """
     hp, runs = stack_runs({"lr": lr, "weight_decay": weight_decay, "momentum": momentum}, torch.float32)
     data = digits()          # the shared split of the digits (data.DIGITS_*); the seed sets init and batches
@@ -200,7 +202,7 @@ def train_bn_network(lr, weight_decay=5e-4, momentum=0.9, batch_size: int = 128,
     mask = model.scale_invariant if decay_scale_invariant_only else None
     opt = optim.sgd(hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"], weight_decay_mask=mask)
     rec = engine.train(model, data, "cross_entropy", opt, steps=steps, batch_size=batch_size, seed=seed,
-                       eval_every=eval_every, record_every=record_every)
+                       eval_every=eval_every, record_every=record_every, report=report)
     return (rec, model, data) if return_model else rec
 
 
@@ -251,11 +253,17 @@ class LayerBalance:
 
 @cached
 @accepts(lr=Positive(), weight_decay=NonNegative(), momentum=Unit(), steps=Int(1), batch_size=Int(1),
-         label_noise=Unit())
+         label_noise=Unit(), progress=Function(optional=True))
 def layer_balance(lr: float, weight_decay: float, momentum: float, steps: int = 600, batch_size: int = 32,
-                  label_noise: float = 0.3) -> LayerBalance:
+                  label_noise: float = 0.3, progress=None) -> LayerBalance:
     """Train the BN network once; per scale-invariant layer, the per-step shrink and growth of ‖w‖²."""
-    rec = train_bn_network(lr, weight_decay, momentum, steps=steps, batch_size=batch_size, label_noise=label_noise)
+    report = Stream(progress).stage(lambda r: _balance_of(r, lr, weight_decay, momentum))
+    rec = train_bn_network(lr, weight_decay, momentum, steps=steps, batch_size=batch_size, label_noise=label_noise,
+                           report=report)
+    return _balance_of(rec, lr, weight_decay, momentum)
+
+
+def _balance_of(rec: Record, lr: float, weight_decay: float, momentum: float) -> LayerBalance:
     names = scale_invariant_names(rec)
     out = LayerBalance(rec.steps, names, {}, {}, {}, {}, record=rec,
                        relaxation=eq.relaxation_steps(lr, weight_decay, momentum) if weight_decay > 0 else math.inf)
@@ -318,37 +326,46 @@ def ratio_family(lr: float, weight_decay: float, momentum: float, batch_size: in
 
 @cached
 @accepts(lr=Positive(), weight_decay=Positive(sequences=True), momentum=Unit(), batch_size=Int(1), min_steps=Int(1),
-         max_steps=Int(1), seed=Seed(), probe_seed=Seed(optional=True))
+         max_steps=Int(1), seed=Seed(), probe_seed=Seed(optional=True), progress=Function(optional=True))
 def ratio_families(lr: float, weight_decay, momentum: float, batch_size: int = 32, min_steps: int = 800,
-                   max_steps: int = 5000, seed: int = 0, probe_seed: int | None = None) -> list[RatioFamily]:
+                   max_steps: int = 5000, seed: int = 0, probe_seed: int | None = None,
+                   progress=None) -> list[RatioFamily]:
     """:func:`ratio_family` for every λ of ``weight_decay`` (a sequence), all 4·len(λ) runs (and their probes)
     trained as ONE batched computation for the same number of steps (the slowest run's budget).
 
-    A panel can then switch between the λ values without computing again.
+    A panel can then switch between the λ values without computing again. ``progress(fraction, partial)``:
+    the families so far, without the map (the probe has not run yet).
     """
     decays = np.atleast_1d(np.asarray(weight_decay, dtype=np.float64))
     lrs = np.tile([lr, 4 * lr, lr, 4 * lr], len(decays))
     wds = np.repeat(decays, 4) * np.tile([1.0, 1.0, 4.0, 4.0], len(decays))
     steps = relaxation_budget(lrs, wds, momentum, min_steps, max_steps)
     data = toy_data(seed=seed)
-    rec = train_toy(lrs, wds, momentum, batch_size=batch_size, steps=steps, seed=seed, data=data)
+    columns = [np.arange(4 * i, 4 * i + 4) for i in range(len(decays))]
+    families = lambda rec, probe: [_ratio_family_of(lrs[c], wds[c], momentum, rec.select(c),
+                                                    None if probe is None else probe.select(c), steps) for c in columns]
+    stream = Stream(progress)
+    rec = train_toy(lrs, wds, momentum, batch_size=batch_size, steps=steps, seed=seed, data=data,
+                    report=stream.stage(lambda r: families(r, None), 0.0, 0.5))
     probe = train_toy(lrs, wds, momentum, batch_size=batch_size, steps=steps, data=data,
-                      seed=seed + 1 if probe_seed is None else probe_seed)
-    return [_ratio_family_of(lrs[cols], wds[cols], momentum, rec.select(cols), probe.select(cols), steps)
-            for cols in (np.arange(4 * i, 4 * i + 4) for i in range(len(decays)))]
+                      seed=seed + 1 if probe_seed is None else probe_seed, report=stream.stage(None, 0.5, 1.0))
+    return families(rec, probe)
 
 
 def _ratio_family_of(lrs, wds, momentum, rec, probe, steps: int) -> RatioFamily:
-    G = eq.grad_scale(probe)
+    """The family's curves and predictions; ``probe=None``: a partial family (runs still training), no map."""
+    G = eq.grad_scale(probe) if probe is not None else np.full(len(lrs), np.nan)
     w, g = rec.param_norm["w"], rec.grad_norm["w"]
-    x_map = eq.sq_norm_map(w[0] ** 2, lrs, wds, G, steps - 1, momentum)
+    x_map = (eq.sq_norm_map(w[0] ** 2, lrs, wds, G, steps - 1, momentum) if probe is not None
+             else np.empty((0, len(lrs))))
     return RatioFamily(lrs, wds, momentum, rec.steps, ratio=smooth(w / g, max(steps // 60, 1)),
                        ratio_pred=eq.equilibrium_ratio(lrs, wds, momentum),
                        sq_norm_scaled=w ** 2 / np.sqrt(lrs / wds), map_scaled=x_map / np.sqrt(lrs / wds),
                        relaxation=eq.relaxation_steps(lrs, wds, momentum),
                        check=eq.equilibrium_check(rec, lrs, wds, momentum), record=rec, grad_scale=G,
-                       sq_norm_late=eq.late_median(w ** 2), sq_norm_pred=eq.late_median(x_map[:len(rec.steps)]),
-                       probe=probe)
+                       sq_norm_late=eq.late_median(w ** 2),
+                       sq_norm_pred=eq.late_median(x_map[:len(rec.steps)]) if probe is not None else G,
+                       probe=rec if probe is None else probe)
 
 
 # =========================================================================== 3. SGD + WD is LARS
@@ -370,31 +387,41 @@ class LarsComparison:
 
 
 @cached
-@accepts(lr=Positive(), weight_decay=Positive(), momentum=Unit(), min_steps=Int(1), max_steps=Int(1))
+@accepts(lr=Positive(), weight_decay=Positive(), momentum=Unit(), min_steps=Int(1), max_steps=Int(1),
+         progress=Function(optional=True))
 def sgd_vs_lars(lr: float, weight_decay: float, momentum: float, min_steps: int = 800,
-                max_steps: int = 3000) -> LarsComparison:
+                max_steps: int = 3000, progress=None) -> LarsComparison:
     """SGD+WD and LARS with η = √(2αλ(1−ρ)) and the same ρ, same data order, both starting at the equilibrium norm.
 
     Records both the LARS coefficient α‖g‖/‖w‖ of SGD and the angle each optimizer actually turns
     ``w`` per step (the step is α times the momentum buffer: ≈ √(2αλ/(1+ρ)) at equilibrium).
+    ``progress(fraction, partial)``: SGD's run so far, then LARS's (partials carry no late-time check).
     """
     steps = relaxation_budget(lr, weight_decay, momentum, min_steps, max_steps)
     eta = eq.equilibrium_angular_step(lr, weight_decay, momentum)
     data = toy_data()
     G = toy_grad_scale(32, data=data)
     norm0 = math.sqrt(eq.equilibrium_sq_norm(lr, weight_decay, G, momentum))
-    sgd = train_toy(lr, weight_decay, momentum, steps=steps, init_norm=norm0, track_weights=True, data=data)
-    lars = train_toy(eta, 0.0, momentum, steps=steps, optimizer="lars", init_norm=norm0, track_weights=True,
-                     data=data)
     w_true = data.meta["w_true"].numpy()
-    wn, gn = sgd.param_norm["w"][:, 0], sgd.grad_norm["w"][:, 0]
-    return LarsComparison(sgd.steps, eta, turn=eq.equilibrium_turn_angle(lr, weight_decay, momentum),
-                          sgd_step=lr * gn / wn, sgd_turn=sgd.angular_step["w"][:, 0],
-                          lars_turn=lars.angular_step["w"][:, 0],
-                          sgd_turn_rms=float(eq.late_rms(sgd.angular_step["w"])[0]),
-                          lars_turn_rms=float(eq.late_rms(lars.angular_step["w"])[0]),
-                          sgd_angle=eq.angle_to(sgd.extras["w"][:, 0], w_true), lars_angle=eq.angle_to(lars.extras["w"][:, 0], w_true),
-                          check=eq.equilibrium_check(sgd, lr, weight_decay, momentum), sgd=sgd, lars=lars)
+
+    def result(sgd: Record, lars: Record | None, final: bool = True) -> LarsComparison:
+        wn, gn = sgd.param_norm["w"][:, 0], sgd.grad_norm["w"][:, 0]
+        lars_turn = np.zeros(0) if lars is None else lars.angular_step["w"][:, 0]
+        lars_angle = np.zeros(0) if lars is None else eq.angle_to(lars.extras["w"][:, 0], w_true)
+        return LarsComparison(sgd.steps, eta, turn=eq.equilibrium_turn_angle(lr, weight_decay, momentum),
+                              sgd_step=lr * gn / wn, sgd_turn=sgd.angular_step["w"][:, 0], lars_turn=lars_turn,
+                              sgd_turn_rms=float(eq.late_rms(sgd.angular_step["w"])[0]) if final else math.nan,
+                              lars_turn_rms=float(eq.late_rms(lars.angular_step["w"])[0]) if final else math.nan,
+                              sgd_angle=eq.angle_to(sgd.extras["w"][:, 0], w_true), lars_angle=lars_angle,
+                              check=eq.equilibrium_check(sgd, lr, weight_decay, momentum) if final else {},
+                              sgd=sgd, lars=lars)
+
+    stream = Stream(progress)
+    sgd = train_toy(lr, weight_decay, momentum, steps=steps, init_norm=norm0, track_weights=True, data=data,
+                    report=stream.stage(lambda r: result(r, None, final=False), 0.0, 0.5))
+    lars = train_toy(eta, 0.0, momentum, steps=steps, optimizer="lars", init_norm=norm0, track_weights=True,
+                     data=data, report=stream.stage(lambda r: result(sgd, r, final=False), 0.5, 1.0))
+    return result(sgd, lars)
 
 
 # =========================================================================== 4. the 2-D picture
@@ -454,9 +481,9 @@ class BatchScaling:
 
 @cached
 @accepts(factors=FACTORS, lr=Positive(), batch_size=Int(1), weight_decay=Positive(), momentum=Unit(),
-         examples=Int(1), seed=Seed())
+         examples=Int(1), seed=Seed(), progress=Function(optional=True))
 def batch_scaling(factors=(1, 2, 4, 8), lr: float = 0.02, batch_size: int = 8, weight_decay: float = 5e-3,
-                  momentum: float = 0.0, examples: int = 64000, seed: int = 0) -> BatchScaling:
+                  momentum: float = 0.0, examples: int = 64000, seed: int = 0, progress=None) -> BatchScaling:
     r"""The linear scaling rule (Goyal et al. 2017) on the toy model: B → nB and α → nα, same examples seen.
 
     For each factor n the toy model trains with batch size :math:`nB` and learning rate
@@ -472,19 +499,27 @@ def batch_scaling(factors=(1, 2, 4, 8), lr: float = 0.02, batch_size: int = 8, w
     ``step_pred`` :math:`\sqrt{2n\alpha\lambda(1-\rho)}`,
     ``grad_scale`` (late median of ‖g‖‖w‖, the gradient norm at unit weight norm, G) and
     ``correlation`` (mean cosine of :math:`g_t` with the EMA of earlier gradients); and per-n curves.
+    ``progress(fraction, partial)``: the factors trained so far and the one training.
     """
-    records, rows = {}, []
-    for n in factors:
+    records, rows, stream = {}, [], Stream(progress)
+    for i, n in enumerate(factors):
         a, B = lr * n, batch_size * n
         steps = max(examples // B, 20)
         G = toy_grad_scale(B, seed=seed)
+        report = stream.stage(lambda r, n=n: _batch_scaling_of(factors, lr, batch_size, {**records, n: r}, rows),
+                              i / len(factors), (i + 1) / len(factors))
         rec = train_toy(a, weight_decay, momentum, batch_size=B, steps=steps, seed=seed, track_correlation=True,
-                        init_norm=math.sqrt(eq.equilibrium_sq_norm(a, weight_decay, G, momentum)))
+                        init_norm=math.sqrt(eq.equilibrium_sq_norm(a, weight_decay, G, momentum)), report=report)
         w, g = rec.param_norm["w"], rec.grad_norm["w"]
         rows.append((n, eq.late_median(a * g / w)[0], eq.equilibrium_angular_step(a, weight_decay, momentum),
                      eq.late_median(w * g)[0], float(np.nanmean(rec.extras["grad_momentum_cos"][1:]))))
         records[n] = rec
-    n, step, step_pred, G, corr = (np.asarray(col, dtype=np.float64) for col in zip(*rows))
+    return _batch_scaling_of(factors, lr, batch_size, records, rows)
+
+
+def _batch_scaling_of(factors, lr: float, batch_size: int, records: dict, rows: list) -> BatchScaling:
+    """The result from the ``records`` per n and the summary ``rows`` of the factors done."""
+    n, step, step_pred, G, corr = (np.asarray(col, dtype=np.float64) for col in (zip(*rows) if rows else [()] * 5))
     return BatchScaling(list(factors), batch_size, lr, records, n, step, step_pred, G, corr,
                         examples={n: r.steps * n * batch_size for n, r in records.items()},
                         loss={n: smooth(r.loss[:, 0], max(len(r.steps) // 30, 1)) for n, r in records.items()},
@@ -510,18 +545,25 @@ class DecayStrengths:
 
 @cached
 @accepts(lr=Positive(), momentum=Unit(), decays=NonNegative(sequences=True), steps=Int(1), batch_size=Int(1),
-         label_noise=Unit())
+         label_noise=Unit(), progress=Function(optional=True))
 def decay_strengths(lr: float, momentum: float, decays=(0.0, 1e-4, 1e-3, 1e-2), steps: int = 600,
-                    batch_size: int = 32, label_noise: float = 0.3) -> DecayStrengths:
+                    batch_size: int = 32, label_noise: float = 0.3, progress=None) -> DecayStrengths:
     """Labatie (2020): what λ changes in a normalized network is α/‖w‖², not what the network can represent."""
     decays = [float(d) for d in np.atleast_1d(decays)]   # one run per λ
+
+    def result(rec, gap):              # gap None: a partial result (still training), curves only
+        names = scale_invariant_names(rec)
+        eff = np.mean([rec.effective_lr[n] for n in names], axis=0)
+        ang = np.mean([rec.angular_step[n] for n in names], axis=0)
+        nan = np.full(len(decays), np.nan)
+        return DecayStrengths(tuple(decays), rec.steps, eff, smooth(ang, max(steps // 40, 1)),
+                              output_gap=nan if gap is None else gap,
+                              train_accuracy=eq.late_median(rec.accuracy, 0.9),
+                              test_accuracy=nan if gap is None else rec.test_accuracy[-1],
+                              test_loss=nan if gap is None else rec.test_loss[-1], record=rec)
+
     rec, model, data = train_bn_network(lr, decays, momentum, steps=steps, batch_size=batch_size,
                                         label_noise=label_noise, decay_scale_invariant_only=True,
-                                        eval_every=max(steps // 6, 1), return_model=True)
-    names = scale_invariant_names(rec)
-    eff = np.mean([rec.effective_lr[n] for n in names], axis=0)
-    ang = np.mean([rec.angular_step[n] for n in names], axis=0)
-    return DecayStrengths(tuple(decays), rec.steps, eff, smooth(ang, max(steps // 40, 1)),
-                          output_gap=rescaled_output_gap(model, data.x_train, 10.0),
-                          train_accuracy=eq.late_median(rec.accuracy, 0.9), test_accuracy=rec.test_accuracy[-1],
-                          test_loss=rec.test_loss[-1], record=rec)
+                                        eval_every=max(steps // 6, 1), return_model=True,
+                                        report=Stream(progress).stage(lambda r: result(r, None)))
+    return result(rec, rescaled_output_gap(model, data.x_train, 10.0))

@@ -10,7 +10,9 @@ outlier, the Gauss-Newton block against the ICS Conditioning Hypothesis, the rep
 experiment                     what it shows
 =============================  ================================================================================
 ``outlier_experiment``         the spectrum of :math:`A = E[aa^\top]` for Gaussian inputs or hidden units
+``outlier_family``             the same for many input means at once, one batched eigendecomposition
 ``descent_experiment``         gradient descent on linear regression: uncentered, centered, whitened
+``descent_family``             the same for many input means at once, all runs one batched computation
 ``conditioning_experiment``    the outliers of a first layer's exact GN block against :math:`\nu\lambda_i(S)`
 ``reparam_experiment``         an MLP trained in its original and in whitened first-layer coordinates
 ``quasi_diagonal_experiment``  the reparameterization as a preconditioner matrix :math:`RR^\top`
@@ -28,18 +30,18 @@ import numpy as np
 import torch
 
 from .. import curvature, data
-from .._validate import (Bool, Choice, Int, NonNegative, Positive, Real, Seed, Sizes, Where, accepts, check_choice,
-                         check_positive)
+from .._validate import (Bool, Choice, Function, Int, NonNegative, Positive, Real, Seed, Sizes, Where, accepts,
+                         check_choice, check_positive)
 from ..cache import cached
 from ..data import Dataset
 from ..engine import train
 from ..ics import (CenteringGradient, ConditioningReport, MomentSpectrum, ShiftedMLP, centering_gradient,
                    conditioning_report, moment_spectrum, predicted_bias_outlier, quasi_diagonal, regression_hessian,
-                   reparameterize,
-                   symmetric_power, unit_features, whiten)
+                   reparameterize, second_moment, symmetric_power, unit_features, whiten)
 from ..models import MLP
+from ..losses import mse
 from ..optim import sgd
-from ..record import Record
+from ..record import Record, Stream
 
 F64 = torch.float64
 
@@ -65,6 +67,37 @@ def outlier_experiment(features: str = "gaussian", mean_norm: float = 3.0, dim: 
     else:
         a = unit_features(features, dim, samples, seed)
     return moment_spectrum(a)
+
+
+@cached
+@accepts(features=Choice(FEATURES), mean_norm=NonNegative(sequences=True), dim=Int(), samples=Int(2), seed=Seed())
+def outlier_family(features: str = "gaussian", mean_norm=tuple(np.linspace(0.0, 6.0, 13)), dim: int = 20,
+                   samples: int = 20000, seed: int = 0) -> list[MomentSpectrum]:
+    r""":func:`outlier_experiment` for every :math:`\lVert m\rVert` of ``mean_norm`` (a sequence), computed together.
+
+    The Gaussian inputs at :math:`\lVert m\rVert = \mu` are those at 0 moved by :math:`\mu\hat m` (the same
+    draws), so with :math:`\bar x` the sample mean at 0,
+    :math:`A_\mu = A_0 + \mu(\bar x\hat m^\top + \hat m\bar x^\top) + \mu^2\hat m\hat m^\top`: every
+    :math:`A_\mu` at once, one batched eigendecomposition. Hidden units ignore ``mean_norm``: one spectrum, repeated.
+    """
+    if features != "gaussian":
+        return [outlier_experiment(features, 0.0, dim, samples, seed)] * len(mean_norm)
+    x, _, _ = data.gaussian_inputs(samples, dim, 0.0, 1.0, seed=seed)
+    _, direction, _ = data.gaussian_inputs(2, dim, 1.0, 1.0, seed=seed)      # m̂: the same for every μ
+    mu = torch.as_tensor(np.asarray(mean_norm, dtype=np.float64)).view(-1, 1, 1)
+    x_bar = x.mean(0)
+    cross = torch.outer(x_bar, direction)
+    A = second_moment(x) + mu * (cross + cross.T) + mu ** 2 * torch.outer(direction, direction)     # (P, D, D)
+    evals, evecs = torch.linalg.eigh(A)
+    evals, tops = evals.flip(-1), evecs[..., -1]
+    means = x_bar + mu.view(-1, 1) * direction
+    variance = float(x.var(0, unbiased=False).mean())       # a shift leaves the variance alone
+    family = []
+    for ev, top, mean in zip(evals, tops, means):
+        norm = float(mean.norm())
+        align = float((top @ mean).abs() / norm) if norm > 0 else math.nan
+        family.append(MomentSpectrum(ev, top, mean, variance, norm ** 2 + variance, align))
+    return family
 
 
 @dataclass
@@ -129,6 +162,83 @@ def descent_experiment(mean_norm: float = 3.0, cond: float = 1.0, dim: int = 10,
     return out
 
 
+class _AffineOnMappedInputs(MLP):
+    r"""``R`` affine models :math:`w_r^\top(P_r x + s_r) + b_r` on one shared input :math:`x`: run ``r`` sees its
+    own affine image of the data (``matrix`` ``(R, D, D)``, ``shift`` ``(R, D)``), so runs on differently
+    centered, whitened or shifted copies of one data set train as one batched computation.
+
+    The map is folded into the weights, :math:`(P_r^\top w_r)^\top x + (b_r + w_r^\top s_r)`: a step costs what
+    a step of the plain models does. Initialized as ``MLP([D, 1], seed=seed)``, every run alike.
+    """
+
+    def __init__(self, dim: int, matrix: torch.Tensor, shift: torch.Tensor, seed: int = 0):
+        super().__init__([dim, 1], runs=shift.shape[0], seed=seed, dtype=F64)
+        self.register_buffer("matrix", matrix.to(F64))
+        self.register_buffer("shift", shift.to(F64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layer = self.linears[0]
+        weight = torch.bmm(layer.weight, self.matrix)                                     # (R, 1, D)
+        bias = layer.bias + torch.bmm(layer.weight, self.shift.unsqueeze(2)).squeeze(2)    # (R, 1)
+        return torch.baddbmm(bias.unsqueeze(1), x.expand(self.runs, -1, -1), weight.transpose(1, 2))
+
+
+@cached
+@accepts(mean_norm=NonNegative(sequences=True), cond=Real(1.0), dim=Int(), steps=Int(),
+         lr_scale=Real(0.0, 2.0, low_open=True, high_open=True), n=Int(), seed=Seed(),
+         progress=Function(optional=True))
+def descent_family(mean_norm=tuple(np.linspace(0.0, 6.0, 13)), cond: float = 1.0, dim: int = 10, steps: int = 300,
+                   lr_scale: float = 1.0, n: int = 512, seed: int = 0, progress=None) -> list[DescentComparison]:
+    r""":func:`descent_experiment` for every :math:`\lVert m\rVert` of ``mean_norm`` (a sequence): all
+    3·len(``mean_norm``) runs trained as ONE batched computation, member ``p`` the comparison at ``mean_norm[p]``.
+
+    The data at :math:`\lVert m\rVert = \mu` are those at :math:`\mu = 0` moved along one direction
+    :math:`\hat m` (the same draws: :func:`lecture_lib.data.gaussian_inputs`), and the teacher's targets move
+    with them by :math:`\mu\,\hat m^\top w_*`. So one data set serves every run: run ``r`` sees its own
+    affine image of the inputs (uncentered :math:`x + \mu\hat m`, centered :math:`x`, whitened
+    :math:`\Sigma^{-1/2}x`) and fits its own shifted targets, with its own :math:`\alpha = c/\lambda_{\max}(H)`.
+    ``progress(fraction, partial)``: the family so far, as it trains (:class:`~lecture_lib.record.Stream`).
+    """
+    mus = torch.as_tensor(np.atleast_1d(np.asarray(mean_norm, dtype=np.float64)))
+    P = len(mus)
+    ds = data.linear_regression(n=n, dim=dim, mean_norm=0.0, cond=cond, noise=0.1, seed=seed, dtype=F64)
+    _, direction, cov = data.gaussian_inputs(2, dim, 1.0, cond, seed=seed)     # m̂ and Σ, shared by every μ
+    means = mus[:, None] * direction                                            # (P, D)
+    eye, root = torch.eye(dim, dtype=F64), symmetric_power(cov, -0.5)
+    labels = ["uncentered", "centered", "whitened"]             # runs: every μ uncentered, then centered, whitened
+    matrix = torch.stack([eye] * 2 * P + [root] * P)
+    shift = torch.cat([means, torch.zeros(2 * P, dim, dtype=F64)])
+    offset = (means @ ds.meta["w_true"]).repeat(3)                              # (3P,) run r fits y + offset[r]
+    inputs = torch.baddbmm(shift.unsqueeze(1), ds.x_train.expand(3 * P, -1, -1), matrix.transpose(1, 2))
+    evals, lrs, best = [], [], []
+    for x, t in zip(inputs, offset):
+        ev = torch.linalg.eigvalsh(regression_hessian(x)).flip(0)
+        X = torch.cat([x, torch.ones(len(x), 1, dtype=F64)], 1)             # the optimum J(w*), bias appended
+        coef = torch.linalg.lstsq(X, ds.y_train + t).solution
+        evals.append(ev.numpy())
+        lrs.append(float(lr_scale) / float(ev[0]))
+        best.append(float(0.5 * (X @ coef - ds.y_train - t).pow(2).sum(1).mean()))
+
+    def loss(out, y):
+        return mse(out, y + offset.view(-1, 1, 1))
+
+    def members(rec: Record) -> list[DescentComparison]:
+        family = []
+        for p in range(P):
+            runs = [p, P + p, 2 * P + p]
+            family.append(DescentComparison(
+                list(labels), [rec.select([r]) for r in runs],
+                [np.maximum(rec.loss[:, r] - best[r], 1e-14) for r in runs],           # floor: float64 rounding
+                [evals[r] for r in runs], [float(evals[r][0] / evals[r][-1]) for r in runs], [lrs[r] for r in runs],
+                predicted_bias_outlier(means[p])[0] if cond == 1.0 else math.nan))
+        return family
+
+    model = _AffineOnMappedInputs(dim, matrix, shift, seed=seed)
+    rec = train(model, ds, loss, sgd(lr=torch.tensor(lrs, dtype=F64)), steps=steps, diverge_above=1e12,
+                record_every=_record_every(steps), report=Stream(progress).stage(members))
+    return members(rec)
+
+
 @cached
 @accepts(mean_norm=NonNegative(), outputs=Int(), n=Int(2), dim=Int(), hidden=Int(), seed=Seed())
 def conditioning_experiment(mean_norm: float = 3.0, outputs: int = 3, n: int = 1000, dim: int = 6, hidden: int = 10,
@@ -188,9 +298,9 @@ LEARNING_RATES = Where(_learning_rates, bad=([], [-0.1], [0.1, math.nan], [[0.1]
 
 @cached
 @accepts(mean_norm=NonNegative(), cond=Real(1.0), dim=Int(), hidden=Int(), steps=Int(), n=Int(), lrs=LEARNING_RATES,
-         seed=Seed())
+         seed=Seed(), progress=Function(optional=True))
 def reparam_experiment(mean_norm: float = 3.0, cond: float = 10.0, dim: int = 8, hidden: int = 16,
-                       steps: int = 300, n: int = 512, lrs=None, seed: int = 0) -> ReparamComparison:
+                       steps: int = 300, n: int = 512, lrs=None, seed: int = 0, progress=None) -> ReparamComparison:
     r"""Train the same MLP from the same function in two coordinate systems.
 
     Original: inputs :math:`x`, weights :math:`(W, b)`. Reparameterized (Lecture 5, "ICS
@@ -201,6 +311,7 @@ def reparam_experiment(mean_norm: float = 3.0, cond: float = 10.0, dim: int = 8,
     over a sweep of learning rates (one batched run per rate) and the best is reported,
     so neither is handicapped by a bad :math:`\alpha`. ``gn_eigenvalues``: the spectrum of
     the first layer's block (W and b) of the exact Gauss-Newton matrix at initialization.
+    ``progress(fraction, partial)``: the sweeps so far, as they train (:class:`~lecture_lib.record.Stream`).
     """
     lrs = torch.logspace(-2.5, 0.5, 7, dtype=F64) if lrs is None else lrs
     ds, m, cov = shifted_inputs_dataset(mean_norm, cond, dim, hidden, n, seed)
@@ -214,14 +325,18 @@ def reparam_experiment(mean_norm: float = 3.0, cond: float = 10.0, dim: int = 8,
     # every run starts from the same weights (int seed), so run 0's curvature stands for all;
     # a one-run copy keeps the exact GN cheap
     single = MLP([dim, hidden, 1], activation="tanh", runs=1, seed=seed, dtype=F64)
-    for model, single, d in ((original, single, ds), (tilde, reparameterize(single, m, cov), ds_tilde)):
+    best = lambda rec: int(np.argmin(np.where(rec.diverged_at >= 0, np.inf, rec.loss[-1])))
+    partial = lambda rec: replace(out, records=out.records + [rec], best=out.best + [best(rec)],
+                                  gn_eigenvalues=list(out.gn_eigenvalues))
+    stream = Stream(progress)
+    for i, (model, single, d) in enumerate(((original, single, ds), (tilde, reparameterize(single, m, cov), ds_tilde))):
         G = curvature.gauss_newton(single, d.x_train, "mse")
         block = curvature.layer_block(G, curvature.flatten(single), "linears.0")
         out.gn_eigenvalues.append(torch.linalg.eigvalsh(block).flip(0).cpu().numpy())
-        rec = train(model, d, "mse", sgd(lr=lrs), steps=steps, diverge_above=1e6, record_every=_record_every(steps))
-        final = np.where(rec.diverged_at >= 0, np.inf, rec.loss[-1])
+        rec = train(model, d, "mse", sgd(lr=lrs), steps=steps, diverge_above=1e6, record_every=_record_every(steps),
+                    report=stream.stage(partial, i / 2, (i + 1) / 2))
         out.records.append(rec)
-        out.best.append(int(np.argmin(final)))
+        out.best.append(best(rec))
     return out
 
 
@@ -268,10 +383,10 @@ def _hidden_layer(arguments: Mapping) -> None:
 @cached
 @accepts(_hidden_layer, shift=Real(-100.0, 100.0), steps=Int(), sizes=Sizes(min_len=3), n=Int(), lr=Positive(),
          layer=Int(0), norms=Where(_normalizers, bad=(("batchy",), "none", (None,), 3)), curvature_at_init=Bool(),
-         record_every=Int(optional=True), seed=Seed())
+         record_every=Int(optional=True), seed=Seed(), progress=Function(optional=True))
 def wrinkle_experiment(shift: float = 5.0, steps: int = 200, sizes=(6, 16, 16, 1), n: int = 256, lr: float = 0.05,
                        layer: int = 1, norms=("none", "center", "batch"), curvature_at_init: bool = True,
-                       record_every: int | None = None, seed: int = 0) -> WrinkleResult:
+                       record_every: int | None = None, seed: int = 0, progress=None) -> WrinkleResult:
     r"""The wrinkle (Lecture 5): shifting activations that feed a normalized layer changes nothing.
 
     For each ``norm``, a :class:`ShiftedMLP` with two runs from the same initialization,
@@ -280,13 +395,17 @@ def wrinkle_experiment(shift: float = 5.0, steps: int = 200, sizes=(6, 16, 16, 1
     rounding error, although the K-FAC factor :math:`A` of layer ``layer`` (whose inputs
     are shifted) has the outlier :math:`\approx\lVert m + c\mathbf 1\rVert^2`; the exact GN
     block, which includes the statistics path, does not change. With ``'none'`` the
-    shift slows training.
+    shift slows training. ``progress(fraction, partial)``: the norms' runs so far, as they train
+    (:class:`~lecture_lib.record.Stream`).
     """
     ds = data.teacher(n=n, sizes=(sizes[0], 16, sizes[-1]), activation="tanh", seed=seed, dtype=F64)
     out = WrinkleResult(list(norms), (0.0, float(shift)), [], [], np.zeros((len(norms), 2)),
                         np.zeros((len(norms), 2)))
     name = f"linears.{layer}"
     record_every = _record_every(steps) if record_every is None else record_every
+    partial = lambda rec: replace(out, records=out.records + [rec], max_gap=list(out.max_gap),
+                                  kfac_top=out.kfac_top.copy(), exact_top=out.exact_top.copy())
+    stream = Stream(progress)
     for i, norm in enumerate(norms):
         model = ShiftedMLP(sizes, norm=norm, activation="tanh", shift=torch.tensor([0.0, float(shift)]),
                            runs=2, seed=seed, dtype=F64)
@@ -298,7 +417,8 @@ def wrinkle_experiment(shift: float = 5.0, steps: int = 200, sizes=(6, 16, 16, 1
                 A, _ = curvature.kfac_factors(single, ds.x_train, None, "mse", curvature="ggn")[name]
                 out.exact_top[i, r] = float(torch.linalg.eigvalsh(G)[-1])
                 out.kfac_top[i, r] = float(torch.linalg.eigvalsh(A)[-1])
-        rec = train(model, ds, "mse", sgd(lr=lr), steps=steps, diverge_above=1e6, record_every=record_every)
+        rec = train(model, ds, "mse", sgd(lr=lr), steps=steps, diverge_above=1e6, record_every=record_every,
+                    report=stream.stage(partial, i / len(norms), (i + 1) / len(norms)))
         out.records.append(rec)
         out.max_gap.append(float(np.nanmax(np.abs(rec.loss[:, 0] - rec.loss[:, 1]))))
     return out

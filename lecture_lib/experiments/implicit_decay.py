@@ -11,6 +11,7 @@ function                    what it measures                                    
 ==========================  ===================================================  =====================
 :func:`euler_check`         Euler's identities over a grid of rescalings          :class:`EulerResult`
 :func:`growth`              Pythagorean growth of ‖w‖², the predicted √ law       :class:`GrowthResult`
+:func:`growth_family`       the same for many α, one batched run                  list of :class:`GrowthResult`
 :func:`collapse`            effective learning rates of an α sweep converging     :class:`CollapseResult`
 :func:`output_layer`        the learning rate each layer trains with              :class:`OutputLayerResult`
 :func:`remedies`            weight decay, exponential schedule, unit norm         :class:`RemediesResult`
@@ -29,14 +30,14 @@ import numpy as np
 import torch
 
 from .. import losses, optim
-from .._validate import Array, Choice, Instance, Int, NonNegative, Positive, Real, Seed, Where, accepts
+from .._validate import Array, Choice, Function, Instance, Int, NonNegative, Positive, Real, Seed, Where, accepts
 from ..cache import cached
 from ..data import digits, linear_regression
 from ..engine import train
 from ..models import MLP, ScaleInvariantLinear
 from ..optim.base import chain, per_run, run_norm, stack_runs
 from ..optim.transforms import masked
-from ..record import Record
+from ..record import Record, Stream
 from ..scale_invariance import (REMEDIES, EulerCheck, decay_factor_positive, direction_grad_norm, euler_identities,
                                 layer_learning_rates, pythagorean_residual, remedy_optimizer, sqrt_law, sqrt_law_k0)
 
@@ -115,10 +116,11 @@ def _rescale_(model, init_scale, unit_norm: bool) -> None:
 
 @accepts(setup=Choice(SETUPS), lr=Positive(per_run=True), steps=Int(1), batch_size=Int(1, optional=True),
          remedy=Choice(REMEDIES), weight_decay=NonNegative(per_run=True), optimizer=Choice(OPTIMIZERS),
-         damping=NonNegative(), seed=Seed(), record_every=Int(1), init_scale=Positive(per_run=True))
+         damping=NonNegative(), seed=Seed(), record_every=Int(1), init_scale=Positive(per_run=True),
+         report=Function(optional=True))
 def run(setup: str, lr, steps: int, batch_size: int | None = None, remedy: str = "none",
         weight_decay=0.0, optimizer: str = "sgd", damping=1e-3, seed: int = 0, record_every: int = 1,
-        init_scale=1.0, **setup_kwargs) -> Record:
+        init_scale=1.0, report=None, **setup_kwargs) -> Record:
     r"""Train the toy model (``setup='toy'``) or the BN network (``'bn'``) and return its Record.
 
     ``lr`` may be an ``(R,)`` tensor: R runs, one per learning rate, trained as one
@@ -130,7 +132,8 @@ def run(setup: str, lr, steps: int, batch_size: int | None = None, remedy: str =
     before training: the same function, a different starting norm, so a different
     effective learning rate for SGD (:math:`\propto 1/c^2`) and Adam (:math:`\propto 1/c`),
     and none for undamped K-FAC. An ``(R,)`` ``init_scale`` with a float ``lr`` gives R runs.
-    ``setup_kwargs`` go to :func:`toy_setup` or :func:`bn_setup` (e.g. ``width``, ``dtype``).
+    ``setup_kwargs`` go to :func:`toy_setup` or :func:`bn_setup` (e.g. ``width``, ``dtype``);
+    ``report`` to :func:`~lecture_lib.engine.train` (partial records, :class:`~lecture_lib.record.Stream`).
     """
     dtype = setup_kwargs.setdefault("dtype", DTYPE[setup])
     hp, runs = stack_runs({"lr": lr, "init_scale": init_scale}, dtype)
@@ -138,7 +141,7 @@ def run(setup: str, lr, steps: int, batch_size: int | None = None, remedy: str =
     opt = _optimizer(optimizer, model, LOSS[setup], hp["lr"], remedy, weight_decay, damping)
     _rescale_(model, hp["init_scale"], unit_norm=optimizer == "sgd" and remedy == "unit_norm")
     return train(model, data, LOSS[setup], opt, steps, batch_size=batch_size or BATCH_SIZE[setup], seed=seed,
-                 record_every=record_every, diverge_above=1e4)
+                 record_every=record_every, diverge_above=1e4, report=report)
 
 
 # =========================================================================== 1. Euler's identities
@@ -219,22 +222,47 @@ class GrowthResult:
 
 
 @cached
-@accepts(model=Choice(SETUPS), lr=Positive(), steps=Int(2), probe_seed=Seed())
-def growth(model: str = "bn", lr: float = 1.0, steps: int = 600, probe_seed: int = 1) -> GrowthResult:
+@accepts(model=Choice(SETUPS), lr=Positive(), steps=Int(2), probe_seed=Seed(), progress=Function(optional=True))
+def growth(model: str = "bn", lr: float = 1.0, steps: int = 600, probe_seed: int = 1,
+           progress=None) -> GrowthResult:
     r"""One SGD run (no weight decay, seed 0); ‖w‖² per scale-invariant tensor against the predicted √ law.
 
     :math:`G` comes from an independent run with seed ``probe_seed`` (its own initial weights
-    and minibatch order), never from the plotted run.
+    and minibatch order), never from the plotted run. ``progress(fraction, partial)``: the plotted run so far,
+    without the prediction (the probe has not run yet).
     """
-    rec = run(model, lr, steps)
-    probe = run(model, lr, steps, seed=probe_seed)
+    one = None if progress is None else (lambda fraction, partial=None:
+                                         progress(fraction, None if partial is None else partial[0]))
+    return growth_family(model, [lr], steps, probe_seed, progress=one)[0]
+
+
+@cached
+@accepts(model=Choice(SETUPS), lr=Positive(sequences=True), steps=Int(2), probe_seed=Seed(),
+         progress=Function(optional=True))
+def growth_family(model: str = "bn", lr=(0.1, 1.0), steps: int = 600, probe_seed: int = 1,
+                  progress=None) -> list[GrowthResult]:
+    """:func:`growth` for every learning rate of ``lr`` (a sequence): all runs trained as ONE batched run, and all
+    their independent runs (seed ``probe_seed``, one per learning rate) as another. ``progress(fraction,
+    partial)``: every position's plotted run so far, without the prediction (the probes have not run yet)."""
+    lrs = np.atleast_1d(np.asarray(lr, dtype=np.float64))
+    rate = torch.as_tensor(lrs, dtype=DTYPE[model])
+    stream = Stream(progress)
+    partial = lambda r: [GrowthResult(model, float(a), r.select([i]), r.select([i]),
+                                      [n for n, on in r.scale_invariant.items() if on], {}, {}, {}, {}, {})
+                         for i, a in enumerate(lrs)]
+    runs = run(model, rate, steps, report=stream.stage(partial, 0.0, 0.5))
+    probes = run(model, rate, steps, seed=probe_seed, report=stream.stage(None, 0.5, 1.0))
+    return [_growth_of(model, float(a), runs.select([r]), probes.select([r])) for r, a in enumerate(lrs)]
+
+
+def _growth_of(model: str, lr: float, rec: Record, probe: Record) -> GrowthResult:
     names = [n for n, inv in rec.scale_invariant.items() if inv]
     eps = np.finfo(np.float64 if DTYPE[model] == torch.float64 else np.float32).eps
-    out = GrowthResult(model, float(lr), rec, probe, names, {}, {}, {}, {}, {})
+    out = GrowthResult(model, lr, rec, probe, names, {}, {}, {}, {}, {})
     for n in names:
         sq = rec.param_norm[n][:, 0] ** 2
         out.G[n] = _rms(direction_grad_norm(probe, n)[:, 0])
-        out.predicted[n] = sqrt_law(rec.steps.astype(np.float64), float(sq[0]), float(lr), out.G[n])
+        out.predicted[n] = sqrt_law(rec.steps.astype(np.float64), float(sq[0]), lr, out.G[n])
         out.ratio[n] = sq / out.predicted[n]
         res = pythagorean_residual(rec.param_norm[n], rec.grad_norm[n], lr)
         out.residual[n] = float(np.nanmax(np.abs(res))) if np.isfinite(res).any() else float("nan")
@@ -281,18 +309,24 @@ def spread(values: np.ndarray, row: int) -> float:
     return float(v.max() / v.min()) if v.size else float("nan")
 
 
-@dataclass
+#: The learning rates of the collapse sweep: a quarter decade apart, 0.01 to 10 (13 values, one batched run).
+COLLAPSE_LRS = tuple(float(f"{10 ** (k / 4 - 2):.3g}") for k in range(13))
+
+
+@dataclass(eq=False)
 class CollapseResult:
     r"""R learning rates ``lr`` of the toy model trained as one batch (``record``), and the :math:`\alpha`-free
-    ``asymptote`` :math:`1/(G\sqrt{2k})` ``(K,)`` with :math:`G` (``G``) from an independent run (``probe``: the
-    geometric middle of the sweep, another seed). ``spread_*``: how far apart the effective rates are at the
-    first and the last step (max / min); ``ratio``: each run's last effective rate over the asymptote's;
-    ``k_over_k0``: how far past its own predicted :math:`k_0` each run got (the asymptote needs
-    :math:`k \gg k_0`)."""
+    ``asymptote`` :math:`1/(G\sqrt{2k})` ``(K,)`` with :math:`G` (``G``) from an independent run (``probe``:
+    ``probe_lr``, another seed). ``spread_*``: how far apart the effective rates are at the first and the last
+    step (max / min); ``ratio``: each run's last effective rate over the asymptote's; ``k_over_k0``: how far
+    past its own predicted :math:`k_0` each run got (the asymptote needs :math:`k \gg k_0`). :meth:`at` is
+    one learning rate of the sweep (what a scrubbed panel shows)."""
 
     lr: np.ndarray
     record: Record
     probe: Record
+    probe_lr: float
+    init_norm: float
     G: float
     asymptote: np.ndarray
     spread_start: float
@@ -300,16 +334,49 @@ class CollapseResult:
     ratio: np.ndarray
     k_over_k0: np.ndarray
 
+    def at(self, index: int) -> "CollapseAt":
+        """The sweep seen from its learning rate number ``index``."""
+        return CollapseAt(self, int(index))
+
+    def positions(self) -> list["CollapseAt"]:
+        """:meth:`at` every learning rate, in order."""
+        return [self.at(i) for i in range(len(self.lr))]
+
+
+@dataclass(eq=False)
+class CollapseAt:
+    """One learning rate (``sweep.lr[index]``) of a :class:`CollapseResult`; the others stay in ``sweep``."""
+
+    sweep: CollapseResult
+    index: int
+
+    @property
+    def lr(self) -> float:
+        return float(self.sweep.lr[self.index])
+
+    @property
+    def effective_lr(self) -> np.ndarray:
+        """``(K,)`` α/‖w_k‖² of this run."""
+        return self.sweep.record.effective_lr["w"][:, self.index]
+
 
 @cached
-@accepts(lr_min=Positive(), decades=Int(1, 5), steps=Int(2), runs=Int(2), probe_seed=Seed())
-def collapse(lr_min: float = 0.01, decades: int = 3, steps: int = 3000, runs: int = 5,
-             probe_seed: int = 1) -> CollapseResult:
-    """ONE batched run of the toy model: ``runs`` learning rates log-spaced over ``decades`` decades; plus one
-    independent run (seed ``probe_seed``, the sweep's geometric-middle α) that supplies the asymptote's G."""
-    lr = lr_min * torch.logspace(0, decades, runs, dtype=F64)
-    rec = run("toy", lr, steps)
-    probe = run("toy", lr_min * 10.0 ** (decades / 2), steps, seed=probe_seed)
+@accepts(lr=Positive(sequences=True), steps=Int(2), init_norm=Positive(), probe_lr=Positive(optional=True),
+         probe_seed=Seed(), progress=Function(optional=True))
+def collapse(lr=COLLAPSE_LRS, steps: int = 3000, init_norm: float = 1.0, probe_lr: float | None = None,
+             probe_seed: int = 1, progress=None) -> CollapseResult:
+    """ONE batched run of the toy model, one run per learning rate of ``lr`` (a sequence), every run from the
+    same w₀ of norm ``init_norm``; plus one independent run (seed ``probe_seed``, learning rate ``probe_lr``,
+    default the sweep's geometric middle, same ``init_norm``) that supplies the asymptote's G.
+    ``progress(fraction, partial)``: the sweep so far, without the asymptote (it needs the probe)."""
+    lr = torch.as_tensor(np.atleast_1d(np.asarray(lr, dtype=np.float64)), dtype=F64)
+    probe_lr = float(torch.sqrt(lr.min() * lr.max())) if probe_lr is None else float(probe_lr)
+    stream = Stream(progress)
+    unknown = np.full(len(lr), np.nan)
+    partial = lambda r: CollapseResult(lr.numpy(), r, r, probe_lr, float(init_norm), np.nan,
+                                       np.full(len(r.steps), np.nan), np.nan, np.nan, unknown, unknown)
+    rec = run("toy", lr, steps, init_norm=init_norm, report=stream.stage(partial, 0.0, 0.8))
+    probe = run("toy", probe_lr, steps, seed=probe_seed, init_norm=init_norm, report=stream.stage(None, 0.8, 1.0))
     eff = rec.effective_lr["w"]
     asymptote = late_asymptote(probe, "w")
     tail = int(len(probe.steps) / 2)
@@ -318,8 +385,8 @@ def collapse(lr_min: float = 0.01, decades: int = 3, steps: int = 3000, runs: in
                      for r in range(eff.shape[1])])
     sq0 = rec.param_norm["w"][0] ** 2
     k0 = np.array([sqrt_law_k0(float(x), float(a), G) for x, a in zip(sq0, lr.tolist())])
-    return CollapseResult(lr.numpy(), rec, probe, G, asymptote, spread(eff, 0), spread(eff, -1),
-                          last / asymptote[-1], (steps - 1) / k0)
+    return CollapseResult(lr.numpy(), rec, probe, probe_lr, float(init_norm), G, asymptote, spread(eff, 0),
+                          spread(eff, -1), last / asymptote[-1], (steps - 1) / k0)
 
 
 # =========================================================================== 4. the output layer escapes
@@ -340,11 +407,11 @@ class OutputLayerResult:
 
 
 @cached
-@accepts(lr=Positive(), steps=Int(1))
-def output_layer(lr: float = 1.0, steps: int = 600) -> OutputLayerResult:
+@accepts(lr=Positive(), steps=Int(1), progress=Function(optional=True))
+def output_layer(lr: float = 1.0, steps: int = 600, progress=None) -> OutputLayerResult:
     """BN network, SGD: the learning rate each layer trains with over time."""
-    rec = run("bn", lr, steps)
-    return OutputLayerResult(float(lr), rec, layer_learning_rates(rec, lr))
+    result = lambda r: OutputLayerResult(float(lr), r, layer_learning_rates(r, lr))
+    return result(run("bn", lr, steps, report=Stream(progress).stage(result)))
 
 
 # =========================================================================== 5. remedies
@@ -367,17 +434,21 @@ def _remedy_names(name, value):
 
 @cached
 @accepts(decay_factor_positive, lr=Positive(), weight_decay=NonNegative(), lr_unit=Positive(), steps=Int(1),
-         chosen=Where(_remedy_names, bad=("none", ("magic",), (None,))))
+         chosen=Where(_remedy_names, bad=("none", ("magic",), (None,))), progress=Function(optional=True))
 def remedies(lr: float = 1.0, weight_decay: float = 5e-3, chosen=REMEDIES, lr_unit: float = 0.03,
-             steps: int = 400) -> RemediesResult:
+             steps: int = 400, progress=None) -> RemediesResult:
     """BN network: one SGD run per remedy in ``chosen``, applied to the scale-invariant layers.
 
     The projected run has its own learning rate ``lr_unit``: on the unit sphere α *is* the
     effective rate, so it lives on a different scale from the α of the other runs.
     """
-    runs = {name: run("bn", lr_unit if name == "unit_norm" else lr, steps, remedy=name, weight_decay=weight_decay)
-            for name in chosen}
-    return RemediesResult(float(lr), float(lr_unit), float(weight_decay), runs)
+    runs, stream = {}, Stream(progress)     # partial: the runs done and the one training
+    result = lambda extra: RemediesResult(float(lr), float(lr_unit), float(weight_decay), {**runs, **extra})
+    for i, name in enumerate(chosen):
+        report = stream.stage(lambda r, name=name: result({name: r}), i / len(chosen), (i + 1) / len(chosen))
+        runs[name] = run("bn", lr_unit if name == "unit_norm" else lr, steps, remedy=name, weight_decay=weight_decay,
+                         report=report)
+    return result({})
 
 
 # =========================================================================== 6. optimizers
@@ -403,13 +474,16 @@ class OptimizersResult:
 
 
 @cached
-@accepts(damping=NonNegative(), rescale=Real(1.0, 10.0), steps=Int(1))
-def optimizers(damping: float = 1e-4, rescale: float = 4.0, steps: int = 150) -> OptimizersResult:
+@accepts(damping=NonNegative(), rescale=Real(1.0, 10.0), steps=Int(1), progress=Function(optional=True))
+def optimizers(damping: float = 1e-4, rescale: float = 4.0, steps: int = 150, progress=None) -> OptimizersResult:
     """SGD, Adam and K-FAC, each from w₀/c, w₀ and c·w₀ (``rescale`` c; one batched run per optimizer)."""
     scales = torch.tensor([1.0 / rescale, 1.0, float(rescale)])
-    records = {name: run("bn", lr, steps, optimizer=name, damping=damping, init_scale=scales)
-               for name, lr in OPT_LR.items()}
-    return OptimizersResult(float(damping), scales.numpy(), dict(OPT_LR), records)
+    records, stream = {}, Stream(progress)  # partial: the optimizers done and the one training
+    result = lambda extra: OptimizersResult(float(damping), scales.numpy(), dict(OPT_LR), {**records, **extra})
+    for i, (name, lr) in enumerate(OPT_LR.items()):
+        report = stream.stage(lambda r, name=name: result({name: r}), i / len(OPT_LR), (i + 1) / len(OPT_LR))
+        records[name] = run("bn", lr, steps, optimizer=name, damping=damping, init_scale=scales, report=report)
+    return result({})
 
 
 # =========================================================================== 7. K-FAC and the rescaling

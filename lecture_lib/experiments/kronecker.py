@@ -3,7 +3,8 @@ r"""The experiments of notebook 03, "Kronecker spectra": ``params -> result``.
 Built on :mod:`lecture_lib.kronecker` (random SPD factors, the spectrum of a Kronecker product)
 and on the K-FAC and curvature code:
 
-* :func:`spectrum_demo` -- the facts about :math:`A\otimes B` checked on random factors;
+* :func:`spectrum_demo` -- the facts about :math:`A\otimes B` checked on random factors (:func:`spectrum_family`:
+  for many condition numbers of :math:`A` at once);
 * :func:`time_inverses` -- the eigenbasis solve of :math:`(A\otimes S + \gamma I)^{-1}` against the
   dense one, timed on this machine for growing layer widths;
 * :func:`kfac_vs_exact` -- the K-FAC block :math:`A\otimes S` of one MLP layer against the exact
@@ -29,7 +30,7 @@ from ..cache import cached
 from ..data import gaussian_inputs, teacher
 from ..engine import train
 from ..adaptive import requires
-from ..kronecker import KronSpectrum, kron_spectrum, random_spd
+from ..kronecker import KronSpectrum, kron_spectra, kron_spectrum, random_spd
 from ..models import ACTIVATIONS, MLP
 from ..optim import eigh_factor, kron_damped_solve
 from ..optim.transforms import scale_by_lr
@@ -41,6 +42,15 @@ from ..optim.transforms import scale_by_lr
 def spectrum_demo(n: int = 6, m: int = 4, cond_a: float = 10.0, cond_b: float = 100.0, seed: int = 0) -> KronSpectrum:
     """:func:`kron_spectrum` of random SPD factors of sizes ``n``, ``m`` and condition numbers ``cond_a``, ``cond_b``."""
     return kron_spectrum(random_spd(n, cond_a, seed), random_spd(m, cond_b, seed + 1))
+
+
+@cached
+@accepts(n=Int(1), m=Int(1), cond_a=Real(1.0, sequences=True), cond_b=Real(1.0), seed=Seed())
+def spectrum_family(n: int = 6, m: int = 4, cond_a=(1.0, 10.0, 100.0), cond_b: float = 100.0,
+                    seed: int = 0) -> list[KronSpectrum]:
+    """:func:`spectrum_demo` for every condition number of ``cond_a`` (a sequence), one vectorised computation:
+    a stack of factors A (the same eigenvectors, one spectrum per ``cond_a``) against one B."""
+    return kron_spectra(random_spd(n, cond_a, seed), random_spd(m, cond_b, seed + 1))
 
 
 # ----------------------------------------------------------------------------- timing

@@ -6,6 +6,8 @@ one batched run, and returns a small result dataclass; the mathematics they buil
 
 * :func:`effective_lr_experiment` (mechanism 1): decay schemes and norm grafting on a BN MLP.
 * :func:`jacobian_experiment` (mechanism 2): SGD and K-FAC-G over a grid of decays, Jacobian norms.
+* :func:`architecture_experiment` (mechanism 2 across widths and depths): does the K-FAC norm track
+  :math:`\lVert J_x\rVert_F^2` beyond the weight scale both share? (saved by ``scripts/make_architecture_table.py``)
 * :func:`damping_experiment` (mechanism 3): K-FAC's relative damping on a BN MLP.
 * :func:`headline_table` (the paper's Table 1, in kind): {SGD, Adam, K-FAC-F, K-FAC-G} ×
   {none, L2, weight decay}, several seeds, with the λ chosen on a validation split (:func:`tune`).
@@ -13,6 +15,7 @@ one batched run, and returns a small result dataclass; the mathematics they buil
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import platform
@@ -30,13 +33,13 @@ from ..cache import cached
 from ..data import Dataset, digits
 from ..engine import train
 from ..mechanisms import (OPTIMIZERS, REGULARIZERS, SCHEME_LIST, SCHEMES, SEEDS, LABELS, bn_mlp, decay_schemes,
-                          graft_norms_, jacobian_norm, kfac_gn_norm, preconditioner, regularized, relu_net,
+                          gn_norm, graft_norms_, jacobian_norm, kfac_gn_norm, preconditioner, regularized, relu_net,
                           sequence_of)
 from ..optim.base import Transform, chain, find_state
 from ..kfac_statistics import estimate_factors
 from ..optim import KFACState, eigh_factor, kron_damped_solve
 from ..optim.transforms import add_decayed_weights, scale_by_lr
-from ..record import Record
+from ..record import Record, Stream
 
 FRACTION = Real(0.0, 1.0, low_open=True, high_open=True)
 SIZES = dict(steps=Int(1), batch_size=Int(1, optional=True), width=Int(1), depth=Int(1), test_fraction=FRACTION)
@@ -89,12 +92,12 @@ def _graft_donor_is_trained(args: Mapping) -> None:
 @cached
 @accepts(_graft_donor_is_trained, optimizer=Choice(("sgd", "adam")), lr=Positive(optional=True),
          weight_decay=NonNegative(optional=True), schemes=SCHEME_LIST, seeds=SEEDS, eval_every=Int(1),
-         record_every=Int(1), graft_from=Choice(SCHEMES), **SIZES)
+         record_every=Int(1), graft_from=Choice(SCHEMES), progress=Function(optional=True), **SIZES)
 def effective_lr_experiment(optimizer: str = "sgd", lr: float | None = None, weight_decay: float | None = None,
                             schemes: Sequence[str] = SCHEMES, steps: int = 1500, batch_size: int = 128,
                             width: int = 128, depth: int = 2, seeds: Sequence[int] = (0,), eval_every: int = 50,
                             record_every: int = 10, test_fraction: float = 0.5,
-                            graft_from: str = "wd-all") -> EffectiveLrResult:
+                            graft_from: str = "wd-all", progress=None) -> EffectiveLrResult:
     r"""Train the decay schemes of :func:`~lecture_lib.mechanisms.decay_schemes` side by side on one BN MLP
     (per seed: same start, same batches for every scheme).
 
@@ -103,26 +106,63 @@ def effective_lr_experiment(optimizer: str = "sgd", lr: float | None = None, wei
     :math:`w \leftarrow (1-\alpha\lambda)w - \alpha C^{-1}\nabla J` (for SGD outside the momentum buffer).
     After every step the ``'graft'`` runs get the normalized layers' norms of the ``graft_from`` run with the
     same seed (:func:`~lecture_lib.mechanisms.graft_norms_`): their :math:`\alpha/\lVert w\rVert^2` equals the
-    donor's by construction, so only their accuracy is evidence.
+    donor's by construction, so only their accuracy is evidence. ``progress(fraction, partial)``: the runs so far.
     """
     lr = (0.05 if optimizer == "sgd" else 1e-3) if lr is None else lr
     weight_decay = (0.02 if optimizer == "sgd" else 1.0) if weight_decay is None else weight_decay
+    return _effective_lr_runs(optimizer, lr, [weight_decay], schemes, steps, batch_size, width, depth, seeds,
+                              eval_every, record_every, test_fraction, graft_from,
+                              None if progress is None else lambda f, *family: progress(f, *(m[0] for m in family)))[0]
+
+
+NON_NEGATIVE_SEQUENCE = sequence_of(NonNegative(), bad=([], [-1.0], [math.nan], "d", None))
+
+
+@cached
+@accepts(_graft_donor_is_trained, optimizer=Choice(("sgd", "adam")), lr=Positive(), weight_decay=NON_NEGATIVE_SEQUENCE,
+         schemes=SCHEME_LIST, seeds=SEEDS, eval_every=Int(1), record_every=Int(1), graft_from=Choice(SCHEMES),
+         progress=Function(optional=True), **SIZES)
+def effective_lr_family(optimizer: str = "sgd", lr: float = 0.05, weight_decay: Sequence[float] = (0.02,),
+                        schemes: Sequence[str] = SCHEMES, steps: int = 1500, batch_size: int = 128,
+                        width: int = 128, depth: int = 2, seeds: Sequence[int] = (0,), eval_every: int = 50,
+                        record_every: int = 10, test_fraction: float = 0.5,
+                        graft_from: str = "wd-all", progress=None) -> list[EffectiveLrResult]:
+    """:func:`effective_lr_experiment` for every λ of ``weight_decay`` (a sequence): all len(λ) × schemes × seeds
+    runs trained as one batched run (λ-major), one result per λ. A seed gives every λ and scheme the same start
+    and minibatches, so member ``p`` is the run of ``weight_decay[p]`` alone. ``progress(fraction, partial)``:
+    the family so far."""
+    return _effective_lr_runs(optimizer, lr, list(weight_decay), schemes, steps, batch_size, width, depth, seeds,
+                              eval_every, record_every, test_fraction, graft_from, progress)
+
+
+def _effective_lr_runs(optimizer, lr, weight_decays, schemes, steps, batch_size, width, depth, seeds, eval_every,
+                       record_every, test_fraction, graft_from, progress) -> list[EffectiveLrResult]:
     schemes, seeds = list(schemes), list(seeds)
-    runs = [(sc, sd) for sc in schemes for sd in seeds]
-    model = bn_mlp(width, depth, runs=len(runs), seed=[sd for _, sd in runs])
+    runs = [(p, sc, sd) for p in range(len(weight_decays)) for sc in schemes for sd in seeds]
+    model = bn_mlp(width, depth, runs=len(runs), seed=[sd for _, _, sd in runs])
     mask = model.scale_invariant
-    opt = _decayed_by_scheme(preconditioner(optimizer, model), lr, [sc for sc, _ in runs], weight_decay, mask)
-    receivers = [i for i, (sc, _) in enumerate(runs) if sc.startswith("graft")]
-    donors = [runs.index((graft_from, runs[i][1])) for i in receivers]
+    per_position = [decay_schemes(schemes, float(wd)) for wd in weight_decays]
+    lam = (torch.repeat_interleave(torch.cat([bn for bn, _ in per_position]), len(seeds)),
+           torch.repeat_interleave(torch.cat([fc for _, fc in per_position]), len(seeds)))
+    others = {k: not v for k, v in mask.items()}
+    opt = chain(preconditioner(optimizer, model), add_decayed_weights(lam[0], mask), add_decayed_weights(lam[1], others),
+                scale_by_lr(lr))
+    receivers = [i for i, (_, sc, _) in enumerate(runs) if sc.startswith("graft")]
+    donors = [runs.index((runs[i][0], graft_from, runs[i][2])) for i in receivers]
 
     def callback(step, m):
         if receivers:
             graft_norms_(m, receivers, donors, mask)
 
     data = digits(test_fraction=test_fraction, seed=0)
-    rec = train(model, data, "cross_entropy", opt, steps, batch_size=batch_size, seed=[sd for _, sd in runs],
-                record_every=record_every, eval_every=eval_every, callback=callback, diverge_above=1e4)
-    return EffectiveLrResult(rec, schemes, [n for n, v in mask.items() if v], seeds)
+    layers = [n for n, v in mask.items() if v]
+    width_p = len(schemes) * len(seeds)
+    family = lambda r: [EffectiveLrResult(r.select(range(p * width_p, (p + 1) * width_p)), schemes, layers, seeds)
+                        for p in range(len(weight_decays))]
+    rec = train(model, data, "cross_entropy", opt, steps, batch_size=batch_size, seed=[sd for _, _, sd in runs],
+                record_every=record_every, eval_every=eval_every, callback=callback, diverge_above=1e4,
+                report=Stream(progress).stage(family))
+    return family(rec)
 
 
 # ============================================================================ mechanism 2
@@ -222,9 +262,149 @@ def jacobian_experiment(steps: int = 600, width: int = 64, depth: int = 2, seeds
         cols["test_accuracy"] += rec.test_accuracy[-1].tolist()
         cols["train_loss"] += rec.loss[-1].tolist()
         cols["diverged"] += (rec.diverged_at >= 0).tolist()
-        if progress is not None:
-            progress((i + 1) / 2)
+        if progress is not None and i + 1 < len(lrs):     # partial: the optimizers trained so far
+            progress((i + 1) / len(lrs), JacobianResult(**{k: np.asarray(v) for k, v in cols.items()}, lr=lrs))
     return JacobianResult(**{k: np.asarray(v) for k, v in cols.items()}, lr=lrs)
+
+
+# ---------------------------------------------------------------------------- mechanism 2 across architectures
+@dataclass
+class ArchitectureResult:
+    r"""Mechanism 2 across architectures: one row per trained network (``width``, ``depth``, ``seed``) and checkpoint.
+
+    Every network is a bias-free ReLU MLP trained with K-FAC-G and the same decay per step; seed ``s`` fixes the
+    minibatch order of every architecture. ``weight_scale`` is :math:`\prod_\ell \lVert W_\ell\rVert_F^2`: scaling
+    every weight by :math:`c` multiplies it, ``kfac_norm`` and ``jacobian_norm`` all by :math:`c^{2K}`.
+    """
+
+    step: np.ndarray               # (N,) the checkpoint: updates taken when measured
+    width: np.ndarray              # (N,)
+    depth: np.ndarray              # (N,) hidden layers; K = depth + 1 weight matrices
+    seed: np.ndarray               # (N,)
+    jacobian_norm: np.ndarray      # (N,) E ||J_x||_F^2 on the test inputs
+    kfac_norm: np.ndarray          # (N,) K-FAC Gauss-Newton norm on the training inputs
+    gn_norm: np.ndarray            # (N,) exact Gauss-Newton norm theta^T G theta on the training inputs
+    weight_scale: np.ndarray       # (N,) prod_l ||W_l||_F^2
+    test_accuracy: np.ndarray      # (N,)
+    diverged: np.ndarray           # (N,) bool
+
+    def steps(self) -> list[int]:
+        return sorted(set(self.step.tolist()))
+
+    def _rows(self, step: int | None) -> np.ndarray:
+        """The finite rows measured at ``step`` (default: the last checkpoint)."""
+        step = self.steps()[-1] if step is None else step
+        return (self.step == step) & ~self.diverged & np.isfinite(self.kfac_norm) & np.isfinite(self.jacobian_norm)
+
+    def correlation(self, control: str | None = None, times_k: bool = True, step: int | None = None) -> M.Interval:
+        r"""Correlation across architectures of the log K-FAC norm and :math:`\log K\lVert J_x\rVert_F^2`
+        (``times_k=False``: :math:`\log\lVert J_x\rVert_F^2`) at checkpoint ``step``, one value per seed; mean and
+        95% interval over seeds, taken on Fisher's :math:`z = \operatorname{artanh} r` and mapped back.
+
+        ``control``: a *partial* correlation, both logs first regressed on ``'scale'`` (the log weight scale
+        :math:`\log\prod_\ell\lVert W_\ell\rVert_F^2`, which both share within one architecture) or on ``'depth'``
+        (one mean per depth: what is left compares widths at equal depth, where :math:`K` is the same).
+        """
+        z = []
+        for s in np.unique(self.seed):
+            rows = self._rows(step) & (self.seed == s)
+            a = np.log(self.kfac_norm[rows])
+            b = np.log(self.jacobian_norm[rows] * ((self.depth[rows] + 1) if times_k else 1))
+            if control == "scale":
+                X = np.stack([np.ones(rows.sum()), np.log(self.weight_scale[rows])], 1)
+            elif control == "depth":
+                X = (self.depth[rows][:, None] == np.unique(self.depth)[None]).astype(float)
+            else:
+                X = np.zeros((rows.sum(), 0))
+            if X.shape[1]:
+                a = a - X @ np.linalg.lstsq(X, a, rcond=None)[0]
+                b = b - X @ np.linalg.lstsq(X, b, rcond=None)[0]
+            z.append(np.arctanh(np.clip(np.corrcoef(a, b)[0, 1], -0.999999, 0.999999)))
+        return M.paired_interval(np.array(z)).map(math.tanh)
+
+    def architectures(self) -> list[tuple[int, int]]:
+        """(width, depth) pairs, depth-major."""
+        return sorted({(int(w), int(d)) for w, d in zip(self.width, self.depth)}, key=lambda wd: (wd[1], wd[0]))
+
+    def geometric_mean(self, quantity: str, step: int | None = None) -> dict[tuple[int, int], float]:
+        r"""Per architecture, the geometric mean over seeds of ``quantity``: a column name, or ``'ratio'``, the K-FAC
+        norm over :math:`K\lVert J_x\rVert_F^2` (1 for a linear network with whitened inputs)."""
+        rows = self._rows(step)
+        v = (self.kfac_norm / ((self.depth + 1) * self.jacobian_norm) if quantity == "ratio"
+             else getattr(self, quantity))
+        return {(w, d): float(np.exp(np.mean(np.log(v[rows & (self.width == w) & (self.depth == d)]))))
+                for w, d in self.architectures()}
+
+    def spread(self, quantity: str = "ratio", step: int | None = None) -> float:
+        """Max / min over architectures of :meth:`geometric_mean`."""
+        values = list(self.geometric_mean(quantity, step).values())
+        return max(values) / min(values)
+
+
+def _checkpoints_fit(args: Mapping) -> None:
+    if args["checkpoints"] is not None and max(args["checkpoints"]) > args["steps"]:
+        raise ValueError(f"checkpoints must not exceed steps={args['steps']}, got {list(args['checkpoints'])}")
+
+
+def _network_measures(model, data: Dataset) -> dict[str, list]:
+    """What :func:`architecture_experiment` measures on a trained network, one value per run."""
+    model.eval()
+    with torch.no_grad():
+        kfac = kfac_gn_norm(model, data.x_train)
+        scale = torch.stack([lin.weight.flatten(1).square().sum(1) for lin in model.linears]).prod(0)
+        accuracy = (model(data.x_test).argmax(-1) == data.y_test).double().mean(-1)
+    out = {"kfac_norm": kfac, "gn_norm": gn_norm(model, data.x_train), "weight_scale": scale,
+           "jacobian_norm": jacobian_norm(model, data.x_test), "test_accuracy": accuracy}
+    model.train()
+    out = {k: v.double().tolist() for k, v in out.items()}
+    out["diverged"] = [not all(math.isfinite(out[k][r]) for k in out) for r in range(len(out["kfac_norm"]))]
+    return out
+
+
+@cached
+@accepts(_checkpoints_fit, widths=sequence_of(Int(1), bad=((), (0,), "w")),
+         depths=sequence_of(Int(1), bad=((), (0,), "d")), seeds=SEEDS, damping=NonNegative(), lr=Positive(),
+         decay_per_step=Real(0.0, 0.5), checkpoints=sequence_of(Int(1), bad=((), (0,), "c"), optional=True),
+         progress=Function(optional=True),
+         **{k: v for k, v in SIZES.items() if k not in ("width", "depth")})
+def architecture_experiment(widths: Sequence[int] = (16, 32, 64, 128), depths: Sequence[int] = (1, 2, 3),
+                            seeds: Sequence[int] = tuple(range(5)), steps: int = 600, batch_size: int = 128,
+                            lr: float = 0.01, damping: float = 1e-2, decay_per_step: float = 1e-3,
+                            checkpoints: Sequence[int] | None = None, test_fraction: float = 0.5,
+                            progress: Callable[[float], None] | None = None) -> ArchitectureResult:
+    r"""Does the K-FAC Gauss-Newton norm track :math:`\lVert J_x\rVert_F^2` across *architectures*?
+
+    Trains a bias-free ReLU MLP (no BN) of every width × depth with K-FAC-G and decoupled decay
+    :math:`\lambda = (\alpha\lambda)/\alpha` (one batched computation per architecture, its runs the seeds), and
+    after ``checkpoints`` updates (default: ``steps`` only) measures :math:`\mathbb E\lVert J_x\rVert_F^2` on the
+    test inputs, the K-FAC Gauss-Newton norm (:func:`~lecture_lib.mechanisms.kfac_gn_norm`) and the exact one
+    (:func:`~lecture_lib.mechanisms.gn_norm`) on the training inputs, and the weight scale
+    :math:`\prod_\ell\lVert W_\ell\rVert_F^2` (:class:`ArchitectureResult`).
+    """
+    data = digits(test_fraction=test_fraction, seed=0)
+    checkpoints = sorted(set(checkpoints or ())) or [steps]
+    arch = [(w, d) for d in depths for w in widths]
+    cols = {k: [] for k in ("step", "width", "depth", "seed", "jacobian_norm", "kfac_norm", "gn_norm",
+                            "weight_scale", "test_accuracy", "diverged")}
+
+    def measure(k, model, w, d):
+        if k + 1 in checkpoints:            # the callback runs after update k: k + 1 updates taken
+            for key, values in _network_measures(model, data).items():
+                cols[key] += values
+            cols["step"] += [k + 1] * len(seeds)
+            cols["width"] += [w] * len(seeds)
+            cols["depth"] += [d] * len(seeds)
+            cols["seed"] += list(seeds)
+
+    for i, (w, d) in enumerate(arch):
+        model = relu_net([64] + [w] * d + [10], runs=len(seeds), seed=[1000 + s for s in seeds])
+        opt = regularized(preconditioner("kfac-g", model, damping=damping), lr, wd=decay_per_step / lr)
+        train(model, data, "cross_entropy", opt, steps, batch_size=batch_size, seed=list(seeds),
+              record_every=steps, eval_every=None, diverge_above=1e3,
+              callback=functools.partial(measure, w=w, d=d))
+        if progress is not None:
+            progress((i + 1) / len(arch))
+    return ArchitectureResult(**{k: np.asarray(v) for k, v in cols.items()})
 
 
 # ============================================================================ mechanism 3
@@ -311,12 +491,13 @@ def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature:
 
 @cached
 @accepts(curvature=Choice(("kfac-f", "kfac-g")), damping=Positive(), weight_decay=NonNegative(), lr=Positive(),
-         seeds=SEEDS, record_every=Int(1), eval_every=Int(1), schemes=SCHEME_LIST, probe_size=Int(2), **SIZES)
+         seeds=SEEDS, record_every=Int(1), eval_every=Int(1), schemes=SCHEME_LIST, probe_size=Int(2),
+         progress=Function(optional=True), **SIZES)
 def damping_experiment(curvature: str = "kfac-f", damping: float = 1e-3, weight_decay: float = 0.01,
                        lr: float = 0.02, steps: int = 1000, batch_size: int = 128, width: int = 128,
                        depth: int = 2, seeds: Sequence[int] = (0,), record_every: int = 25, eval_every: int = 50,
                        schemes: Sequence[str] = ("none", "wd-bn", "wd-all"), test_fraction: float = 0.5,
-                       probe_size: int = 256) -> DampingResult:
+                       probe_size: int = 256, progress=None) -> DampingResult:
     r"""K-FAC (``'kfac-f'`` or ``'kfac-g'``) on a BN MLP with the decay schemes of
     :func:`~lecture_lib.mechanisms.decay_schemes`.
 
@@ -334,11 +515,15 @@ def damping_experiment(curvature: str = "kfac-f", damping: float = 1e-3, weight_
                              weight_decay, mask)
     layers = [n.rsplit(".", 1)[0] for n, v in mask.items() if v]
     data = digits(test_fraction=test_fraction, seed=0)
+    def result(rec):
+        d, t = rec.extras["damping"], rec.extras["traces"]
+        return DampingResult(rec, schemes, layers, d[..., 0], d[..., 1], t[..., 0], t[..., 1], seeds)
+
     rec = train(model, data, "cross_entropy", opt, steps, batch_size=batch_size, seed=[sd for _, sd in runs],
                 record_every=record_every, eval_every=eval_every, diverge_above=1e4,
-                track=_kfac_tracks(damping, layers, data.x_train[:probe_size], curvature))
-    d, t = rec.extras["damping"], rec.extras["traces"]
-    return DampingResult(rec, schemes, layers, d[..., 0], d[..., 1], t[..., 0], t[..., 1], seeds)
+                track=_kfac_tracks(damping, layers, data.x_train[:probe_size], curvature),
+                report=Stream(progress).stage(result))
+    return result(rec)
 
 
 # ============================================================================ the headline table
@@ -719,3 +904,27 @@ PAPER_TABLE = {
     "VGG16, no BN, no augmentation": {"sgd": (83.20, 84.87), "adam": (83.16, 84.12), "kfac-f": (85.58, 89.60),
                                       "kfac-g": (83.85, 89.81)},
 }
+
+
+# ============================================================================ mechanism 2, saved across architectures
+#: The saved architecture sweep (``scripts/make_architecture_table.py``) and its reduced CI version.
+ARCHITECTURE_CONFIG = dict(widths=(16, 32, 64, 128), depths=(1, 2, 3), seeds=tuple(range(8)), steps=600,
+                           checkpoints=(50, 150, 600))
+ARCHITECTURE_REDUCED = dict(widths=(16, 64), depths=(1, 3), seeds=(0, 1, 2), steps=60, checkpoints=(20, 60))
+ARCHITECTURE_PATH = TABLE_PATH.with_name("jacobian_architectures.json")
+_ARCH_COLUMNS = ("step", "width", "depth", "seed", "jacobian_norm", "kfac_norm", "gn_norm", "weight_scale",
+                 "test_accuracy", "diverged")
+
+
+def architecture_table(config: Mapping, progress: Callable[[float], None] | None = None) -> dict:
+    """:func:`architecture_experiment` run with ``config``, as a JSON-ready dict: ``config``, ``version``, and one
+    list per column."""
+    res = architecture_experiment(**config, progress=progress)
+    cols = {k: [v.item() if hasattr(v, "item") else v for v in getattr(res, k)] for k in _ARCH_COLUMNS}
+    return {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}, "version": versions(),
+            **cols}
+
+
+def architecture_result(table: Mapping) -> ArchitectureResult:
+    """The :class:`ArchitectureResult` of a saved architecture table."""
+    return ArchitectureResult(**{k: np.asarray(table[k]) for k in _ARCH_COLUMNS})

@@ -19,15 +19,16 @@ import html
 
 import numpy as np
 import plotly.graph_objects as go
-import torch
 from plotly.subplots import make_subplots
 
 from ..experiments import adaptive as experiments
 from ..record import smooth
-from . import fast_mode, figures, panels
+from . import fast_mode, figures, panels, scrub
 
 GREY = "#9aa3ad"
 LABELS = {"sgd": "SGD", "rmsprop": "RMSprop", "adam": "Adam"}
+
+
 
 
 # =========================================================================== 1. trajectories
@@ -40,36 +41,50 @@ def _finite(path: np.ndarray, diverged: int) -> np.ndarray:
     return path if diverged < 0 else path[:max(diverged, 1)]
 
 
-def trajectory_figure(result: experiments.Trajectories) -> go.Figure:
-    """Left: the valley's contours with the three paths. Right: the loss of each against the step."""
-    xs, ys, J = result.quadratic.grid(*BOX, points=90)
+#: The contour levels of J drawn under the paths: 10^-2.5 ... 10^1.5.
+TRAJECTORY_LEVELS = tuple(10.0 ** (k / 2) for k in range(-5, 4))
+
+
+@functools.lru_cache(maxsize=8)
+def _trajectory_canvas(hessian: tuple, minimum: tuple) -> tuple[dict, dict]:
+    """What no α or β changes in :func:`trajectory_figure`: its layout as plotly JSON, and the contours
+    of J (a function of the valley's angle only) as one line trace's arguments.
+
+    Validated once per valley: the redraw after a slider move then sends and draws the paths only (the
+    contours' data are equal between results, so the panel's update leaves them out, and the browser
+    draws ellipses instead of running a contour plot's marching squares again)."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.48, 0.52], horizontal_spacing=0.1)
-    fig.add_trace(go.Contour(x=xs, y=ys, z=np.log10(np.maximum(J, 1e-12)), showscale=False, hoverinfo="skip",
-                             autocontour=False, contours=dict(coloring="lines", start=-2.5, end=1.5, size=0.5),
-                             line=dict(width=1), colorscale=[[0, "#c3ccd6"], [1, "#c3ccd6"]], showlegend=False,
-                             name="contours of J"),
-                  row=1, col=1)
-    for i, (name, path) in enumerate(result.paths.items()):
-        d = result.diverged_at[name]
-        p = _finite(path, d)
-        fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="lines+markers", name=name, legendgroup=name,
-                                 line=dict(color=figures.color(i), width=2), marker=dict(size=4, color=figures.color(i)),
-                                 hovertemplate=f"{name}<br>w = (%{{x:.3f}}, %{{y:.3f}})<extra></extra>"),
-                      row=1, col=1)
-        loss = np.maximum(_finite(result.loss[name], d), 1e-16)
-        fig.add_trace(go.Scatter(x=np.arange(len(loss)), y=loss, mode="lines", legendgroup=name, showlegend=False,
-                                 name=f"{name}: loss", line=dict(color=figures.color(i), width=2.5)), row=1, col=2)
-    fig.add_trace(go.Scatter(x=[result.start[0]], y=[result.start[1]], mode="markers", name="start w₀",
-                             marker=dict(size=11, color="#222", symbol="circle-open", line=dict(width=2))),
-                  row=1, col=1)
-    fig.add_trace(go.Scatter(x=[0.0], y=[0.0], mode="markers", name="minimum w*",
-                             marker=dict(size=14, color="#222", symbol="star")), row=1, col=1)
     figures.style(fig, height=460)
     fig.update_xaxes(title_text="w₁", range=list(BOX[0]), constrain="domain", row=1, col=1)
     fig.update_yaxes(title_text="w₂", range=list(BOX[1]), scaleanchor="x", scaleratio=1, row=1, col=1)
     fig.update_xaxes(title_text="step k", row=1, col=2)
     fig.update_yaxes(title_text="J(w) (loss)", type="log", exponentformat="power", dtick=1, range=[-8, 1.5], row=1, col=2)
-    return fig
+    contours = figures.quadratic_contours(np.reshape(hessian, (2, 2)), minimum, TRAJECTORY_LEVELS)
+    return fig.layout.to_plotly_json(), dict(x=contours.x, y=contours.y)
+
+
+def trajectory_figure(result: experiments.Trajectories) -> go.Figure:
+    """Left: the valley's contours with the three paths. Right: the loss of each against the step."""
+    q = result.quadratic
+    layout, contours = _trajectory_canvas(tuple(q.hessian.flatten().tolist()), tuple(q.minimum.tolist()))
+    traces = [go.Scatter(**contours, mode="lines", line=dict(color=figures.CONTOUR_COLOR, width=1),
+                         hoverinfo="skip", showlegend=False, name="contours of J")]
+    for i, (name, path) in enumerate(result.paths.items()):
+        d = result.diverged_at[name]
+        p = _finite(path, d)
+        traces.append(go.Scatter(x=p[:, 0], y=p[:, 1], mode="lines+markers", name=name, legendgroup=name,
+                                 line=dict(color=figures.color(i), width=2), marker=dict(size=4, color=figures.color(i)),
+                                 hovertemplate=f"{name}<br>w = (%{{x:.3f}}, %{{y:.3f}})<extra></extra>"))
+        loss = np.maximum(_finite(result.loss[name], d), 1e-16)
+        traces.append(go.Scatter(x=np.arange(len(loss)), y=loss, mode="lines", legendgroup=name, showlegend=False,
+                                 name=f"{name}: loss", line=dict(color=figures.color(i), width=2.5),
+                                 xaxis="x2", yaxis="y2"))
+    traces.append(go.Scatter(x=[result.start[0]], y=[result.start[1]], mode="markers", name="start w₀",
+                             marker=dict(size=11, color="#222", symbol="circle-open", line=dict(width=2))))
+    traces.append(go.Scatter(x=[0.0], y=[0.0], mode="markers", name="minimum w*",
+                             marker=dict(size=14, color="#222", symbol="star")))
+    # the layout was validated once; each trace was validated as it was built
+    return go.Figure(data=traces, layout=layout, _validate=False)
 
 
 def _trajectory_notes(result: experiments.Trajectories) -> str:
@@ -173,63 +188,23 @@ DECAY_NAMES = experiments.DECAY_OPTIMIZERS
 DECAY_BOX = ((-0.3, 1.6), (-0.3, 3.2))
 
 
+#: The contour levels of J − J* drawn under the paths: 10^-3 ... 10^0.5.
+DECAY_LEVELS = tuple(10.0 ** (k / 2) for k in range(-6, 2))
+
 STYLES = {"SGD + L2": (0, None, 5), "SGDW": (5, "dot", 0), "Adam + L2": (1, None, 3), "AdamW": (2, None, 3)}
 
 
-def decay_figure(result: experiments.DecayComparison) -> go.Figure:
-    """Left: paths at the chosen λ on the contours of J. Middle, right: each final weight against λ."""
-    sweep, problem = result.sweep, result.problem
+@functools.lru_cache(maxsize=4)
+def _decay_canvas(problem) -> tuple[dict, dict]:
+    """What no λ or α changes in :func:`decay_figure`: its layout (three subplots, axes, house style) as
+    plotly JSON, and the contours of J as one line trace's data.
+
+    Computed and validated once per problem: validating this layout again costs more than all the traces,
+    and a scrubbed family draws 13 figures.
+    """
     fig = make_subplots(rows=1, cols=3, column_widths=[0.3, 0.35, 0.35], horizontal_spacing=0.08,
                         subplot_titles=("", "w₁ (feature scale 1)",
                                         "w₂ (feature scale 0.2)"))
-    xs = torch.linspace(*DECAY_BOX[0], 80, dtype=torch.float64)
-    ys = torch.linspace(*DECAY_BOX[1], 80, dtype=torch.float64)
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
-    J = problem.loss(grid) - problem.loss(problem.least_squares)
-    fig.add_trace(go.Contour(x=xs.numpy(), y=ys.numpy(), z=np.log10(np.maximum(J.numpy(), 1e-12)), showscale=False,
-                             hoverinfo="skip", autocontour=False, showlegend=False,
-                             contours=dict(coloring="lines", start=-3, end=0.5, size=0.5), line=dict(width=1),
-                             colorscale=[[0, "#c3ccd6"], [1, "#c3ccd6"]], name="contours of J"), row=1, col=1)
-    for name in DECAY_NAMES:
-        c, dash, _ = STYLES[name]
-        p = sweep.paths[name][:, -1]
-        d = int(sweep.diverged_at[name][-1])
-        p = p if d < 0 else p[:max(d, 1)]
-        fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="lines", name=name, legendgroup=name,
-                                 line=dict(color=figures.color(c), width=2.5 if dash else 1.2, dash=dash),
-                                 hovertemplate=f"{name}<br>w = (%{{x:.3f}}, %{{y:.3f}})<extra></extra>"),
-                      row=1, col=1)
-    ls, ridge = sweep.least_squares, sweep.ridge[-1]
-    pred = sweep.decoupled_prediction["AdamW"][-1]
-    fig.add_trace(go.Scatter(x=[ls[0]], y=[ls[1]], mode="markers", name="minimum of J",
-                             marker=dict(size=15, color="#222", symbol="star")), row=1, col=1)
-    fig.add_trace(go.Scatter(x=[ridge[0]], y=[ridge[1]], mode="markers", name="minimum of J + (λ/2)‖w‖²",
-                             legendgroup="ridge", marker=dict(size=13, color="#222", symbol="diamond-open",
-                                                              line=dict(width=2.5))), row=1, col=1)
-    fig.add_trace(go.Scatter(x=[pred[0]], y=[pred[1]], mode="markers", name="minimum of J + (λ/2)wᵀCw",
-                             legendgroup="pred", marker=dict(size=13, color=figures.color(2), symbol="square-open",
-                                                             line=dict(width=2.5))), row=1, col=1)
-
-    grid_wd = sweep.weight_decays[:-1]
-    chosen = result.weight_decay
-    for j in range(2):
-        col, w = j + 2, ("w₁", "w₂")[j]
-        fig.add_trace(go.Scatter(x=grid_wd, y=sweep.ridge[:-1, j], mode="lines", name=f"ridge minimum ({w})",
-                                 line=dict(color=GREY, width=7), showlegend=False, legendgroup="ridge",
-                                 opacity=0.6), row=1, col=col)
-        fig.add_trace(go.Scatter(x=grid_wd, y=sweep.decoupled_prediction["AdamW"][:-1, j], mode="lines",
-                                 name=f"J + (λ/2)wᵀCw prediction ({w})", showlegend=False, legendgroup="pred",
-                                 line=dict(color=figures.rgba(figures.color(2), 0.4), width=7)), row=1, col=col)
-        for name in DECAY_NAMES:
-            c, dash, size = STYLES[name]
-            fig.add_trace(go.Scatter(x=grid_wd, y=sweep.final[name][:-1, j], name=f"{name} ({w})", legendgroup=name,
-                                     mode="lines+markers" if size else "lines", showlegend=False,
-                                     line=dict(color=figures.color(c), width=3 if dash else 1.5, dash=dash),
-                                     marker=dict(size=size + 2, color=figures.color(c))), row=1, col=col)
-        top = 1.15 if j == 0 else 3.0
-        fig.add_trace(go.Scatter(x=[chosen, chosen], y=[-0.1, top], mode="lines", name=f"chosen λ ({w})",
-                                 line=dict(color="#222", width=1, dash="dash"), showlegend=False,
-                                 hoverinfo="skip"), row=1, col=col)
     figures.style(fig, height=470)
     fig.update_xaxes(title_text="w₁", range=list(DECAY_BOX[0]), row=1, col=1)
     fig.update_yaxes(title_text="w₂", range=list(DECAY_BOX[1]), row=1, col=1)
@@ -237,7 +212,60 @@ def decay_figure(result: experiments.DecayComparison) -> go.Figure:
         fig.update_xaxes(type="log", exponentformat="power", dtick=1, title_text="λ (weight decay)", row=1, col=j)
         fig.update_yaxes(range=[-0.1, top], title_text="final weight" if j == 2 else None, row=1, col=j)
     fig.update_layout(margin=dict(t=125), legend=dict(y=1.16))
-    return fig
+    # J − J* = ½ (w − w*)ᵀ H (w − w*) with H = XᵀX / n: its level sets are ellipses
+    contours = figures.quadratic_contours(problem.hessian.numpy(), problem.least_squares.numpy(), DECAY_LEVELS)
+    return fig.layout.to_plotly_json(), dict(x=contours.x, y=contours.y)
+
+
+def decay_figure(result: experiments.DecayComparison) -> go.Figure:
+    """Left: paths at the chosen λ on the contours of J. Middle, right: each final weight against λ."""
+    sweep = result.sweep
+    layout, contours = _decay_canvas(result.problem)
+    traces = [go.Scatter(**contours, mode="lines", line=dict(color=figures.CONTOUR_COLOR, width=1), hoverinfo="skip",
+                         showlegend=False, name="contours of J", xaxis="x", yaxis="y")]
+    for name in DECAY_NAMES:
+        c, dash, _ = STYLES[name]
+        p = sweep.paths[name][:, -1]
+        d = int(sweep.diverged_at[name][-1])
+        p = p if d < 0 else p[:max(d, 1)]
+        traces.append(go.Scatter(x=p[:, 0], y=p[:, 1], mode="lines", name=name, legendgroup=name,
+                                 line=dict(color=figures.color(c), width=2.5 if dash else 1.2, dash=dash),
+                                 hovertemplate=f"{name}<br>w = (%{{x:.3f}}, %{{y:.3f}})<extra></extra>",
+                                 xaxis="x", yaxis="y"))
+    ls, ridge = sweep.least_squares, sweep.ridge[-1]
+    pred = sweep.decoupled_prediction["AdamW"][-1]
+    traces.append(go.Scatter(x=[ls[0]], y=[ls[1]], mode="markers", name="minimum of J",
+                             marker=dict(size=15, color="#222", symbol="star"), xaxis="x", yaxis="y"))
+    traces.append(go.Scatter(x=[ridge[0]], y=[ridge[1]], mode="markers", name="minimum of J + (λ/2)‖w‖²",
+                             legendgroup="ridge", marker=dict(size=13, color="#222", symbol="diamond-open",
+                                                              line=dict(width=2.5)), xaxis="x", yaxis="y"))
+    traces.append(go.Scatter(x=[pred[0]], y=[pred[1]], mode="markers", name="minimum of J + (λ/2)wᵀCw",
+                             legendgroup="pred", marker=dict(size=13, color=figures.color(2), symbol="square-open",
+                                                             line=dict(width=2.5)), xaxis="x", yaxis="y"))
+
+    grid_wd = sweep.weight_decays[:-1]
+    chosen = result.weight_decay
+    for j in range(2):
+        w, axes = ("w₁", "w₂")[j], dict(xaxis=f"x{j + 2}", yaxis=f"y{j + 2}")      # subplots 2 and 3
+        column = [
+            go.Scatter(x=grid_wd, y=sweep.ridge[:-1, j], mode="lines", name=f"ridge minimum ({w})",
+                       line=dict(color=GREY, width=7), showlegend=False, legendgroup="ridge", opacity=0.6, **axes),
+            go.Scatter(x=grid_wd, y=sweep.decoupled_prediction["AdamW"][:-1, j], mode="lines",
+                       name=f"J + (λ/2)wᵀCw prediction ({w})", showlegend=False, legendgroup="pred",
+                       line=dict(color=figures.rgba(figures.color(2), 0.4), width=7), **axes)]
+        for name in DECAY_NAMES:
+            c, dash, size = STYLES[name]
+            column.append(go.Scatter(x=grid_wd, y=sweep.final[name][:-1, j], name=f"{name} ({w})", legendgroup=name,
+                                     mode="lines+markers" if size else "lines", showlegend=False,
+                                     line=dict(color=figures.color(c), width=3 if dash else 1.5, dash=dash),
+                                     marker=dict(size=size + 2, color=figures.color(c)), **axes))
+        top = 1.15 if j == 0 else 3.0
+        column.append(go.Scatter(x=[chosen, chosen], y=[-0.1, top], mode="lines", name=f"chosen λ ({w})",
+                                 line=dict(color="#222", width=1, dash="dash"), showlegend=False, hoverinfo="skip",
+                                 **axes))
+        traces += column
+    # the layout was validated once; each trace was validated as it was built
+    return go.Figure(data=traces, layout=layout, _validate=False)
 
 
 def _decay_notes(result: experiments.DecayComparison) -> str:
@@ -252,13 +280,21 @@ def _decay_notes(result: experiments.DecayComparison) -> str:
     return " · ".join(lines)
 
 
-def decay_panel(fast: bool | None = None) -> panels.LivePanel:
-    """Section 3: Adam + L2 vs AdamW (and SGD + L2 vs SGDW) from the same start; sliders α and λ."""
+#: The λ positions of the weight-decay panel's scrubber: the sweep's own grid (three decades, 13 values).
+DECAY_GRID = experiments.DECAY_GRID
+
+
+def decay_panel(fast: bool | None = None) -> scrub.ScrubPanel:
+    """Section 3: Adam + L2 vs AdamW (and SGD + L2 vs SGDW) from the same start; α recomputes, λ scrubs.
+
+    λ is the slider that carries the section's point (AdamW leaves w₂ alone as λ grows): every λ of the
+    sweep is already trained in the same batched run, so the family costs what one λ did.
+    """
     steps = 150 if (fast_mode() if fast is None else fast) else 600
-    return panels.LivePanel(
-        compute=functools.partial(experiments.decay_comparison, steps=steps, batch_size=8, lr_sgd=LR_SGD),
-        controls={"lr": panels.log_slider("α for Adam / AdamW", 1e-3, 0.2, 0.02),
-                  "weight_decay": panels.log_slider("λ (weight decay)", 1e-3, 1.0, 0.3)},
+    return scrub.ScrubPanel(
+        compute=functools.partial(experiments.decay_comparisons, steps=steps, batch_size=8, lr_sgd=LR_SGD),
+        controls={"lr": panels.log_slider("α for Adam / AdamW", 1e-3, 0.2, 0.02)},
+        scrub=scrub.Scrub("weight_decay", DECAY_GRID, "λ (weight decay)", index=10),     # λ ≈ 0.32
         build=decay_figure,
         notes=_decay_notes,
         title="L2 regularization vs decoupled weight decay",
@@ -307,13 +343,17 @@ def _sgd_identity_notes(result: experiments.SGDDecayIdentity) -> str:
             f"ridge point of λ and SGDW {far['SGDW']:.1e} from that of (1 − ρ)λ")
 
 
-def sgd_identity_panel(fast: bool | None = None) -> panels.LivePanel:
-    """Section 3: the identity SGD + L2 = SGDW holds without momentum; sliders ρ and λ."""
+#: The ρ positions of the SGD identity panel's scrubber, trained together.
+MOMENTA = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def sgd_identity_panel(fast: bool | None = None) -> scrub.ScrubPanel:
+    """Section 3: the identity SGD + L2 = SGDW holds without momentum; ρ scrubs (all ρ one batched run), λ recomputes."""
     steps = 300 if (fast_mode() if fast is None else fast) else 600
-    return panels.LivePanel(
-        compute=functools.partial(experiments.sgd_decay_identity, steps=steps, lr=0.05),
-        controls={"momentum": panels.slider("ρ (momentum)", 0.0, 0.95, 0.9, step=0.05),
-                  "weight_decay": panels.log_slider("λ (weight decay)", 1e-2, 1.0, 0.3)},
+    return scrub.ScrubPanel(
+        compute=functools.partial(experiments.sgd_decay_identities, steps=steps, lr=0.05),
+        controls={"weight_decay": panels.log_slider("λ (weight decay)", 1e-2, 1.0, 0.3)},
+        scrub=scrub.Scrub("momentum", MOMENTA, "ρ (momentum)", index=MOMENTA.index(0.9)),
         build=sgd_identity_figures,
         notes=_sgd_identity_notes,
         title="SGD: L2 = weight decay without momentum, not with it",

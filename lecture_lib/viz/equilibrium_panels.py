@@ -148,9 +148,12 @@ RUN_LABELS = ("(α, λ)", "(4α, λ)", "(α, 4λ)", "(4α, 4λ)")   # the family
 
 def ratio_figures(res: ex.RatioFamily) -> list[go.Figure]:
     k = res.steps
+    # the smoothed ratio and the mean-field map vary over tens of steps: ~500 points draw them as well as 5000
+    # (the noisy ‖w‖² keeps every extreme: figures.thin_traces); fewer points, a faster scrub step
+    th = _thin(len(k), 500)
     fig1 = figures.figure(x_title="step k", y_title="‖w‖ / ‖g‖ (smoothed)", log_y=True, height=380)
     for r, lab in enumerate(RUN_LABELS):
-        fig1.add_trace(go.Scatter(x=k, y=res.ratio[:, r], mode="lines", name=lab,
+        fig1.add_trace(go.Scatter(x=k[th], y=res.ratio[th, r], mode="lines", name=lab,
                                   line=dict(color=figures.color(r), width=2.5), legendgroup=lab))
         fig1.add_trace(go.Scatter(x=[k[0], k[-1]], y=[res.ratio_pred[r]] * 2, mode="lines",
                                   line=dict(color=figures.color(r), width=1.5, dash="dash"),
@@ -160,7 +163,7 @@ def ratio_figures(res: ex.RatioFamily) -> list[go.Figure]:
     for r, lab in enumerate(RUN_LABELS):
         fig2.add_trace(go.Scatter(x=k, y=res.sq_norm_scaled[:, r], mode="lines", name=lab, showlegend=False,
                                   line=dict(color=figures.color(r), width=2.5)))
-        fig2.add_trace(go.Scatter(x=k, y=res.map_scaled[:len(k), r], mode="lines", showlegend=r == 0,
+        fig2.add_trace(go.Scatter(x=k[th], y=res.map_scaled[:len(k)][th, r], mode="lines", showlegend=r == 0,
                                   name="mean-field map x ← (1−α′λ)²x + α′²G²/x, G from another seed"
                                   if r == 0 else f"mean-field map {lab}",
                                   line=dict(color=figures.color(r), width=1.5, dash="dot")))
@@ -348,6 +351,8 @@ def batch_figure(res: ex.BatchScaling) -> go.Figure:
     fig = _subplots(("training loss vs examples seen", "angle per step α‖g‖/‖w‖ (ρ = 0)",
                      "cos(gₜ, EMA of earlier g)"), height=430, spacing=0.09)
     for i, n in enumerate(res.factors):
+        if n not in res.examples:          # a partial result (still training): this factor has not started
+            continue
         fig.add_trace(go.Scatter(x=res.examples[n], y=res.loss[n], mode="lines",
                                  line=dict(color=figures.color(i), width=2),
                                  name=f"n = {n}: batch nB, rate nα", legendgroup=str(n)), 1, 1)
@@ -358,7 +363,7 @@ def batch_figure(res: ex.BatchScaling) -> go.Figure:
                              name="measured (late median)"), 1, 2)
     fig.add_trace(go.Scatter(x=res.n, y=res.step_pred, mode="lines", line=dict(color="black", dash="dash"),
                              name="√(2nαλ): √n per step"), 1, 2)
-    fig.add_trace(go.Scatter(x=res.n, y=res.step_pred[0] * res.n, mode="lines",
+    fig.add_trace(go.Scatter(x=res.n, y=res.step_pred[0] * res.n if len(res.n) else res.n, mode="lines",
                              line=dict(color=GREY, dash="dot"), name="n·√(2αλ) (if steps scaled linearly)"), 1, 2)
     fig.update_xaxes(title_text="examples seen", row=1, col=1)
     fig.update_xaxes(title_text="scale factor n", type="log", row=1, col=2)

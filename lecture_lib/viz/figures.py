@@ -18,6 +18,8 @@ changes, trace by trace name (:func:`copy_trace_data`).
 from __future__ import annotations
 
 import ast
+import copy
+import functools
 import inspect
 import textwrap
 from collections.abc import Sequence
@@ -32,6 +34,10 @@ FONT_FAMILY = "Inter, 'Source Sans 3', 'Segoe UI', system-ui, -apple-system, Hel
 FONT_SIZE = 15
 HEIGHT = 400
 REFERENCE_COLOR = "#555555"  # dashed theory / prediction lines
+# plotly's default ("hide past div") measures every tick label again after each redraw, forcing the
+# page's layout once per label: ~15 ms of a 2-figure redraw (docs/performance.md). Our margins keep
+# labels inside the figure, so there is nothing to hide.
+TICKLABELOVERFLOW = "allow"
 
 # Trace attributes that hold data (copied on update); style attributes stay as built.
 DATA_KEYS = ("x", "y", "z", "text", "customdata", "name", "visible",
@@ -46,12 +52,12 @@ def color(i: int) -> str:
 def log_axis(title: str, **kwargs) -> dict:
     """Layout dict for a logarithmic axis with tick labels as powers of ten (``10⁻³``)."""
     return dict(title=dict(text=title), type="log", exponentformat="power",
-                showexponent="all", **kwargs)
+                showexponent="all", ticklabeloverflow=TICKLABELOVERFLOW, **kwargs)
 
 
 def linear_axis(title: str, **kwargs) -> dict:
     """Layout dict for a linear axis."""
-    return dict(title=dict(text=title), type="linear", **kwargs)
+    return dict(title=dict(text=title), type="linear", ticklabeloverflow=TICKLABELOVERFLOW, **kwargs)
 
 
 def base_layout(title: str | None = None, x_title: str = "step k", y_title: str = "",
@@ -81,9 +87,20 @@ def base_layout(title: str | None = None, x_title: str = "step k", y_title: str 
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _base_layout_json(**kwargs) -> dict:
+    return base_layout(**kwargs).to_plotly_json()
+
+
 def figure(traces: Sequence[go.BaseTraceType] = (), **layout_kwargs) -> go.Figure:
-    """A figure holding ``traces`` with :func:`base_layout` (keyword arguments go to it)."""
-    return go.Figure(data=list(traces), layout=base_layout(**layout_kwargs))
+    """A figure holding ``traces`` with :func:`base_layout` (keyword arguments go to it).
+
+    The house layout is validated once per set of arguments, not per figure: a scrubbed family builds
+    one figure per position and a streaming panel one per partial result, and validating the layout's
+    template costs ~20 ms a figure, far more than the traces (validated as they were built). plotly
+    copies the layout it is given, so the cached one never changes.
+    """
+    return go.Figure(data=list(traces), layout=_base_layout_json(**layout_kwargs), _validate=False)
 
 
 def rgba(hex_color: str, alpha: float) -> str:
@@ -92,14 +109,29 @@ def rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({int(h[0:2], 16)}, {int(h[2:4], 16)}, {int(h[4:6], 16)}, {alpha})"
 
 
+@functools.lru_cache(maxsize=16)
+def _style_json(height: int) -> dict:
+    base = _base_layout_json(height=height)
+    return {key: base[key] for key in ("template", "font", "colorway", "height", "margin", "legend", "hovermode",
+                                       "hoverlabel", "uirevision")}
+
+
 def style(fig: go.Figure, height: int = HEIGHT, **layout) -> go.Figure:
-    """Apply the house layout (fonts, palette, legend on top) to a figure built with subplots."""
-    base = base_layout(height=height)
-    fig.update_layout(template=base.template, font=base.font, colorway=base.colorway, height=height,
-                      margin=base.margin, legend=base.legend, hovermode="closest", hoverlabel=base.hoverlabel,
-                      uirevision="lecture", **layout)
-    fig.update_xaxes(showline=True, linecolor="#888", zeroline=False)
-    fig.update_yaxes(showline=True, linecolor="#888", zeroline=False)
+    """Apply the house layout (fonts, palette, legend on top) to a figure built with subplots.
+
+    The house layout's parts come validated from :func:`_base_layout_json` (cached) and are set without
+    validating them again (the template alone cost ~20 ms a call); ``layout`` is validated as usual.
+    """
+    fig._layout_obj._validate = False          # as plotly does when it sets its default template
+    try:
+        for key, value in _style_json(height).items():
+            fig.layout[key] = copy.deepcopy(value)
+    finally:
+        fig._layout_obj._validate = fig._validate
+    if layout:
+        fig.update_layout(**layout)
+    fig.update_xaxes(showline=True, linecolor="#888", zeroline=False, ticklabeloverflow=TICKLABELOVERFLOW)
+    fig.update_yaxes(showline=True, linecolor="#888", zeroline=False, ticklabeloverflow=TICKLABELOVERFLOW)
     return fig
 
 
@@ -197,6 +229,30 @@ def reference_line(x, y, name: str, dash: str = "dash", color_: str = REFERENCE_
                       hovertemplate=f"{name}<br>%{{x:.4g}}, %{{y:.4g}}<extra></extra>")
 
 
+CONTOUR_COLOR = "#c3ccd6"
+
+
+def quadratic_contours(hessian, center, levels: Sequence[float], name: str = "contours of J",
+                       points: int = 97, **trace) -> go.Scatter:
+    r"""The level sets :math:`\tfrac12 (w - c)^\top H (w - c) = \ell` of a 2-D quadratic as one line trace,
+    one ellipse per level, separated by gaps (``None``).
+
+    Drawn instead of a ``go.Contour`` of the same function: the browser then runs no marching squares on
+    every redraw of the figure, and the trace's data stay equal between results of the same quadratic,
+    so a panel's update does not send them again. ``hessian`` is symmetric positive definite (2, 2).
+    """
+    values, vectors = np.linalg.eigh(np.asarray(hessian, dtype=float))
+    t = np.linspace(0.0, 2 * np.pi, points)
+    circle = np.stack([np.cos(t), np.sin(t)])                        # (2, points)
+    x, y = [], []
+    for level in levels:
+        w = np.asarray(center, dtype=float)[:, None] + vectors @ (np.sqrt(2 * level / values)[:, None] * circle)
+        x += w[0].tolist() + [None]
+        y += w[1].tolist() + [None]
+    style = dict(mode="lines", line=dict(color=CONTOUR_COLOR, width=1), hoverinfo="skip", showlegend=False)
+    return go.Scatter(x=x[:-1], y=y[:-1], name=name, **(style | trace))
+
+
 PROJECTOR_FONT_SIZE = 18
 
 
@@ -228,6 +284,18 @@ def _get(obj, dotted: str):
     for part in dotted.split("."):
         obj = obj[part]
     return obj
+
+
+def _prop(trace, dotted: str):
+    """``trace``'s value at ``dotted`` as stored (already validated), ``None`` if unset. Reads plotly's
+    plain property dict: ``trace["marker"]["size"]`` builds and validates child objects on every read,
+    half of a cached redraw's time in the kernel (docs/performance.md)."""
+    value = trace._props
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
 
 
 def _trace_keys(traces) -> list[tuple]:
@@ -283,10 +351,7 @@ def copy_trace_data(target, source: go.Figure, layout_keys: Sequence[str] = ()) 
     for t, s in pairs:
         patch = {}
         for key in DATA_KEYS:
-            try:
-                value = _get(s, key)
-            except (KeyError, AttributeError, ValueError):
-                continue
+            value = _prop(s, key)
             if value is not None:
                 patch[key.replace(".", "_")] = value
         if t.visible is False and s.visible is None:

@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 
 from .. import ics
 from ..experiments import ics as experiments
-from . import fast_mode, figures, panels
+from . import fast_mode, figures, panels, scrub
 
 NORM_LABELS = {"none": "no normalizer", "center": "batch centering", "batch": "batch norm"}
 VARIANT_LABELS = {"uncentered": "uncentered x", "centered": "centered x − m", "whitened": "whitened Σ^(−1/2)(x − m)"}
@@ -28,6 +28,12 @@ def _positive(values, rel_floor: float = 1e-9) -> np.ndarray:
     """Eigenvalues for a log axis: values below ``rel_floor`` x the largest (rounding noise) dropped."""
     v = np.asarray(values, dtype=float)
     return v[v > rel_floor * max(v.max(), 1e-300)]
+
+
+
+
+#: The ‖m‖ positions of the outlier and descent panels' scrubbers (0 to 6 in steps of ½), computed together.
+MEAN_NORMS = tuple(float(v) for v in np.linspace(0.0, 6.0, 13))
 
 
 # =========================================================================== 1. the outlier of A
@@ -54,16 +60,18 @@ def outlier_notes(spec: ics.MomentSpectrum) -> str:
             f"|cos(top eigenvector, m)| = {align} · condition number κ(A) = {spec.condition_number:.3g}")
 
 
-def outlier_panel(fast: bool | None = None) -> panels.LivePanel:
+def outlier_panel(fast: bool | None = None) -> scrub.ScrubPanel:
+    """The spectrum of A = E[aaᵀ]; ‖m‖ scrubs (every position one batched eigendecomposition), the inputs and D recompute."""
     fast = fast_mode() if fast is None else fast
     controls = {"features": panels.dropdown("inputs a", {"Gaussian N(m, I)": "gaussian",
                                                          "logistic units σ(z)": "logistic",
                                                          "tanh units tanh(z)": "tanh",
                                                          "ReLU units max(z, 0)": "relu"}, "gaussian"),
-                "mean_norm": panels.slider("‖m‖ (Gaussian inputs)", 0.0, 6.0, 3.0, step=0.25),
                 "dim": panels.int_slider("D (width)", 4, 64, 20)}
-    return panels.LivePanel(
-        partial(experiments.outlier_experiment, samples=5000 if fast else 20000), controls,
+    return scrub.ScrubPanel(
+        partial(experiments.outlier_family, samples=5000 if fast else 20000), controls,
+        scrub=scrub.Scrub("mean_norm", MEAN_NORMS, "‖m‖ (Gaussian inputs)", index=MEAN_NORMS.index(3.0),
+                          together="computed together, as one vectorised computation"),
         build=outlier_figure, notes=outlier_notes,
         title="One outlier eigenvalue, in the direction of the mean",
         caption="A = E[aaᵀ] without a bias column. Slide ‖m‖: the top eigenvalue follows ‖m‖² + 1 while the "
@@ -105,13 +113,19 @@ def descent_notes(result: experiments.DescentComparison) -> str:
     return " · ".join(parts) + "".join(f"<br>{n}" for n in notes if n)
 
 
-def descent_panel(fast: bool | None = None) -> panels.LivePanel:
+def descent_panel(fast: bool | None = None) -> scrub.ScrubPanel:
+    """Gradient descent on linear regression, uncentered vs centered vs whitened; ‖m‖ scrubs, κ(Σ) and c recompute.
+
+    ‖m‖ is the slider that carries the notebook's point: it moves the outlier eigenvalue ν₊ ≈ ‖m‖² + 2 of H,
+    and the uncentered run slows down with it while the centered one does not. All 13 positions (39 runs)
+    train as one batched computation (:func:`~lecture_lib.experiments.ics.descent_family`).
+    """
     fast = fast_mode() if fast is None else fast
-    controls = {"mean_norm": panels.slider("‖m‖ (input mean)", 0.0, 6.0, 3.0, step=0.25),
-                "cond": panels.log_slider("κ(Σ) (input covariance)", 1.0, 100.0, 1.0),
+    controls = {"cond": panels.log_slider("κ(Σ) (input covariance)", 1.0, 100.0, 1.0),
                 "lr_scale": panels.slider("α · λ_max(H)", 0.1, 1.9, 1.0, step=0.1)}
-    return panels.LivePanel(
-        partial(experiments.descent_experiment, steps=100 if fast else 400), controls,
+    return scrub.ScrubPanel(
+        partial(experiments.descent_family, steps=100 if fast else 400), controls,
+        scrub=scrub.Scrub("mean_norm", MEAN_NORMS, "‖m‖ (input mean)", index=MEAN_NORMS.index(3.0)),
         build=descent_figures, notes=descent_notes,
         title="Gradient descent on linear regression: uncentered vs centered features",
         caption="H = E[x̃x̃ᵀ] with x̃ = (x, 1): the bias column is included. Each run uses its own step "

@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 from ..experiments import implicit_decay as experiment
 from ..experiments.implicit_decay import HIDDEN, OUTPUT, REMEDIES
 from ..record import smooth
-from . import fast_mode, figures, panels
+from . import fast_mode, figures, panels, scrub
 
 LAYER_LABELS = {"w": "w (toy model)", HIDDEN[0]: "hidden layer 1 (BN)", HIDDEN[1]: "hidden layer 2 (BN)",
                 OUTPUT: "output layer (no BN)"}
@@ -140,13 +140,15 @@ def growth_figure(result: experiment.GrowthResult) -> go.Figure:
     fig = _figure(("squared norm ‖w_k‖²", "effective learning rate α / ‖w_k‖²"),
                   [("step k + 1", "‖w_k‖²", False), ("step k + 1", "α / ‖w_k‖²", True)])
     rec = result.record
-    k = _steps_from_1(rec)
+    rows = _log_rows(len(rec.steps))
+    k = _steps_from_1(rec)[rows]
     for n in ("w",) + HIDDEN:
         color, label = LAYER_COLORS[n], LAYER_LABELS[n]
         on = n in result.names
-        measured = (rec.param_norm[n][:, 0] ** 2, rec.effective_lr[n][:, 0]) if on else (EMPTY, EMPTY)
+        measured = (rec.param_norm[n][rows, 0] ** 2, rec.effective_lr[n][rows, 0]) if on else (EMPTY, EMPTY)
         _pair(fig, k, *measured, label, "α/‖w‖²", color)
-        predicted = (result.predicted[n], result.lr / result.predicted[n]) if on else (EMPTY, EMPTY)
+        on = on and n in result.predicted     # a partial result (still training) has no prediction yet
+        predicted = (result.predicted[n][rows], result.lr / result.predicted[n][rows]) if on else (EMPTY, EMPTY)
         _pair(fig, k, *predicted, f"√ law predicted ({label})", "α/‖w‖²", color, dash="dash", width=2)
     return fig
 
@@ -166,72 +168,112 @@ def _growth_notes(result: experiment.GrowthResult) -> str:
     return "<br>".join(lines + ([note] if note else []))
 
 
-def growth_panel(fast: bool | None = None) -> panels.LivePanel:
-    """Section 2: ‖w‖² only grows; the √(1 + k/k₀) law predicted from an independent run's G."""
+#: The α positions of the growth panel (1-2-3-5 per decade, 0.01 to 10), all trained together.
+GROWTH_LRS = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+
+
+def growth_panel(fast: bool | None = None) -> scrub.ScrubPanel:
+    """Section 2: ‖w‖² only grows; the √(1 + k/k₀) law predicted from an independent run's G, α scrubbed."""
     steps = _steps("growth", fast)
-    return panels.LivePanel(
-        compute=lambda model, lr: experiment.growth(model, lr, steps=steps[model]),
-        controls={"model": panels.dropdown("model", MODELS, "toy"),
-                  "lr": panels.log_slider("α (learning rate)", 1e-2, 10.0, 0.3)},
+    return scrub.ScrubPanel(
+        compute=lambda model, lr, progress=None: experiment.growth_family(model, lr, steps=steps[model],
+                                                                          progress=progress),
+        controls={"model": panels.dropdown("model", MODELS, "toy")},
+        scrub=scrub.Scrub("lr", GROWTH_LRS, "α (learning rate)", index=GROWTH_LRS.index(0.3)),
         build=growth_figure,
         notes=_growth_notes,
         title="Pythagorean growth of the weight norm",
         caption=("Plain SGD, no weight decay. The norm of every scale-invariant tensor only grows. The dashed "
                  "curve is a prediction, not a fit: ‖w₀‖²√(1 + k/k₀) with k₀ = ‖w₀‖⁴/(2α²G²) and G the "
-                 "root-mean-square ‖∇J(ŵ)‖ of a second run with another seed. Early on the measured norm runs "
-                 "above it, because ‖∇J(ŵ)‖ is largest while the direction is still being learned and the law "
-                 "drops the α⁴ term of the recursion; the notes give the ratio. Raise α: k₀ shrinks and the "
-                 "decay starts sooner. On the BN network ‖∇J(ŵ)‖ falls as the digits are learned, so the "
+                 "root-mean-square ‖∇J(ŵ)‖ of a second run with another seed (one per α). Early on the measured "
+                 "norm runs above it, because ‖∇J(ŵ)‖ is largest while the direction is still being learned and "
+                 "the law drops the α⁴ term of the recursion; the notes give the ratio. Raise α: k₀ shrinks and "
+                 "the decay starts sooner. On the BN network ‖∇J(ŵ)‖ falls as the digits are learned, so the "
                  "measured curve bends away from the √ shape in between."),
     )
 
 
 # =========================================================================== 3. the α sweep collapses
 
-SUBSCRIPTS = "₁₂₃₄₅₆₇₈₉"
+BAND = figures.rgba(figures.REFERENCE_COLOR, 0.22)
 
 
-def collapse_figure(result: experiment.CollapseResult) -> go.Figure:
+def _log_rows(count: int, target: int = 400) -> np.ndarray:
+    """About ``target`` row indices spread evenly on a log axis of steps 1..count (long runs stay light to scrub)."""
+    return np.unique(np.geomspace(1, count, min(target, count)).round().astype(int)) - 1
+
+
+def _band(x, values: np.ndarray, name: str, group: str) -> go.Scatter:
+    """The region between the smallest and the largest finite value over runs (columns), as one filled outline."""
+    finite = np.where(np.isfinite(values), values, np.nan)
+    keep = np.isfinite(finite).any(axis=1)
+    low, high = np.nanmin(finite[keep], axis=1), np.nanmax(finite[keep], axis=1)
+    x = np.asarray(x, dtype=float)[keep]
+    return go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([high, low[::-1]]), mode="lines",
+                      fill="toself", fillcolor=BAND, line=dict(width=0, color=BAND), name=name, legendgroup=group,
+                      showlegend=group == name, hoverinfo="skip")
+
+
+def collapse_figure(position: experiment.CollapseAt) -> go.Figure:
+    """The run of the chosen α (bold) inside the band of the whole sweep, and the α-free asymptote (dashed)."""
     fig = _figure(("effective learning rate α / ‖w_k‖²", "training loss (smoothed)"),
                   [("step k + 1", "α / ‖w_k‖²", True), ("step k + 1", "J (minibatch, smoothed)", False)])
-    rec = result.record
-    k = _steps_from_1(rec)
-    loss = smooth(rec.loss, max(1, len(k) // 60))
-    for r in range(len(result.lr)):
-        _pair(fig, k, rec.effective_lr["w"][:, r], loss[:, r], f"α{SUBSCRIPTS[r]}", "loss", figures.color(r))
-    fig.add_trace(figures.reference_line(k, result.asymptote, "predicted α-free asymptote 1/(G√(2k))"), 1, 1)
+    sweep, r = position.sweep, position.index
+    rec = sweep.record
+    rows = _log_rows(len(rec.steps))
+    k = _steps_from_1(rec)[rows]
+    loss = smooth(rec.loss, max(1, len(rec.steps) // 60))[rows]
+    eff = rec.effective_lr["w"][rows]
+    everyone = f"all {len(sweep.lr)} α, trained together"
+    fig.add_trace(_band(k, eff, everyone, everyone), 1, 1)
+    fig.add_trace(_band(k, loss, f"{everyone} · loss", everyone), 1, 2)
+    _pair(fig, k, eff[:, r], loss[:, r], "the α on the slider", "loss", figures.color(0), width=3)
+    fig.add_trace(figures.reference_line(k, sweep.asymptote[rows], "predicted α-free asymptote 1/(G√(2k))"), 1, 1)
     return fig
 
 
-def _collapse_notes(result: experiment.CollapseResult) -> str:
-    alphas = ", ".join(f"{a:.3g}" for a in result.lr)
-    ratios = ", ".join(f"{r:.2f}" for r in result.ratio)
-    past = ", ".join(f"{x:.2g}" for x in result.k_over_k0)
-    return (f"α{SUBSCRIPTS[0]} … α{SUBSCRIPTS[len(result.lr) - 1]} = {alphas}. "
-            f"At k = 0 the effective rates span a factor {result.spread_start:.3g}; "
-            f"after {len(result.record.steps)} steps they span a factor {result.spread_end:.3g}.<br>"
-            f"G = {result.G:.3g}, the root-mean-square ‖∇J(ŵ)‖ over the second half of an independent run "
-            f"(another seed, α = {float(np.sqrt(result.lr[0] * result.lr[-1])):.3g}). Last effective rate over the "
-            f"asymptote, per α: {ratios}; steps taken over each run's predicted k₀: {past}. The asymptote is the "
-            "limit k ≫ k₀. A ratio well below 1 has one of two causes: the run is not yet far past its k₀ (small "
-            "α), so ‖w₀‖ still counts; or α is so large that its first steps, taken at the larger gradient of the "
-            "initial direction, inflated ‖w‖ beyond what the average G implies.")
+def _collapse_notes(position: experiment.CollapseAt) -> str:
+    sweep, r = position.sweep, position.index
+    eff = position.effective_lr
+    finite = eff[np.isfinite(eff)]
+    end = f"{finite[-1]:.3g}" if finite.size else "—"
+    note = position.sweep.record.divergence_note(r)
+    return (f"<b>α = {position.lr:.3g}</b>: effective rate {eff[0]:.3g} at k = 0, {end} "
+            f"after {len(sweep.record.steps)} steps, {sweep.ratio[r]:.2f}× the asymptote; it took "
+            f"{sweep.k_over_k0[r]:.2g}× its own predicted k₀ = ‖w₀‖⁴/(2α²G²) steps."
+            + (f" {note}." if note else "") + "<br>"
+            f"All {len(sweep.lr)} α ({sweep.lr[0]:.3g} to {sweep.lr[-1]:.3g}): the effective rates span a factor "
+            f"{sweep.spread_start:.3g} at k = 0 and {sweep.spread_end:.3g} at the end. "
+            f"G = {sweep.G:.3g}, the root-mean-square ‖∇J(ŵ)‖ over the second half of an independent run "
+            f"(another seed, α = {sweep.probe_lr:.3g}). The asymptote is the limit k ≫ k₀. A ratio well below 1 "
+            "has one of two causes: the run is not yet far past its k₀ (small α, or a large ‖w₀‖), so ‖w₀‖ still "
+            "counts; or α is so large that its first steps, taken at the larger gradient of the initial direction, "
+            "inflated ‖w‖ beyond what the average G implies.")
 
 
-def collapse_panel(fast: bool | None = None) -> panels.LivePanel:
-    """Section 3: learning rates over several decades, one batched run; the late curves collapse."""
+def _positions(progress):
+    """A ``progress`` that hands on a partial sweep as its positions (what the scrubbed panel draws)."""
+    if progress is None:
+        return None
+    return lambda fraction, partial=None: progress(fraction, None if partial is None else partial.positions())
+
+
+def collapse_panel(fast: bool | None = None) -> scrub.ScrubPanel:
+    """Section 3: thirteen learning rates over three decades, one batched run, scrubbed in the browser."""
     steps = _steps("collapse", fast)
-    return panels.LivePanel(
-        compute=lambda lr_min, decades: experiment.collapse(lr_min, decades, steps=steps),
-        controls={"lr_min": panels.log_slider("smallest α", 1e-3, 1.0, 0.01),
-                  "decades": panels.int_slider("decades spanned", 1, 5, 3)},
+    lrs = experiment.COLLAPSE_LRS
+    return scrub.ScrubPanel(
+        compute=lambda lr, init_norm, progress=None: experiment.collapse(
+            lr, steps=steps, init_norm=init_norm, progress=_positions(progress)).positions(),
+        controls={"init_norm": panels.log_slider("‖w₀‖ (initial weight norm)", 0.25, 4.0, 1.0)},
+        scrub=scrub.Scrub("lr", lrs, "α (learning rate)", index=lrs.index(0.316)),
         build=collapse_figure,
         notes=_collapse_notes,
         title="The explicit learning rate hardly matters late in training",
-        caption=("Five learning rates spread over up to five decades, trained as one batched computation on the "
-                 "toy scale-invariant model. Slide the range: the effective rates start far apart and converge "
-                 "on the dashed α-free line 1/(G√(2k)), whose G comes from a separate run, not from these five. "
-                 "The notes give how close each run gets."),
+        caption=("Thirteen learning rates a quarter decade apart, from 0.01 to 10, on the toy scale-invariant "
+                 "model; the grey band spans all of them. Slide α: the effective rate starts a factor 1000 "
+                 "apart and ends on the dashed α-free line 1/(G√(2k)), whose G comes from a separate run, not "
+                 "from these thirteen. Raise ‖w₀‖: the small α need far longer to forget where they started."),
     )
 
 
@@ -260,7 +302,7 @@ def output_panel(fast: bool | None = None) -> panels.LivePanel:
     """Section 4: the output layer is not scale invariant, keeps α, and trains relatively faster later."""
     steps = _steps("output", fast)
     return panels.LivePanel(
-        compute=lambda lr: experiment.output_layer(lr, steps=steps),
+        compute=lambda lr, progress=None: experiment.output_layer(lr, steps=steps, progress=progress),
         controls={"lr": panels.log_slider("α (learning rate)", 0.03, 5.0, 1.0)},
         build=output_figure,
         notes=_output_notes,
@@ -308,9 +350,9 @@ def remedies_panel(fast: bool | None = None) -> panels.LivePanel:
     """Section 5: exponential schedule, weight decay and unit-norm projection, each a switch."""
     steps = _steps("remedies", fast)
 
-    def compute(lr, weight_decay, exp_schedule, use_weight_decay, unit_norm, lr_unit):
+    def compute(lr, weight_decay, exp_schedule, use_weight_decay, unit_norm, lr_unit, progress=None):
         chosen = [r for r, on in zip(REMEDIES, (True, use_weight_decay, exp_schedule, unit_norm)) if on]
-        return experiment.remedies(lr, weight_decay, chosen, lr_unit, steps=steps)
+        return experiment.remedies(lr, weight_decay, chosen, lr_unit, steps=steps, progress=progress)
 
     return panels.LivePanel(
         compute=compute,
@@ -341,7 +383,9 @@ def optimizer_figure(result: experiment.OptimizersResult) -> go.Figure:
                   [("step k + 1", "angle turned per step (rad)", True), ("step k + 1", "", True),
                    ("step k + 1", "", True)], height=420, shared_yaxes=True)
     for col, n in enumerate(OPT_LABELS, start=1):
-        rec = result.records[n]
+        rec = result.records.get(n)
+        if rec is None:                       # a partial result: this optimizer has not started yet
+            continue
         k = _steps_from_1(rec)
         ang = smooth(rec.angular_step[HIDDEN[0]], max(1, len(k) // 30))
         for r, start in enumerate(STARTS):
@@ -369,7 +413,8 @@ def optimizer_panel(fast: bool | None = None) -> panels.LivePanel:
     """Section 6: SGD, Adam and K-FAC from rescaled starting weights; only K-FAC does not care."""
     steps = _steps("optimizers", fast)
     return panels.LivePanel(
-        compute=lambda damping, spread: experiment.optimizers(damping, spread, steps=steps),
+        compute=lambda damping, spread, progress=None: experiment.optimizers(damping, spread, steps=steps,
+                                                                             progress=progress),
         controls={"damping": panels.log_slider("γ (K-FAC damping)", 1e-5, 1e-1, 1e-4),
                   "spread": panels.slider("c (start from w₀/c, w₀ and c·w₀)", 1.0, 8.0, 4.0, step=0.5)},
         build=optimizer_figure,

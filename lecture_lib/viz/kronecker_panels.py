@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 
 from ..experiments import kronecker as experiments
 from ..kronecker import KronSpectrum
-from . import fast_mode, figures, panels
+from . import fast_mode, figures, panels, scrub
 
 KFAC_SIZES = (4, 6, 3)
 LAYER_LABELS = {"hidden layer (linears.0)": "linears.0", "output layer (linears.1)": "linears.1"}
@@ -55,19 +55,25 @@ def _spectrum_notes(r: KronSpectrum) -> str:
             f"= cond(A)·cond(B).")
 
 
-def spectrum_panel() -> panels.LivePanel:
-    """Sliders on the sizes and condition numbers of A and B; the two spectra on top of each other."""
-    return panels.LivePanel(
-        compute=functools.partial(experiments.spectrum_demo, seed=0),
+#: The cond(A) positions of the spectrum panel: 10^(k/3), k = 0..12 (1 to 10⁴), all computed at once.
+SPECTRUM_CONDS = tuple(float(f"{10 ** (k / 3):.3g}") for k in range(13))
+
+
+def spectrum_panel() -> scrub.ScrubPanel:
+    """Sliders on the sizes and cond(B); cond(A) scrubbed across a family; the two spectra on top of each other."""
+    return scrub.ScrubPanel(
+        compute=functools.partial(experiments.spectrum_family, seed=0),
         controls={"n": panels.int_slider("n (size of A)", 1, 12, 6),
                   "m": panels.int_slider("m (size of B)", 1, 10, 4),
-                  "cond_a": panels.log_slider("condition number of A", 1.0, 1e4, 10.0),
                   "cond_b": panels.log_slider("condition number of B", 1.0, 1e4, 100.0)},
+        scrub=scrub.Scrub("cond_a", SPECTRUM_CONDS, "condition number of A", index=SPECTRUM_CONDS.index(10.0),
+                          together="computed together, as one vectorised computation"),
         build=spectrum_figure,
         notes=_spectrum_notes,
         title="The spectrum of a Kronecker product",
         caption="Every circle sits on the line: the nm eigenvalues of A ⊗ B are exactly the products "
-                "λᵢνⱼ. Push both condition numbers up and watch the spread of the product multiply.",
+                "λᵢνⱼ. Slide cond(A) from 1 up: the spectrum splits into m copies of A's spread, one per "
+                "eigenvalue of B, and the spread of the product multiplies.",
     )
 
 

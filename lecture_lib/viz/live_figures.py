@@ -55,21 +55,40 @@ def figure_widget_class() -> type:
 
 
 def figure_widget(figure: go.Figure) -> go.FigureWidget:
-    """One FigureWidget holding all of ``figure``'s traces (passed to the constructor)."""
-    return figure_widget_class()(data=figure.data, layout=figure.layout)
+    """One FigureWidget holding all of ``figure``'s traces (passed to the constructor).
+
+    Its axes never hide tick labels that overflow the figure (``ticklabeloverflow="allow"``,
+    :data:`figures.TICKLABELOVERFLOW`): plotly's default measures every label again after each redraw.
+    """
+    fw = figure_widget_class()(data=figure.data, layout=figure.layout)
+    fw.update_xaxes(ticklabeloverflow=_figures.TICKLABELOVERFLOW)
+    fw.update_yaxes(ticklabeloverflow=_figures.TICKLABELOVERFLOW)
+    return fw
 
 
-def refresh_initial_state(fw: go.FigureWidget) -> None:
+def refresh_initial_state(fw: go.FigureWidget, layout: bool = True) -> None:
     """Make the state a browser receives when it first connects match the figure as it is now.
 
     A FigureWidget sends later changes as relayout/restyle messages and keeps its construction-time
     data and layout as the state a newly connecting page starts from. In a pre-heated Voila kernel
     a panel can change before the page connects (a link sets its sliders, presenter mode restyles
     it): those messages reach nobody, so the initial state is brought up to date here, silently
-    (no message: pages already connected got the restyle/relayout).
+    (no message: pages already connected got the restyle/relayout). ``layout=False``: only the data
+    changed (a scrub step; copying the layout, template included, was most of its time in the kernel).
     """
     fw._trait_values["_widget_data"] = copy.deepcopy(fw._data)
-    fw._trait_values["_widget_layout"] = copy.deepcopy(fw._layout_obj._props)
+    if layout:
+        fw._trait_values["_widget_layout"] = copy.deepcopy(fw._layout_obj._props)
+
+
+@contextlib.contextmanager
+def _unsent_updates(fw: go.FigureWidget):
+    """Within: ``fw``'s batched updates change its data and layout without a message to the page."""
+    fw._send_update_msg = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        del fw._send_update_msg
 
 
 def _flat(layout: dict, prefix: str = "") -> dict[str, Any]:
@@ -92,13 +111,19 @@ def _same(a, b) -> bool:
         return False
 
 
-def copy_layout_changes(target, before: dict, after: dict) -> None:
-    """Set on ``target`` the layout entries in which the flat layouts ``before`` and ``after`` differ."""
+def copy_layout_changes(target, before: dict, after: dict) -> set[str]:
+    """Set on ``target`` the layout entries in which the flat layouts ``before`` and ``after`` differ;
+    returns their paths."""
+    changed = set()
     for path in before.keys() | after.keys():
         if path not in after:
             target.layout[path] = None
         elif path not in before or not _same(before[path], after[path]):
             target.layout[path] = after[path]
+        else:
+            continue
+        changed.add(path)
+    return changed
 
 
 class LiveFigures:
@@ -123,7 +148,10 @@ class LiveFigures:
         self._redraw = redraw
         # the (thinned) figures a result is drawn from; set by built()
         self.prepare: Callable[[Any], list[go.Figure]] | None = None
-        self._lock = threading.RLock()           # one redraw or restyle at a time
+        self.lock = threading.RLock()           # one redraw or restyle at a time
+        self._transient: list = []               # non-empty while draw() shows a partial result
+        # per figure, the flat layout paths some redraw changed, with the first figure's value (None: unset)
+        self.varying: list[dict[str, Any]] = [{} for _ in self.widgets]
 
     @classmethod
     def built(cls, build: Callable[[Any], go.Figure | Sequence[go.Figure]], result,
@@ -143,6 +171,7 @@ class LiveFigures:
             return [_figures.thin_traces(f) for f in figs]
 
         built: OrderedDict = OrderedDict()       # id(result) -> (result, figures, flat layouts)
+        transient: list = []                     # the LiveFigures' _transient
 
         def prepared(res):
             hit = built.get(id(res))
@@ -151,13 +180,15 @@ class LiveFigures:
                 return hit[1], hit[2]
             figs = prepare(res)
             entry = (res, figs, [_flat(f.layout.to_plotly_json()) for f in figs])
+            if transient:                        # a partial result (runs still training) is shown once: not kept
+                return entry[1], entry[2]
             built[id(res)] = entry
             while len(built) > keep:
                 built.popitem(last=False)
             return entry[1], entry[2]
 
         first, layouts = prepared(result)
-        layouts = list(layouts)
+        layouts, varying = list(layouts), [{} for _ in layouts]
 
         def redraw(target, new_result) -> None:
             targets = target if isinstance(target, list) else [target]
@@ -166,26 +197,39 @@ class LiveFigures:
                 raise ValueError(f"build returned {len(new)} figures for this result, {len(targets)} for the first")
             for i, (fw, fig) in enumerate(zip(targets, new)):
                 _figures.copy_trace_data(fw, fig)
-                copy_layout_changes(fw, layouts[i], flats[i])
+                for path in copy_layout_changes(fw, layouts[i], flats[i]):
+                    varying[i].setdefault(path, first_layouts[i].get(path))
                 layouts[i] = flats[i]
 
+        first_layouts = list(layouts)
         live = cls(first[0] if single[0] else first, redraw)
         live.prepare = lambda res: prepared(res)[0]
+        live.varying = varying
+        live._transient = transient
         return live
 
-    def draw(self, result) -> None:
-        """Show ``result``: one batched redraw per figure; a page connecting later starts from it."""
-        with self._lock:
+    def draw(self, result, transient: bool = False, silent: bool = False) -> None:
+        """Show ``result``: one batched redraw per figure; a page connecting later starts from it.
+        ``transient``: a partial result (runs still training), whose built figures are not kept.
+        ``silent``: the page drew it already (:mod:`~lecture_lib.viz.recall`): only the kernel's copy
+        of the figures changes, nothing is sent."""
+        with self.lock:
+            self._transient[:] = [True] if transient else []
             with contextlib.ExitStack() as stack:
                 for fw in self.widgets:
+                    if silent:
+                        stack.enter_context(_unsent_updates(fw))
                     stack.enter_context(fw.batch_update())
-                self._redraw(self.widgets[0] if self._single else self.widgets, result)
+                try:
+                    self._redraw(self.widgets[0] if self._single else self.widgets, result)
+                finally:
+                    self._transient.clear()
             for fw in self.widgets:
                 refresh_initial_state(fw)
 
     def restyle_for_projector(self, width: int, height: int, gap: int) -> None:
         """Figures side by side in ``width`` pixels (``gap`` between them), ``height`` tall, projector style."""
-        with self._lock:
+        with self.lock:
             each = (width - gap * (len(self.widgets) - 1)) // max(len(self.widgets), 1)
             with contextlib.ExitStack() as stack:
                 for fw in self.widgets:

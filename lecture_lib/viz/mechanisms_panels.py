@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 
 from .. import mechanisms as M
 from ..experiments import mechanisms as E
-from . import fast_mode, figures, panels
+from . import fast_mode, figures, panels, scrub
 
 SCHEME_COLORS = {"none": figures.color(6), "wd-bn": figures.color(0), "wd-fc": figures.color(4),
                  "wd-all": figures.color(1), "graft": figures.color(2), "graft+wd-fc": figures.color(3)}
@@ -59,13 +59,18 @@ def _scheme_notes(record, schemes, extra: str = "", cols=None) -> str:
 
 
 # =========================================================================== 1. effective learning rate
-@functools.lru_cache(maxsize=16)
-def effective_lr(optimizer: str = "sgd", decay_per_step: float = 1e-3, steps: int = 1000, width: int = 64,
-                 seeds: tuple = (0,)) -> E.EffectiveLrResult:
-    r"""Mechanism 1 for the panel: the slider sets :math:`\alpha\lambda`, the shrink factor per step."""
+#: The αλ positions of the effective-learning-rate panel's scrubber (one decade apart), trained together.
+DECAYS_PER_STEP = (1e-5, 1e-4, 1e-3, 1e-2)
+
+
+@functools.lru_cache(maxsize=8)
+def effective_lr_family(optimizer: str = "sgd", decay_per_step: tuple = DECAYS_PER_STEP, steps: int = 1000,
+                        width: int = 64, seeds: tuple = (0,), progress=None) -> list[E.EffectiveLrResult]:
+    r""":func:`effective_lr` for every :math:`\alpha\lambda` of ``decay_per_step``, all trained as one batched run."""
     lr = 0.05 if optimizer == "sgd" else 1e-3
-    return E.effective_lr_experiment(optimizer, lr=lr, weight_decay=decay_per_step / lr, steps=steps, width=width,
-                                     seeds=seeds, eval_every=max(steps // 30, 1), record_every=max(steps // 100, 1))
+    return E.effective_lr_family(optimizer, lr=lr, weight_decay=tuple(d / lr for d in decay_per_step), steps=steps,
+                                 width=width, seeds=seeds, eval_every=max(steps // 30, 1),
+                                 record_every=max(steps // 100, 1), progress=progress)
 
 
 def _seed_mean(result: E.EffectiveLrResult, values: np.ndarray) -> np.ndarray:
@@ -107,21 +112,24 @@ def _effective_lr_notes(result: E.EffectiveLrResult) -> str:
     return "<br>".join(bits)
 
 
-def effective_lr_panel(fast: bool | None = None) -> panels.LivePanel:
-    """Section 1: decay on the BN layers, on the top layer, everywhere, and norm grafting."""
+def effective_lr_panel(fast: bool | None = None) -> scrub.ScrubPanel:
+    """Section 1: decay on the BN layers, on the top layer, everywhere, and norm grafting; αλ scrubs (every αλ
+    one batched run), the optimizer recomputes."""
     fast = fast_mode() if fast is None else fast
     size = EFFECTIVE_LR_SIZES[fast]
-    return panels.LivePanel(
-        compute=functools.partial(effective_lr, **size),
+    return scrub.ScrubPanel(
+        compute=functools.partial(effective_lr_family, **size),
         controls={"optimizer": panels.dropdown("optimizer", {"SGD (ρ = 0.9, α = 0.05)": "sgd",
-                                                             "Adam (α = 10⁻³)": "adam"}, "sgd"),
-                  "decay_per_step": panels.log_slider("αλ (decay per step)", 1e-5, 1e-2, 1e-3)},
+                                                             "Adam (α = 10⁻³)": "adam"}, "sgd")},
+        scrub=scrub.Scrub("decay_per_step", DECAYS_PER_STEP, "αλ (decay per step)",
+                          index=DECAYS_PER_STEP.index(1e-3), fmt=lambda v: f"{v:.0e}"),
         build=effective_lr_figures,
         notes=_effective_lr_notes,
         title="Mechanism 1: weight decay raises the effective learning rate",
         caption=(f"Six decay schemes × {len(size['seeds'])} seeds of one BN network ({size['width']} units × 2 hidden "
-                 f"layers, digits, {size['steps']} steps) trained as one batched run; seed s gives every scheme the "
-                 "same start and minibatches. Curves: means over seeds. The dotted runs never decay their normalized "
+                 f"layers, digits, {size['steps']} steps) at each of {len(DECAYS_PER_STEP)} decays per step αλ, "
+                 "trained as one batched run; seed s gives every scheme and every αλ the same start and minibatches. "
+                 "Curves: means over seeds. The dotted runs never decay their normalized "
                  "layers; after every step their norms are set to those of the run decaying everywhere, so their "
                  "α/‖w‖² in the lower plot equals the donor's by construction: it shows what grafting transfers, "
                  "not that it works. The evidence is the accuracy, in the notes with paired intervals. Slide αλ to "
@@ -218,12 +226,111 @@ def jacobian_panel(fast: bool | None = None) -> panels.LivePanel:
     )
 
 
+# --------------------------------------------------------------------------- 2b. across architectures
+DEPTH_SYMBOLS = {1: "circle", 2: "diamond", 3: "square"}
+CHECKPOINTS = {"early": 0, "middle": 1, "end": 2}
+
+
+def _architecture_at(result: E.ArchitectureResult, checkpoint: int) -> int:
+    steps = result.steps()
+    return steps[min(checkpoint, len(steps) - 1)]
+
+
+def architecture_figures(view: tuple[E.ArchitectureResult, int]) -> list[go.Figure]:
+    """Left: K-FAC norm against K‖J_x‖² per trained network (colour and symbol: depth, size: width); right: their
+    ratio per architecture (geometric mean over seeds) against the width, one line per depth."""
+    result, checkpoint = view
+    step = _architecture_at(result, checkpoint)
+    rows = result.step == step
+    ratio = result.geometric_mean("ratio", step)
+    scatter, lines = [], []
+    for i, d in enumerate((1, 2, 3)):
+        sel = rows & (result.depth == d)
+        widths = sorted(w for w, dd in ratio if dd == d)
+        scatter.append(go.Scatter(
+            x=(d + 1) * result.jacobian_norm[sel], y=result.kfac_norm[sel], mode="markers",
+            name=f"{d} hidden layer{'s' if d > 1 else ''}", customdata=result.width[sel],
+            marker=dict(size=5 + 2 * np.log2(np.maximum(result.width[sel], 1) / 8), symbol=DEPTH_SYMBOLS[d],
+                        color=figures.color(i), line=dict(width=1, color="#333")),
+            hovertemplate=f"depth {d}, width %{{customdata}}<br>K‖J‖² = %{{x:.4g}}, K-FAC norm = %{{y:.4g}}"
+                          "<extra></extra>"))
+        lines.append(go.Scatter(
+            x=widths, y=[ratio[(w, d)] for w in widths], mode="lines+markers", name=f"ratio, depth {d}",
+            showlegend=False, line=dict(color=figures.color(i), width=2.5),
+            marker=dict(size=9, symbol=DEPTH_SYMBOLS[d], color=figures.color(i)),
+            hovertemplate=f"depth {d}, width %{{x}}: K-FAC norm / K‖J‖² = %{{y:.3f}}<extra></extra>"))
+    lo = float(min(np.min((result.depth[rows] + 1) * result.jacobian_norm[rows]), np.min(result.kfac_norm[rows])))
+    hi = float(max(np.max((result.depth[rows] + 1) * result.jacobian_norm[rows]), np.max(result.kfac_norm[rows])))
+    scatter.append(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="K-FAC norm = K‖J‖² (linear networks)",
+                              line=dict(color="#888", dash="dash", width=1.5), hoverinfo="skip"))
+    fig_s = figures.figure(scatter, x_title="K · E‖Jₓ‖²_F (test inputs)", y_title="K-FAC Gauss-Newton norm",
+                           log_x=True, log_y=True, height=380)
+    fig_r = figures.figure(lines, x_title="width (units per hidden layer)", y_title="K-FAC norm / K‖Jₓ‖²",
+                           log_x=True, height=380)
+    widths = sorted({float(w) for t in lines for w in (t.x if t.x is not None else ())})
+    fig_r.update_xaxes(tickvals=widths, ticktext=[f"{w:g}" for w in widths])    # the widths, not log mantissas
+    return [fig_s, fig_r]
+
+
+def _architecture_notes(view: tuple[E.ArchitectureResult, int]) -> str:
+    result, checkpoint = view
+    step = _architecture_at(result, checkpoint)
+    n_seeds = len(set(result.seed.tolist()))
+    ratio = result.geometric_mean("ratio", step)
+    fmt = lambda i: f"<b>{i.mean:+.2f}</b> [{i.low:+.2f}, {i.high:+.2f}]"      # noqa: E731
+    bits = [f"after {step} steps: ‖Jₓ‖² differs {result.spread('jacobian_norm', step):.2f}× across the "
+            f"{len(ratio)} architectures, the K-FAC norm {result.spread('kfac_norm', step):.2f}×, their ratio "
+            f"K-FAC norm / K‖Jₓ‖² {result.spread('ratio', step):.2f}× (from {min(ratio.values()):.2f} to "
+            f"{max(ratio.values()):.2f})"]
+    if n_seeds >= 2:
+        bits.append(f"correlation of the log K-FAC norm with log K‖Jₓ‖²: {fmt(result.correlation(step=step))}; "
+                    f"with log ‖Jₓ‖² (no factor K): {fmt(result.correlation(times_k=False, step=step))}")
+        bits.append(f"partial, at equal depth: {fmt(result.correlation('depth', step=step))}; given the weight scale "
+                    f"∏‖W_ℓ‖²_F: {fmt(result.correlation('scale', step=step))}")
+        bits.append(f"<span class='lecture-detail'>(one correlation per seed across the architectures; mean and 95% "
+                    f"interval over {n_seeds} seeds, on Fisher's z)</span>")
+    else:
+        bits.append("one seed: no interval")
+    return "<br>".join(bits)
+
+
+def _architecture_compute(checkpoint: int, runs: str, fast: bool, progress=None) -> tuple:
+    if runs == "saved":
+        return E.architecture_result(E.load_table(E.ARCHITECTURE_PATH)), checkpoint
+    config = E.ARCHITECTURE_REDUCED if fast else E.ARCHITECTURE_CONFIG
+    return E.architecture_experiment(**config, progress=progress), checkpoint
+
+
+def architecture_panel(fast: bool | None = None) -> panels.LivePanel:
+    """Section 2: does the K-FAC norm track ‖J_x‖² across widths and depths? The saved sweep, or recomputed."""
+    fast = fast_mode() if fast is None else fast
+    table = E.load_table(E.ARCHITECTURE_PATH)
+    cfg, v = table["config"], table["version"]
+    recompute = "recompute (reduced, seconds)" if fast else f"recompute (about {table['seconds'] / 60:.0f} min)"
+    return panels.LivePanel(
+        compute=functools.partial(_architecture_compute, fast=fast),
+        controls={"checkpoint": panels.choice("measured", CHECKPOINTS, 2),
+                  "runs": panels.choice("runs", {"saved": "saved", recompute: "recompute"}, "saved")},
+        build=architecture_figures,
+        notes=_architecture_notes,
+        title="Mechanism 2 across architectures: does the K-FAC norm track ‖Jₓ‖²?",
+        caption=(f"Bias-free ReLU networks without BN, widths {', '.join(map(str, cfg['widths']))} × "
+                 f"{', '.join(map(str, cfg['depths']))} hidden layers, trained with K-FAC-G (α = 0.01, γ = 0.01) and "
+                 f"weight decay αλ = 10⁻³ for {cfg['steps']} steps, {len(cfg['seeds'])} seeds; measured after "
+                 f"{', '.join(map(str, cfg['checkpoints']))} steps (early / middle / end). Left: each point one network "
+                 "(size: width); dashed: the identity of linear networks. Right: the ratio per architecture. Saved by "
+                 f"scripts/make_architecture_table.py with lecture_lib {v['lecture_lib']}, torch {v['torch']} in "
+                 f"{table['seconds']:.0f} s."),
+    )
+
+
 # =========================================================================== 3. effective damping
 @functools.lru_cache(maxsize=16)
 def damping(curvature: str = "kfac-f", damping: float = 1e-3, weight_decay: float = 0.1, steps: int = 1000,
-            width: int = 64, seeds=(0,)) -> E.DampingResult:
+            width: int = 64, seeds=(0,), progress=None) -> E.DampingResult:
     return E.damping_experiment(curvature, damping=damping, weight_decay=weight_decay, steps=steps, width=width,
-                                seeds=seeds, record_every=max(steps // 40, 1), eval_every=max(steps // 20, 1))
+                                seeds=seeds, record_every=max(steps // 40, 1), eval_every=max(steps // 20, 1),
+                                progress=progress)
 
 
 def damping_figures(result: E.DampingResult) -> list[go.Figure]:

@@ -10,8 +10,16 @@ DOM hooks for tests and styling: the panel has CSS class ``lecture-panel``, figu
 notes ``lecture-notes``, the message ``lecture-message``, and a hidden ``lecture-state``
 element (:meth:`PanelView.show_state`) whose ``<span data-generation data-busy data-outcome data-panel data-synced
 data-link>`` says which request is drawn, whether work is still pending, the panel's number,
-whether the page's URL is known, and the panel's URL fragment (``p2.lr=0.3&p2.beta2=0.9``).
+whether the page's URL is known, and the panel's URL fragment (``p2.lr=0.3&p2.beta2=0.9``);
+``data-partial-generation data-partials``: the request whose partial results (runs still training)
+were last drawn, and how many of them (a streamed frame is on the page once
+``data-partial-generation`` exceeds the generation drawn before the move).
 In presenter mode the panel also has class ``lecture-presenting``.
+
+Few widget models (issue 17, "open fast": the page creates a model and a view for each, 150–320 per
+dashboard before): CSS, title and caption are one ``HTML`` (its ``<div>`` elements ``lecture-title`` and
+``lecture-caption``), and the layouts and styles that no panel ever changes are one model per kernel,
+shared by every panel (:func:`_shared`).
 
 Keys pressed on a control belong to the control: :class:`KeysStayInControls` marks each element
 of the controls row that takes focus with ``data-lm-suppress-shortcuts``, which tells JupyterLab's
@@ -24,10 +32,13 @@ keys first), so a slider moved by keyboard never moved.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anywidget
 import ipywidgets as widgets
+import traitlets
+from ipywidgets.widgets.widget_float import ProgressStyle
+from ipywidgets.widgets.widget_string import HTMLStyle
 
 # presenter mode: the panel's figures side by side on a 1280x720 canvas (the page scales it to the screen)
 PRESENT_WIDTH, PRESENT_FIGURE_HEIGHT, PRESENT_GAP = 1236, 440, 12
@@ -68,13 +79,18 @@ class KeysStayInControls(anywidget.AnyWidget):
 
     _esm = """const SUPPRESS = "data-lm-suppress-shortcuts";
 export default {
-  render({ el }) {
+  render({ model, el }) {
     let tries = 0;
     const attach = () => {
       const box = el.closest(".lecture-controls");
       if (!box) {
         if (tries++ < 600) setTimeout(attach, 100);
         return;
+      }
+      const panel = box.closest(".lecture-panel"), anchor = model.get("anchor");
+      if (panel && anchor && !panel.id) {           // #panel-N (a static page's "open in the live app" link)
+        panel.id = anchor;
+        if (location.hash === "#" + anchor) setTimeout(() => panel.scrollIntoView(), 0);
       }
       if (box.hasAttribute(SUPPRESS)) return;       // marked by an earlier view of this widget
       box.setAttribute(SUPPRESS, "");
@@ -87,12 +103,28 @@ export default {
 };
 """
 
+    anchor = traitlets.Unicode("").tag(sync=True)   # the panel element's id, "panel-N" (set with its number)
+
     def __init__(self):
-        super().__init__(layout=widgets.Layout(display="none"))
+        super().__init__(layout=_shared("hidden", lambda: widgets.Layout(display="none")))
 
 
-def _html(css_class: str, value: str = "", **layout) -> widgets.HTML:
-    w = widgets.HTML(value, layout=widgets.Layout(**layout))
+_SHARED: dict[str, widgets.Widget] = {}
+
+
+def _shared(name: str, make: Callable[[], widgets.Widget]) -> widgets.Widget:
+    """The kernel's one ``name`` model (a layout or style nothing changes), shared by every panel's widgets."""
+    widget = _SHARED.get(name)
+    if widget is None or widget.comm is None:       # none yet, or closed (Widget.close_all)
+        widget = _SHARED[name] = make()
+    return widget
+
+
+def _html(css_class: str, value: str = "", hidden: bool = False) -> widgets.HTML:
+    """An ``HTML`` with the shared layout (``hidden``: not displayed) and style."""
+    layout = (_shared("hidden", lambda: widgets.Layout(display="none")) if hidden
+              else _shared("layout", widgets.Layout))
+    w = widgets.HTML(value, layout=layout, style=_shared("html style", HTMLStyle))
     w.add_class(css_class)
     return w
 
@@ -102,17 +134,23 @@ class PanelView(widgets.VBox):
 
     def __init__(self, controls: Sequence[widgets.Widget], title: str | None = None, caption: str | None = None):
         self.message: str = ""
-        self._title = _html("lecture-title", f"<h3>{html.escape(title)}</h3>" if title else "")
-        self._caption = _html("lecture-caption", caption or "")
+        # CSS, title and caption: one widget (the exporter reads the title's and caption's HTML)
+        self._title_html = f"<h3>{html.escape(title)}</h3>" if title else ""
+        self._caption_html = caption or ""
+        self._header = _html("lecture-header", PANEL_CSS
+                             + (f"<div class='lecture-title'>{self._title_html}</div>" if title else "")
+                             + (f"<div class='lecture-caption'>{caption}</div>" if caption else ""))
         self._bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
-                                          layout=widgets.Layout(width="160px"))
-        self._status = widgets.HTML("")
+                                          layout=_shared("bar", lambda: widgets.Layout(width="160px")),
+                                          style=_shared("bar style", ProgressStyle))
+        self._status = _html("lecture-progress-status")
         self._progress = widgets.HBox([self._bar, self._status],
                                       layout=widgets.Layout(visibility="hidden", align_items="center"))
         self._progress.add_class("lecture-progress")
         # the progress bar sits at the end of the controls row: no jump in the layout when it shows
-        self._controls_box = widgets.HBox(list(controls) + [self._progress, KeysStayInControls()],
-                                          layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        self._keys, self._keys_number = KeysStayInControls(), None
+        self._controls_box = widgets.HBox(list(controls) + [self._progress, self._keys], layout=_shared(
+            "controls", lambda: widgets.Layout(flex_flow="row wrap", align_items="center")))
         self._controls_box.add_class("lecture-controls")
         # what a link set (or could not set) on this panel, e.g. "link ignored p2.lr=7: outside [...]"
         self._link_note = _html("lecture-link-note")
@@ -121,13 +159,20 @@ class PanelView(widgets.VBox):
         self._figure_box.add_class("lecture-figures")
         self._notes = _html("lecture-notes")
         # machine-readable state for browser tests and the page's URL: see show_state
-        self._state = _html("lecture-state", display="none")
-        children = [widgets.HTML(PANEL_CSS)]
-        children += [w for w, text in ((self._title, title), (self._caption, caption)) if text]
-        children += [self._controls_box, self._link_note, self._message, self._figure_box, self._notes,
-                     self._state]
-        super().__init__(children)
+        self._state = _html("lecture-state", hidden=True)
+        super().__init__([self._header, self._controls_box, self._link_note, self._message, self._figure_box,
+                          self._notes, self._state])
         self.add_class("lecture-panel")
+
+    @property
+    def number(self) -> int | None:
+        """The panel's number on the page (1, 2, ...); setting it gives the panel's element the id ``panel-N``."""
+        return self._keys_number
+
+    @number.setter
+    def number(self, number: int) -> None:
+        self._keys_number = number
+        self._keys.anchor = f"panel-{number}"
 
     def show_figures(self, figure_widgets: Sequence[widgets.Widget]) -> None:
         self._figure_box.children = tuple(figure_widgets)
@@ -164,8 +209,9 @@ class PanelView(widgets.VBox):
         self.add_class("lecture-presenting")
 
     def show_state(self, generation: int, busy: bool, outcome: str, number: int, synced: bool,
-                      link: str) -> None:
+                      link: str, partial_generation: int = -1, partials: int = 0) -> None:
         self._state.value = (f"<span data-generation='{generation}' data-busy='{int(busy)}' "
+                             f"data-partial-generation='{partial_generation}' data-partials='{partials}' "
                              f"data-outcome='{outcome}' data-panel='{number}' "
                              f"data-synced='{int(synced)}' "
                              f"data-link='{html.escape(link, quote=True)}'></span>")

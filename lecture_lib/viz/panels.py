@@ -18,10 +18,18 @@ What the panel guarantees:
   result is built the same way and only its trace data reach the ``FigureWidget``,
   trace by trace name (:mod:`lecture_lib.viz.live_figures`);
 - sliders fire on release (``continuous_update=False``, :mod:`lecture_lib.viz.controls`);
-- results are cached by control values (bounded LRU), so moving a slider back is instant;
+- results are cached by control values (bounded LRU), so moving a slider back is instant; the page
+  itself keeps what it drew for them and redraws a cached result without the kernel
+  (:mod:`lecture_lib.viz.recall`);
   compute runs in a background thread; past ``progress_after`` seconds a progress bar
   appears; a newer control value supersedes a computation still running
   (:mod:`lecture_lib.viz.runner`);
+- a long computation streams: if ``compute`` reports partial results (``progress(fraction, partial)``,
+  e.g. through :class:`lecture_lib.record.Stream`), the figures draw each one as it comes (at most
+  ten a second) through the same builder, so the new runs' curves grow while they train, and the
+  final result replaces the last; notes wait for the final result. The state element counts the
+  partial frames drawn (``data-partial-generation``, ``data-partials``, see
+  :class:`~lecture_lib.viz.panel_view.PanelView`);
 - ``ValueError``/``TypeError`` from ``compute`` (bad hyperparameters) show their message in
   the panel; other exceptions show a short error line, never a traceback. With
   ``LECTURE_PANEL_RAISE=1`` (set by the notebook tests) a failure of the first computation
@@ -37,6 +45,7 @@ Its widgets, CSS and DOM hooks are :class:`~lecture_lib.viz.panel_view.PanelView
 from __future__ import annotations
 
 import html
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -49,8 +58,11 @@ from . import url_state
 from .controls import CONTROL_WIDTH, choice, dropdown, freeze, int_slider, log_slider, slider, toggle
 from .live_figures import LiveFigures, figure_widget, refresh_initial_state
 from .panel_view import PANEL_CSS, PRESENT_FIGURE_HEIGHT, PRESENT_GAP, PRESENT_WIDTH, PanelView
+from .recall import Recall
 from .runner import ComputeRunner, Outcome, Superseded, classify
 from .url_state import decode_value, encode_value
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LivePanel", "Superseded", "divergence_notes", "slider", "int_slider", "log_slider", "dropdown",
            "choice", "toggle", "encode_value", "decode_value", "figure_widget", "refresh_initial_state",
@@ -76,7 +88,8 @@ class LivePanel(PanelView):
 
     Args:
         compute: ``compute(**control_values) -> result``; if it accepts a
-            ``progress`` keyword it receives a callback ``progress(fraction)``.
+            ``progress`` keyword it receives a callback ``progress(fraction, partial=None)``;
+            a ``partial`` (a result of the same type, runs trained so far) is drawn at once.
         controls: ``{keyword: widget}``; the keyword is the argument of
             ``compute`` the widget sets (use :func:`slider`, :func:`log_slider`...).
         build: ``build(result) -> go.Figure`` (or a list of figures), a pure builder.
@@ -87,6 +100,8 @@ class LivePanel(PanelView):
         progress_after: seconds of compute after which the progress bar shows.
     """
 
+    recalls = True      # the page keeps drawn results (lecture_lib.viz.recall), a ScrubPanel its families too
+
     def __init__(self, compute: Callable[..., Any], controls: Mapping[str, widgets.Widget],
                  build: Callable[[Any], go.Figure | Sequence[go.Figure]],
                  notes: Callable[[Any], str] | None = None, title: str | None = None,
@@ -95,13 +110,20 @@ class LivePanel(PanelView):
             raise TypeError(f"build must be a figure builder result -> go.Figure, got {type(build).__name__}")
         self.controls: dict[str, widgets.Widget] = dict(controls)
         self.runner = ComputeRunner(compute, on_outcome=self._show, on_progress=self._show_progress,
-                                    on_idle=self._on_idle, cache_size=cache_size, progress_after=progress_after)
+                                    on_idle=self._on_idle, on_partial=self._show_partial, cache_size=cache_size,
+                                    progress_after=progress_after)
         super().__init__(list(self.controls.values()), title=title, caption=caption)
+        self.recall: Recall | None = None
+        if self.recalls:
+            self.recall = Recall(self.controls.values(), self._notes, size=cache_size)
+            self.recall.on_ready = self._remember
+            self.children += (self.recall,)
         self._build, self._notes_fn = build, notes
         self.live: LiveFigures | None = None       # made from the first result
         self.result: Any = None
         self._outcome = "none"
         self._draw_error: Exception | None = None
+        self._partial_generation, self._partials = -1, 0    # the streaming request on screen, its frames
 
         # URL state: defaults are what the notebook chose; a link may already ask for other values
         self._defaults = {name: encode_value(w) for name, w in self.controls.items()}
@@ -205,13 +227,25 @@ class LivePanel(PanelView):
         return changed
 
     def _draw(self, result) -> None:
-        if self.live is not None:
-            self.live.draw(result)
-            return
+        if self.live is None:
+            self._draw_first(result)
+        elif self.recall is not None and self.recall.page_shows(result):
+            self._redraw(result, silent=True)          # the page drew it already (lecture_lib.viz.recall)
+        else:
+            self._redraw(result)
+            self._sent_draw()
+
+    def _draw_first(self, result) -> None:
         self.live = LiveFigures.built(self._build, result)     # build=: the first result makes the figures
         if self.presenting:
             self.live.restyle_for_projector(*self._present_size, PRESENT_GAP)
         self.show_figures(self.live.widgets)
+
+    def _redraw(self, result, silent: bool = False) -> None:
+        if silent:
+            self.live.draw(result, silent=True)
+        else:
+            self.live.draw(result)
 
     def _show(self, outcome: Outcome) -> None:
         """The runner's newest outcome: draw a result, or show why there is none."""
@@ -232,12 +266,51 @@ class LivePanel(PanelView):
         if self.live is not None:
             self.live.mark_stale(kind != "ok")
         self._outcome = kind
+        self._remember()
         self._publish_state()
+
+    def _draw_partial(self, partial) -> None:
+        """Draw a partial result (a :class:`~lecture_lib.viz.scrub.ScrubPanel` draws its current position)."""
+        self.live.draw(partial, transient=True)
+
+    def _show_partial(self, generation: int, partial) -> None:
+        """The runner's partial result of the newest request: the figures show the runs trained so far."""
+        if self.live is None:
+            return
+        try:
+            self._draw_partial(partial)
+        except Exception:  # noqa: BLE001 - a partial that does not draw is skipped; the final result follows
+            log.warning("a partial result could not be drawn", exc_info=True)
+            return
+        self._sent_draw()
+        if self._partial_generation != generation:
+            self._partial_generation, self._partials = generation, 0
+        self._partials += 1
+        self.live.mark_stale(False)
+        self._publish_state()
+
+    def _sent_draw(self) -> None:
+        if self.recall is not None:
+            self.recall.sent_draw()
+
+    def _remember(self) -> None:
+        """The page keeps the result on screen, for a move back to these values (lecture_lib.viz.recall)."""
+        current = self._outcome == "ok" and self.runner.delivered == self.runner.generation
+        if self.recall is None or self.live is None or not current:
+            return
+        try:
+            self.recall.remember(self.result, self.live, self._notes.value, self._recall_frames())
+        except Exception:  # noqa: BLE001 - the kernel still draws it; recall is only faster
+            log.warning("a result could not be kept in the page", exc_info=True)
+
+    def _recall_frames(self) -> list | None:
+        """What a :class:`~lecture_lib.viz.scrub.ScrubPanel` recalls besides the figures: its scrubber's frames."""
+        return None
 
     def _show_progress(self, fraction: float, elapsed: float) -> None:
         self.show_progress(fraction, elapsed)
-        if self.live is not None:
-            self.live.mark_stale(True)
+        if self.live is not None and self._partial_generation != self.runner.generation:
+            self.live.mark_stale(True)     # not while the figures show the new runs growing
 
     def _on_idle(self) -> None:
         self.hide_progress()
@@ -248,4 +321,21 @@ class LivePanel(PanelView):
     def _publish_state(self) -> None:
         link = "&".join(f"p{self.number}.{quote(k)}={quote(v)}" for k, v in self.link().items())
         self.show_state(generation=self.runner.delivered, busy=self.runner.busy, outcome=self._outcome,
-                        number=self.number, synced=url_state.PAGE.query is not None, link=link)
+                        number=self.number, synced=url_state.PAGE.query is not None, link=link,
+                        partial_generation=self._partial_generation, partials=self._partials)
+
+    # -- read-only views for exporters (voila_app.static_site.capture) --------
+    @property
+    def title_html(self) -> str:
+        """The title as shown (``<h3>...</h3>``, or "" without one)."""
+        return self._title_html
+
+    @property
+    def caption_html(self) -> str:
+        """The caption as shown (HTML, or "")."""
+        return self._caption_html
+
+    @property
+    def notes_fn(self) -> Callable[[Any], str] | None:
+        """The ``notes`` function given: result -> HTML (None without one)."""
+        return self._notes_fn

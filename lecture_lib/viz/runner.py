@@ -6,7 +6,10 @@
 - ``on_progress(fraction, elapsed)``: a computation has run longer than ``progress_after``
   seconds; called every 0.1 s until it ends (``fraction`` from ``compute``'s own
   ``progress`` reports, or estimated from earlier durations, never reaching 1);
-- ``on_idle()``: the last pending computation has ended.
+- ``on_idle()``: the last pending computation has ended;
+- ``on_partial(generation, partial)``: a partial result of the newest computation, to draw
+  while it runs (a compute reports one with ``progress(fraction, partial)``, e.g. through
+  :class:`lecture_lib.record.Stream`: its runs trained so far, of the result's own type).
 
 What it guarantees:
 
@@ -17,7 +20,11 @@ What it guarantees:
   running replaces any request still waiting, and a ``progress`` callback of a superseded
   computation raises :class:`Superseded`, so that cooperative compute functions stop early;
 - ``ValueError``/``TypeError`` from ``compute`` (bad hyperparameters) become a ``"bad"`` outcome
-  carrying their message; any other exception an ``"error"`` outcome with a short line.
+  carrying their message; any other exception an ``"error"`` outcome with a short line;
+- partial results stream: only those of the newest request, in the order reported, the first at
+  once and then at most one every ``stream_every`` seconds, never after its outcome (which replaces
+  the last partial); a superseded computation's partials are dropped; a cached result, and the
+  first computation (:meth:`ComputeRunner.run_now`: nothing is on the page yet), never stream.
 """
 from __future__ import annotations
 
@@ -68,7 +75,8 @@ class ComputeRunner:
     def __init__(self, compute: Callable[..., Any], on_outcome: Callable[[Outcome], None],
                  on_progress: Callable[[float, float], None] | None = None,
                  on_idle: Callable[[], None] | None = None,
-                 cache_size: int = 32, progress_after: float = 0.5):
+                 on_partial: Callable[[int, Any], None] | None = None,
+                 cache_size: int = 32, progress_after: float = 0.5, stream_every: float = 0.1):
         if not callable(compute):
             raise TypeError("compute must be a callable")
         if cache_size < 1:
@@ -77,6 +85,9 @@ class ComputeRunner:
         self._on_outcome = on_outcome
         self._on_progress = on_progress or (lambda fraction, elapsed: None)
         self._on_idle = on_idle or (lambda: None)
+        self._on_partial = on_partial
+        self.stream_every = stream_every
+        self._streamed_at = -float("inf")           # when the last partial was drawn (monotonic)
         self.cache: OrderedDict = OrderedDict()
         self.cache_size = cache_size
         self.progress_after = progress_after
@@ -115,7 +126,7 @@ class ComputeRunner:
             self.generation += 1
             generation = self.generation
         try:
-            outcome = Outcome(generation, "ok", self._timed_call(dict(values), generation))
+            outcome = Outcome(generation, "ok", self._timed_call(dict(values), generation, stream=False))
         except Exception as exc:  # noqa: BLE001 - shown to the user, raised in tests
             if raise_errors:
                 raise
@@ -149,19 +160,32 @@ class ComputeRunner:
             self.delivered = outcome.generation
             self._on_outcome(outcome)
 
+    def _deliver_partial(self, generation: int, partial) -> None:
+        """Draw ``partial`` if its computation is still the newest and nothing newer is on screen."""
+        with self._deliver_lock:
+            if generation != self.generation or generation <= self.delivered:
+                return
+            if time.monotonic() - self._streamed_at < self.stream_every:
+                return
+            self._on_partial(generation, partial)
+            self._streamed_at = time.monotonic()
+
     def _cache_get(self, key):
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
         return None
 
-    def _timed_call(self, values: dict, generation: int):
+    def _timed_call(self, values: dict, generation: int, stream: bool = True):
         start = time.monotonic()
+        self._streamed_at = -float("inf")          # the first partial of a computation is drawn at once
         if self._takes_progress:
-            def progress(fraction: float) -> None:
+            def progress(fraction: float, partial=None) -> None:
                 if generation != self.generation:
                     raise Superseded()
                 self._fraction = min(max(float(fraction), 0.0), 1.0)
+                if partial is not None and stream and self._on_partial is not None:
+                    self._deliver_partial(generation, partial)
 
             result = self._compute(**values, progress=progress)
         else:

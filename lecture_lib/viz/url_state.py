@@ -19,7 +19,8 @@ Keys:
     the value of control ``<control>`` (the keyword the panel passes to its compute
     function) of panel ``N``: a number for sliders, the option's label for dropdowns and
     button rows, ``1``/``0`` for switches. Only values that differ from the defaults are
-    written.
+    written. For a scrub slider (:class:`~lecture_lib.viz.scrub.ScrubPanel`), ``<control>`` is the
+    scrubbed parameter and the value one of its positions (``p2.weight_decay=0.005``).
 
 Voila hands the page's query string to the kernel: in the ``QUERY_STRING`` environment
 variable of a kernel started for the request, or, for a pre-heated kernel (one that ran the
@@ -29,7 +30,7 @@ visitor arrives. :data:`PAGE` waits for it in a daemon thread and hands each reg
 construction. Outside Voila (JupyterLab, nbclient) there is no query and nothing happens.
 
 :func:`encode_value` and :func:`decode_value` translate between a control's value and its
-text in the URL.
+text in the URL; :func:`encode_position` and :func:`decode_position` do so for a scrub position.
 """
 from __future__ import annotations
 
@@ -116,6 +117,27 @@ def decode_value(w: widgets.Widget, text: str):
             raise ValueError(f"{text} is outside [{lo:.6g}, {hi:.6g}]")
         return min(max(value, lo), hi)
     raise ValueError(f"a {type(w).__name__} cannot be set from a link")
+
+
+def encode_position(values, index: int) -> str:
+    """Position ``index`` of a scrub slider over ``values`` as URL text: its value (6 digits for a float)."""
+    value = values[index]
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def decode_position(values, text: str) -> int:
+    """The position of ``values`` that URL ``text`` names (its value, to 6 digits); ValueError listing them if none."""
+    texts = [encode_position(values, i) for i in range(len(values))]
+    if text in texts:
+        return texts.index(text)
+    try:
+        number = float(text)
+        for i, value in enumerate(values):
+            if isinstance(value, (int, float)) and math.isclose(number, value, rel_tol=1e-5, abs_tol=1e-12):
+                return i
+    except ValueError:
+        pass
+    raise ValueError(f"{text!r} is not one of the positions {', '.join(texts)}")
 
 
 def _env(name: str, default: str = "") -> str:

@@ -1,0 +1,181 @@
+// Scrubbing a precomputed family in the page: ONE mechanism for the live dashboard and a static page.
+//
+// Depends only on Plotly (passed in, e.g. window.Plotly) and the figures' graph divs; no kernel, no
+// widget model. lecture_lib.viz.scrub inlines this file into the Scrubber anywidget's module (its
+// `export default` is appended after this text), and a static exporter may include it verbatim.
+//
+// Data: `frames[p][k]` is what figure k shows at position p of the scrubbed parameter:
+//     {traces: [i, ...], x: [array, ...], y: [array, ...]}
+// trace i of figure k gets x[j], y[j] (j-th entry of `traces`); arrays are Float64Array, number
+// arrays, or the raw float64 bytes (ArrayBuffer / DataView) the kernel sends, see `floats`.
+// (Python: lecture_lib.viz.scrub.family_frames builds exactly this, one entry per figure.)
+//
+// Why Plotly on the graph divs and not the FigureWidget models: going through a model,
+// plotly's FigureWidget front end also diffs every trace's full data and sends the "trace deltas"
+// back to the kernel after each redraw (measured: half of a scrub step's time). The kernel learns
+// the position separately and brings its own copy of the figures up to date without a message
+// (lecture_lib.viz.scrub.ScrubPanel), so its later updates stay coherent with what the page shows.
+
+/** A float64 array from what a frame holds: a typed or plain array, or raw float64 bytes. */
+export function floats(v) {
+  if (v instanceof Float64Array || Array.isArray(v)) return v;
+  if (v instanceof ArrayBuffer) return new Float64Array(v);
+  if (ArrayBuffer.isView(v)) return new Float64Array(v.buffer, v.byteOffset, v.byteLength / 8);
+  return v;
+}
+
+/** Frames with every array decoded once (see `floats`), so that a swap only hands arrays to Plotly. */
+export function decodeFrames(frames) {
+  return frames.map((position) => position.map((f) => ({
+    traces: f.traces, x: f.x.map(floats), y: f.y.map(floats) })));
+}
+
+const AXIS_NAME = { x: "xaxis", y: "yaxis" };
+const axisName = (trace, letter) => AXIS_NAME[letter] + (trace[letter + "axis"] || letter).slice(1);   // "x2" -> "xaxis2"
+
+/**
+ * The range of every linear or log axis of `gd` that shows data and that the figure leaves to plotly's
+ * autorange: the union over all positions (frames[*][k], the other traces as they are), padded like
+ * plotly pads y. Used so that the axes stay put while the data move (and because Plotly.animate, which
+ * `swap` uses, does not autorange).
+ */
+export function familyRanges(gd, frames, k) {
+  const ranges = {};
+  const add = (trace, letter, values) => {
+    const name = axisName(trace, letter), ax = gd._fullLayout[name], own = (gd.layout[name] || {});
+    if (!ax || (ax.type !== "linear" && ax.type !== "log") || (!own._lectureFixed && (own.autorange === false || (own.range && own.autorange !== true)))) return;
+    const r = ranges[name] || (ranges[name] = [Infinity, -Infinity, ax.type, letter]);
+    for (let v of values || []) {
+      if (ax.type === "log") { if (!(v > 0)) continue; v = Math.log10(v); }
+      if (Number.isFinite(v)) { if (v < r[0]) r[0] = v; if (v > r[1]) r[1] = v; }
+    }
+  };
+  const listed = new Set();
+  for (const position of frames) {
+    const f = position[k];
+    if (!f) continue;
+    f.traces.forEach((i, j) => {
+      const t = gd._fullData[i];
+      listed.add(i);
+      if (t && t.visible === true) { add(t, "x", f.x[j]); add(t, "y", f.y[j]); }
+    });
+  }
+  gd._fullData.forEach((t, i) => { if (!listed.has(i) && t.visible === true) { add(t, "x", t.x); add(t, "y", t.y); } });
+  const update = {};
+  for (const [name, [lo, hi, , letter]] of Object.entries(ranges)) {
+    if (!(lo <= hi)) continue;
+    const pad = letter === "y" ? (hi > lo ? 0.05 * (hi - lo) : 0.5) : (hi > lo ? 0 : 0.5);
+    update[name + ".range"] = [lo - pad, hi + pad];
+    update[name + ".autorange"] = false;
+  }
+  return update;
+}
+
+const fixedFor = new WeakMap();      // graph div -> the frames its axis ranges were fixed for
+
+/** Fix each drawn figure's axes to the family's ranges (once per family and div; see `familyRanges`). */
+export function fixRanges(Plotly, plotDivs, frames) {
+  plotDivs.forEach((divs, k) => {
+    for (const gd of Array.isArray(divs) ? divs : [divs]) {
+      if (!gd || !gd._fullLayout || fixedFor.get(gd) === frames) continue;
+      fixedFor.set(gd, frames);
+      const update = familyRanges(gd, frames, k);
+      if (Object.keys(update).length) {
+        Plotly.relayout(gd, update);
+        for (const key of Object.keys(update)) if (key.endsWith(".range")) gd.layout[key.split(".")[0]]._lectureFixed = true;
+      }
+    }
+  });
+}
+
+/**
+ * Show one position: each figure's traces get the position's x/y in one Plotly.animate call (no
+ * transition, no redraw of axes and legend: half the time of Plotly.restyle, measured; a newer call
+ * supersedes a frame not yet drawn, so a fast drag draws only the latest position).
+ * `plotDivs[k]` is figure k's graph div (or a list of divs showing the same figure); divs not yet
+ * drawn are skipped. Call `fixRanges` first: animate keeps the axes as they are.
+ * Optional, per figure (a static page's frames carry them): `layout`, an index into `layouts`, applied
+ * when it changes; `ztraces`/`z`, heatmap or contour values. Traces whose x and y are the very arrays
+ * already drawn (a static page shares equal arrays between positions) are not sent again.
+ */
+export function swap(Plotly, plotDivs, position, layouts = []) {
+  position.forEach((f, k) => {
+    if (!f) return;
+    const divs = Array.isArray(plotDivs[k]) ? plotDivs[k] : [plotDivs[k]];
+    for (const gd of divs) {
+      if (!gd || !gd._fullLayout) continue;
+      const traces = [], data = [];
+      f.traces.forEach((i, j) => {
+        // the very arrays drawn already (Plotly.animate keeps the arrays it is given): nothing to send. Asked of
+        // the div, not remembered here: anything else may have drawn on it since (the figure's own widget view)
+        const now = gd.data[i], x = plain(f.x[j]), y = plain(f.y[j]);
+        if (now && now.x === x && now.y === y) return;
+        traces.push(i); data.push({ x, y });
+      });
+      const layout = f.layout === undefined ? null : layouts[f.layout];
+      if (layout && layoutOn.get(gd) !== layout) { layoutOn.set(gd, layout); Plotly.relayout(gd, layout); }
+      if (f.ztraces && f.ztraces.length) Plotly.restyle(gd, { z: f.z }, f.ztraces);     // heatmaps, contours
+      if (traces.length) Plotly.animate(gd, { data, traces }, ANIMATE).catch(() => {});   // superseded: nothing to do
+    }
+  });
+}
+const layoutOn = new WeakMap();      // graph div -> the position layout it shows
+
+// Plotly.animate walks every index of an array that is not an Array (its expandObjectPaths runs `for...in`
+// and two regular expressions over each key of a typed array): ~1 µs a point, a quarter of a scrub step of
+// 12 000 points with the garbage it leaves (measured: docs/performance.md). It gets plain Arrays, each made
+// once per typed array, so that equal positions still hand over the very same array (see `swap`).
+const plainOf = new WeakMap();       // typed array -> the plain Array handed to Plotly
+export function plain(v) {
+  if (!ArrayBuffer.isView(v)) return v;
+  let a = plainOf.get(v);
+  if (!a) plainOf.set(v, a = Array.from(v));
+  return a;
+}
+const ANIMATE = { mode: "immediate", frame: { duration: 0, redraw: false }, transition: { duration: 0 } };
+
+/**
+ * Wire an <input type=range> to a family: moving it (mouse, keyboard, screen reader) swaps positions.
+ * options: Plotly (or a function returning it, when it loads later); plotDivs() -> the current graph divs (see `swap`); frames (decoded or not);
+ * labels (text per position) and output (an element that shows it); onInput(i) after each swap.
+ * Returns {show(i), mark(i), setFrames(frames, i), fix(), get index()}.
+ */
+export function wire(input, { Plotly, plotDivs, frames = [], labels = [], output = null, onInput = null }) {
+  let decoded = decodeFrames(frames);
+  let shown = -1;
+  input.type = "range"; input.min = 0; input.step = 1;
+  const mark = (i) => {
+    input.max = Math.max(decoded.length - 1, 0);
+    input.value = i;
+    if (output) output.textContent = labels[i] ?? "";
+  };
+  const show = (i) => {
+    if (!decoded[i]) return;
+    const plotly = typeof Plotly.animate === "function" ? Plotly : Plotly(), divs = plotDivs();
+    fixRanges(plotly, divs, decoded);
+    swap(plotly, divs, decoded[i]);
+    shown = i;
+    mark(i);
+  };
+  input.addEventListener("input", () => {
+    const i = +input.value;
+    if (i === shown) return;
+    show(i);
+    if (onInput) onInput(i);
+  });
+  return {
+    show,
+    mark: (i) => { shown = i; mark(i); },
+    setFrames(next, i) {
+      decoded = decodeFrames(next); shown = i; mark(i);
+      const plotly = typeof Plotly.animate === "function" ? Plotly : Plotly && Plotly();
+      if (plotly) fixRanges(plotly, plotDivs(), decoded);       // now, not on the first move
+    },
+    /** Fix the axes to the family's ranges on the divs plotDivs() gives now (see `fixRanges`). */
+    fix() {
+      const plotly = typeof Plotly.animate === "function" ? Plotly : Plotly && Plotly();
+      if (plotly) fixRanges(plotly, plotDivs(), decoded);
+    },
+    get index() { return shown; },
+  };
+}

@@ -1,0 +1,211 @@
+"""Page-side recall (lecture_lib.viz.recall): in the kernel (entries, bound, silent cache hits), and in the browser
+on the fixtures tests/fixtures/recall_demo.ipynb and scrub_demo.ipynb (a scrubbed family recalled).
+
+The recall fixture draws y = a·x and a horizontal line at a (its y range and title follow a); the a slider
+computes in the kernel the first time, and a move back to a value drawn before redraws in the page.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from browser_helpers import REDRAW_TIMEOUT_MS, SLIDER_HANDLE, open_page, wait_for_dashboard
+from lecture_lib.viz import figures, panels, scrub
+
+X = np.linspace(0.0, 1.0, 50)
+SENT = ["_py2js_restyle", "_py2js_update", "_py2js_relayout", "_py2js_addTraces"]
+
+
+def line(a):
+    if a > 2.5:
+        raise ValueError("a must be at most 2.5")
+    return {"a": a, "y": a * X}
+
+
+def build(res):
+    fig = figures.figure([go.Scatter(x=X, y=res["y"], mode="lines", name="a·x"),
+                          go.Scatter(x=[0.0, 1.0], y=[res["a"], res["a"]], mode="lines", name="level")],
+                         y_title=f"y (a = {res['a']:g})")
+    fig.update_yaxes(range=[-0.1, 1.1 * max(res["a"], 0.1)])
+    return fig
+
+
+def make_panel(cache_size=32):
+    return panels.LivePanel(compute=line, controls={"a": panels.slider("a", 0.0, 3.0, 1.0, step=0.5)}, build=build,
+                            notes=lambda res: f"slope {res['a']:g}", cache_size=cache_size)
+
+
+def capture(recall):
+    messages = []
+    recall.send = lambda content, buffers=None: messages.append((content, buffers))
+    return messages
+
+
+def floats(entry, buffers, figure, trace, key):
+    return np.frombuffer(buffers[entry["figures"][figure]["traces"][trace][key]["buffer"]], dtype=np.float64)
+
+
+def test_each_drawn_result_is_sent_once_with_its_data_layout_and_notes(page):
+    panel = make_panel()
+    messages = capture(panel.recall)
+    panel.recall._on_msg(None, {"ready": True}, [])         # a page listens now: the result on screen is sent
+    assert len(messages) == 1 and messages[0][0]["add"]["key"] == [1.0]
+    panel.set(a=2.0)
+    assert panel.wait(10)
+    content, buffers = messages[-1]
+    entry = content["add"]
+    assert entry["key"] == [2.0] and entry["notes"] == "slope 2" and content["drop"] == []
+    assert np.allclose(floats(entry, buffers, 0, 0, "y"), 2.0 * X)
+    assert entry["figures"][0]["traces"][1]["name"] == "level"
+    # the layout paths a redraw changed, with their value for this result; base: the first result's
+    assert entry["figures"][0]["layout"]["yaxis.range"] == [-0.1, 2.2]
+    assert entry["figures"][0]["layout"]["yaxis.title.text"] == "y (a = 2)"
+    assert content["base"][0]["yaxis.title.text"] == "y (a = 1)"
+    panel.set(a=1.0)                                          # held already, drawn by the kernel: not sent again
+    assert len(messages) == 2
+
+
+def test_the_page_holds_at_most_the_cache_size_and_is_told_what_to_drop(page):
+    panel = make_panel(cache_size=2)
+    messages = capture(panel.recall)
+    for a in (1.5, 2.0, 0.5):
+        panel.set(a=a)
+        assert panel.wait(10)
+    assert [m[0]["drop"] for m in messages] == [[], ["[1.0]"], ["[1.5]"]]
+    assert list(panel.recall.held) == ["[2.0]", "[0.5]"]
+
+
+def test_a_recalled_cache_hit_sends_no_figure_update_and_the_kernel_follows(page):
+    panel = make_panel()
+    panel.set(a=2.0)
+    assert panel.wait(10)
+    panel.set(a=1.0)
+    sent = []
+    panel.figure.observe(sent.append, names=SENT)
+    drawn = panel.recall.drawn
+    panel.recall._on_msg(None, {"recalled": "[2.0]", "drawn": drawn}, [])     # what the page says after drawing
+    panel.set(a=2.0)
+    assert sent == [] and panel.recall.drawn == drawn
+    assert np.allclose(panel.figure.data[0].y, 2.0 * X)                      # the kernel's copy shows the recalled
+    assert np.allclose(panel.figure._widget_data[0]["y"], 2.0 * X)            # result, so does a page connecting later
+    assert panel.figure.layout.yaxis.range == (-0.1, 2.2) and panel.figure.layout.yaxis.title.text == "y (a = 2)"
+    assert "slope 2" in panel._notes.value and "data-generation='4'" in panel._state.value
+    panel.set(a=1.0)                                   # not recalled by the page: drawn by the kernel, diffing from a = 2
+    assert sent != [] and panel.recall.drawn == drawn + 1
+    assert np.allclose(panel.figure.data[0].y, 1.0 * X)
+
+
+def test_a_recall_made_before_a_figure_update_reached_the_page_is_void(page):
+    panel = make_panel()
+    panel.set(a=2.0)
+    assert panel.wait(10)
+    panel.set(a=1.0)
+    panel.recall._on_msg(None, {"recalled": "[2.0]", "drawn": panel.recall.drawn - 1}, [])   # a draw was on its way
+    sent = []
+    panel.figure.observe(sent.append, names=SENT)
+    panel.set(a=2.0)
+    assert sent != [] and np.allclose(panel.figure.data[0].y, 2.0 * X)
+
+
+def test_an_error_is_not_kept(page):
+    panel = make_panel()
+    messages = capture(panel.recall)
+    panel.set(a=3.0)
+    assert panel.wait(10) and "at most 2.5" in panel.message and messages == []
+
+
+def test_a_scrub_panel_recalls_the_whole_family_and_its_scrubber_follows_silently(page):
+    family = scrub.ScrubPanel(compute=lambda b, a: [line(s + b) for s in a],
+                              controls={"b": panels.slider("b", 0.0, 1.0, 0.0, step=0.5)}, build=build,
+                              scrub=scrub.Scrub("a", (0.5, 1.0, 1.5), "a", index=1))
+    messages = capture(family.recall)
+    family.set(b=0.5)
+    assert family.wait(10)
+    content, buffers = messages[-1]
+    frames = content["add"]["frames"]                       # every position of the family, for the scrubber
+    assert len(frames) == 3 and frames[2][0]["traces"] == [0, 1]
+    assert np.allclose(np.frombuffer(buffers[frames[2][0]["y"][0]["buffer"]], dtype=np.float64), 2.0 * X)
+    family.set(b=0.0)
+    sent = []
+    family.figure.observe(sent.append, names=SENT)
+    family.scrubber.observe(sent.append, names=["frames"])
+    family.recall._on_msg(None, {"recalled": "[0.5]", "drawn": family.recall.drawn}, [])
+    family.set(b=0.5)
+    assert sent == [] and np.allclose(family.figure.data[0].y, 1.5 * X)   # position 1 of the family b = 0.5
+    assert np.allclose(np.asarray(family.scrubber.frames[2][0]["y"][0]), 2.0 * X)
+    family.scrubber.index = 2                                # scrubbing goes on within the recalled family
+    assert sent == [] and np.allclose(family.figure.data[0].y, 2.0 * X)
+
+
+READY_JS = "(panel) => { const r = panel.querySelector('.lecture-recall'); return r && +r.dataset.entries >= 2; }"
+Y_IS_JS = """([panel, y]) => { const d = panel.querySelector('.js-plotly-plot').data[0].y;
+    return d.length === y.length && Array.from(d).every((v, i) => Math.abs(v - y[i]) < 1e-9); }"""
+GENERATION_JS = "(panel) => +panel.querySelector('.lecture-state span').dataset.generation"
+
+
+def test_a_slider_moved_back_redraws_in_the_page_without_a_figure_message(chromium, voila_fixture_app):
+    context, page, watcher = open_page(chromium, f"{voila_fixture_app.url}/voila/render/recall_demo.ipynb")
+    try:
+        wait_for_dashboard(page)
+        panel = page.locator(".lecture-panel").first
+        handle = panel.locator(SLIDER_HANDLE).first
+        generation = panel.evaluate(GENERATION_JS)
+        handle.focus()
+        page.keyboard.press("ArrowRight")                                  # a: 1 -> 1.5, computed in the kernel
+        page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(1.5 * X)], timeout=REDRAW_TIMEOUT_MS)
+        page.wait_for_function(READY_JS, arg=panel.element_handle(), timeout=REDRAW_TIMEOUT_MS)
+        page.wait_for_function(f"(p) => ({GENERATION_JS})(p) > {generation}", arg=panel.element_handle(),
+                               timeout=REDRAW_TIMEOUT_MS)
+        # from now on every redraw is counted: the recall's one, and any figure message of the kernel
+        page.evaluate("""() => { window.__redraws = 0;
+            for (const gd of document.querySelectorAll('.js-plotly-plot'))
+              for (const e of ['plotly_update', 'plotly_restyle', 'plotly_relayout']) gd.on(e, () => window.__redraws++); }""")
+        generation = panel.evaluate(GENERATION_JS)
+        page.keyboard.press("ArrowLeft")                                   # back to a = 1: recalled in the page
+        page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(1.0 * X)], timeout=5_000)
+        assert panel.locator(".lecture-recall").get_attribute("data-recalls") == "1"
+        assert panel.evaluate("(p) => p.querySelector('.js-plotly-plot').layout.yaxis.title.text") == "y (a = 1)"
+        panel.locator(".lecture-notes", has_text="slope 1").wait_for(timeout=5_000)
+        page.wait_for_function(f"(p) => ({GENERATION_JS})(p) > {generation}", arg=panel.element_handle(),
+                               timeout=REDRAW_TIMEOUT_MS)                  # the kernel answered the move
+        page.wait_for_timeout(500)
+        assert page.evaluate("window.__redraws") == 1                     # the recall's, nothing from the kernel
+        page.keyboard.press("ArrowRight")                                  # and forth: recalled again
+        page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(1.5 * X)], timeout=5_000)
+        assert panel.locator(".lecture-recall").get_attribute("data-recalls") == "2"
+        page.keyboard.press("ArrowRight")                                  # a = 2: new, drawn by the kernel
+        page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(2.0 * X)], timeout=REDRAW_TIMEOUT_MS)
+        assert page.evaluate("window.__redraws") > 2
+        assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
+    finally:
+        context.close()
+
+
+def test_a_scrubbed_family_moved_back_is_recalled_and_scrubs_in_the_page(chromium, voila_fixture_app):
+    slopes = (0.5, 1.0, 2.0, 3.0, 4.0)                                     # tests/fixtures/scrub_demo.ipynb
+    context, page, watcher = open_page(chromium, f"{voila_fixture_app.url}/voila/render/scrub_demo.ipynb")
+    try:
+        wait_for_dashboard(page)
+        panel = page.locator(".lecture-panel").first
+        generation = panel.evaluate(GENERATION_JS)
+        handle = panel.locator(SLIDER_HANDLE).first
+        handle.focus()
+        page.keyboard.press("ArrowRight")                                  # b: 0 -> 0.25, a new family
+        page.wait_for_function(READY_JS, arg=panel.element_handle(), timeout=REDRAW_TIMEOUT_MS)
+        page.wait_for_function(f"(p) => ({GENERATION_JS})(p) > {generation}", arg=panel.element_handle(),
+                               timeout=REDRAW_TIMEOUT_MS)
+        page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(slopes[1] * X + 0.25)],
+                               timeout=REDRAW_TIMEOUT_MS)
+        page.keyboard.press("ArrowLeft")                                   # back to b = 0: recalled in the page
+        page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(slopes[1] * X)], timeout=5_000)
+        assert panel.locator(".lecture-recall").get_attribute("data-recalls") == "1"
+        scrubber = panel.locator(".lecture-scrub input[type=range]")
+        scrubber.focus()
+        page.keyboard.press("End")                                         # scrubbing within the recalled family
+        page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(slopes[4] * X)], timeout=5_000)
+        panel.locator(".lecture-notes", has_text="slope 4").wait_for(timeout=REDRAW_TIMEOUT_MS)
+        page.wait_for_function("(p) => p.querySelector('.lecture-state span').dataset.link === 'p1.a=4'",
+                               arg=panel.element_handle(), timeout=REDRAW_TIMEOUT_MS)
+        assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
+    finally:
+        context.close()

@@ -1,0 +1,392 @@
+"""Streaming long computations (issue 16, item 4): the engine reports its rows so far, an experiment turns
+them into partial results (record.Stream), the runner forwards those of the newest request only, and the
+panel draws them through the same builder until the final result replaces them."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import plotly.graph_objects as go
+import torch
+
+from lecture_lib import data, engine
+from lecture_lib.models import MLP
+from lecture_lib.optim import sgd
+from lecture_lib.record import Stream
+from lecture_lib.viz import panels
+from lecture_lib.viz.runner import ComputeRunner
+
+
+# --------------------------------------------------------------------------- the engine's report hook
+def _train(report=None, steps=30, record_every=1, lr=(0.1, 50.0)):
+    """Two runs, the second diverging (α = 50)."""
+    model = MLP([5, 8, 1], runs=2, seed=[0, 1], activation="tanh", dtype=torch.float64)
+    task = data.linear_regression(n=64, dim=5, mean_norm=1.0, noise=0.1, seed=0, dtype=torch.float64)
+    return engine.train(model, task, "mse", sgd(torch.tensor(lr, dtype=torch.float64)), steps, batch_size=16,
+                        record_every=record_every, eval_every=10, report=report)
+
+
+def test_report_gives_the_rows_so_far_and_changes_nothing():
+    reports = []
+    final = _train(report=lambda done, steps, so_far: reports.append((done, steps, so_far())), record_every=2)
+    plain = _train(record_every=2)
+    assert [d for d, _, _ in reports] == list(range(1, 30, 2)) and all(s == 30 for _, s, _ in reports)
+    for done, _, rec in reports:
+        k = len(rec.steps)
+        assert k == (done + 1) // 2 and rec.config["partial"] is True
+        np.testing.assert_array_equal(rec.steps, final.steps[:k])
+        np.testing.assert_array_equal(rec.loss, final.loss[:k])        # NaN after a divergence, as in the final
+        for name in final.param_norm:
+            np.testing.assert_array_equal(rec.param_norm[name], final.param_norm[name][:k])
+        assert len(rec.eval_steps) == len([s for s in final.eval_steps if s < done])
+    np.testing.assert_array_equal(final.loss, plain.loss)
+    assert "partial" not in final.config and final.diverged(1) and reports[-1][2].diverged(1)
+
+
+def test_stream_reports_first_partial_at_once_then_throttles():
+    calls = []
+    stream = Stream(lambda fraction, partial=None: calls.append((fraction, partial)), interval=60.0)
+    _train(report=stream.stage(lambda rec: len(rec.steps), 0.5, 1.0))
+    partials = [(f, p) for f, p in calls if p is not None]
+    assert partials == [(0.5 + 0.5 * 2 / 30, 2)]                    # two rows, then nothing for a minute
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(calls) == 30
+    assert Stream(None).stage(len) is None                            # no progress: nothing to report
+
+
+def test_stream_of_a_fast_interval_reports_growing_partials():
+    partials = []
+    stream = Stream(lambda fraction, partial=None: partial is not None and partials.append(partial), interval=0.0)
+    _train(report=stream.stage(lambda rec: rec))
+    lengths = [len(p.steps) for p in partials]
+    assert lengths == sorted(lengths) and lengths[0] == 2 and lengths[-1] < 30 and len(lengths) > 5
+
+
+# --------------------------------------------------------------------------- the runner
+def _streaming_compute(chunks=5, delay=0.02, gates=None):
+    """``compute(x, progress)``: reports partial results (x, 1), (x, 2), ... then returns (x, 'final')."""
+
+    def compute(x, progress):
+        for i in range(1, chunks + 1):
+            if gates is not None and x in gates:
+                gates[x].wait(5)
+            time.sleep(delay)
+            progress(i / (chunks + 1), (x, i))
+        return (x, "final")
+
+    return compute
+
+
+def test_partials_arrive_in_order_then_the_final_result_replaces_them():
+    events = []
+    runner = ComputeRunner(_streaming_compute(), on_outcome=lambda o: events.append(("final", o.value)),
+                           on_partial=lambda g, p: events.append(("partial", p)), stream_every=0.0)
+    runner.run_now({"x": "a"})                       # the first computation never streams: no page yet
+    assert events == [("final", ("a", "final"))]
+    events.clear()
+    runner.request({"x": "b"})
+    assert runner.wait(10)
+    assert events == [("partial", ("b", i)) for i in range(1, 6)] + [("final", ("b", "final"))]
+
+
+def test_partials_are_throttled_first_at_once():
+    events = []
+    runner = ComputeRunner(_streaming_compute(chunks=10, delay=0.03), on_outcome=lambda o: events.append(o.value),
+                           on_partial=lambda g, p: events.append(p), stream_every=0.1)
+    runner.request({"x": "b"})
+    assert runner.wait(10)
+    partials = [e[1] for e in events[:-1]]
+    assert partials[0] == 1 and 2 <= len(partials) <= 5 and partials == sorted(partials)
+    assert events[-1] == ("b", "final")
+
+
+def test_cached_results_do_not_stream():
+    events = []
+    runner = ComputeRunner(_streaming_compute(), on_outcome=lambda o: events.append(("final", o.value)),
+                           on_partial=lambda g, p: events.append(("partial", p)), stream_every=0.0)
+    for x in ("b", "c"):
+        runner.request({"x": x})
+        assert runner.wait(10)
+    events.clear()
+    runner.request({"x": "b"})                       # from the cache: delivered at once, no partial
+    assert events == [("final", ("b", "final"))]
+
+
+def test_a_superseded_computations_partials_are_dropped():
+    gates = {"slow": threading.Event()}
+    events = []
+    runner = ComputeRunner(_streaming_compute(gates=gates), on_outcome=lambda o: events.append(("final", o.value)),
+                           on_partial=lambda g, p: events.append(("partial", g, p)), stream_every=0.0)
+    runner.request({"x": "slow"})                    # generation 1, waits at its first chunk
+    time.sleep(0.05)
+    runner.request({"x": "fast"})                    # generation 2: the slow one stops at its next report
+    gates["slow"].set()
+    assert runner.wait(10)
+    assert all(e[2][0] == "fast" and e[1] == 2 for e in events if e[0] == "partial")
+    assert events[-1] == ("final", ("fast", "final"))
+    assert ("final", ("slow", "final")) not in events and runner.key({"x": "slow"}) not in runner.cache
+
+
+def test_a_partial_never_draws_over_a_newer_cached_result():
+    started, release, reported = threading.Event(), threading.Event(), threading.Event()
+    events = []
+
+    def compute(x, progress):
+        if x == "slow":
+            started.set()
+            release.wait(5)
+            try:
+                progress(0.5, (x, 1))
+            finally:
+                reported.set()
+        return (x, "final")
+
+    runner = ComputeRunner(compute, on_outcome=lambda o: events.append(("final", o.value)),
+                           on_partial=lambda g, p: events.append(("partial", p)), stream_every=0.0)
+    runner.request({"x": "a"})
+    assert runner.wait(10)
+    runner.request({"x": "slow"})
+    assert started.wait(5)
+    runner.request({"x": "a"})                       # cached, newer: on screen at once
+    release.set()
+    assert reported.wait(5) and runner.wait(10)
+    assert events == [("final", ("a", "final")), ("final", ("a", "final"))]
+
+
+# --------------------------------------------------------------------------- the panel
+def _curve_figure(result) -> go.Figure:
+    steps, values = result
+    return go.Figure([go.Scatter(x=steps, y=values, name="curve", mode="lines")])
+
+
+def test_panel_draws_partials_then_the_final_result(monkeypatch):
+    drawn_lengths, first_frame = [], threading.Event()
+
+    def compute(n, progress):
+        k = np.arange(n, dtype=float)
+        for done in (5, 10, 20):
+            time.sleep(0.05)
+            progress(done / n, (k[:done], np.sqrt(k[:done])))
+            if done == 5 and n != 30:                   # (30: the first computation, which never streams)
+                assert first_frame.wait(5)              # the panel drew it before training goes on
+        return k, np.sqrt(k)
+
+    panel = panels.LivePanel(compute=compute, controls={"n": panels.int_slider("n", 30, 60, 30)},
+                             build=_curve_figure, progress_after=10.0)
+    panel.runner.stream_every = 0.0
+    original = panel.live.draw
+
+    def watched(result, transient=False):
+        original(result, transient)
+        drawn_lengths.append((len(panel.figure.data[0].y), transient))
+        if transient and len(result[0]) == 5:
+            first_frame.set()
+
+    monkeypatch.setattr(panel.live, "draw", watched)
+    panel.set(n=40)
+    assert panel.wait(10)
+    assert drawn_lengths == [(5, True), (10, True), (20, True), (40, False)]
+    np.testing.assert_allclose(panel.figure.data[0].y, np.sqrt(np.arange(40)))
+    state = panel._state.value
+    assert "data-partial-generation='2'" in state and "data-partials='3'" in state and "data-generation='2'" in state
+    assert panel.result[0].shape == (40,) and "lecture-stale" not in panel.figure._dom_classes
+    drawn_lengths.clear()
+    panel.set(n=30)                                   # cached: drawn at once, no partial
+    assert panel.wait(10) and drawn_lengths == [(30, False)]
+    assert "data-partials='3'" in panel._state.value
+
+
+def test_partial_figures_do_not_push_finished_results_out_of_the_built_figures():
+    builds = []
+
+    def build(result):
+        builds.append(len(result[0]))
+        return _curve_figure(result)
+
+    def compute(n, progress):
+        k = np.arange(n, dtype=float)
+        for done in range(2, n, 2):                    # 49 partials: more than the 32 built figures kept
+            progress(done / n, (k[:done], k[:done]))
+        return k, k
+
+    panel = panels.LivePanel(compute=compute, controls={"n": panels.int_slider("n", 10, 100, 10)}, build=build)
+    panel.runner.stream_every = 0.0
+    panel.set(n=100)
+    assert panel.wait(10) and len(builds) == 1 + 49 + 1
+    panel.set(n=10)                                    # back to the first result: its figure is still built
+    assert panel.wait(10) and len(builds) == 51 and len(panel.figure.data[0].y) == 10
+
+
+def test_scrub_panel_streams_its_current_position_only():
+    from lecture_lib.viz import scrub
+
+    def compute(shift, scale, progress):
+        k = np.arange(20, dtype=float)
+        for done in (4, 8):
+            progress(done / 20, [(k[:done], s * k[:done] + shift) for s in scale])
+        return [(k, s * k + shift) for s in scale]
+
+    panel = scrub.ScrubPanel(compute=compute, controls={"shift": panels.slider("shift", 0.0, 1.0, 0.0, step=0.5)},
+                             build=_curve_figure, scrub=scrub.Scrub("scale", (1.0, 2.0, 3.0), "scale", index=1))
+    panel.runner.stream_every = 0.0
+    seen = []
+    original = panel.live.draw
+    panel.live.draw = lambda result, transient=False: (seen.append((result, transient)), original(result, transient))
+    frames_before = panel.scrubber.frames
+    panel.set(shift=0.5)
+    assert panel.wait(10)
+    partials = [r for r, transient in seen if transient]
+    assert [len(r[0]) for r in partials] == [4, 8]
+    np.testing.assert_allclose(partials[0][1], 2.0 * np.arange(4) + 0.5)      # position 1 of the family
+    assert panel.scrubber.frames is not frames_before and len(panel.scrubber.frames) == 3
+    np.testing.assert_allclose(panel.figure.data[0].y, 2.0 * np.arange(20) + 0.5)
+
+
+def test_a_partial_that_cannot_be_drawn_is_skipped():
+    def compute(n, progress):
+        progress(0.5, "not a result")
+        return np.arange(n, dtype=float), np.ones(n)
+
+    panel = panels.LivePanel(compute=compute, controls={"n": panels.int_slider("n", 10, 60, 10)},
+                             build=_curve_figure)
+    panel.set(n=20)
+    assert panel.wait(10) and panel.message == "" and len(panel.figure.data[0].y) == 20
+
+
+# --------------------------------------------------------------------------- in the browser
+# The fixture tests/fixtures/stream_demo.ipynb: y = a·√k over 200 steps, computed in 2 s and reported 20 steps
+# at a time. The page records every state of the plot's data (polled each animation frame), then a key moves a.
+RECORD_PLOT_JS = """(panel) => {
+  const gd = panel.querySelector('.js-plotly-plot');
+  window.__seen = [];
+  let last = null;
+  const poll = () => {
+    const y = gd.data && gd.data[0] && gd.data[0].y;
+    if (y && y !== last) {
+      last = y;
+      const s = panel.querySelector('.lecture-state span');
+      window.__seen.push({y: Array.from(y), partial: s ? +s.dataset.partialGeneration : -1});
+    }
+    requestAnimationFrame(poll);
+  };
+  poll();
+}"""
+
+
+def test_a_slow_panel_draws_partial_curves_then_the_final_one(chromium, voila_fixture_app):
+    from browser_helpers import (PANEL_STATE_JS, REDRAW_TIMEOUT_MS, SLIDER_HANDLE, open_page, wait_for_dashboard,
+                                 wait_until_settled)
+
+    context, page, watcher = open_page(chromium, f"{voila_fixture_app.url}/voila/render/stream_demo.ipynb")
+    try:
+        wait_for_dashboard(page)
+        panel = page.locator(".lecture-panel").first
+        before = panel.evaluate(PANEL_STATE_JS)["generation"]
+        panel.evaluate(RECORD_PLOT_JS)
+        handle = panel.locator(SLIDER_HANDLE).first
+        handle.focus()
+        page.keyboard.press("ArrowRight")                     # a: 1 -> 1.5, a 2 s computation
+        state = wait_until_settled(page, panel, before, timeout_ms=REDRAW_TIMEOUT_MS)
+        assert state["outcome"] == "ok"
+        seen = page.evaluate("window.__seen")
+        k = np.arange(200, dtype=float)
+        growing = [s["y"] for s in seen if 0 < len(s["y"]) < 200]
+        assert len(growing) >= 1 and len(seen) >= 2, f"the plot changed {len(seen)} times: {[len(s['y']) for s in seen]}"
+        for y in growing:                                     # each partial is the new curve, truncated
+            np.testing.assert_allclose(y, 1.5 * np.sqrt(k[:len(y)]), rtol=1e-9)
+        lengths = [len(y) for y in growing]
+        assert lengths == sorted(lengths)
+        np.testing.assert_allclose(seen[-1]["y"], 1.5 * np.sqrt(k), rtol=1e-9)   # the final replaced them
+        stream_state = panel.locator(".lecture-state span")
+        assert int(stream_state.get_attribute("data-partial-generation")) == state["generation"]
+        assert int(stream_state.get_attribute("data-partials")) >= 1
+        panel.locator(".lecture-notes", has_text="200 steps").wait_for(timeout=REDRAW_TIMEOUT_MS)
+        assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
+    finally:
+        context.close()
+
+
+# --------------------------------------------------------------------------- the experiments that stream
+def _experiment_cases():
+    from lecture_lib.experiments import equilibrium as eqx
+    from lecture_lib.experiments import implicit_decay as imp
+    from lecture_lib.experiments import mechanisms as mech
+    from lecture_lib.viz import equilibrium_panels as ep
+    from lecture_lib.viz import implicit_panels as ip
+    from lecture_lib.viz import mechanisms_panels as mp
+
+    from lecture_lib.experiments import adaptive as adx
+    from lecture_lib.viz import adaptive_panels as ap
+
+    from lecture_lib.experiments import ics as icx
+    from lecture_lib.viz import ics_panels as icp
+
+    return {
+        "descent_family": (lambda p: icx.descent_family((0.0, 3.0), steps=40, n=64, progress=p),
+                           lambda fam: icp.descent_figures(fam[1])),
+        "reparam": (lambda p: icx.reparam_experiment(steps=40, n=64, progress=p), icp.reparam_figures),
+        "wrinkle": (lambda p: icx.wrinkle_experiment(steps=40, n=64, record_every=1, progress=p), icp.wrinkle_figures),
+        "grafting": (lambda p: adx.grafting_experiment("rmsprop", "sgd", steps=30, sizes=(64, 8, 10), record_every=1,
+                                                       progress=p), ap.grafting_figures),
+        "growth": (lambda p: imp.growth("toy", 0.3, steps=40, progress=p), ip.growth_figure),
+        "collapse": (lambda p: imp.collapse((0.01, 0.1, 1.0), steps=40, progress=p),
+                     lambda sweep: ip.collapse_figure(sweep.at(1))),
+        "output_layer": (lambda p: imp.output_layer(1.0, steps=30, progress=p), ip.output_figure),
+        "remedies": (lambda p: imp.remedies(1.0, 5e-3, steps=20, progress=p), ip.remedies_figure),
+        "optimizers": (lambda p: imp.optimizers(1e-4, 4.0, steps=15, progress=p), ip.optimizer_figure),
+        "layer_balance": (lambda p: eqx.layer_balance(0.1, 5e-4, 0.9, steps=30, progress=p), ep.balance_figures),
+        "ratio_families": (lambda p: eqx.ratio_families(0.1, [1e-3, 2e-3], 0.9, min_steps=40, max_steps=40,
+                                                        progress=p), lambda fam: ep.ratio_figures(fam[1])),
+        "sgd_vs_lars": (lambda p: eqx.sgd_vs_lars(0.1, 5e-3, 0.9, min_steps=60, max_steps=60, progress=p),
+                        ep.lars_figure),
+        "batch_scaling": (lambda p: eqx.batch_scaling((1, 2), examples=400, progress=p), ep.batch_figure),
+        "decay_strengths": (lambda p: eqx.decay_strengths(0.1, 0.9, steps=30, progress=p), ep.labatie_figure),
+        "effective_lr": (lambda p: mech.effective_lr_experiment(steps=20, width=16, record_every=2, eval_every=5,
+                                                                progress=p), mp.effective_lr_figures),
+        "effective_lr_family": (lambda p: mech.effective_lr_family(weight_decay=(0.0, 0.2), steps=20, width=16,
+                                                                   record_every=1, eval_every=5, progress=p),
+                                lambda fam: mp.effective_lr_figures(fam[1])),
+        "jacobian": (lambda p: mech.jacobian_experiment(steps=10, width=8, seeds=(0, 1), progress=p),
+                     mp.jacobian_figures),
+        "damping": (lambda p: mech.damping_experiment(steps=20, width=16, record_every=2, eval_every=5,
+                                                      progress=p), mp.damping_figures),
+    }
+
+
+STREAMING = ("descent_family", "reparam", "wrinkle", "grafting", "growth", "collapse", "output_layer", "remedies", "optimizers", "layer_balance", "ratio_families",
+             "sgd_vs_lars", "batch_scaling", "decay_strengths", "effective_lr", "effective_lr_family", "jacobian", "damping")
+
+
+def _records(result) -> dict:
+    """The Records of ``result`` by key: a family's members, a dict of runs, or the one record (none: a table)."""
+    if isinstance(result, list):
+        return {(i, key): rec for i, member in enumerate(result) for key, rec in _records(member).items()}
+    if getattr(result, "record", None) is not None:
+        return {"": result.record}
+    runs = getattr(result, "records", None) or getattr(result, "runs", None) or {}
+    return dict(enumerate(runs)) if isinstance(runs, list) else dict(runs)
+
+
+@pytest.mark.parametrize("name", STREAMING)
+def test_experiment_streams_partial_results_its_builder_draws(name, monkeypatch):
+    monkeypatch.setenv("LECTURE_CACHE_DIR", "off")
+    call, build = _experiment_cases()[name]
+    seen = []
+    final = call(lambda fraction, partial=None: seen.append((fraction, partial)))
+    partials = [p for _, p in seen if p is not None]
+    fractions = [f for f, _ in seen]
+    assert partials and fractions == sorted(fractions) and 0 < fractions[-1] <= 1
+    assert all(type(p) is type(final) for p in partials)
+    done = _records(final)
+    for partial in partials:
+        records = _records(partial)
+        if records:                                   # the last is still training: a prefix of its final record
+            key, record = list(records.items())[-1]   # (all of it when reported after the last recorded step)
+            assert record.config.get("partial") and 2 <= len(record.steps) <= len(done[key].steps)
+            np.testing.assert_array_equal(record.steps, done[key].steps[:len(record.steps)])
+        figs = build(partial)
+        assert all(isinstance(f, go.Figure) for f in (figs if isinstance(figs, list) else [figs]))
+    for key, record in _records(call(None)).items():  # streaming changes nothing in the result
+        np.testing.assert_array_equal(record.loss, done[key].loss)
