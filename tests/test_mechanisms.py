@@ -327,8 +327,9 @@ def test_saved_reduced_architecture_table_is_reproduced(one_thread):
     again = E.architecture_table(E.ARCHITECTURE_REDUCED)
     for key in ("step", "width", "depth", "seed", "diverged"):
         assert again[key] == saved[key]
+    # float32 K-FAC-G training on another CPU (REPRODUCE above): norms moved by up to 0.28% there
     for key in ("jacobian_norm", "kfac_norm", "gn_norm", "weight_scale", "test_accuracy"):
-        np.testing.assert_allclose(again[key], saved[key], rtol=1e-5)
+        np.testing.assert_allclose(again[key], saved[key], rtol=1e-2, err_msg=key)
 
 
 def test_kfac_norm_is_k_jacobian_norm_times_a_factor_growing_with_width_and_depth():
@@ -416,15 +417,28 @@ def test_saved_table_is_complete_and_made_by_the_current_config(regime):
     assert table["reduced"]["config"] == E.reduced_config(config).to_dict()
 
 
+# How closely float32 training reproduces a saved table on another CPU. MKL and ATen pick their kernels by
+# instruction set (AVX2, AVX-512), so the rounding differs between machines, and the low-damping K-FAC-G runs
+# (damping 1e-3) amplify it: measured between the tables' machine and an AVX-512 one, K-FAC-G accuracies moved
+# by up to 2.2 points (20 of 899 test images) and its final training losses by up to 5%; every other optimizer
+# stayed within one image and 1.3e-4. On the machine that wrote a table the reproduction is exact.
+REPRODUCE = {"kfac-g": {"points": 3.0, "loss_rtol": 0.1}, "other": {"points": 0.25, "loss_rtol": 1e-3}}
+
+
 @pytest.mark.parametrize("regime", list(E.REGIMES))
 def test_saved_reduced_table_is_reproduced(one_thread, regime):
-    """The code regenerates the saved reduced table: same accuracies, same training losses (float32, CPU)."""
+    """The code regenerates the saved reduced table: the same accuracies and final training losses, to the
+    rounding of float32 training on the CPU at hand (REPRODUCE: exact on the machine that wrote the table)."""
     saved = E.load_table(E.REGIMES[regime][2])["reduced"]
     again = E.headline_table(E.TableConfig.from_dict(saved["config"]))
-    assert again["accuracy"] == saved["accuracy"]
+    assert again["accuracy"].keys() == saved["accuracy"].keys()
     for name in saved["train_loss"]:
+        tol = REPRODUCE.get(name, REPRODUCE["other"])
         for reg in M.REGULARIZERS:
-            np.testing.assert_allclose(again["train_loss"][name][reg], saved["train_loss"][name][reg], rtol=1e-4)
+            np.testing.assert_allclose(again["accuracy"][name][reg], saved["accuracy"][name][reg], rtol=0,
+                                       atol=tol["points"], err_msg=f"{regime} {name} {reg} accuracy")
+            np.testing.assert_allclose(again["train_loss"][name][reg], saved["train_loss"][name][reg],
+                                       rtol=tol["loss_rtol"], err_msg=f"{regime} {name} {reg} training loss")
 
 
 def test_label_noise_makes_regularization_matter_for_sgd():
