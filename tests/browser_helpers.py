@@ -39,10 +39,12 @@ def launch(playwright):
 
 
 class Watcher:
-    """Collects uncaught page errors and console errors of one page."""
+    """Collects uncaught page errors, console errors and requested URLs of one page."""
 
     def __init__(self, page):
         self.errors: list[str] = []
+        self.requests: list[str] = []             # every URL the page asked for
+        page.on("request", lambda request: self.requests.append(request.url))
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
         page.on("console", lambda msg: self.errors.append(f"console.{msg.type}: {msg.text}")
                 if msg.type == "error" else None)

@@ -98,6 +98,9 @@ def test_dashboard_draws_and_every_slider_panel_redraws(chromium, voila_app, art
         assert_no_cell_errors(page, path.name)
         screenshot(page, artifacts_dir / f"{path.stem}-moved.png")
         assert watcher.errors == [], f"{path.name}: JavaScript errors: {watcher.errors}"
+        # plotly's front end once, with the cartesian plotly.js: every figure of the lecture is cartesian
+        bundles = [url.rsplit("/", 1)[-1] for url in watcher.requests if "widgetbundle" in url]
+        assert bundles == ["widgetbundle.js"], f"{path.name}: plotly front ends imported: {bundles}"
         # nor in its kernel: an exception there (e.g. in a widget's message handler) is withheld from the page
         # (voila_app.kernel_socket) and logged; plotly's trace-delta handler raised on notebook 06's markers
         page.wait_for_timeout(500)                 # the last redraw's reports reach the kernel after the paint
@@ -105,6 +108,23 @@ def test_dashboard_draws_and_every_slider_panel_redraws(chromium, voila_app, art
         withheld = [line for line in voila_app.log(tail=None).splitlines()
                     if kernel in line and "not sent to the page" in line and "stderr:" not in line]
         assert withheld == [], f"{path.name}: errors in its kernel: {withheld}"
+    finally:
+        context.close()
+
+
+def test_a_trace_type_outside_the_cartesian_bundle_draws_with_plotlys_full_front_end(chromium, voila_fixture_app):
+    """Figures import plotly's front end with plotly.js's cartesian bundle (voila_app.plotly_partial); a figure with
+    another trace type (a TA's table, a 3-D plot) gets plotly's full one, and both draw."""
+    context, page, watcher = open_page(chromium, f"{voila_fixture_app.url}/voila/render/trace_types_demo.ipynb")
+    try:
+        drawn_js = """() => Object.fromEntries(Array.from(document.querySelectorAll('.js-plotly-plot'))
+            .filter(gd => gd.layout && gd.layout.meta).map(gd => [gd.layout.meta,
+                !!gd.querySelector('.table .cell-text') || !!gd.querySelector('.scatterlayer .trace path[d*="L"]')]))"""
+        page.wait_for_function(f"() => {{ const d = ({drawn_js})(); return d['table-figure'] && d['line-figure']; }}",
+                               timeout=REDRAW_TIMEOUT_MS * 2)
+        bundles = sorted(url.rsplit("/", 1)[-1] for url in watcher.requests if "widgetbundle" in url)
+        assert bundles == ["widgetbundle-full.js", "widgetbundle.js"], bundles
+        assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
         context.close()
 

@@ -127,5 +127,33 @@ def test_kernels_build_figures_that_load_plotly_from_the_app():
     from voila_app.figure_widget import SharedBundleFigureWidget
 
     esm = SharedBundleFigureWidget._esm
-    assert 'new URL("static/widgetbundle.js", new URL(voila, here))' in esm            # Voila's /voila/static/
-    assert 'new URL("lecture-static/widgetbundle.js", new URL(base, here))' in esm     # voila_app.jupyter_extension
+    assert 'new URL(`static/${name}`, new URL(voila, here))' in esm                 # Voila's /voila/static/
+    assert 'new URL(`lecture-static/${name}`, new URL(base, here))' in esm          # voila_app.jupyter_extension
+    assert '"widgetbundle.js"' in esm and '"widgetbundle-full.js"' in esm
+    assert "__CARTESIAN_TRACE_TYPES__" not in esm and '"heatmap", "histogram"' in esm
+
+
+def test_figures_get_plotlys_front_end_with_the_cartesian_plotly_js():
+    """widgetbundle.js as the app serves it: plotly's FigureWidget code unchanged around plotly.js's cartesian
+    bundle of plotly's own plotly.js version (a third of the size; every figure of the lecture is cartesian)."""
+    from voila_app import plotly_partial
+    from voila_app.bundle import BUNDLE_NAME, FULL_BUNDLE_NAME, figure_bundles
+
+    assert plotly_partial.partial_version() == plotly_partial.plotlyjs_version()
+    bundles = figure_bundles()
+    full = bundles[FULL_BUNDLE_NAME].raw.decode("utf-8")
+    cartesian = bundles[BUNDLE_NAME].raw.decode("utf-8")
+    assert full == (config.plotly_bundle_dir() / BUNDLE_NAME).read_text(encoding="utf-8")
+    partial = plotly_partial.PLOTLY_PARTIAL.read_text(encoding="utf-8")
+    assert partial in cartesian and len(cartesian) < 0.4 * len(full)
+    # only plotly.js's wrapper changed: with a marker for the partial bundle, what is left is the full bundle's
+    # widget code, before and after its plotly.js
+    marked = plotly_partial.cartesian_widget_bundle(full, "/*PARTIAL*/")
+    before, after = marked.split("\n/*PARTIAL*/\n")
+    head = before[:before.rindex("var ")]
+    tail = after[after.index("});") + 3:]
+    assert full.startswith(head) and full.endswith(tail) and "window.Plotly=" not in head + tail
+    assert len(full) - len(head) - len(tail) > 0.9 * len(full)        # what went is plotly.js (most of it)
+    assert "export{" in tail and "FigureView" in tail
+    with pytest.raises(ValueError, match="wrapper"):
+        plotly_partial.cartesian_widget_bundle("var x=1;export{x as default};", partial)

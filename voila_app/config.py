@@ -35,6 +35,7 @@ Every choice here is one a classroom deployment needs:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from traitlets.config import Config
@@ -122,7 +123,7 @@ def _voila_class():
     from voila.app import Voila
     from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 
-    from .bundle import BUNDLE_NAME, BundleHandler, CompressedFile
+    from .bundle import BundleHandler, figure_bundles
     from .kernel_socket import LectureKernelWebsocketHandler
 
     class StaticFilesGZip(GZipContentEncoding):
@@ -160,10 +161,10 @@ def _voila_class():
             handlers = super().init_handlers()
             if not any(h[1] is VoilaKernelWebsocketHandler for h in handlers):
                 raise RuntimeError("Voila's kernel websocket route was not found: tracebacks would reach the page")
-            bundle = CompressedFile(plotly_bundle_dir() / BUNDLE_NAME)
-            route = url_path_join(self.server_url, r"/voila/static/widgetbundle\.js")
+            bundles = figure_bundles(self.log)
             # first: tornado takes the first matching route, and /voila/static/(.*) would match too
-            return [(route, BundleHandler, {"bundle": bundle})] + [
+            return [(url_path_join(self.server_url, "/voila/static/", re.escape(name)), BundleHandler, {"bundle": bundle})
+                    for name, bundle in bundles.items()] + [
                 (h[0], LectureKernelWebsocketHandler, *h[2:]) if h[1] is VoilaKernelWebsocketHandler else h
                 for h in handlers]
 

@@ -9,7 +9,8 @@ its figures' data are written compactly (float32, thinned to the pixels they occ
 once). Then each page is written: the notebook's prose with its math typeset as MathML, code hidden as
 in the app, each panel a figure with one range input per precomputed control
 (``static_site/assets/scrub.js``), and a note naming the controls left at their defaults with a link to
-the panel in the live app. plotly.js is copied once into ``assets/``; every link is relative: the folder
+the panel in the live app. plotly.js is copied once into ``assets/`` (its cartesian partial bundle where
+that draws every trace the pages use); every link is relative: the folder
 works from ``file://`` (double-click ``index.html``) and from any static host.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from urllib.parse import quote
 
 from .config import NOTEBOOKS_DIR, REPO_DIR, describe_cache
 from .landing import read_card
+from .plotly_partial import PARTIAL_TRACE_TYPES, PLOTLY_PARTIAL, partial_matches
 from .warm import CELL_TIMEOUT, warm_environment
 
 STATIC_DIR = Path(__file__).with_name("static_site")
@@ -159,11 +161,21 @@ def provenance_html(fast: bool, command: str) -> str:
             f"{html.escape(device_description())}. Rebuild: <code>{html.escape(command)}</code>.</div>")
 
 
-def copy_assets(out: Path) -> None:
+def plotly_bundle(trace_types: set[str]) -> Path:
+    """The plotly.js a site needs: the partial bundle when it draws every trace type the pages use, else plotly's full one."""
     import plotly
+    if trace_types <= PARTIAL_TRACE_TYPES and partial_matches():
+        return PLOTLY_PARTIAL
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+def trace_types(spec: dict) -> set[str]:
+    return {trace.get("type", "scatter") for fig in spec["figures"] for trace in fig.get("data", [])}
+
+
+def copy_assets(out: Path) -> None:
     assets = out / "assets"
     assets.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", assets / "plotly.min.js")
     for name in ("page.js", "page.css"):
         shutil.copyfile(STATIC_DIR / "assets" / name, assets / name)
     (assets / "scrub.js").write_text(classic_scrub_script())
@@ -197,6 +209,7 @@ def export(out: Path, fast: bool, notebooks: list[Path], jobs: int = 2, app_url:
     progress = Progress([p.stem for p in notebooks])
     provenance = provenance_html(fast, command)
     summary = {"pages": {}, "panel_seconds": {}}
+    used_types: set[str] = set()
     print(f"export: {len(notebooks)} notebook(s) at {'fast' if fast else 'full'} settings into {out}, "
           f"result cache {describe_cache(env)}", file=sys.stderr, flush=True)
 
@@ -237,6 +250,7 @@ def export(out: Path, fast: bool, notebooks: list[Path], jobs: int = 2, app_url:
         target.write_text(html_text, encoding="utf-8")
         summary["pages"][target.name] = target.stat().st_size + sum(f.stat().st_size for f in data_dir_out.iterdir())
         summary["panel_seconds"][path.stem] = {s["number"]: s["seconds"] for s in specs.values()}
+        used_types.update(*(trace_types(s) for s in specs.values()))
         summary.setdefault("notebook_seconds", {})[path.stem] = round(time.monotonic() - began, 1)
         summary.setdefault("panels", {})[path.stem] = {
             s["number"]: {"title": s["title"], "grid": [f"{d['name']}:{len(d['labels'])}" for d in s["dims"]],
@@ -270,6 +284,9 @@ def export(out: Path, fast: bool, notebooks: list[Path], jobs: int = 2, app_url:
             card["href"] = page_name(p)
             cards.append(card)
     (out / "index.html").write_text(page.landing(cards, provenance), encoding="utf-8")
+    bundle = plotly_bundle(used_types)
+    shutil.copyfile(bundle, out / "assets" / "plotly.min.js")
+    summary["plotly_bundle"] = bundle.name
     if page.unconverted:
         print(f"export: {len(page.unconverted)} LaTeX fragment(s) shown as source: {page.unconverted[:5]}",
               file=sys.stderr)

@@ -26,26 +26,37 @@ How kernels get it: ``python -m voila_app`` sets ``LECTURE_FIGURE_WIDGET`` to
 builds the class it names. JupyterLab and Notebook 7 started by ``./lecture lab`` /
 ``./lecture notebook`` load the server extension :mod:`voila_app.jupyter_extension`, which serves
 the bundle and sets the same for their kernels. Elsewhere (nbclient, a Jupyter server without
-the extension) figures are plain ``go.FigureWidget``\\ s. This module imports only plotly: it
+the extension) figures are plain ``go.FigureWidget``\\ s. This module imports only plotly (and the trace
+types of :mod:`voila_app.plotly_partial`, a constant): it
 is loaded inside kernels.
 """
 from __future__ import annotations
 
+import json
+
 import plotly.graph_objects as go
+
+from .plotly_partial import PARTIAL_TRACE_TYPES
 
 FIGURE_WIDGET = "voila_app.figure_widget:SharedBundleFigureWidget"
 
 # Where the bundle is: Voila's page names its base URL on <body> (our template: "<base>voila/"); a
 # JupyterLab or Notebook 7 page has its base URL in #jupyter-config-data, and the server extension
 # voila_app.jupyter_extension serves the bundle at "<base>lecture-static/widgetbundle.js".
-SHARED_BUNDLE_ESM = """function bundleUrl() {
+# Two bundles are served (voila_app.bundle): "widgetbundle.js", plotly's front end with plotly.js's cartesian
+# partial bundle (a third of the full one's evaluation time: the largest item of a page's opening), and
+# "widgetbundle-full.js", plotly's own, imported only for a figure that has a trace type the partial bundle
+# lacks (a 3-D plot a TA adds, say). The cartesian trace types are filled in from voila_app.bundle.
+SHARED_BUNDLE_ESM = """function bundleUrl(name) {
   const here = window.location.href;
   const voila = document.body && document.body.dataset.baseUrl;
-  if (voila) return new URL("static/widgetbundle.js", new URL(voila, here)).href;
+  if (voila) return new URL(`static/${name}`, new URL(voila, here)).href;
   const config = document.getElementById("jupyter-config-data");
   const base = (config && JSON.parse(config.textContent).baseUrl) || "/";
-  return new URL("lecture-static/widgetbundle.js", new URL(base, here)).href;
+  return new URL(`lecture-static/${name}`, new URL(base, here)).href;
 }
+const CARTESIAN = new Set(__CARTESIAN_TRACE_TYPES__);
+const needsFullBundle = (model) => (model.get("_widget_data") || []).some((t) => !CARTESIAN.has(t.type || "scatter"));
 // After a redraw that the kernel asked for, plotly's front end reports to the kernel each trace's "delta"
 // and the layout's (what plotly computed, e.g. default colours), diffing its full data and layout against
 // the state the page first received: the data arrays the kernel just sent go back with it. Two changes,
@@ -80,7 +91,9 @@ function lightenReports(FigureView) {
   }, { light: true });
   proto._sendLayoutDelta = function (editId) { afterPaint(() => sendLayout.call(this, editId)); };
 }
-const bundle = import(bundleUrl()).then((m) => { lightenReports(m.FigureView); return m; });
+const bundles = (window.lectureFigureBundles ??= {});        // one import per bundle and page
+const loadBundle = (full) => (bundles[full] ??= import(bundleUrl(full ? "widgetbundle-full.js" : "widgetbundle.js"))
+  .then((m) => { lightenReports(m.FigureView); return m; }));
 // Lazy drawing: a figure is drawn when it comes near the viewport; the others wait until the first figure of
 // the page has been drawn (so they do not delay it; at once where no figure is near the viewport) and are then
 // drawn one per idle moment, nearest to the viewport first, without scrolling. Until drawn, a figure's element keeps its layout's
@@ -163,7 +176,8 @@ export default () => {
   let plotly;
   return {
     initialize(ctx) {
-      plotly = bundle.then((m) => { const widget = m.default(); widget.initialize(ctx); return widget; });
+      plotly = loadBundle(needsFullBundle(ctx.model))
+        .then((m) => { const widget = m.default(); widget.initialize(ctx); return widget; });
     },
     async render(ctx) {
       const widget = await plotly;
@@ -172,6 +186,9 @@ export default () => {
   };
 };
 """
+
+
+SHARED_BUNDLE_ESM = SHARED_BUNDLE_ESM.replace("__CARTESIAN_TRACE_TYPES__", json.dumps(sorted(PARTIAL_TRACE_TYPES)))
 
 
 class SharedBundleFigureWidget(go.FigureWidget):

@@ -20,6 +20,7 @@ Enable it with ``--ServerApp.jpserver_extensions`` (see :data:`JUPYTER_ARGS`) an
 from __future__ import annotations
 
 import os
+import re
 
 BUNDLE_ROUTE = "lecture-static/widgetbundle.js"
 # the command-line option of `jupyter lab` / `jupyter notebook` that loads this extension
@@ -33,12 +34,13 @@ def _jupyter_server_extension_points():
 def _load_jupyter_server_extension(serverapp) -> None:
     from jupyter_server.utils import url_path_join
 
-    from .bundle import BUNDLE_NAME, BundleHandler, CompressedFile
-    from .config import kernel_environment, plotly_bundle_dir
+    from .bundle import BundleHandler, figure_bundles
+    from .config import kernel_environment
 
-    bundle = CompressedFile(plotly_bundle_dir() / BUNDLE_NAME)
     route = url_path_join(serverapp.web_app.settings["base_url"], BUNDLE_ROUTE)
-    serverapp.web_app.add_handlers(".*$", [(route, BundleHandler, {"bundle": bundle})])
+    serverapp.web_app.add_handlers(".*$", [
+        (url_path_join(route.rsplit("/", 1)[0], re.escape(name)), BundleHandler, {"bundle": bundle})
+        for name, bundle in figure_bundles(serverapp.log).items()])
     # kernels inherit the server's environment when they start
     os.environ.update(kernel_environment())
     serverapp.log.info("lecture: plotly's front end served once per page at %s", route)
