@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .. import curvature
-from .._validate import Choice, Int, Positive, Real, Seed, Sizes, Where, accepts, check_choice, check_int
+from .._validate import Choice, Function, Int, Positive, Real, Seed, Sizes, Where, accepts, check_choice, check_int
 from ..cache import cached
 from ..data import gaussian_inputs, teacher
 from ..engine import train
@@ -88,17 +88,20 @@ def _widths(name: str, widths) -> list[int]:
 
 
 @accepts(widths=Where(_widths, bad=((), (0, 2), (2, 81), ("a",), (2.5,), None, 3)), damping=Positive(), repeats=Int(1),
-         seed=Seed())
+         seed=Seed(), progress=Function(optional=True))
 def time_inverses(widths=(4, 8, 16, 24, 32, 48), damping: float = 1e-3, repeats: int = 3,
-                  seed: int = 0) -> InverseTiming:
+                  seed: int = 0, progress=None) -> InverseTiming:
     r"""Measure the eigenbasis solve against the dense solve for square layers of growing width.
 
     For each width ``n``: random SPD ``A``, ``S`` (``n × n``), a gradient ``G``; the eigenbasis way
     eigendecomposes both factors and calls :func:`~lecture_lib.optim.kron_damped_solve`
     (:math:`O(n^3)`); the dense way forms :math:`A\otimes S + \gamma I` (``n² × n²``) and solves
     (:math:`O(n^6)`). Best of ``repeats`` wall-clock times, float64, current torch thread count.
+    ``progress(fraction, partial)``: the widths measured so far, after each but the last (reported between
+    two measurements, never during one); ``fraction`` counts the dense solves' :math:`n^6`.
     """
     eig_t, dense_t, diff = [], [], []
+    work = np.cumsum(np.asarray(widths, dtype=float) ** 6)
     for i, n in enumerate(widths):
         A, S = random_spd(n, 30.0, seed + 2 * i), random_spd(n, 30.0, seed + 2 * i + 1)
         G = torch.randn(n, n, generator=torch.Generator().manual_seed(seed + i), dtype=torch.float64)
@@ -117,6 +120,9 @@ def time_inverses(widths=(4, 8, 16, 24, 32, 48), damping: float = 1e-3, repeats:
         eig_t.append(_best_time(eigenbasis, repeats))
         dense_t.append(_best_time(dense, repeats))
         diff.append(float((out["eig"] - out["dense"]).abs().max() / out["dense"].abs().max()))
+        if progress is not None and i + 1 < len(widths):
+            progress(float(work[i] / work[-1]),
+                     InverseTiming(np.array(widths[:i + 1]), np.array(eig_t), np.array(dense_t), np.array(diff)))
     return InverseTiming(np.array(widths), np.array(eig_t), np.array(dense_t), np.array(diff))
 
 
@@ -126,10 +132,12 @@ COST_WIDTHS = (4, 8, 12, 16, 24, 32, 48, 64)
 
 @accepts(requires(lambda a: sum(w <= a["largest"] for w in a["widths"]) >= 2,
                   "largest must be at least the second of the widths {widths}, got {largest}"),
-         largest=Int(1), widths=Where(_widths, bad=((), (0, 2), ("a",), None)), repeats=Int(1))
-def time_inverses_up_to(largest: int = 48, widths=COST_WIDTHS, repeats: int = 2) -> InverseTiming:
-    """:func:`time_inverses` for the ``widths`` up to ``largest`` (at least two of them)."""
-    return time_inverses(widths=[w for w in widths if w <= largest], repeats=repeats)
+         largest=Int(1), widths=Where(_widths, bad=((), (0, 2), ("a",), None)), repeats=Int(1),
+         progress=Function(optional=True))
+def time_inverses_up_to(largest: int = 48, widths=COST_WIDTHS, repeats: int = 2, progress=None) -> InverseTiming:
+    """:func:`time_inverses` for the ``widths`` up to ``largest`` (at least two of them); ``progress(fraction,
+    partial)``: the widths measured so far."""
+    return time_inverses(widths=[w for w in widths if w <= largest], repeats=repeats, progress=progress)
 
 
 # ----------------------------------------------------------------------------- K-FAC vs exact
