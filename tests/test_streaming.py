@@ -335,6 +335,9 @@ def _experiment_cases():
         "conditioning": (lambda p: icx.conditioning_experiment(outputs=2, n=64, progress=p), icp.conditioning_figures),
         "inverse_timing": (lambda p: kx.time_inverses_up_to(8, widths=(2, 4, 8), repeats=1, progress=p),
                            kp.cost_figure),
+        "kfac_checkpoint": (lambda p: (kx._RUNS.clear(),          # the runs are kept in memory too: train again
+                                       kx.kfac_checkpoint("linears.0", 2, steps=20, checkpoints=4, progress=p))[1],
+                            kp.kfac_figures),
         "decay_comparisons": (lambda p: adx.decay_comparisons(weight_decay=(0.01, 0.1, 1.0), steps=40, progress=p),
                               lambda fam: ap.decay_figure(fam[1])),
         "grafting": (lambda p: adx.grafting_experiment("rmsprop", "sgd", steps=30, sizes=(64, 8, 10), record_every=1,
@@ -364,10 +367,10 @@ def _experiment_cases():
     }
 
 
-STREAMING = ("descent_family", "reparam", "wrinkle", "conditioning", "inverse_timing", "decay_comparisons",
-             "grafting", "growth", "collapse", "output_layer", "remedies", "optimizers", "layer_balance",
-             "ratio_families", "sgd_vs_lars", "batch_scaling", "decay_strengths", "effective_lr", "effective_lr_family",
-             "jacobian", "damping")
+STREAMING = ("descent_family", "reparam", "wrinkle", "conditioning", "inverse_timing", "kfac_checkpoint",
+             "decay_comparisons", "grafting", "growth", "collapse", "output_layer", "remedies", "optimizers",
+             "layer_balance", "ratio_families", "sgd_vs_lars", "batch_scaling", "decay_strengths", "effective_lr",
+             "effective_lr_family", "jacobian", "damping")
 
 #: Fields of a result that are wall-clock measurements: never equal between two runs, streamed or not.
 TIMED = {"inverse_timing": ("eigenbasis", "dense")}
