@@ -118,9 +118,11 @@ def ill_conditioned_quadratic(condition: float = 50.0, angle: float = 0.0, top: 
     return Quadratic(0.5 * (h + h.T), torch.zeros(2, dtype=torch.float64))
 
 
-@accepts(optimizer=Instance(Transform), grad_fn=Function(), w0=Tensor(dim=2), steps=Int(0))
+@accepts(optimizer=Instance(Transform), grad_fn=Function(), w0=Tensor(dim=2), steps=Int(0),
+         report=Function(optional=True))
 def descend(optimizer: Transform, grad_fn: Callable[[torch.Tensor, int], torch.Tensor],
-            w0: torch.Tensor, steps: int, return_state: bool = False):
+            w0: torch.Tensor, steps: int, return_state: bool = False,
+            report: Callable[[int, int, Callable[[], torch.Tensor]], None] | None = None):
     r"""Run an optimizer chain on a gradient oracle; return the whole trajectory.
 
     ``params = {"w": w}`` with ``w`` of shape ``(R, D)``: R runs (e.g. one per
@@ -131,7 +133,9 @@ def descend(optimizer: Transform, grad_fn: Callable[[torch.Tensor, int], torch.T
 
     Returns the iterates :math:`w_0, \dots, w_K`, shape ``(steps + 1, R, D)``
     (and the optimizer's final state if ``return_state``). Runs that overflow
-    keep going as ``inf``/``nan``; callers mark divergence.
+    keep going as ``inf``/``nan``; callers mark divergence. ``report(done, steps, so_far)``
+    after every step, as :func:`lecture_lib.engine.train` does: ``so_far()`` is the iterates so far,
+    ``(done + 1, R, D)``, for a panel that draws the paths as they grow.
     """
     params = {"w": w0.clone()}
     state = optimizer.init(params)
@@ -143,6 +147,8 @@ def descend(optimizer: Transform, grad_fn: Callable[[torch.Tensor, int], torch.T
             updates, state = optimizer.update(grads, state, params)
             params = apply_updates(params, updates)
             path[k + 1] = params["w"]
+            if report is not None:
+                report(k + 1, steps, lambda: path[:k + 2].clone())
     return (path, state) if return_state else path
 
 

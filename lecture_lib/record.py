@@ -85,7 +85,7 @@ class Stream:
     ``progress(fraction, partial)`` with ``partial`` a result of the experiment's own type whose
     curves stop at the steps trained so far (``None``: nothing is reported, nothing costs).
     :meth:`stage` makes the ``report`` argument of :func:`lecture_lib.engine.train` for one training
-    of the experiment::
+    of the experiment (or of :func:`lecture_lib.adaptive.descend`, whose ``so_far()`` is the iterates)::
 
         stream = Stream(progress)
         rec = train(..., report=stream.stage(lambda rec: OutputLayerResult(lr, rec, rates(rec)), 0.0, 1.0))

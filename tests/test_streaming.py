@@ -3,6 +3,7 @@ them into partial results (record.Stream), the runner forwards those of the newe
 panel draws them through the same builder until the final result replaces them."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -323,11 +324,22 @@ def _experiment_cases():
     from lecture_lib.experiments import ics as icx
     from lecture_lib.viz import ics_panels as icp
 
+    from lecture_lib.experiments import kronecker as kx
+    from lecture_lib.viz import kronecker_panels as kp
+
     return {
         "descent_family": (lambda p: icx.descent_family((0.0, 3.0), steps=40, n=64, progress=p),
                            lambda fam: icp.descent_figures(fam[1])),
         "reparam": (lambda p: icx.reparam_experiment(steps=40, n=64, progress=p), icp.reparam_figures),
         "wrinkle": (lambda p: icx.wrinkle_experiment(steps=40, n=64, record_every=1, progress=p), icp.wrinkle_figures),
+        "conditioning": (lambda p: icx.conditioning_experiment(outputs=2, n=64, progress=p), icp.conditioning_figures),
+        "inverse_timing": (lambda p: kx.time_inverses_up_to(8, widths=(2, 4, 8), repeats=1, progress=p),
+                           kp.cost_figure),
+        "kfac_checkpoint": (lambda p: (kx._RUNS.clear(),          # the runs are kept in memory too: train again
+                                       kx.kfac_checkpoint("linears.0", 2, steps=20, checkpoints=4, progress=p))[1],
+                            kp.kfac_figures),
+        "decay_comparisons": (lambda p: adx.decay_comparisons(weight_decay=(0.01, 0.1, 1.0), steps=40, progress=p),
+                              lambda fam: ap.decay_figure(fam[1])),
         "grafting": (lambda p: adx.grafting_experiment("rmsprop", "sgd", steps=30, sizes=(64, 8, 10), record_every=1,
                                                        progress=p), ap.grafting_figures),
         "growth": (lambda p: imp.growth("toy", 0.3, steps=40, progress=p), ip.growth_figure),
@@ -355,8 +367,13 @@ def _experiment_cases():
     }
 
 
-STREAMING = ("descent_family", "reparam", "wrinkle", "grafting", "growth", "collapse", "output_layer", "remedies", "optimizers", "layer_balance", "ratio_families",
-             "sgd_vs_lars", "batch_scaling", "decay_strengths", "effective_lr", "effective_lr_family", "jacobian", "damping")
+STREAMING = ("descent_family", "reparam", "wrinkle", "conditioning", "inverse_timing", "kfac_checkpoint",
+             "decay_comparisons", "grafting", "growth", "collapse", "output_layer", "remedies", "optimizers",
+             "layer_balance", "ratio_families", "sgd_vs_lars", "batch_scaling", "decay_strengths", "effective_lr",
+             "effective_lr_family", "jacobian", "damping")
+
+#: Fields of a result that are wall-clock measurements: never equal between two runs, streamed or not.
+TIMED = {"inverse_timing": ("eigenbasis", "dense")}
 
 
 def _records(result) -> dict:
@@ -388,5 +405,29 @@ def test_experiment_streams_partial_results_its_builder_draws(name, monkeypatch)
             np.testing.assert_array_equal(record.steps, done[key].steps[:len(record.steps)])
         figs = build(partial)
         assert all(isinstance(f, go.Figure) for f in (figs if isinstance(figs, list) else [figs]))
-    for key, record in _records(call(None)).items():  # streaming changes nothing in the result
+    plain = call(None)
+    for key, record in _records(plain).items():       # streaming changes nothing in the result
         np.testing.assert_array_equal(record.loss, done[key].loss)
+    if not done:                                      # a result without records: every field, bit for bit
+        _assert_same(plain, final, skip=TIMED.get(name, ()))
+
+
+def _assert_same(a, b, skip=(), where="result"):
+    """``a`` and ``b`` equal bit for bit (NaN equal to NaN), field by field; fields named in ``skip`` left out."""
+    if dataclasses.is_dataclass(a):
+        assert type(a) is type(b), where
+        for f in dataclasses.fields(a):
+            if f.name not in skip:
+                _assert_same(getattr(a, f.name), getattr(b, f.name), skip, f"{where}.{f.name}")
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same(a[k], b[k], skip, f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, skip, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        np.testing.assert_array_equal(a.cpu().numpy(), b.cpu().numpy(), err_msg=where)
+    else:
+        np.testing.assert_array_equal(a, b, err_msg=where)

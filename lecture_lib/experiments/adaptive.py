@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .. import optim
-from .._validate import Choice, Instance, Int, NonNegative, Positive, Real, Seed, Sizes, Tensor, Unit, Where, accepts
+from .._validate import Choice, Function, Instance, Int, NonNegative, Positive, Real, Seed, Sizes, Tensor, Unit, Where, accepts
 from ..cache import cached
 from ..adaptive import (NUMBERS, Quadratic, RegressionProblem, adam_preconditioner, descend, diverged_at,
                         fisher_diagonals, ill_conditioned_quadratic, logistic_problem, numbers, point_away,
@@ -180,34 +180,44 @@ class RegularizationSweep:
 @accepts(requires(lambda a: len(a["w0"]) == a["problem"].x.shape[1],
                   "w0 must have one entry per feature of the problem ({problem.x.shape[1]}), got {w0}"),
          problem=Instance(RegressionProblem), weight_decays=NON_NEGATIVE_NUMBERS,
-         steps=Int(0), batch_size=Int(1), w0=NUMBERS, seed=Seed())
+         steps=Int(0), batch_size=Int(1), w0=NUMBERS, seed=Seed(), progress=Function(optional=True))
 def regularization_sweep(problem: RegressionProblem, optimizers: Mapping[str, Callable[[torch.Tensor], Transform]],
                          weight_decays, steps: int = 400, batch_size: int = 8, w0=(0.0, 0.0),
-                         seed: int = 0) -> RegularizationSweep:
+                         seed: int = 0, progress=None) -> RegularizationSweep:
     r"""Train each optimizer from the same start for every weight decay at once, on the same minibatches.
 
     ``optimizers[name](weight_decay)`` builds the chain for an ``(R,)`` tensor
     of weight decays (e.g. ``lambda wd: optim.adam(lr, weight_decay=wd)``), so
-    the whole :math:`\lambda` sweep of one optimizer is one batched run.
+    the whole :math:`\lambda` sweep of one optimizer is one batched run. ``progress(fraction, partial)``: the
+    paths so far, as they train (:class:`~lecture_lib.record.Stream`; the optimizers still to train sit at
+    ``w0``, and only the Adam chains already trained have a preconditioner).
     """
     wds = torch.tensor(weight_decays, dtype=torch.float64)
     start = torch.tensor(w0, dtype=torch.float64).expand(len(wds), -1).clone()
-    paths, final, div, precond, predicted = {}, {}, {}, {}, {}
-    for name, make in optimizers.items():
-        path, state = descend(make(wds), problem.minibatch_grad(batch_size, seed), start, steps, return_state=True)
-        arr = path.numpy()
-        paths[name] = arr
-        final[name] = arr[-max(1, steps // 4):].mean(axis=0)
-        div[name] = diverged_at(np.abs(arr).max(axis=2))
+    ridge = np.stack([problem.ridge(float(wd)).numpy() for wd in wds])
+    paths, precond, predicted = {}, {}, {}
+
+    def sweep(paths: dict[str, np.ndarray]) -> RegularizationSweep:
+        paths = {name: paths.get(name, start.numpy()[None]) for name in optimizers}
+        final = {name: arr[-max(1, (len(arr) - 1) // 4):].mean(axis=0) for name, arr in paths.items()}
+        div = {name: diverged_at(np.abs(arr).max(axis=2)) for name, arr in paths.items()}
+        return RegularizationSweep(wds.numpy(), paths, final, ridge, problem.least_squares.numpy(), div,
+                                   dict(precond), dict(predicted))
+
+    stream = Stream(progress)
+    for i, (name, make) in enumerate(optimizers.items()):
+        report = stream.stage(lambda path, name=name: sweep({**paths, name: path.numpy()}),
+                              i / len(optimizers), (i + 1) / len(optimizers))
+        path, state = descend(make(wds), problem.minibatch_grad(batch_size, seed), start, steps, return_state=True,
+                              report=report)
+        paths[name] = path.numpy()
         c = adam_preconditioner(state)
         if c is not None:
             c = c["w"]
             precond[name] = c.numpy()
             predicted[name] = np.stack([problem.preconditioned_ridge(float(wd), c[r]).numpy()
                                         for r, wd in enumerate(wds)])
-    ridge = np.stack([problem.ridge(float(wd)).numpy() for wd in wds])
-    return RegularizationSweep(wds.numpy(), paths, final, ridge, problem.least_squares.numpy(), div, precond,
-                               predicted)
+    return sweep(paths)
 
 
 #: The four optimizers of the weight-decay panel, in the order they are drawn.
@@ -258,20 +268,26 @@ def decay_comparison(lr: float = 0.02, weight_decay: float = 0.3, steps: int = 6
 
 
 @cached
-@accepts(lr=Positive(), weight_decay=NON_NEGATIVE_NUMBERS, lr_sgd=Positive(), steps=Int(0), batch_size=Int(1))
+@accepts(lr=Positive(), weight_decay=NON_NEGATIVE_NUMBERS, lr_sgd=Positive(), steps=Int(0), batch_size=Int(1),
+         progress=Function(optional=True))
 def decay_comparisons(lr: float = 0.02, weight_decay=DECAY_GRID, steps: int = 600, batch_size: int = 8,
-                      lr_sgd: float = 0.2) -> list[DecayComparison]:
+                      lr_sgd: float = 0.2, progress=None) -> list[DecayComparison]:
     """:func:`decay_comparison` for every λ of ``weight_decay`` (a sequence, which is also the grid), computed
     together: one batched run per optimizer over all the λ, each λ's runs once.
 
     Member ``p`` is ``decay_comparison(lr, weight_decay[p], steps, batch_size, lr_sgd, grid=weight_decay)``
     (the sweep's runs of the grid, then λ's own again): a panel can switch between the λ without computing.
+    ``progress(fraction, partial)``: the family so far, as it trains (:func:`regularization_sweep`).
     """
-    sweep = regularization_sweep(_regression(), _decay_optimizers(lr, lr_sgd), weight_decay, steps=steps,
-                                 batch_size=batch_size)
-    grid = list(range(len(sweep.weight_decays)))
-    return [DecayComparison(sweep.select(grid + [p]), _regression(), float(lr), float(lr_sgd), float(wd))
-            for p, wd in enumerate(sweep.weight_decays)]
+    def family(sweep: RegularizationSweep) -> list[DecayComparison]:
+        grid = list(range(len(sweep.weight_decays)))
+        return [DecayComparison(sweep.select(grid + [p]), _regression(), float(lr), float(lr_sgd), float(wd))
+                for p, wd in enumerate(sweep.weight_decays)]
+
+    partial = None if progress is None else (lambda fraction, sweep=None:
+                                             progress(fraction, None if sweep is None else family(sweep)))
+    return family(regularization_sweep(_regression(), _decay_optimizers(lr, lr_sgd), weight_decay, steps=steps,
+                                       batch_size=batch_size, progress=partial))
 
 
 @dataclass(frozen=True)

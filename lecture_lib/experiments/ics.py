@@ -240,17 +240,26 @@ def descent_family(mean_norm=tuple(np.linspace(0.0, 6.0, 13)), cond: float = 1.0
 
 
 @cached
-@accepts(mean_norm=NonNegative(), outputs=Int(), n=Int(2), dim=Int(), hidden=Int(), seed=Seed())
+@accepts(mean_norm=NonNegative(), outputs=Int(), n=Int(2), dim=Int(), hidden=Int(), seed=Seed(),
+         progress=Function(optional=True))
 def conditioning_experiment(mean_norm: float = 3.0, outputs: int = 3, n: int = 1000, dim: int = 6, hidden: int = 10,
-                            seed: int = 0) -> ConditioningReport:
+                            seed: int = 0, progress=None) -> ConditioningReport:
     r"""The ICS Conditioning Hypothesis in a small tanh MLP ``dim -> hidden -> outputs`` at initialization.
 
     Its inputs :math:`x\sim\mathcal N(m, I)`, :math:`\lVert m\rVert` = ``mean_norm``, ``n`` samples,
     feed the first layer; :func:`lecture_lib.ics.conditioning_report` compares that layer's exact
     Gauss-Newton block with the predicted outliers :math:`\nu\lambda_i(S)`, one per output.
+    ``progress(fraction, partial)``: the report of the first ``n/8`` inputs, then of the first ``n/2`` (each
+    curvature is an average over the inputs, and the exact block costs about the square of their number: a
+    first estimate is drawn at once, for about 1/64 of the whole).
     """
     x, _, _ = data.gaussian_inputs(n, dim, mean_norm, 1.0, seed=seed)
-    return conditioning_report(MLP([dim, hidden, outputs], activation="tanh", seed=seed), x)
+    model = MLP([dim, hidden, outputs], activation="tanh", seed=seed)
+    if progress is not None:
+        for k in (n // 8, n // 2):
+            if k >= 2:
+                progress((k / n) ** 2, conditioning_report(model, x[:k]))
+    return conditioning_report(model, x)
 
 
 @accepts(mean_norm=NonNegative(), cond=Real(1.0), dim=Int(), hidden=Int(), n=Int(), seed=Seed())

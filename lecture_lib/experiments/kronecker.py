@@ -16,8 +16,8 @@ Nothing here imports plotly or ipywidgets.
 """
 from __future__ import annotations
 
+import collections
 import copy
-import functools
 import time
 from dataclasses import dataclass
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .. import curvature
-from .._validate import Choice, Int, Positive, Real, Seed, Sizes, Where, accepts, check_choice, check_int
+from .._validate import Choice, Function, Int, Positive, Real, Seed, Sizes, Where, accepts, check_choice, check_int
 from ..cache import cached
 from ..data import gaussian_inputs, teacher
 from ..engine import train
@@ -88,17 +88,20 @@ def _widths(name: str, widths) -> list[int]:
 
 
 @accepts(widths=Where(_widths, bad=((), (0, 2), (2, 81), ("a",), (2.5,), None, 3)), damping=Positive(), repeats=Int(1),
-         seed=Seed())
+         seed=Seed(), progress=Function(optional=True))
 def time_inverses(widths=(4, 8, 16, 24, 32, 48), damping: float = 1e-3, repeats: int = 3,
-                  seed: int = 0) -> InverseTiming:
+                  seed: int = 0, progress=None) -> InverseTiming:
     r"""Measure the eigenbasis solve against the dense solve for square layers of growing width.
 
     For each width ``n``: random SPD ``A``, ``S`` (``n × n``), a gradient ``G``; the eigenbasis way
     eigendecomposes both factors and calls :func:`~lecture_lib.optim.kron_damped_solve`
     (:math:`O(n^3)`); the dense way forms :math:`A\otimes S + \gamma I` (``n² × n²``) and solves
     (:math:`O(n^6)`). Best of ``repeats`` wall-clock times, float64, current torch thread count.
+    ``progress(fraction, partial)``: the widths measured so far, after each but the last (reported between
+    two measurements, never during one); ``fraction`` counts the dense solves' :math:`n^6`.
     """
     eig_t, dense_t, diff = [], [], []
+    work = np.cumsum(np.asarray(widths, dtype=float) ** 6)
     for i, n in enumerate(widths):
         A, S = random_spd(n, 30.0, seed + 2 * i), random_spd(n, 30.0, seed + 2 * i + 1)
         G = torch.randn(n, n, generator=torch.Generator().manual_seed(seed + i), dtype=torch.float64)
@@ -117,6 +120,9 @@ def time_inverses(widths=(4, 8, 16, 24, 32, 48), damping: float = 1e-3, repeats:
         eig_t.append(_best_time(eigenbasis, repeats))
         dense_t.append(_best_time(dense, repeats))
         diff.append(float((out["eig"] - out["dense"]).abs().max() / out["dense"].abs().max()))
+        if progress is not None and i + 1 < len(widths):
+            progress(float(work[i] / work[-1]),
+                     InverseTiming(np.array(widths[:i + 1]), np.array(eig_t), np.array(dense_t), np.array(diff)))
     return InverseTiming(np.array(widths), np.array(eig_t), np.array(dense_t), np.array(diff))
 
 
@@ -126,10 +132,12 @@ COST_WIDTHS = (4, 8, 12, 16, 24, 32, 48, 64)
 
 @accepts(requires(lambda a: sum(w <= a["largest"] for w in a["widths"]) >= 2,
                   "largest must be at least the second of the widths {widths}, got {largest}"),
-         largest=Int(1), widths=Where(_widths, bad=((), (0, 2), ("a",), None)), repeats=Int(1))
-def time_inverses_up_to(largest: int = 48, widths=COST_WIDTHS, repeats: int = 2) -> InverseTiming:
-    """:func:`time_inverses` for the ``widths`` up to ``largest`` (at least two of them)."""
-    return time_inverses(widths=[w for w in widths if w <= largest], repeats=repeats)
+         largest=Int(1), widths=Where(_widths, bad=((), (0, 2), ("a",), None)), repeats=Int(1),
+         progress=Function(optional=True))
+def time_inverses_up_to(largest: int = 48, widths=COST_WIDTHS, repeats: int = 2, progress=None) -> InverseTiming:
+    """:func:`time_inverses` for the ``widths`` up to ``largest`` (at least two of them); ``progress(fraction,
+    partial)``: the widths measured so far."""
+    return time_inverses(widths=[w for w in widths if w <= largest], repeats=repeats, progress=progress)
 
 
 # ----------------------------------------------------------------------------- K-FAC vs exact
@@ -152,11 +160,15 @@ def _layers(arguments) -> None:
     check_choice("layer", arguments["layer"], layers)
 
 
+#: The last 8 runs of :func:`kfac_vs_exact`, by their arguments.
+_RUNS: collections.OrderedDict = collections.OrderedDict()
+
+
 @accepts(_layers, sizes=Sizes(), activation=Choice(ACTIVATIONS), steps=Int(1), checkpoints=Int(2), lr=Positive(),
-         n=Int(1), seed=Seed())
+         n=Int(1), seed=Seed(), progress=Function(optional=True))
 def kfac_vs_exact(layer: str = "linears.0", sizes: tuple = (4, 6, 3), activation: str = "tanh",
                   steps: int = 200, checkpoints: int = 9, lr: float = 0.05, n: int = 128,
-                  seed: int = 0) -> KFACvsExact:
+                  seed: int = 0, progress=None) -> KFACvsExact:
     r"""Train a small MLP by gradient descent on a teacher regression task (mse, full batch) and, at
     ``checkpoints`` evenly spaced steps, compare one layer's exact Gauss-Newton block with its
     K-FAC approximation :math:`A\otimes S` (``curvature='ggn'``, same batch, float64).
@@ -164,10 +176,17 @@ def kfac_vs_exact(layer: str = "linears.0", sizes: tuple = (4, 6, 3), activation
     For the output layer with squared error the two agree exactly (:math:`S = I`); for a hidden
     layer K-FAC assumes the activations :math:`a` and the back-propagated derivatives
     :math:`\mathcal{D}s` are independent, and the relative error shows what that costs.
-    Results are cached, so a slider over the checkpoints only picks rows.
+    Results are cached, so a slider over the checkpoints only picks rows. ``progress(fraction, partial)``:
+    the checkpoints measured so far, as training reaches them.
     """
     # the arguments are checked; with sizes a tuple they are hashable: the training run is cached on them
-    return _kfac_vs_exact(layer, tuple(sizes), activation, steps, checkpoints, float(lr), n, seed)
+    key = (layer, tuple(sizes), activation, steps, checkpoints, float(lr), n, seed)
+    if key not in _RUNS:
+        _RUNS[key] = _kfac_vs_exact(*key, progress=progress)
+        while len(_RUNS) > 8:
+            _RUNS.popitem(last=False)
+    _RUNS.move_to_end(key)
+    return _RUNS[key]
 
 
 def checkpoint_steps(steps: int, checkpoints: int) -> list[int]:
@@ -175,36 +194,45 @@ def checkpoint_steps(steps: int, checkpoints: int) -> list[int]:
     return sorted({int(round(k)) for k in np.linspace(0, steps, checkpoints)})
 
 
-@functools.lru_cache(maxsize=8)
-def _kfac_vs_exact(layer, sizes, activation, steps, checkpoints, lr, n, seed) -> KFACvsExact:
+def _kfac_vs_exact(layer, sizes, activation, steps, checkpoints, lr, n, seed, progress=None) -> KFACvsExact:
     model = MLP(list(sizes), activation=activation, runs=1, seed=seed, dtype=torch.float64)
     data = teacher(n=n, sizes=(sizes[0], 16, sizes[-1]), seed=seed + 1, dtype=torch.float64)
-    marks = checkpoint_steps(steps, checkpoints)
-    snaps = {0: copy.deepcopy(model.state_dict())}
-
-    def keep(k, m):
-        if k + 1 in marks:
-            snaps[k + 1] = copy.deepcopy(m.state_dict())
-
-    train(model, data, "mse", scale_by_lr(lr), steps=steps, callback=keep)
     x, y = data.x_train, data.y_train
+    marks = checkpoint_steps(steps, checkpoints)
+    probe = copy.deepcopy(model)          # measured on a copy at each checkpoint: training goes on untouched
     rows = {"loss": [], "exact": [], "kfac": [], "err": [], "a": [], "s": []}
-    for k in marks:
-        model.load_state_dict(snaps[k])
-        flat = curvature.flatten(model)
-        G = curvature.gauss_newton(model, x, "mse")
+
+    def measure(state) -> None:
+        probe.load_state_dict(state)
+        flat = curvature.flatten(probe)
+        G = curvature.gauss_newton(probe, x, "mse")
         exact = curvature.layer_block(G, flat, layer)
-        A, S = curvature.kfac_factors(model, x, y, "mse", curvature="ggn")[layer]
+        A, S = curvature.kfac_factors(probe, x, y, "mse", curvature="ggn")[layer]
         approx = curvature.kfac_block(A, S)
         with torch.no_grad():
-            rows["loss"].append(float(0.5 * (model(x)[0] - y).pow(2).sum(-1).mean()))
+            rows["loss"].append(float(0.5 * (probe(x)[0] - y).pow(2).sum(-1).mean()))
         rows["exact"].append(torch.linalg.eigvalsh(exact).flip(0).cpu().numpy())
         rows["kfac"].append(torch.linalg.eigvalsh(approx).flip(0).cpu().numpy())
         rows["err"].append(float(torch.linalg.matrix_norm(exact - approx) / torch.linalg.matrix_norm(exact)))
         rows["a"].append(torch.linalg.eigvalsh(A).flip(0).cpu().numpy())
         rows["s"].append(torch.linalg.eigvalsh(S).flip(0).cpu().numpy())
-    return KFACvsExact(layer, np.array(marks), np.array(rows["loss"]), np.stack(rows["exact"]),
-                       np.stack(rows["kfac"]), np.array(rows["err"]), np.stack(rows["a"]), np.stack(rows["s"]))
+
+    def result() -> KFACvsExact:
+        """The checkpoints measured so far (all of them once training is done)."""
+        return KFACvsExact(layer, np.array(marks[:len(rows["loss"])]), np.array(rows["loss"]), np.stack(rows["exact"]),
+                           np.stack(rows["kfac"]), np.array(rows["err"]), np.stack(rows["a"]), np.stack(rows["s"]))
+
+    def keep(k, m):
+        if k + 1 in marks:
+            measure(m.state_dict())
+            if progress is not None and k + 1 < steps:
+                progress((k + 1) / steps, result())
+
+    measure(model.state_dict())
+    if progress is not None:
+        progress(0.0, result())
+    train(model, data, "mse", scale_by_lr(lr), steps=steps, callback=keep)
+    return result()
 
 
 @dataclass
@@ -218,11 +246,18 @@ class KFACCheckpoint:
 @cached
 @accepts(requires(lambda a: a["checkpoint"] < len(checkpoint_steps(a["steps"], a["checkpoints"])),
                   "checkpoint must be below the number of checkpoints ({checkpoints}), got {checkpoint}"),
-         checkpoint=Int(0), steps=Int(1), checkpoints=Int(2))
+         checkpoint=Int(0), steps=Int(1), checkpoints=Int(2), progress=Function(optional=True))
 def kfac_checkpoint(layer: str = "linears.0", checkpoint: int = 0, steps: int = 300, checkpoints: int = 11,
-                    sizes: tuple = (4, 6, 3)) -> KFACCheckpoint:
-    """:func:`kfac_vs_exact` (cached) for ``layer``, and which of its checkpoints to show."""
-    return KFACCheckpoint(kfac_vs_exact(layer, sizes=sizes, steps=steps, checkpoints=checkpoints), checkpoint)
+                    sizes: tuple = (4, 6, 3), progress=None) -> KFACCheckpoint:
+    """:func:`kfac_vs_exact` (cached) for ``layer``, and which of its checkpoints to show. ``progress(fraction,
+    partial)``: the checkpoints measured so far, showing the chosen one once training has reached it (until
+    then the last one measured)."""
+    def partial(fraction, run=None):
+        progress(fraction, None if run is None else KFACCheckpoint(run, min(checkpoint, len(run.steps) - 1)))
+
+    run = kfac_vs_exact(layer, sizes=sizes, steps=steps, checkpoints=checkpoints,
+                        progress=None if progress is None else partial)
+    return KFACCheckpoint(run, checkpoint)
 
 
 # ----------------------------------------------------------------------------- linear networks

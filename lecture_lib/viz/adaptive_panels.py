@@ -233,7 +233,9 @@ def decay_figure(result: experiments.DecayComparison) -> go.Figure:
                                  hovertemplate=f"{name}<br>w = (%{{x:.3f}}, %{{y:.3f}})<extra></extra>",
                                  xaxis="x", yaxis="y"))
     ls, ridge = sweep.least_squares, sweep.ridge[-1]
-    pred = sweep.decoupled_prediction["AdamW"][-1]
+    # AdamW's C is known once it has trained: a partial sweep (still streaming) draws no prediction before that
+    predicted = sweep.decoupled_prediction.get("AdamW", np.full_like(sweep.ridge, np.nan))
+    pred = predicted[-1]
     traces.append(go.Scatter(x=[ls[0]], y=[ls[1]], mode="markers", name="minimum of J",
                              marker=dict(size=15, color="#222", symbol="star"), xaxis="x", yaxis="y"))
     traces.append(go.Scatter(x=[ridge[0]], y=[ridge[1]], mode="markers", name="minimum of J + (λ/2)‖w‖²",
@@ -250,7 +252,7 @@ def decay_figure(result: experiments.DecayComparison) -> go.Figure:
         column = [
             go.Scatter(x=grid_wd, y=sweep.ridge[:-1, j], mode="lines", name=f"ridge minimum ({w})",
                        line=dict(color=GREY, width=7), showlegend=False, legendgroup="ridge", opacity=0.6, **axes),
-            go.Scatter(x=grid_wd, y=sweep.decoupled_prediction["AdamW"][:-1, j], mode="lines",
+            go.Scatter(x=grid_wd, y=predicted[:-1, j], mode="lines",
                        name=f"J + (λ/2)wᵀCw prediction ({w})", showlegend=False, legendgroup="pred",
                        line=dict(color=figures.rgba(figures.color(2), 0.4), width=7), **axes)]
         for name in DECAY_NAMES:
