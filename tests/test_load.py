@@ -82,6 +82,23 @@ def test_kernels_and_memory_return_after_visitors_leave(class_visit, class_app):
                                                   f"{before / 2**20:.0f} MB before")
 
 
+def test_kernels_talk_to_the_server_over_unix_sockets(class_visit, class_app):
+    """Every kernel of the server (pool and visitors) was started with the ``ipc`` transport: no TCP ports,
+    so 30 kernels starting at once cannot lose one to a port taken in between (``ZMQError: Address already
+    in use``, seen with a pool of 30 over TCP)."""
+    import psutil
+
+    files = [arg for p in psutil.Process(class_app.proc.pid).children(recursive=True)
+             for arg in p.cmdline() if arg.endswith(".json") and "kernel-" in arg]
+    assert len(files) == POOL, f"one connection file per pre-heated kernel: {files}"
+    for path in files:
+        with open(path) as f:
+            info = json.load(f)
+        assert info["transport"] == "ipc", f"{path}: {info['transport']}"
+        assert not info["ip"].startswith("127."), info["ip"]
+    assert "Address already in use" not in class_app.log(tail=None)
+
+
 # -- a visitor on a slow connection --------------------------------------------------------
 
 SLOW_BYTES_PER_S = 1.5 * 2**20      # 12 Mbit/s: a student's share of lecture-hall WiFi

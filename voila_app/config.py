@@ -30,7 +30,11 @@ Every choice here is one a classroom deployment needs:
 - idle-kernel culling (``MappingKernelManager.cull_*``): a kernel idle for
   ``cull_idle_timeout`` seconds is shut down even if a forgotten tab is still
   connected, so memory returns after visitors leave (pooled kernels are never
-  culled; Voila also shuts a kernel down when its tab closes).
+  culled; Voila also shuts a kernel down when its tab closes);
+- kernels talk to the server over Unix sockets (``KernelManager.transport="ipc"``, where the
+  system has them): with TCP, each kernel's five ports are picked by binding port 0 and letting
+  go, and when a class's 30 kernels start at once another connection can take a port in between
+  (``ZMQError: Address already in use``; the kernel dies and its pool slot is lost).
 """
 from __future__ import annotations
 
@@ -107,6 +111,8 @@ def build_config(ip: str = "127.0.0.1", port: int = 8866, pool_size: int = 1,
     c.MappingKernelManager.cull_interval = cull_interval
     c.MappingKernelManager.cull_connected = True
     c.MappingKernelManager.cull_busy = False
+    if os.name == "posix":
+        c.KernelManager.transport = "ipc"
     return c
 
 
