@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))    # the browser helpers the tests use
 
 from benchmarks._common import cache_entries, emit  # noqa: E402
+from benchmarks.wire_visitor import WireClass, static_paths  # noqa: E402
 from browser_helpers import (CHROMIUM, HAS_DRAWN_PATH_JS, PANEL_PLOT_PATH, PANEL_STATE_JS, SETTLED_JS,  # noqa: E402
                              SLIDER_HANDLE, kernel_id, launch, new_page, slider_panels, slider_state)
 
@@ -229,6 +230,7 @@ class Visitor:
     latencies: list[float] = field(default_factory=list)
     updated: list[bool] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)       # every URL the page asked for
 
     @property
     def handle(self):
@@ -240,17 +242,34 @@ class Visitor:
 NAVIGATE_JS = "(url) => { setTimeout(() => { window.location.href = url; }, 0); }"
 
 
-def open_visitors(browser, url: str, n: int, spread_s: float = 0.0) -> list[Visitor]:
-    """``n`` visitors start loading ``url``, evenly spread over ``spread_s`` seconds (0: back to back);
-    returns once every page has its response under way (navigation to the first plot is not awaited).
-    Each visitor's ``arrival_s`` is when it started, from the first one's start."""
+def arrival_times(n: int, spread_s: float) -> list[float]:
+    """``n`` arrivals evenly spread over ``spread_s`` seconds (0: all at once), in seconds from the first."""
+    return [spread_s * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+
+
+def browser_indices(n: int, browsers: int) -> list[int]:
+    """Which of ``n`` visitors (in order of arrival) are real browsers when ``browsers`` of them are:
+    spread evenly over the arrivals (the rest are wire visitors, :mod:`benchmarks.wire_visitor`)."""
+    if not 0 < browsers <= n:
+        raise ValueError(f"browsers must be in [1, {n}] (the number of visitors), got {browsers}")
+    return sorted({min(n - 1, int((j + 0.5) * n / browsers)) for j in range(browsers)})
+
+
+def open_visitors(browser, url: str, n: int, spread_s: float = 0.0, arrivals: list[float] | None = None,
+                  indices: list[int] | None = None) -> list[Visitor]:
+    """``n`` visitors start loading ``url``, evenly spread over ``spread_s`` seconds (0: back to back), or at
+    ``arrivals`` (seconds from now, one per visitor; ``indices`` numbers them); returns once every page has its
+    response under way (navigation to the first plot is not awaited). Each visitor's ``arrival_s`` is when it
+    started, from this call's start."""
+    arrivals = arrival_times(n, spread_s) if arrivals is None else arrivals
+    indices = list(range(len(arrivals))) if indices is None else indices
     visitors = []
-    for i in range(n):
+    for i in indices:
         context, page, watcher = new_page(browser, init_script=PROBE_JS)
-        visitors.append(Visitor(i, context, page, errors=watcher.errors))
+        visitors.append(Visitor(i, context, page, errors=watcher.errors, requests=watcher.requests))
     start = time.perf_counter()
-    for i, v in enumerate(visitors):
-        delay = start + (spread_s * i / (n - 1) if n > 1 else 0.0) - time.perf_counter()
+    for at, v in zip(arrivals, visitors):
+        delay = start + at - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
         v.arrival_s = time.perf_counter() - start
@@ -321,30 +340,46 @@ def close_visitors(visitors: list[Visitor]) -> None:
         v.context.close()
 
 
-def summary(visitors: list[Visitor]) -> dict:
+def _stats(prefix: str, values: list[float], digits: int = 2) -> dict:
+    if not values:
+        return {f"{prefix}_median_s": None, f"{prefix}_p90_s": None, f"{prefix}_max_s": None}
+    return {f"{prefix}_median_s": round(statistics.median(values), digits),
+            f"{prefix}_p90_s": round(percentile(values, 0.9), digits), f"{prefix}_max_s": round(max(values), digits)}
+
+
+def summary(visitors: list) -> dict:
+    """Figures over ``visitors``: :class:`Visitor` (a browser: ``open`` is navigation -> first plot, in the page)
+    and :class:`benchmarks.wire_visitor.WireVisitor` (``wire_open``: arrival -> every widget's state received,
+    the server's whole part of an open) alike; slider latencies and kernels over both."""
+    browsers = [v for v in visitors if isinstance(v, Visitor)]
+    wires = [v for v in visitors if not isinstance(v, Visitor)]
     opened = [v for v in visitors if v.open_s is not None]
-    opens = [v.open_s for v in opened] or [float("nan")]
-    lat = [x for v in visitors for x in v.latencies]
     kernels = [v.kernel for v in visitors if v.kernel]
 
     def median_of(key):
         return round(statistics.median(k[key] for k in kernels), 1) if kernels else None
 
-    return {"visitors": len(visitors), "visitors_opened": len(opened),
-            "open_median_s": round(statistics.median(opens), 2), "open_p90_s": round(percentile(opens, 0.9), 2),
-            "open_max_s": round(max(opens), 2),
-            "page_done_median_s": round(statistics.median([v.page_s for v in opened] or [float("nan")]), 2),
-            "slider_median_s": round(statistics.median(lat), 3) if lat else None,
-            "slider_p90_s": round(percentile(lat, 0.9), 3) if lat else None,
-            "all_plots_updated": len(opened) == len(visitors) and all(all(v.updated) for v in visitors),
+    def slider(group):
+        lat = [x for v in group for x in v.latencies]
+        return (round(statistics.median(lat), 3) if lat else None), (round(percentile(lat, 0.9), 3) if lat else None)
+
+    (b_med, b_p90), (w_med, w_p90) = slider(browsers), slider(wires)
+    return {"visitors": len(visitors), "browsers": len(browsers), "wire_visitors": len(wires),
+            "visitors_opened": len(opened),
+            **_stats("open", [v.open_s for v in browsers if v.open_s is not None]),
+            "page_done_median_s": round(statistics.median([v.page_s for v in browsers if v.open_s is not None]
+                                                          or [float("nan")]), 2),
+            **_stats("wire_open", [v.open_s for v in wires if v.open_s is not None]),
+            "slider_median_s": b_med, "slider_p90_s": b_p90, "wire_slider_median_s": w_med, "wire_slider_p90_s": w_p90,
+            "all_plots_updated": len(opened) == len(visitors) and all(v.updated and all(v.updated) for v in visitors),
             "visitors_without_errors": sum(not v.errors for v in visitors),
             "kernel_rss_median_mb": median_of("rss_mb"), "kernel_uss_median_mb": median_of("uss_mb"),
             "kernel_cpu_median_s": median_of("cpu_s"), "kernel_cpu_max_s": max((k["cpu_s"] for k in kernels), default=None),
-            "per_visitor": [{"arrival_s": round(v.arrival_s, 2),
+            "per_visitor": [{"kind": "browser" if isinstance(v, Visitor) else "wire", "arrival_s": round(v.arrival_s, 2),
                              "open_s": None if v.open_s is None else round(v.open_s, 2),
                              "page_done_s": None if v.page_s is None else round(v.page_s, 2),
                              "slider_s": [round(x, 3) for x in v.latencies], "updated": v.updated,
-                             "kernel": v.kernel, "errors": v.errors} for v in visitors]}
+                             "kernel": v.kernel, "errors": v.errors} for v in sorted(visitors, key=lambda v: v.index)]}
 
 
 def main(argv=None) -> None:
@@ -352,6 +387,10 @@ def main(argv=None) -> None:
     parser.add_argument("--visitors", type=int, default=10)
     parser.add_argument("--arrive-within", type=float, default=0.0, metavar="S",
                         help="the visitors start loading the page evenly spread over S seconds (default 0: at once)")
+    parser.add_argument("--browsers", type=int, default=None, metavar="K",
+                        help="K of the visitors are real headless browsers, spread over the arrivals; the others are "
+                             "wire visitors (benchmarks.wire_visitor: the same requests and widget messages, no drawing), "
+                             "as the students' browsers run on their own laptops (default: every visitor a browser)")
     parser.add_argument("--moves", type=int, default=3, help="slider moves per visitor (all at once)")
     parser.add_argument("--notebook", default="01_adaptive_methods", help="stem of the dashboard to open")
     parser.add_argument("--pool-size", type=int, default=1, help="pre-heated kernels per notebook (the app's --pool-size)")
@@ -413,26 +452,44 @@ def main(argv=None) -> None:
             print(f"before: {base_rss / MB:7.0f} MB RSS  (Voila + {base_k} pre-heated kernels)", flush=True)
             with MemorySampler(pid) as sampler:
                 t0 = time.perf_counter()
-                visitors = open_visitors(browser, app.url + url_path, args.visitors, spread_s=args.arrive_within)
+                arrivals = arrival_times(args.visitors, args.arrive_within)
+                real = browser_indices(args.visitors, args.browsers or args.visitors)
+                on_wire = [i for i in range(args.visitors) if i not in real]
+                wire = WireClass(app.url, url_path, static_paths(warm[0].requests, app.url, url_path), on_wire)
+                wire_open = wire.start_open([arrivals[i] for i in on_wire])
+                visitors = open_visitors(browser, app.url + url_path, len(real), arrivals=[arrivals[i] for i in real],
+                                         indices=real)
                 wait_open(visitors)
+                wire_open.result(600)
                 all_open_s = time.perf_counter() - t0
-                move_all(visitors, args.moves)
+                for _ in range(args.moves):           # every visitor's move at the same moment, browsers and wire
+                    moving = threading.Thread(target=wire.move_all)
+                    moving.start()
+                    move_all(visitors, 1)
+                    moving.join()
                 opened = [v for v in visitors if v.panel is not None]
-                ids = [kernel_id(v.page) for v in opened]
+                ids = [kernel_id(v.page) for v in opened] + [w.kernel_id for w in wire.visitors if w.kernel_id]
                 usage = kernel_usage(pid, ids)
                 for v, kid in zip(opened, ids):
                     v.kernel = usage.get(kid, {})
+                for w in wire.visitors:
+                    w.kernel = usage.get(w.kernel_id, {})
                 server_cpu = _cpu_seconds(pid) - server_cpu0
                 close_visitors(visitors)
+                wire.close_all()
                 after_rss, after_k = settle(pid, kernels=pool, timeout=600)
         finally:
             browser.close()
-    s = summary(visitors)
-    print(f"open -> first plot: median {s['open_median_s']:.1f} s, p90 {s['open_p90_s']:.1f} s, "
-          f"slowest {s['open_max_s']:.1f} s ({s['visitors_opened']} of {args.visitors} drawn, after {all_open_s:.1f} s); the server's part "
-          f"(page's last byte: kernel started, notebook run) median {s['page_done_median_s']:.1f} s, the rest is the browser")
-    print(f"slider -> plot ({args.moves} moves each, all visitors at once): median {s['slider_median_s']:.2f} s, "
-          f"p90 {s['slider_p90_s']:.2f} s; every visitor's plot updated: {s['all_plots_updated']}")
+    s = summary(visitors + wire.visitors)
+    print(f"{s['visitors_opened']} of {args.visitors} visitors opened (after {all_open_s:.1f} s); every visitor's plot "
+          f"updated after every move: {s['all_plots_updated']}")
+    print(f"browsers ({s['browsers']}): open -> first plot median {_s(s['open_median_s'])}, p90 {_s(s['open_p90_s'])}, "
+          f"slowest {_s(s['open_max_s'])}; page's last byte (the server's part: kernel, notebook run) median "
+          f"{s['page_done_median_s']:.1f} s; slider -> plot median {s['slider_median_s']} s, p90 {s['slider_p90_s']} s")
+    if s["wire_visitors"]:
+        print(f"wire visitors ({s['wire_visitors']}): arrival -> page, files and every widget's state received median "
+              f"{_s(s['wire_open_median_s'])}, p90 {_s(s['wire_open_p90_s'])}, slowest {_s(s['wire_open_max_s'])}; "
+              f"slider -> panel drawn (kernel side) median {s['wire_slider_median_s']} s, p90 {s['wire_slider_p90_s']} s")
     print(f"per visitor kernel (median): RSS {s['kernel_rss_median_mb']} MB, private (USS) "
           f"{s['kernel_uss_median_mb']} MB, CPU {s['kernel_cpu_median_s']} s (max {s['kernel_cpu_max_s']} s); "
           f"Voila + kernels used {server_cpu:.0f} CPU-s in all")
@@ -442,10 +499,10 @@ def main(argv=None) -> None:
     print(f"after:  {after_rss / MB:7.0f} MB RSS  ({after_k} kernels, visitors gone; "
           f"{100 * (after_rss - base_rss) / base_rss:+.1f} % of before)")
     for i, v in enumerate(s["per_visitor"]):
-        print(f"  visitor {i:2d}: arrives {v['arrival_s']:5.1f} s  page {_s(v['page_done_s'])}  open {_s(v['open_s'])}  slider {v['slider_s']}  "
+        print(f"  visitor {i:2d} ({v['kind']:7s}): arrives {v['arrival_s']:5.1f} s  page {_s(v['page_done_s'])}  open {_s(v['open_s'])}  slider {v['slider_s']}  "
               f"updated {v['updated']}  kernel {v['kernel']}" + (f"  errors {v['errors']}" if v["errors"] else ""))
     emit({"benchmark": "concurrent_visitors", "notebook": args.notebook, "lecture_fast": not args.full,
-          "cpus": os.cpu_count(), "pool_size": args.pool_size, "preheat": args.preheat, "refill_delay": args.refill_delay, "server_nice": args.server_nice, "moves": args.moves,
+          "cpus": os.cpu_count(), "browsers_asked": args.browsers, "pool_size": args.pool_size, "preheat": args.preheat, "refill_delay": args.refill_delay, "server_nice": args.server_nice, "moves": args.moves,
           "arrive_within_s": args.arrive_within, "cache_dir": cache_dir, "cache_entries": entries,
           "load_average_1min": round(os.getloadavg()[0], 1),
           **s,

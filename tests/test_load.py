@@ -229,3 +229,35 @@ def test_slider_storm_leaves_the_final_value_drawn(chromium, voila_app, path):
     finally:
         page.close(run_before_unload=True)            # the tab closes: Voila shuts its kernel down
         context.close()
+
+
+# -- a visitor on the wire (the benchmark's stand-in for a browser on another machine) --------
+
+def test_a_wire_visitor_asks_what_a_page_asks_and_sees_its_panel_redraw(chromium, class_app):
+    """``benchmarks.wire_visitor``: fetches what a real page of this server fetched, gets every widget's state
+    over the kernel websocket, finds the page's first slider panel, and each slider step it sends makes the
+    kernel draw a new generation with new figure data; closing shuts its kernel down."""
+    from benchmarks.wire_visitor import WireClass, static_paths
+
+    path = "/voila/render/panel_demo.ipynb"
+    browser_visit = open_visitors(chromium, class_app.url + path, 1)
+    wait_open(browser_visit, timeout_ms=LOAD_TIMEOUT_MS)
+    files = static_paths(browser_visit[0].requests, class_app.url, path)
+    close_visitors(browser_visit)
+    assert any(f.endswith("widgetbundle.js") for f in files) and any("voila" in f and f.endswith(".js") for f in files)
+    wire = WireClass(class_app.url, path, files, indices=[0, 1])
+    try:
+        wire.start_open([0.0, 0.5]).result(LOAD_TIMEOUT_MS / 1000)
+        for _ in range(2):
+            wire.move_all(timeout=SETTLE_TIMEOUT_MS / 1000)
+        for v in wire.visitors:
+            assert v.errors == [], v.errors
+            assert v.open_s is not None and v.page_s <= v.open_s
+            assert v.updated == [True, True] and len(v.latencies) == 2 and all(t > 0 for t in v.latencies)
+        kernels = [v.kernel_id for v in wire.visitors]
+        assert len(set(kernels)) == 2
+    finally:
+        wire.close_all()
+    settle(class_app.proc.pid, kernels=POOL)
+    log = class_app.log(tail=None)
+    assert all(f"Kernel shutdown: {k}" in log for k in kernels)
