@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from voila_app.pool import PoolQueue, dashboard_rank, ordered_pools
+from voila_app.pool import Place, PoolQueue, _handed_over, dashboard_rank, ordered_pools
 
 NAMES = [f"0{i}_nb.ipynb" for i in range(1, 7)]
 
@@ -97,6 +97,39 @@ def test_a_cancelled_waiter_gives_its_place_on():
         return queue.started, queue.active
 
     assert asyncio.run(scenario()) == (["01_nb.ipynb", "03_nb.ipynb"], 1)
+
+
+def test_a_kernel_taken_mid_notebook_keeps_its_place_until_the_page_has_every_cell():
+    """A visitor takes a pool kernel still executing: its place is given back when Voila's handler has run
+    the remaining cells for the page, not when the pre-heating stops (which let the next queued kernel compete)."""
+    async def scenario():
+        queue = PoolQueue(1)
+        await queue.acquire("01_nb.ipynb")
+        place = Place(queue)
+        place.taken = True
+        nxt = asyncio.create_task(queue.acquire("02_nb.ipynb"))
+
+        async def remaining_cells():
+            for cell in ("<cell 3>", "<cell 4>"):
+                await asyncio.sleep(0.01)
+                yield cell, None
+
+        async def render():                      # Voila's pre-heating, stopped after the current cell
+            await asyncio.sleep(0.01)
+            return ["<cell 1>", "<cell 2>"], remaining_cells()
+
+        render_task = asyncio.create_task(render())
+        render_task.add_done_callback(lambda _: place.release(unless_taken=True))
+        rendered, rest = await _handed_over(render_task, place)
+        await asyncio.sleep(0.02)
+        seen = [queue.active, nxt.done()]       # pre-heating over, the page's cells not yet: still held
+        cells = [c async for c, _ in rest]
+        await asyncio.wait_for(nxt, 1)           # every cell sent: 02 goes in
+        place.release()                          # a later shutdown of the kernel gives nothing back twice
+        return rendered + cells, seen, queue.active
+
+    cells, seen, active = asyncio.run(scenario())
+    assert cells == ["<cell 1>", "<cell 2>", "<cell 3>", "<cell 4>"] and seen == [1, False] and active == 1
 
 
 def test_bad_concurrency_is_refused():

@@ -13,7 +13,8 @@ docs/performance.md, "Opening a dashboard"). :func:`ordered_pools` makes them qu
   one a class opens at once) first, then every other dashboard's first kernel before any's second (a
   refill), each time by file name, the landing page's order (``01_...`` first);
 - a visitor waiting for a dashboard whose pool kernel is still queued promotes it: it starts at
-  once, beside those running, instead of waiting for a free place.
+  once, beside those running, instead of waiting for a free place; a visitor who takes a pool kernel
+  still executing keeps its place until Voila has executed the rest of the notebook for the page.
 
 Kernels a visitor beyond the pool gets (Voila starts those itself) never queue.
 """
@@ -104,6 +105,38 @@ class PoolQueue:
                 self._let_in(key, future)
 
 
+class Place:
+    """A pool kernel's place in the :class:`PoolQueue`, given back once."""
+
+    def __init__(self, queue: PoolQueue):
+        self.queue, self.taken, self.released = queue, False, False
+
+    def release(self, unless_taken: bool = False) -> None:
+        if self.released or (unless_taken and self.taken):
+            return
+        self.released = True
+        self.queue.release()
+
+
+async def _handed_over(render_task: asyncio.Task, place: Place):
+    """``render_task``'s result with its generator of the remaining cells wrapped: ``place`` is released
+    when the visitor's page has had every cell (or the handler gave up on it)."""
+    try:
+        rendered, rendering = await render_task
+    except BaseException:
+        place.release()
+        raise
+
+    async def rest():
+        try:
+            async for item in rendering:
+                yield item
+        finally:
+            place.release()
+
+    return rendered, rest()
+
+
 def dashboard_rank(queue: PoolQueue, preheated=frozenset()):
     """The order of pool kernels: those of the ``preheated`` dashboards first (refills too), then each
     dashboard's first kernel, then second kernels (a refill of a taken one), ...; by file name within each."""
@@ -143,7 +176,9 @@ def ordered_pool_class(base: type) -> type:
                 starting[notebook_path] -= 1
             self.log.info("Pool kernel %s for %s executing its notebook (%d of at most %d at once)",
                           content["kernel_id"], notebook_path, queue.active, queue.limit)
-            content["task"].add_done_callback(lambda _: queue.release())   # executed, or taken by a visitor
+            place = Place(queue)
+            self.__dict__.setdefault("_pool_places", {})[content["kernel_id"]] = place
+            content["task"].add_done_callback(lambda _: place.release(unless_taken=True))   # executed
             return content
 
         async def get_rendered_notebook(self, notebook_name: str, *args, **kwargs):
@@ -152,7 +187,22 @@ def ordered_pool_class(base: type) -> type:
             if pool and not pool[0].done() and not starting:   # the visitor's kernel is queued: no waiting for it
                 self.pool_queue.promote(notebook_name)
                 self.log.info("Visitor waiting: pool kernel for %s starts now, ahead of the queue", notebook_name)
-            return await super().get_rendered_notebook(notebook_name, *args, **kwargs)
+            render_task, rendered_cache, kernel_id = await super().get_rendered_notebook(notebook_name, *args, **kwargs)
+            place = self.__dict__.get("_pool_places", {}).pop(kernel_id, None)
+            if place is None or render_task.done():
+                return render_task, rendered_cache, kernel_id
+            # taken while still executing: Voila's handler executes the rest of the notebook for this visitor;
+            # the place stays taken until it has (or the kernel shuts down), so no queued kernel competes with it
+            place.taken = True
+            self.__dict__.setdefault("_pool_places_taken", {})[kernel_id] = place
+            return asyncio.ensure_future(_handed_over(render_task, place)), rendered_cache, kernel_id
+
+        async def shutdown_kernel(self, kernel_id: str, *args, **kwargs):
+            for places in (self.__dict__.get("_pool_places", {}), self.__dict__.get("_pool_places_taken", {})):
+                place = places.pop(kernel_id, None)
+                if place is not None:
+                    place.release()
+            return await super().shutdown_kernel(kernel_id, *args, **kwargs)
 
     return LecturePoolKernelManager
 
