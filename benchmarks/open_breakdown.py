@@ -1,9 +1,12 @@
 """Where the time goes while a dashboard opens: server, widget state, plotly's bundle, the browser's main thread.
 
 Starts the app (``python -m voila_app``, one pre-heated kernel per notebook, ``--fast`` unless
-``--full``, the result cache ``--cache-dir`` names) on a free loopback port and waits until the
-pools are filled. The first dashboard after start-up is opened once and timed (``first_open_s``:
-the one-time costs). Then, for each dashboard, once the server is quiet (its pre-heated kernels
+``--full``, the result cache ``--cache-dir`` names) on a free loopback port and waits until Voila
+logs every pool as filled (``--first-at filled``, the default: its pool kernels have *started*, and
+are still executing their notebooks), or only until the server answers HTTP (``--first-at answers``:
+a visitor who arrives the moment the app is up, before any pool kernel exists). The first dashboard
+after start-up is opened once and timed (``first_open_s``, from its navigation; ``start_to_first_plot_s``
+from the server's start: the one-time costs). Then, for each dashboard, once the server is quiet (its pre-heated kernels
 have executed their notebooks), one visitor opens it in headless Chromium with Chrome's tracing
 on, and the script reports, in seconds from the navigation:
 
@@ -22,9 +25,16 @@ on, and the script reports, in seconds from the navigation:
   widget managers' JavaScript, plotly's bundle, MathJax, ...), style and layout, paint, HTML
   parsing, garbage collection, and idle time (waiting for the server or the kernel).
 
+``--beyond-pool``: then, for each dashboard, a visitor beyond its pool: one page holds the
+pre-heated kernel (drawn), and a second visitor opens the dashboard at once, so Voila starts a fresh
+kernel that imports everything and executes the notebook (reading results from the cache) while the
+page waits; the pool's refill (``--refill-delay``, 1 s) starts beside it, as in class.
+``beyond_pool_s``: that visitor's first plot, from its navigation.
+
 Prints one block per dashboard; last line a JSON object. Usage::
 
     .venv/bin/python benchmarks/open_breakdown.py [--full] [--cache-dir DIR|off] [--only 05_weight_decay_equilibrium]
+                                                   [--first-at filled|answers] [--beyond-pool]
 """
 from __future__ import annotations
 
@@ -271,6 +281,25 @@ def profile_open(browser, url: str, timeout_ms: int = 300_000, save_trace: Path 
             "main_thread_before_first_plot": thread, "errors": watcher.errors}
 
 
+def hold_kernel(browser, url: str, timeout_ms: int = 300_000):
+    """A visitor who opens ``url`` and stays (its kernel stays taken) until the returned context is closed."""
+    context, page, _ = new_page(browser, init_script=MARKS_JS)
+    page.goto(url, wait_until="commit", timeout=timeout_ms)
+    page.wait_for_function("() => performance.getEntriesByName('lecture-first-plot').length > 0", timeout=timeout_ms)
+    return context
+
+
+def beyond_pool(browser, url: str, pool_size: int = 1) -> dict:
+    """:func:`profile_open` of a visitor who finds ``url``'s pool empty: ``pool_size`` visitors hold its
+    pre-heated kernels (each drawn), then the timed one arrives and gets a fresh kernel."""
+    holders = [hold_kernel(browser, url) for _ in range(pool_size)]
+    try:
+        return profile_open(browser, url)
+    finally:
+        for context in holders:
+            context.close()
+
+
 def show(name: str, r: dict) -> None:
     s, w, b = r["seconds"], r["widget_state"], r["bundle"] or {}
     print(f"{name}: first plot {s['first_plot']:.2f} s, all {r['figures']} figures {s['all_plots']:.2f} s")
@@ -294,6 +323,11 @@ def main(argv=None) -> None:
     parser.add_argument("--cache-dir", default="off", metavar="DIR|off",
                         help="the result cache the kernels share: 'off' (default) or a folder (./lecture warm fills it)")
     parser.add_argument("--only", nargs="*", default=None, help="notebook stems to open (default: all)")
+    parser.add_argument("--first-at", choices=("filled", "answers"), default="filled",
+                        help="open the first dashboard once Voila logs every pool filled (default), or as soon as "
+                             "the server answers (a visitor arriving with the app, before the pools exist)")
+    parser.add_argument("--beyond-pool", action="store_true",
+                        help="also time, per dashboard, a visitor who finds its pre-heated kernel taken (a fresh kernel)")
     parser.add_argument("--save-traces", type=Path, default=None, metavar="DIR",
                         help="also write each visit's Chrome trace to DIR/<notebook>.json (Perfetto opens them)")
     args = parser.parse_args(argv)
@@ -312,25 +346,40 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     with running_app(REPO / "notebooks", log, fast=not args.full, extra_args=("--cache-dir", cache_dir)) as app, \
             sync_playwright() as p:
-        app.wait_preheated([nb.name for nb in notebooks])
-        browser = launch(p)
+        browser = launch(p)          # before the clock of the first visit matters: Chromium's start is not the app's
+        if args.first_at == "filled":
+            app.wait_preheated([nb.name for nb in notebooks])
+        load_at_first = os.getloadavg()[0]
+        beyond = {}
         try:
             first = profile_open(browser, f"{app.url}/voila/render/{chosen[0].name}")
             first_after_start_s = time.perf_counter() - started
             print(f"app at {app.url} ({'full' if args.full else 'LECTURE_FAST=1'} settings, result cache {cache_dir}: "
-                  f"{entries} entries); first dashboard after start-up: {first['seconds']['first_plot']:.2f} s "
-                  f"(server started {first_after_start_s:.0f} s before it had drawn)", flush=True)
+                  f"{entries} entries); first dashboard after start-up (opened when {args.first_at}): "
+                  f"{first['seconds']['first_plot']:.2f} s (server started {first_after_start_s:.0f} s before it "
+                  f"had drawn; load average {load_at_first:.1f})", flush=True)
             for nb in chosen:
                 settle(app.proc.pid, kernels=len(notebooks), timeout=600)   # every pre-heated kernel has executed
                 trace = args.save_traces / f"{nb.stem}.json" if args.save_traces else None
                 results[nb.stem] = r = profile_open(browser, f"{app.url}/voila/render/{nb.name}", save_trace=trace)
                 show(nb.stem, r)
+                if args.beyond_pool:
+                    settle(app.proc.pid, kernels=len(notebooks), timeout=600)
+                    beyond[nb.stem] = b = beyond_pool(browser, f"{app.url}/voila/render/{nb.name}")
+                    print(f"{nb.stem} beyond the pool (a fresh kernel): first plot {b['seconds']['first_plot']:.2f} s, "
+                          f"all figures {b['seconds']['all_plots']:.2f} s, first byte {b['seconds']['ttfb']:.2f} s "
+                          f"(load average {os.getloadavg()[0]:.1f})", flush=True)
         finally:
             browser.close()
-    emit({"benchmark": "open_breakdown", "lecture_fast": not args.full, "cpus": os.cpu_count(),
-          "cache_dir": cache_dir, "cache_entries": entries, "load_average_1min": round(os.getloadavg()[0], 1),
-          "first_open_s": first["seconds"]["first_plot"], "start_to_first_plot_s": round(first_after_start_s, 1),
-          "dashboards": results})
+    summary = {"benchmark": "open_breakdown", "lecture_fast": not args.full, "cpus": os.cpu_count(),
+               "cache_dir": cache_dir, "cache_entries": entries, "load_average_1min": round(os.getloadavg()[0], 1),
+               "first_at": args.first_at, "load_average_at_first_open": round(load_at_first, 1),
+               "first_open_s": first["seconds"]["first_plot"], "start_to_first_plot_s": round(first_after_start_s, 1),
+               "dashboards": results}
+    if args.beyond_pool:
+        summary["beyond_pool_s"] = {stem: b["seconds"]["first_plot"] for stem, b in beyond.items()}
+        summary["beyond_pool"] = beyond
+    emit(summary)
 
 
 if __name__ == "__main__":

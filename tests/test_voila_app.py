@@ -157,3 +157,23 @@ def test_figures_get_plotlys_front_end_with_the_cartesian_plotly_js():
     assert "export{" in tail and "FigureView" in tail
     with pytest.raises(ValueError, match="wrapper"):
         plotly_partial.cartesian_widget_bundle("var x=1;export{x as default};", partial)
+
+
+def test_kernels_and_server_skip_jsonschemas_iri_grammar():
+    """rfc3987_syntax builds a grammar at import (0.9 s of CPU; the largest import of the server's start and of a
+    kernel's first figure): an app kernel's first FigureWidget and the server's import of Voila leave it out."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "os.environ['LECTURE_FIGURE_WIDGET'] = 'voila_app.figure_widget:SharedBundleFigureWidget'\n"
+            "from lecture_lib.viz import live_figures\n"
+            "assert live_figures.figure_widget_class().__name__ == 'SharedBundleFigureWidget'\n"
+            "import jupyter_events.logger, voila.app\n"        # the server's jsonschema import
+            "assert 'jsonschema' in sys.modules and 'plotly.io._renderers' in sys.modules\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('rfc3987_syntax', 'lark'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=config.REPO_DIR,
+                         env={**os.environ, "PYTHONPATH": str(config.REPO_DIR)}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['rfc3987_syntax']", out.stdout      # marked missing (None), grammar never built

@@ -29,6 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--refill-delay", type=float, default=1.0, metavar="SECONDS",
                    help="wait this long before replacing a pre-heated kernel a visitor took (default 1; e.g. 120 "
                         "with --preheat: the class opens and starts before the replacements run their notebook)")
+    p.add_argument("--pool-concurrency", type=int, default=0, metavar="N",
+                   help="pre-heated kernels that start and execute their notebook at once, the first dashboard "
+                        "first (default 0: the CPU count)")
     p.add_argument("--cull-idle-timeout", type=int, default=1800,
                    help="shut down kernels idle this many seconds, even with a tab open (default 1800)")
     p.add_argument("--cull-interval", type=int, default=60, help="seconds between idle checks (default 60)")
@@ -79,7 +82,8 @@ def main(argv=None) -> None:
         sys.exit(f"error: --preheat names no notebook of {args.notebooks}: {', '.join(missing)}")
     config = build_config(ip=args.ip, port=args.port, pool_size=args.pool_size,
                           cull_idle_timeout=args.cull_idle_timeout, cull_interval=args.cull_interval,
-                          open_browser=args.open, preheat=preheat, refill_delay=args.refill_delay)
+                          open_browser=args.open, preheat=preheat, refill_delay=args.refill_delay,
+                          pool_concurrency=args.pool_concurrency)
     host = "localhost" if args.ip in ("127.0.0.1", "localhost") else args.ip
     print(f"Lecture 5 explorables: serving {args.notebooks} at http://{host}:{args.port}/", flush=True)
     print(f"Result cache: {describe_cache()}", flush=True)

@@ -69,13 +69,15 @@ STATIC_PARTS = ("/voila/static/", "/voila/labextensions/", "/voila/templates/")
 def build_config(ip: str = "127.0.0.1", port: int = 8866, pool_size: int = 1,
                  cull_idle_timeout: int = 1800, cull_interval: int = 60,
                  open_browser: bool = False, preheat: dict[str, int] | None = None,
-                 refill_delay: float = 1.0) -> Config:
+                 refill_delay: float = 1.0, pool_concurrency: int = 0) -> Config:
     """The traitlets ``Config`` the app runs with (see the module docstring).
 
     ``preheat`` maps a notebook's file name to the pool size it gets instead of ``pool_size``: the
     dashboard a whole class opens at the start of a lecture (``--preheat 01_adaptive_methods.ipynb=30``).
     ``refill_delay``: seconds before Voila replaces a pre-heated kernel a visitor took (Voila's own
     default is 1 s); a class taking 30 at once otherwise starts 30 replacements while it opens.
+    ``pool_concurrency``: pool kernels that start and execute their notebook at once, the first
+    dashboard first (``voila_app.pool``; 0: the CPU count).
     """
     preheat = dict(preheat or {})
     if pool_size < 0:
@@ -85,6 +87,8 @@ def build_config(ip: str = "127.0.0.1", port: int = 8866, pool_size: int = 1,
     for name, size in preheat.items():
         if not name.endswith(".ipynb") or size < 0:
             raise ValueError(f"preheat needs NOTEBOOK.ipynb=N with N >= 0, got {name}={size}")
+    if pool_concurrency < 0:
+        raise ValueError(f"pool_concurrency must be >= 0 (0: the CPU count), got {pool_concurrency}")
     if cull_idle_timeout < 0 or cull_interval <= 0:
         raise ValueError("cull_idle_timeout must be >= 0 and cull_interval > 0")
     c = Config()
@@ -104,6 +108,7 @@ def build_config(ip: str = "127.0.0.1", port: int = 8866, pool_size: int = 1,
     c.VoilaConfiguration.preheat_kernel = pool_size > 0 or any(preheat.values())
     c.VoilaConfiguration.default_pool_size = pool_size
     c.VoilaKernelManager.fill_delay = float(refill_delay)
+    c.LecturePoolKernelManager.pool_concurrency = pool_concurrency     # voila_app.pool
     if preheat:
         c.VoilaKernelManager.kernel_pools_config = {"default": {"pool_size": pool_size},
                                                     **{name: {"pool_size": n} for name, n in preheat.items()}}
@@ -131,6 +136,7 @@ def _voila_class():
 
     from .bundle import BundleHandler, figure_bundles
     from .kernel_socket import LectureKernelWebsocketHandler
+    from .pool import ordered_pools
 
     class StaticFilesGZip(GZipContentEncoding):
         """tornado's gzip transform, for static files only. Pages are left as they are: a page holds its
@@ -155,7 +161,8 @@ def _voila_class():
             # gzip static files (Voila's 3 MB of JavaScript chunks, the extensions', the template's);
             # widgetbundle.js comes pre-compressed from BundleHandler. Given to tornado's Application
             # when it is built: it reads its transforms only then.
-            settings = super().init_settings()
+            with ordered_pools():       # pool kernels start a few at a time, the first dashboard first
+                settings = super().init_settings()
             settings["transforms"] = [StaticFilesGZip]
             return settings
 

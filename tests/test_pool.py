@@ -1,0 +1,180 @@
+"""Pre-heated kernels start a few at a time, the first dashboard first (voila_app.pool)."""
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+
+import pytest
+
+from voila_app.pool import Place, PoolQueue, _handed_over, dashboard_rank, ordered_pools
+
+NAMES = [f"0{i}_nb.ipynb" for i in range(1, 7)]
+
+
+def rank(preheated=()):
+    return lambda name: (name not in preheated, name)
+
+
+async def start_all(queue: PoolQueue, names, hold: float = 0.01):
+    """Every name asks for a place in shuffled arrival order, holds it ``hold`` s; the most holders seen at once."""
+    peak = 0
+
+    async def one(name):
+        nonlocal peak
+        await asyncio.sleep(0)               # as Voila's wait_before(0, ...): all arrive in one turn
+        await queue.acquire(name)
+        peak = max(peak, queue.active)
+        await asyncio.sleep(hold)
+        queue.release()
+
+    await asyncio.gather(*(one(n) for n in names))
+    return peak
+
+
+def test_pool_kernels_start_in_landing_order_at_most_limit_at_once():
+    names = NAMES[:]
+    random.Random(5).shuffle(names)              # Voila fills pools in the file system's order
+    queue = PoolQueue(2, rank())
+    peak = asyncio.run(start_all(queue, names))
+    assert queue.started == NAMES and peak == 2 and queue.active == 0
+
+
+def test_preheated_dashboard_starts_first_with_all_its_kernels():
+    names = NAMES[::-1] + ["03_nb.ipynb"] * 3    # --preheat 03_nb.ipynb=4: three more of it
+    queue = PoolQueue(3, rank({"03_nb.ipynb"}))
+    peak = asyncio.run(start_all(queue, names))
+    assert queue.started[:4] == ["03_nb.ipynb"] * 4
+    assert queue.started[4:] == [n for n in NAMES if n != "03_nb.ipynb"] and peak == 3
+
+
+def test_refills_wait_for_every_dashboards_first_kernel_unless_preheated():
+    async def scenario(preheated):
+        queue = PoolQueue(1)
+        queue.rank = dashboard_rank(queue, preheated)
+        await queue.acquire("01_nb.ipynb")                  # a visitor takes it: its refill queues ...
+        waiters = [asyncio.create_task(queue.acquire(n)) for n in ("01_nb.ipynb", "03_nb.ipynb", "02_nb.ipynb")]
+        await asyncio.sleep(0.01)
+        for _ in waiters:
+            queue.release()
+            await asyncio.sleep(0.01)
+        return queue.started[1:]
+
+    assert asyncio.run(scenario(set())) == ["02_nb.ipynb", "03_nb.ipynb", "01_nb.ipynb"]
+    assert asyncio.run(scenario({"01_nb.ipynb"})) == ["01_nb.ipynb", "02_nb.ipynb", "03_nb.ipynb"]
+
+
+def test_a_visitor_promotes_a_queued_dashboard_beyond_the_limit():
+    async def scenario():
+        queue = PoolQueue(1, rank())
+        await queue.acquire("01_nb.ipynb")                  # holds the only place
+        waiters = [asyncio.create_task(queue.acquire(n)) for n in ("02_nb.ipynb", "05_nb.ipynb")]
+        await asyncio.sleep(0.01)
+        assert queue.started == ["01_nb.ipynb"]            # both queued behind 01
+        assert queue.promote("05_nb.ipynb")                # a visitor opens 05: its kernel starts now
+        await asyncio.wait_for(waiters[1], 1)
+        assert queue.active == 2 and not waiters[0].done()
+        assert not queue.promote("06_nb.ipynb")            # not queued yet: the next 06 goes in at once
+        await asyncio.wait_for(queue.acquire("06_nb.ipynb"), 1)
+        for _ in range(3):
+            queue.release()
+        await asyncio.wait_for(waiters[0], 1)
+        return queue.started
+
+    assert asyncio.run(scenario()) == ["01_nb.ipynb", "05_nb.ipynb", "06_nb.ipynb", "02_nb.ipynb"]
+
+
+def test_a_cancelled_waiter_gives_its_place_on():
+    async def scenario():
+        queue = PoolQueue(1, rank())
+        await queue.acquire("01_nb.ipynb")
+        gone = asyncio.create_task(queue.acquire("02_nb.ipynb"))
+        later = asyncio.create_task(queue.acquire("03_nb.ipynb"))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        queue.release()
+        await asyncio.wait_for(later, 1)
+        return queue.started, queue.active
+
+    assert asyncio.run(scenario()) == (["01_nb.ipynb", "03_nb.ipynb"], 1)
+
+
+def test_a_kernel_taken_mid_notebook_keeps_its_place_until_the_page_has_every_cell():
+    """A visitor takes a pool kernel still executing: its place is given back when Voila's handler has run
+    the remaining cells for the page, not when the pre-heating stops (which let the next queued kernel compete)."""
+    async def scenario():
+        queue = PoolQueue(1)
+        await queue.acquire("01_nb.ipynb")
+        place = Place(queue)
+        place.taken = True
+        nxt = asyncio.create_task(queue.acquire("02_nb.ipynb"))
+
+        async def remaining_cells():
+            for cell in ("<cell 3>", "<cell 4>"):
+                await asyncio.sleep(0.01)
+                yield cell, None
+
+        async def render():                      # Voila's pre-heating, stopped after the current cell
+            await asyncio.sleep(0.01)
+            return ["<cell 1>", "<cell 2>"], remaining_cells()
+
+        render_task = asyncio.create_task(render())
+        render_task.add_done_callback(lambda _: place.release(unless_taken=True))
+        rendered, rest = await _handed_over(render_task, place)
+        await asyncio.sleep(0.02)
+        seen = [queue.active, nxt.done()]       # pre-heating over, the page's cells not yet: still held
+        cells = [c async for c, _ in rest]
+        await asyncio.wait_for(nxt, 1)           # every cell sent: 02 goes in
+        place.release()                          # a later shutdown of the kernel gives nothing back twice
+        return rendered + cells, seen, queue.active
+
+    cells, seen, active = asyncio.run(scenario())
+    assert cells == ["<cell 1>", "<cell 2>", "<cell 3>", "<cell 4>"] and seen == [1, False] and active == 1
+
+
+def test_bad_concurrency_is_refused():
+    with pytest.raises(ValueError, match="pool_concurrency"):
+        PoolQueue(0)
+
+
+def test_the_app_builds_its_pool_manager_through_ordered_pools():
+    """The patch of Voila's factory is what makes the app's manager queue its kernels; outside it, Voila's own."""
+    import voila.app
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+
+    factory = voila.app.voila_kernel_manager_factory
+    with ordered_pools():
+        manager = voila.app.voila_kernel_manager_factory(AsyncMappingKernelManager, True, 1)
+        plain = voila.app.voila_kernel_manager_factory(AsyncMappingKernelManager, False, 1)
+    assert voila.app.voila_kernel_manager_factory is factory
+    assert manager.__name__ == "LecturePoolKernelManager" and manager.__mro__[1].__name__ == "VoilaKernelManager"
+    assert "pool_concurrency" in manager.class_trait_names() and plain.__name__ == "NormalKernelManager"
+
+
+@pytest.mark.notebook
+def test_app_starts_pool_kernels_two_at_a_time_first_dashboard_first(tmp_path):
+    """The running app (six notebooks, one pre-heated kernel each, --fast): pool kernels start in the
+    landing page's order and at most pool_concurrency (2 here) execute at once; every pool fills."""
+    from conftest import NOTEBOOKS_DIR
+
+    from voila_app.server import fast_env, running_app
+
+    names = sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
+    env = fast_env()
+    with running_app(NOTEBOOKS_DIR, tmp_path / "voila.log", env=env,
+                     extra_args=("--cache-dir", str(tmp_path / "cache"), "--pool-concurrency", "2")) as app:
+        assert app.wait_preheated(names, timeout=600), app.log()
+        log = app.log(tail=None)
+    started = re.findall(r"Pool kernel \S+ for (\S+) executing its notebook \((\d) of at most 2 at once\)", log)
+    assert [name for name, _ in started] == names, log[-3000:]
+    assert max(int(n) for _, n in started) <= 2
+
+
+def test_pool_concurrency_reaches_the_manager_and_is_checked():
+    from voila_app import config
+    from voila_app.__main__ import parse_args
+
+    assert parse_args([]).pool_concurrency == 0
+    assert config.build_config(pool_concurrency=3).LecturePoolKernelManager.pool_concurrency == 3
+    with pytest.raises(ValueError, match="pool_concurrency"):
+        config.build_config(pool_concurrency=-1)
