@@ -493,9 +493,12 @@ def main(argv=None) -> None:
     print(f"per visitor kernel (median): RSS {s['kernel_rss_median_mb']} MB, private (USS) "
           f"{s['kernel_uss_median_mb']} MB, CPU {s['kernel_cpu_median_s']} s (max {s['kernel_cpu_max_s']} s); "
           f"Voila + kernels used {server_cpu:.0f} CPU-s in all")
-    per_kernel = (sampler.peak_rss - base_rss) / max(sampler.peak_kernels - base_k, 1)
-    print(f"peak:   {sampler.peak_rss / MB:7.0f} MB RSS  ({sampler.peak_kernels} kernels; "
-          f"{per_kernel / MB:.0f} MB per visitor kernel)")
+    # the memory a visitor's kernel adds: from the peak when visitors' kernels were started for them; with
+    # every visitor on a pre-heated kernel (no kernel added), the kernels' own RSS above says it
+    added = sampler.peak_kernels - base_k
+    per_kernel = (sampler.peak_rss - base_rss) / added if added > 0 else None
+    print(f"peak:   {sampler.peak_rss / MB:7.0f} MB RSS  ({sampler.peak_kernels} kernels; " + (
+          f"{per_kernel / MB:.0f} MB per visitor kernel)" if per_kernel else "every visitor on a pre-heated kernel)"))
     print(f"after:  {after_rss / MB:7.0f} MB RSS  ({after_k} kernels, visitors gone; "
           f"{100 * (after_rss - base_rss) / base_rss:+.1f} % of before)")
     for i, v in enumerate(s["per_visitor"]):
@@ -510,7 +513,7 @@ def main(argv=None) -> None:
           "server_cpu_s": round(server_cpu, 1),
           "rss_before_mb": round(base_rss / MB), "rss_peak_mb": round(sampler.peak_rss / MB),
           "rss_after_mb": round(after_rss / MB), "kernels_before": base_k, "kernels_peak": sampler.peak_kernels,
-          "kernels_after": after_k, "mb_per_visitor_kernel": round(per_kernel / MB)})
+          "kernels_after": after_k, "mb_per_visitor_kernel": round(per_kernel / MB) if per_kernel else None})
 
 
 def _s(seconds: float | None) -> str:
