@@ -562,3 +562,41 @@ def test_notebook_06_exercise_1_is_not_answered_above_it():
     assert "direction_cosine" not in above
     for answer in ("nu + damping", "eigenvalues + damping", r"\nu_i + \gamma", "g_i/("):
         assert answer not in above, answer
+
+
+def test_jacobian_figures_margins_hold_every_results_tick_labels(chromium, tmp_path):
+    """plotly's automargin widens a margin that the tick labels overflow, and a margin that changes makes plotly plot
+    the figure a second time on every redraw (half of notebook 06's cached move, docs/performance.md): the jacobian
+    panel's margins hold the labels of results whose log axes span different decades, so they never move."""
+    from types import SimpleNamespace
+
+    import plotly.io as pio
+    from plotly.offline import get_plotlyjs
+
+    from browser_helpers import new_page
+    from lecture_lib.viz import mechanisms_panels
+
+    def result(low, high):        # 2 optimizers x 4 decays x 2 seeds, ‖J‖² and the K-FAC norm over low..high
+        n = 16
+        values = np.geomspace(low, high, n)
+        return SimpleNamespace(diverged=np.zeros(n, bool), optimizer=np.array(["sgd", "kfac-g"] * 8),
+                               decay_per_step=np.repeat([0.0, 1e-4, 1e-3, 1e-2], 4), jacobian_norm=values,
+                               kfac_norm=values[::-1] * 3.0)
+
+    figures_ = [fig for r in (result(0.3, 40.0), result(2e-3, 7e4), result(15.0, 9e5))
+                for fig in mechanisms_panels.jacobian_figures(r)]
+    page_path = tmp_path / "margins.html"
+    page_path.write_text("<html><body><script>" + get_plotlyjs() + "</script>" + "".join(
+        f"<div id='f{i}' style='width:900px'></div>" for i in range(len(figures_))) + "<script>window.figs = ["
+        + ",".join(pio.to_json(f) for f in figures_) + "].map((f, i) => Plotly.newPlot('f' + i, f.data, f.layout));"
+        "</script></body></html>")
+    context, page, watcher = new_page(chromium)
+    try:
+        page.goto(page_path.as_uri())
+        sizes = page.evaluate("async () => { const gds = await Promise.all(window.figs);"
+                              " return gds.map(gd => [gd._fullLayout._size.l, gd._fullLayout._size.r]); }")
+        margin = mechanisms_panels.JACOBIAN_MARGIN
+        assert sizes == [[margin["l"], margin["r"]]] * len(figures_)
+        assert watcher.errors == []
+    finally:
+        context.close()

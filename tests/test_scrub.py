@@ -28,6 +28,12 @@ RECORD_ANIMATE_JS = """() => { const animate = window.Plotly.animate; window.__a
     window.Plotly.animate = function (gd, frame, ...rest) {
       for (const d of (frame && frame.data) || []) window.__animated.push(d.x.constructor.name, d.y.constructor.name);
       return animate.call(this, gd, frame, ...rest); }; }"""
+# the line's SVG path as the scrub drew it, then as Plotly.redraw (a full replot of the div's data) draws it
+REPLOT_DRAWS_THE_SAME_JS = """async (panel) => {
+    const gd = panel.querySelector('.js-plotly-plot'), line = () => gd.querySelector('.scatterlayer .trace path.js-line');
+    const drawn = line().getAttribute('d');
+    await window.Plotly.redraw(gd);
+    return [drawn, line().getAttribute('d')]; }"""
 Y_IS_JS = """([panel, y]) => { const d = panel.querySelector('.js-plotly-plot').data[0].y;
     return d.length === y.length && Array.from(d).every((v, i) => Math.abs(v - y[i]) < 1e-9); }"""
 
@@ -48,8 +54,25 @@ def test_scrub_slider_switches_positions_in_the_page(chromium, voila_fixture_app
         page.wait_for_function(INDEX_IS_JS, arg=[panel.element_handle(), 3], timeout=5_000)
         page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(SLOPES[3] * X)], timeout=5_000)
         assert panel.locator(".lecture-scrub-value").inner_text() == "3"
-        # Plotly.animate got plain Arrays: it walks every index of a typed array (~1 µs a point, scrub.js)
-        assert page.evaluate("() => window.__animated") == ["Array"] * 4
+        # the line's traces were redrawn alone (scrub.js redrawTraces), without Plotly.animate's supplyDefaults of
+        # the whole figure, from plain Arrays (plotly walks every index of a typed array, ~1 µs a point) ...
+        assert page.evaluate("() => window.__animated") == []
+        assert panel.evaluate("(p) => p.querySelector('.js-plotly-plot').data[0].y.constructor.name") == "Array"
+        # ... and drew what plotly's full replot of the same data draws
+        drawn, replotted = panel.evaluate(REPLOT_DRAWS_THE_SAME_JS)
+        assert "L" in drawn and drawn == replotted
+        # a trace the quick redraw does not handle (a fill depends on its neighbour) goes through Plotly.animate
+        panel.evaluate("(p) => window.Plotly.restyle(p.querySelector('.js-plotly-plot'), {fill: 'tozeroy'}, [0])")
+        page.keyboard.press("ArrowLeft")                      # 3.0 -> 2.0
+        page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(SLOPES[2] * X)], timeout=5_000)
+        assert page.evaluate("() => window.__animated") == ["Array"] * 2
+        panel.evaluate("(p) => window.Plotly.restyle(p.querySelector('.js-plotly-plot'), {fill: 'none'}, [0])")
+        scrubber.focus()
+        page.keyboard.press("ArrowRight")                     # back to 3.0, redrawn alone again
+        page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(SLOPES[3] * X)], timeout=5_000)
+        assert page.evaluate("() => window.__animated") == ["Array"] * 2
+        drawn, replotted = panel.evaluate(REPLOT_DRAWS_THE_SAME_JS)
+        assert "L" in drawn and drawn == replotted
         # the axes are fixed to the whole family (every slope's line fits) while the data move
         y_range = panel.evaluate("(p) => p.querySelector('.js-plotly-plot').layout.yaxis.range")
         assert y_range[0] <= 0.0 and y_range[1] >= SLOPES[-1] * X[-1]

@@ -144,6 +144,12 @@ def _decay_axis(decays: np.ndarray) -> np.ndarray:
     return np.where(decays > 0, decays, positive.min() / 3 if positive.size else 1e-4)
 
 
+#: Margins wide enough for every depth's log tick labels: with the house margins (l=70, r=24) plotly's automargin
+#: widened them to 76-80 / 24-29 px depending on the result, and a change of margins makes plotly plot the figure
+#: a second time (doAutoMargin): half of a cached move's redraw (docs/performance.md).
+JACOBIAN_MARGIN = dict(l=88, r=36)
+
+
 def jacobian_figures(result: E.JacobianResult) -> list[go.Figure]:
     ok = ~result.diverged
     scatter, lines = [], []
@@ -171,6 +177,8 @@ def jacobian_figures(result: E.JacobianResult) -> list[go.Figure]:
                            y_title="K-FAC Gauss-Newton norm", log_x=True, log_y=True, height=380)
     fig_l = figures.figure(lines, x_title="αλ, decay per step (leftmost point: no decay)", y_title="E‖Jₓ‖²_F",
                            log_x=True, log_y=True, height=330)
+    for fig in (fig_s, fig_l):
+        fig.update_layout(margin=JACOBIAN_MARGIN)
     return [fig_s, fig_l]
 
 

@@ -89,9 +89,9 @@ export function fixRanges(Plotly, plotDivs, frames) {
 }
 
 /**
- * Show one position: each figure's traces get the position's x/y in one Plotly.animate call (no
- * transition, no redraw of axes and legend: half the time of Plotly.restyle, measured; a newer call
- * supersedes a frame not yet drawn, so a fast drag draws only the latest position).
+ * Show one position: each figure's traces get the position's x/y, redrawn alone (`redrawTraces`: plotly's calc
+ * and plot of those traces only) where that suffices, else in one Plotly.animate call (no transition, no redraw
+ * of axes and legend: half the time of Plotly.restyle, measured; a newer call supersedes a frame not yet drawn).
  * `plotDivs[k]` is figure k's graph div (or a list of divs showing the same figure); divs not yet
  * drawn are skipped. Call `fixRanges` first: animate keeps the axes as they are.
  * Optional, per figure (a static page's frames carry them): `layout`, an index into `layouts`, applied
@@ -115,11 +115,52 @@ export function swap(Plotly, plotDivs, position, layouts = []) {
       const layout = f.layout === undefined ? null : layouts[f.layout];
       if (layout && layoutOn.get(gd) !== layout) { layoutOn.set(gd, layout); Plotly.relayout(gd, layout); }
       if (f.ztraces && f.ztraces.length) Plotly.restyle(gd, { z: f.z }, f.ztraces);     // heatmaps, contours
-      if (traces.length) Plotly.animate(gd, { data, traces }, ANIMATE).catch(() => {});   // superseded: nothing to do
+      if (!traces.length || redrawTraces(gd, traces, data)) continue;        // the traces alone, where it can
+      Plotly.animate(gd, { data, traces }, ANIMATE).catch(() => {});   // superseded: nothing to do
     }
   });
 }
 const layoutOn = new WeakMap();      // graph div -> the position layout it shows
+
+/**
+ * Give traces `traces` of `gd` the new x/y of `data` and redraw those traces only: what Plotly.animate without a
+ * transition does, less its supplyDefaults of the whole figure (every trace and the layout, every step: most of
+ * a step's script on a figure of many traces or subplots) and its calc of the traces that did not change.
+ * Only where nothing else can depend on the new data: plain scatter traces (no fill, stack, error bars, or other
+ * per-point arrays: `_arrayAttrs` is x and y) on axes whose ranges are fixed (`fixRanges`); anything else
+ * returns false, and the caller animates. Uses plotly.js's own steps (the trace module's calc, the cartesian
+ * plot of the given traces, as Plotly.animate does), so the drawing is plotly's.
+ */
+export function redrawTraces(gd, traces, data) {
+  const layout = gd._fullLayout, calcdata = gd.calcdata;
+  const cartesian = layout && (layout._basePlotModules || []).find((m) => m.name === "cartesian");
+  if (!cartesian || !calcdata || !gd.data) return false;
+  for (let j = 0; j < traces.length; j++) {
+    const t = gd._fullData[traces[j]], { x, y } = data[j];
+    if (!t || t.type !== "scatter" || t.visible !== true || t.index !== traces[j]
+        || t._input !== gd.data[t.index] || !calcdata[t.index] || calcdata[t.index][0].trace !== t
+        || t.stackgroup || (t.fill && t.fill !== "none") || (t.error_x && t.error_x.visible)
+        || (t.error_y && t.error_y.visible) || !Array.isArray(x) || !Array.isArray(y)
+        || !(t._arrayAttrs || []).every((a) => a === "x" || a === "y")) return false;
+    for (const letter of ["x", "y"]) {
+      const ax = layout[axisName(t, letter)];
+      if (!ax || ax.autorange !== false) return false;
+    }
+  }
+  traces.forEach((i, j) => {
+    const t = gd._fullData[i];
+    gd.data[i].x = t.x = data[j].x;
+    gd.data[i].y = t.y = data[j].y;
+    t._length = Math.min(t.x.length, t.y.length);
+    let cd = t._length ? t._module.calc(gd, t) : [];
+    if (!Array.isArray(cd) || !cd[0]) cd = [{ x: undefined, y: undefined }];    // an empty trace, as plotly's doCalcdata
+    if (!cd[0].t) cd[0].t = {};
+    cd[0].trace = t;
+    calcdata[i] = cd;
+  });
+  cartesian.plot(gd, traces, { duration: 0, easing: "cubic-in-out", ordering: "layout first" }, () => () => {});
+  return true;
+}
 
 // Plotly.animate walks every index of an array that is not an Array (its expandObjectPaths runs `for...in`
 // and two regular expressions over each key of a typed array): ~1 µs a point, a quarter of a scrub step of

@@ -14,8 +14,9 @@ the ``j``-th ``x``/``y`` array, ``j`` the place of ``i`` in ``traces``; arrays a
 
 One mechanism, with or without a kernel: the page-side swap is ``scrub.js`` (next to this file),
 a plain JavaScript module that needs only Plotly, the figures' graph divs and the frames:
-``swap(Plotly, plotDivs, frames[p])`` gives each figure the position's ``x``/``y`` in one
-``Plotly.animate`` call (no transition: data only, axes and legend stay drawn), ``fixRanges`` first
+``swap(Plotly, plotDivs, frames[p])`` gives each figure the position's ``x``/``y`` and redraws those traces
+only (``redrawTraces``: plotly's calc and plot of the changed traces, without ``Plotly.animate``'s defaults
+of the whole figure; ``Plotly.animate`` where a trace needs more: axes and legend stay drawn), ``fixRanges`` first
 fixes the axes to the whole family's range (they stay put while the data move), and
 ``wire(input, {...})`` wires an ``<input type=range>`` to both. The Scrubber's module is that file
 with the widget glue appended (it finds the graph divs through the figure models' views and tells
