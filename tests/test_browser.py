@@ -201,6 +201,26 @@ def test_figures_below_the_fold_draw_later_without_scrolling(chromium, voila_fix
         context.close()
 
 
+def test_the_markdowns_math_is_typeset_after_the_first_plot(chromium, voila_fixture_app):
+    """MathJax typesets the markdown's LaTeX once the first figure is plotted, not as Voila's app starts (where it
+    held the first plot back: docs/performance.md, "Opening a dashboard"); the math is typeset all the same."""
+    first_math = (f"new MutationObserver((_, obs) => {{ if (document.querySelector('.jp-MarkdownOutput mjx-container')) {{"
+                  f" window.figureDrawnBeforeMath = ({FIGURES_DRAWN_JS})().some(Boolean); obs.disconnect(); }} }})"
+                  ".observe(document, {childList: true, subtree: true});")
+    context, page, watcher = new_page(chromium, init_script=first_math)
+    try:
+        page.goto(f"{voila_fixture_app.url}/voila/render/lazy_demo.ipynb", wait_until="domcontentloaded")
+        page.wait_for_function("() => window.figureDrawnBeforeMath !== undefined", timeout=REDRAW_TIMEOUT_MS * 2)
+        assert page.evaluate("window.figureDrawnBeforeMath"), "the math was typeset before any figure was drawn"
+        page.wait_for_function("() => document.querySelectorAll('.jp-MarkdownOutput mjx-container').length === 3",
+                               timeout=REDRAW_TIMEOUT_MS)
+        assert page.locator(".lecture-math-deferred").count() == 0
+        assert "$" not in page.locator(".jp-MarkdownOutput").first.inner_text(), "raw LaTeX left on the page"
+        assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
+    finally:
+        context.close()
+
+
 def test_a_figure_far_below_the_fold_is_drawn_when_scrolled_to_with_its_latest_data(chromium, voila_fixture_app):
     """Lazy drawing: without the page's idle moments (which draw the rest) only the figures near the viewport
     are drawn; one far below, updated by the kernel meanwhile, draws its model's latest data once scrolled to."""

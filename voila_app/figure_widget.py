@@ -152,7 +152,12 @@ const lazy = (window.lectureLazyFigures ??= (() => {
     if (!drewOne) {                   // the rest once this one is plotted (plotly's newPlot is asynchronous)
       drewOne = true;
       let tries = 0;                  // ... or, if it never is, after 5 s
-      const plotted = () => (el._fullLayout || ++tries > 250 ? drainRest() : setTimeout(plotted, 20));
+      const plotted = () => {
+        if (!el._fullLayout && ++tries <= 250) { setTimeout(plotted, 20); return; }
+        // the page's first plot: the Voila template's script typesets the markdown's math after it
+        if (el._fullLayout) window.lectureFirstFigurePlotted = true;
+        drainRest();
+      };
       plotted();
     }
   }
