@@ -201,6 +201,43 @@ def test_figures_below_the_fold_draw_later_without_scrolling(chromium, voila_fix
         context.close()
 
 
+def test_where_no_figure_is_near_the_viewport_the_nearest_is_drawn_without_waiting(chromium, voila_fixture_app):
+    """A window so short that no figure of the page is near it: the nearest is drawn as soon as the figures have
+    reached the lazy queue, not after a quarter of a second (voila_app.figure_widget, NONE_NEAR_MS; it was 250 ms)."""
+    context, page, watcher = new_page(chromium, viewport={"width": 480, "height": 100})
+    try:
+        page.goto(f"{voila_fixture_app.url}/voila/render/lazy_demo.ipynb", wait_until="domcontentloaded")
+        page.wait_for_function(f"() => ({FIGURES_DRAWN_JS})().some(Boolean)", timeout=REDRAW_TIMEOUT_MS * 2)
+        top = page.evaluate("document.querySelector('.lecture-figure').getBoundingClientRect().top")
+        assert top > 100 + 300, f"the first figure ({top} px from the top) was near the viewport: nothing to test"
+        queued, drawn = (page.evaluate(f"performance.getEntriesByName('{name}')[0].startTime")
+                         for name in ("lecture-first-figure-queued", "lecture-first-figure-drawn"))
+        assert 0 <= drawn - queued < 240, f"the first figure was drawn {drawn - queued:.0f} ms after it was queued"
+        assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
+    finally:
+        context.close()
+
+
+def test_the_markdowns_math_is_typeset_after_the_first_plot(chromium, voila_fixture_app):
+    """MathJax typesets the markdown's LaTeX once the first figure is plotted, not as Voila's app starts (where it
+    held the first plot back: docs/performance.md, "Opening a dashboard"); the math is typeset all the same."""
+    first_math = (f"new MutationObserver((_, obs) => {{ if (document.querySelector('.jp-MarkdownOutput mjx-container')) {{"
+                  f" window.figureDrawnBeforeMath = ({FIGURES_DRAWN_JS})().some(Boolean); obs.disconnect(); }} }})"
+                  ".observe(document, {childList: true, subtree: true});")
+    context, page, watcher = new_page(chromium, init_script=first_math)
+    try:
+        page.goto(f"{voila_fixture_app.url}/voila/render/lazy_demo.ipynb", wait_until="domcontentloaded")
+        page.wait_for_function("() => window.figureDrawnBeforeMath !== undefined", timeout=REDRAW_TIMEOUT_MS * 2)
+        assert page.evaluate("window.figureDrawnBeforeMath"), "the math was typeset before any figure was drawn"
+        page.wait_for_function("() => document.querySelectorAll('.jp-MarkdownOutput mjx-container').length === 3",
+                               timeout=REDRAW_TIMEOUT_MS)
+        assert page.locator(".lecture-math-deferred").count() == 0
+        assert "$" not in page.locator(".jp-MarkdownOutput").first.inner_text(), "raw LaTeX left on the page"
+        assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
+    finally:
+        context.close()
+
+
 def test_a_figure_far_below_the_fold_is_drawn_when_scrolled_to_with_its_latest_data(chromium, voila_fixture_app):
     """Lazy drawing: without the page's idle moments (which draw the rest) only the figures near the viewport
     are drawn; one far below, updated by the kernel meanwhile, draws its model's latest data once scrolled to."""

@@ -103,8 +103,12 @@ const loadBundle = (full) => (bundles[full] ??= import(bundleUrl(full ? "widgetb
 // anywidget evaluates this module once per figure: the queue and the observer are the page's, kept on window.
 const lazy = (window.lectureLazyFigures ??= (() => {
   const NEAR_PX = 300;                // drawn this close to the viewport (CSS pixels)
+  // Where none is near: how long to wait for one that is still rendering before the nearest is drawn. Every
+  // figure's render() waits for the same bundle import, so a page's figures reach the observer together;
+  // it was 250 ms, a tenth of notebook 03's first plot (docs/performance.md, "Opening a dashboard").
+  const NONE_NEAR_MS = 50;
   const waiting = new Map();          // element -> draw()
-  let drewOne = false, drainAllowed = false, draining = false;
+  let queuedOne = false, drewOne = false, drainAllowed = false, draining = false;
   const idle = (fn) => (window.requestIdleCallback ? requestIdleCallback(fn, { timeout: 500 }) : setTimeout(fn, 50));
   // how far a waiting figure is from the viewport (one not on the page, or hidden, last)
   const distance = (el) => {
@@ -136,7 +140,7 @@ const lazy = (window.lectureLazyFigures ??= (() => {
     // is drawn shortly, there is nothing to wait for, and the nearest is drawn at once
     if (!drewOne) {
       clearTimeout(fallback);
-      fallback = setTimeout(() => { if (!drewOne) drainRest(true); }, 250);
+      fallback = setTimeout(() => { if (!drewOne) drainRest(true); }, NONE_NEAR_MS);
     }
   }, { rootMargin: `${NEAR_PX}px` });
   function drawNow(el) {
@@ -144,6 +148,7 @@ const lazy = (window.lectureLazyFigures ??= (() => {
     if (!draw) return;
     waiting.delete(el);
     observer.unobserve(el);
+    if (!drewOne) performance.mark("lecture-first-figure-drawn");   // marks for benchmarks and tests
     try {
       draw();
     } catch (error) {                 // one figure that fails must not keep the others from being drawn
@@ -152,12 +157,18 @@ const lazy = (window.lectureLazyFigures ??= (() => {
     if (!drewOne) {                   // the rest once this one is plotted (plotly's newPlot is asynchronous)
       drewOne = true;
       let tries = 0;                  // ... or, if it never is, after 5 s
-      const plotted = () => (el._fullLayout || ++tries > 250 ? drainRest() : setTimeout(plotted, 20));
+      const plotted = () => {
+        if (!el._fullLayout && ++tries <= 250) { setTimeout(plotted, 20); return; }
+        // the page's first plot: the Voila template's script typesets the markdown's math after it
+        if (el._fullLayout) window.lectureFirstFigurePlotted = true;
+        drainRest();
+      };
       plotted();
     }
   }
   function drawLazily(el, layout, draw) {
     const size = (v) => (typeof v === "number" ? `${v}px` : "");
+    if (!queuedOne) { queuedOne = true; performance.mark("lecture-first-figure-queued"); }
     el.style.minHeight = size((layout && layout.height) || 360);
     el.style.minWidth = size(layout && layout.width);
     let cleanup = null;

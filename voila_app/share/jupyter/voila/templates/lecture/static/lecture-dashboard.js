@@ -12,6 +12,7 @@
 //    Right, Space or N for the next panel; PageUp, Left or P for the previous one; Home/End;
 //    C shows or hides the caption and the notes' tables and detail lines; Esc leaves presenter mode. PageUp/PageDown and Esc work even
 //    while a slider has the focus (presentation clickers send PageUp/PageDown).
+// 4. The markdown's math is typeset after the first plot, not before it (see "4. math" below).
 (function () {
   "use strict";
   const params = new URLSearchParams(window.location.search);
@@ -216,6 +217,41 @@
     if (handled) { event.preventDefault(); event.stopPropagation(); }
   }
 
+  // -- 4. math: the markdown's LaTeX, typeset after the first plot -----------------------------------
+  // Voila typesets every markdown cell with MathJax as its app starts, before the widget state arrives:
+  // 0.3-0.65 s of main thread (MathJax measures its fonts and lays the page out, once per cell) ahead of
+  // the first plot (docs/performance.md, "Opening a dashboard"). The template renames those cells'
+  // jp-MarkdownOutput class, which Voila looks for, to lecture-math-deferred; here they get it back and
+  // are typeset with the page's own typesetter once the first figure is plotted (voila_app/figure_widget.py
+  // sets window.lectureFirstFigurePlotted) and painted, or MATH_WAIT_MS after the app has started.
+  const MATH_WAIT_MS = 10000;        // a page whose figures never plot (or that has none) still gets its math
+  function typesetDeferredMath() {
+    const app = window.jupyterapp;
+    const rendermime = app && app.widgetManager && app.widgetManager.rendermime;
+    const typesetter = rendermime && rendermime.latexTypesetter;
+    document.querySelectorAll(".lecture-math-deferred").forEach((el) => {
+      el.classList.replace("lecture-math-deferred", "jp-MarkdownOutput");
+      if (typesetter) typesetter.typeset(el);
+    });
+  }
+
+  function deferMath() {
+    if (!document.querySelector(".lecture-math-deferred")) return;
+    let started = null;             // when the app (and its typesetter) was first seen
+    const wait = () => {
+      const app = window.jupyterapp;
+      if (app && app.widgetManager) {
+        started = started ?? performance.now();
+        if (window.lectureFirstFigurePlotted || performance.now() - started > MATH_WAIT_MS) {
+          requestAnimationFrame(() => setTimeout(typesetDeferredMath, 0));      // after the plot is painted
+          return;
+        }
+      }
+      setTimeout(wait, 50);
+    };
+    wait();
+  }
+
   // -- the loop: panels appear while the notebook runs, states change when controls move -----------
   function tick() {
     const list = panels();
@@ -237,6 +273,8 @@
     }
     tick();
     setInterval(tick, POLL_MS);
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", deferMath);
+    else deferMath();
   }
 
   start();           // loaded right after <body>: cells (and panels) stream in after this
