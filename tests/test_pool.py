@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import random
 import re
 
@@ -10,6 +11,13 @@ import pytest
 from voila_app.pool import Place, PoolQueue, _handed_over, dashboard_rank, ordered_pools
 
 NAMES = [f"0{i}_nb.ipynb" for i in range(1, 7)]
+
+
+def run(coro):
+    """``run(coro)`` in a thread of its own: after a browser test, Playwright's event loop still runs
+    in the main thread, where asyncio.run refuses to start."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def rank(preheated=()):
@@ -36,14 +44,14 @@ def test_pool_kernels_start_in_landing_order_at_most_limit_at_once():
     names = NAMES[:]
     random.Random(5).shuffle(names)              # Voila fills pools in the file system's order
     queue = PoolQueue(2, rank())
-    peak = asyncio.run(start_all(queue, names))
+    peak = run(start_all(queue, names))
     assert queue.started == NAMES and peak == 2 and queue.active == 0
 
 
 def test_preheated_dashboard_starts_first_with_all_its_kernels():
     names = NAMES[::-1] + ["03_nb.ipynb"] * 3    # --preheat 03_nb.ipynb=4: three more of it
     queue = PoolQueue(3, rank({"03_nb.ipynb"}))
-    peak = asyncio.run(start_all(queue, names))
+    peak = run(start_all(queue, names))
     assert queue.started[:4] == ["03_nb.ipynb"] * 4
     assert queue.started[4:] == [n for n in NAMES if n != "03_nb.ipynb"] and peak == 3
 
@@ -60,8 +68,8 @@ def test_refills_wait_for_every_dashboards_first_kernel_unless_preheated():
             await asyncio.sleep(0.01)
         return queue.started[1:]
 
-    assert asyncio.run(scenario(set())) == ["02_nb.ipynb", "03_nb.ipynb", "01_nb.ipynb"]
-    assert asyncio.run(scenario({"01_nb.ipynb"})) == ["01_nb.ipynb", "02_nb.ipynb", "03_nb.ipynb"]
+    assert run(scenario(set())) == ["02_nb.ipynb", "03_nb.ipynb", "01_nb.ipynb"]
+    assert run(scenario({"01_nb.ipynb"})) == ["01_nb.ipynb", "02_nb.ipynb", "03_nb.ipynb"]
 
 
 def test_a_visitor_promotes_a_queued_dashboard_beyond_the_limit():
@@ -81,7 +89,7 @@ def test_a_visitor_promotes_a_queued_dashboard_beyond_the_limit():
         await asyncio.wait_for(waiters[0], 1)
         return queue.started
 
-    assert asyncio.run(scenario()) == ["01_nb.ipynb", "05_nb.ipynb", "06_nb.ipynb", "02_nb.ipynb"]
+    assert run(scenario()) == ["01_nb.ipynb", "05_nb.ipynb", "06_nb.ipynb", "02_nb.ipynb"]
 
 
 def test_a_cancelled_waiter_gives_its_place_on():
@@ -96,7 +104,7 @@ def test_a_cancelled_waiter_gives_its_place_on():
         await asyncio.wait_for(later, 1)
         return queue.started, queue.active
 
-    assert asyncio.run(scenario()) == (["01_nb.ipynb", "03_nb.ipynb"], 1)
+    assert run(scenario()) == (["01_nb.ipynb", "03_nb.ipynb"], 1)
 
 
 def test_a_kernel_taken_mid_notebook_keeps_its_place_until_the_page_has_every_cell():
@@ -128,7 +136,7 @@ def test_a_kernel_taken_mid_notebook_keeps_its_place_until_the_page_has_every_ce
         place.release()                          # a later shutdown of the kernel gives nothing back twice
         return rendered + cells, seen, queue.active
 
-    cells, seen, active = asyncio.run(scenario())
+    cells, seen, active = run(scenario())
     assert cells == ["<cell 1>", "<cell 2>", "<cell 3>", "<cell 4>"] and seen == [1, False] and active == 1
 
 
