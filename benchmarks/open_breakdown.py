@@ -296,6 +296,10 @@ def beyond_pool(browser, url: str, pool_size: int = 1) -> dict:
     try:
         return profile_open(browser, url)
     finally:
+        for context in holders:                  # as a person closes a tab: the page asks Voila to shut its kernel down
+            for page in context.pages:
+                page.close(run_before_unload=True)
+        time.sleep(1.0)                          # let the shutdown beacons leave before the contexts go
         for context in holders:
             context.close()
 

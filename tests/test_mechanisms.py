@@ -600,3 +600,28 @@ def test_jacobian_figures_margins_hold_every_results_tick_labels(chromium, tmp_p
         assert watcher.errors == []
     finally:
         context.close()
+
+
+def test_jacobian_experiment_streams_the_networks_at_initialization_first():
+    """The first partial (fraction 0) is every run's network before training: the norms a network of that seed has at
+    initialization, for both optimizers and every decay (seed s gives them all the same start)."""
+    from lecture_lib.data import digits
+
+    seen = []
+    final = E.jacobian_experiment(steps=3, width=8, depth=1, seeds=(0, 3), decays_per_step=(0.0, 1e-3),
+                                     progress=lambda f, p=None: seen.append((f, p)))
+    fraction, start = seen[0]
+    assert fraction == 0.0 and len(start.seed) == len(final.seed)
+    np.testing.assert_array_equal(start.optimizer, final.optimizer)
+    np.testing.assert_array_equal(start.seed, final.seed)
+    data = digits(test_fraction=0.5, seed=0)
+    for s in (0, 3):
+        net = M.relu_net([64, 8, 10], runs=1, seed=[1000 + s])
+        net.eval()
+        with torch.no_grad():
+            kn = M.kfac_gn_norm(net, data.x_train).item()
+        jn = M.jacobian_norm(net, data.x_test).item()
+        np.testing.assert_allclose(start.jacobian_norm[start.seed == s], jn, rtol=1e-5)
+        np.testing.assert_allclose(start.kfac_norm[start.seed == s], kn, rtol=1e-5)
+    assert not np.allclose(start.jacobian_norm, final.jacobian_norm)      # training moved them
+    assert np.isnan(start.test_accuracy).all() and not start.diverged.any()

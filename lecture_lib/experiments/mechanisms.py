@@ -235,7 +235,8 @@ def jacobian_experiment(steps: int = 600, width: int = 64, depth: int = 2, seeds
     :math:`1-\alpha\lambda` under both optimizers. Seed ``s`` fixes the initialization and the minibatch order
     of every run with that seed, whatever its optimizer and decay. For each trained network:
     :math:`\mathbb E\lVert J_x\rVert_F^2` on the test inputs and the K-FAC Gauss-Newton norm on the training
-    inputs (:func:`~lecture_lib.mechanisms.kfac_gn_norm`).
+    inputs (:func:`~lecture_lib.mechanisms.kfac_gn_norm`). ``progress(fraction, partial)``: first every network
+    at initialization (fraction 0; where both optimizers start), then the optimizers trained so far.
     """
     data = digits(test_fraction=test_fraction, seed=0)
     if 0.0 not in decays_per_step:
@@ -244,6 +245,20 @@ def jacobian_experiment(steps: int = 600, width: int = 64, depth: int = 2, seeds
     cols = {k: [] for k in ("optimizer", "decay_per_step", "weight_decay", "seed", "jacobian_norm", "kfac_norm",
                             "test_accuracy", "train_loss", "diverged")}
     lrs = {"sgd": lr_sgd, "kfac-g": lr_kfac}
+    if progress is not None:      # partial: every network at initialization (both optimizers start from it)
+        # seed s gives every run the same start whatever its decay: one network per seed, measured once
+        model = relu_net([64] + [width] * depth + [10], runs=len(seeds), seed=[1000 + s for s in seeds])
+        model.eval()
+        with torch.no_grad():
+            kn_seed = dict(zip(seeds, kfac_gn_norm(model, data.x_train).tolist()))
+        jn_seed = dict(zip(seeds, jacobian_norm(model, data.x_test).tolist()))
+        jn, kn, n = [jn_seed[s] for _, s in runs], [kn_seed[s] for _, s in runs], len(runs) * len(lrs)
+        progress(0.0, JacobianResult(
+            optimizer=np.repeat(list(lrs), len(runs)), decay_per_step=np.array([d for d, _ in runs] * len(lrs)),
+            weight_decay=np.array([d / lr for lr in lrs.values() for d, _ in runs]),
+            seed=np.array([s for _, s in runs] * len(lrs)), jacobian_norm=np.array(jn * len(lrs)),
+            kfac_norm=np.array(kn * len(lrs)), test_accuracy=np.full(n, np.nan), train_loss=np.full(n, np.nan),
+            diverged=np.zeros(n, dtype=bool), lr=lrs))
     for i, (name, lr) in enumerate(lrs.items()):
         model = relu_net([64] + [width] * depth + [10], runs=len(runs), seed=[1000 + s for _, s in runs])
         wd = torch.tensor([d / lr for d, _ in runs])
