@@ -40,7 +40,8 @@ from tornado.websocket import websocket_connect
 PROTOCOL = "v1.kernel.websocket.jupyter.org"       # the kernel websocket protocol JupyterLab's pages speak
 
 SLIDERS = {"FloatSliderModel", "FloatLogSliderModel", "IntSliderModel"}
-_MODEL_ID = re.compile(r'"model_id":\s*"([0-9a-f]{32})"')
+# a widget output's model id in the page: plain JSON, or escaped inside a script Voila streams (\"model_id\")
+_MODEL_ID = re.compile(r'\\?"model_id\\?":\s*\\?"([0-9a-f]{32})')
 _CONFIG = re.compile(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', re.S)
 _STATE = re.compile(r"""data-generation=['"](-?\d+)['"].*?data-busy=['"](\d)['"].*?data-outcome=['"]([\w-]*)['"]""", re.S)
 
@@ -76,12 +77,15 @@ def first_slider_panel(states: dict, roots: list[str]) -> dict | None:
         for child in _children(states.get(mid, {}).get("state", {})):
             yield from walk(child)
 
-    for root in roots:
+    # the page's outputs first, in page order; then every model (a cell Voila streamed in a form not read above)
+    for root in [*roots, *states]:
+        if root not in states:
+            continue
         for mid in walk(root):
             s = states.get(mid, {}).get("state", {})
             if "lecture-panel" not in s.get("_dom_classes", ()):
                 continue
-            inside = list(walk(mid))
+            inside = [m for m in walk(mid) if m in states]
             sliders = [m for m in inside if states[m]["model_name"] in SLIDERS
                        and "lecture-control" in states[m]["state"].get("_dom_classes", ())]
             if not sliders:
