@@ -333,11 +333,18 @@ def move_all(visitors: list[Visitor], moves: int, timeout_ms: int = 180_000) -> 
 
 def close_visitors(visitors: list[Visitor]) -> None:
     """Close every tab as a person does: the page's unload handler asks Voila to shut its kernel down."""
-    for v in visitors:
-        v.page.close(run_before_unload=True)
+    close_contexts([v.context for v in visitors])
+
+
+def close_contexts(contexts: list) -> None:
+    """Close every page of each browser context as a person closes a tab (its unload handler asks Voila to shut
+    its kernel down), then the contexts."""
+    for context in contexts:
+        for page in context.pages:
+            page.close(run_before_unload=True)
     time.sleep(1.0)       # let the shutdown beacons leave before the contexts go
-    for v in visitors:
-        v.context.close()
+    for context in contexts:
+        context.close()
 
 
 def _stats(prefix: str, values: list[float], digits: int = 2) -> dict:

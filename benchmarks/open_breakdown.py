@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))    # the browser helpers the tests use
 
 from benchmarks._common import cache_entries, emit  # noqa: E402
-from benchmarks.concurrent_visitors import settle  # noqa: E402
+from benchmarks.concurrent_visitors import close_contexts, settle  # noqa: E402
 from browser_helpers import CHROMIUM, HAS_DRAWN_PATH_JS, PLOT_PATH, launch, new_page  # noqa: E402
 
 TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "v8.execute", "blink.user_timing",
@@ -296,12 +296,7 @@ def beyond_pool(browser, url: str, pool_size: int = 1) -> dict:
     try:
         return profile_open(browser, url)
     finally:
-        for context in holders:                  # as a person closes a tab: the page asks Voila to shut its kernel down
-            for page in context.pages:
-                page.close(run_before_unload=True)
-        time.sleep(1.0)                          # let the shutdown beacons leave before the contexts go
-        for context in holders:
-            context.close()
+        close_contexts(holders)                  # as a person closes a tab: its kernel is shut down
 
 
 def show(name: str, r: dict) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import math
 import re
 import threading
 import time
@@ -101,17 +102,12 @@ def next_value(model: dict) -> float:
     """The value one keyboard step on from ``model``'s (towards its maximum, back from it at the end)."""
     s, name = model["state"], model["model_name"]
     if name == "FloatLogSliderModel":
-        exponent = _log(s["value"], s.get("base", 10))
+        exponent = math.log(s["value"], s.get("base", 10))
         up = exponent + s["step"] <= s["max"] + 1e-9
         return s.get("base", 10) ** (exponent + (s["step"] if up else -s["step"]))
     up = s["value"] + s["step"] <= s["max"]
     return s["value"] + (s["step"] if up else -s["step"])
 
-
-def _log(x: float, base: float) -> float:
-    import math
-
-    return math.log(x) / math.log(base)
 
 
 @dataclass
