@@ -122,7 +122,7 @@ def test_plotly_bundle_is_compressed_and_cached(class_app):
     page = urllib.request.Request(f"{class_app.url}/voila/render/panel_demo.ipynb", headers={"Accept-Encoding": "gzip"})
     with urllib.request.urlopen(page, timeout=240) as r:
         assert "modulepreload" not in (r.headers["Link"] or "")
-        # a page holds its kernel's id: never compressed (config.StaticFilesGZip)
+        # a page holds its kernel's id: never compressed (voila_app.static_gzip)
         assert r.headers.get("Content-Encoding") is None
         r.read()
     # Voila's own JavaScript (about 3 MB of chunks a page loads) goes out compressed as well

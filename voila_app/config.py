@@ -22,7 +22,7 @@ Every choice here is one a classroom deployment needs:
   drops kernel ``error`` and ``stderr`` messages on their way to the page (they carry
   tracebacks with lines of the hidden code) and logs one line for each instead;
 - static files go out gzip-compressed (Voila's and the extensions' JavaScript, about 3 MB
-  uncompressed; not the pages, which hold kernel ids: see ``StaticFilesGZip``);
+  uncompressed; not the pages, which hold kernel ids: see ``voila_app.static_gzip``);
 - plotly's 5 MB figure front end goes out gzip-compressed, with an ETag
   (``voila_app.bundle``): it must arrive within anywidget's 2 seconds; the kernels build
   figures that import it by URL, once per page (:func:`kernel_environment`,
@@ -62,8 +62,6 @@ REPO_DIR = APP_DIR.parent
 NOTEBOOKS_DIR = REPO_DIR / "notebooks"
 DATA_DIR = APP_DIR / "share" / "jupyter"   # holds voila/templates/lecture
 TEMPLATE = "lecture"
-# URL parts of the static files LectureVoila sends gzip-compressed
-STATIC_PARTS = ("/voila/static/", "/voila/labextensions/", "/voila/templates/")
 
 
 def build_config(ip: str = "127.0.0.1", port: int = 8866, pool_size: int = 1,
@@ -130,22 +128,13 @@ def plotly_bundle_dir() -> Path:
 
 def _voila_class():
     from jupyter_server.utils import url_path_join
-    from tornado.web import GZipContentEncoding
     from voila.app import Voila
     from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 
     from .bundle import BundleHandler, figure_bundles
     from .kernel_socket import LectureKernelWebsocketHandler
     from .pool import ordered_pools
-
-    class StaticFilesGZip(GZipContentEncoding):
-        """tornado's gzip transform, for static files only. Pages are left as they are: a page holds its
-        kernel's id next to parts of the request, which compressed over HTTPS is what BREACH-style
-        attacks read by the response's size; static files hold nothing of the kind."""
-
-        def __init__(self, request):
-            super().__init__(request)
-            self._gzipping = self._gzipping and any(part in request.path for part in STATIC_PARTS)
+    from .static_gzip import StaticFilesGZip
 
     class LectureVoila(Voila):
         """Voila that also serves plotly's ``widgetbundle.js`` under ``/voila/static/``, and
@@ -158,7 +147,7 @@ def _voila_class():
         """
 
         def init_settings(self):
-            # gzip static files (Voila's 3 MB of JavaScript chunks, the extensions', the template's);
+            # gzip static files, each compressed once (Voila's 3 MB of JavaScript chunks, the extensions', the template's);
             # widgetbundle.js comes pre-compressed from BundleHandler. Given to tornado's Application
             # when it is built: it reads its transforms only then.
             with ordered_pools():       # pool kernels start a few at a time, the first dashboard first
