@@ -111,6 +111,25 @@ def test_digits_shapes_split_and_standardization(digits):
     assert raw.x_train.max().item() == 16.0 and raw.x_train.dtype == f64 and raw.n_test == 899
 
 
+def test_digits_is_scikit_learns_split_and_each_call_gets_its_own_copy():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    for fraction, seed in ((0.25, 0), (0.5, 3)):
+        x_tr, x_te, y_tr, y_te = train_test_split(bunch.data, bunch.target, test_size=fraction, random_state=seed,
+                                                  stratify=bunch.target)
+        d = data.digits(test_fraction=fraction, seed=seed, standardize=False, dtype=f64)
+        for got, want in ((d.x_train, x_tr), (d.x_test, x_te), (d.y_train, y_tr), (d.y_test, y_te)):
+            assert torch.equal(got, torch.as_tensor(want).to(got.dtype))
+    # the images and split are read once per process: what a caller does to its dataset stays with it
+    first = data.digits(standardize=False, dtype=f64)
+    first.x_train.fill_(-1.0)
+    first.y_train.fill_(0)
+    again = data.digits(standardize=False, dtype=f64)
+    assert again.x_train.min().item() == 0.0 and again.y_train.max().item() == 9
+
+
 def test_dataset_to_device_and_dtype(digits):
     d = digits.to("cpu", dtype=f64)
     assert d.x_train.dtype == f64 and d.y_train.dtype == torch.long
