@@ -34,6 +34,7 @@ import torch
 
 from ._validate import (Bool, Choice, Instance, Int, Labels, NonNegative, Real, Seed, Sizes, Tensor, accepts, init_accepts,
                         same_size)
+from .cache import cached
 from .device import resolve
 from .models import ACTIVATIONS, activation as get_activation
 
@@ -288,12 +289,12 @@ def digits(test_fraction: float = DIGITS_TEST_FRACTION, seed: int = DIGITS_SPLIT
     ``label_noise`` replaces that fraction of the *training* labels by a different class drawn uniformly
     (the images chosen with ``seed``; the test labels stay clean). Standardization uses the kept images.
     """
-    from sklearn.model_selection import train_test_split
-
     images, labels = _digits_arrays()
     train, test = _digits_split(test_fraction, seed)
     x_tr, x_te, y_tr, y_te = images[train], images[test], labels[train], labels[test]     # copies
     if n_train is not None and n_train < len(y_tr):
+        from sklearn.model_selection import train_test_split
+
         x_tr, _, y_tr, _ = train_test_split(x_tr, y_tr, train_size=n_train, random_state=seed, stratify=y_tr)
     y_tr = _noisy_labels(y_tr, label_noise, seed) if label_noise > 0 else y_tr
     x_tr = torch.as_tensor(x_tr, dtype=torch.float64)
@@ -310,24 +311,52 @@ def digits(test_fraction: float = DIGITS_TEST_FRACTION, seed: int = DIGITS_SPLIT
 
 @functools.lru_cache(maxsize=1)
 def _digits_arrays():
-    """scikit-learn's digits (images ``(1797, 64)``, labels), read once per process, read-only: reading and
-    parsing its CSV took 6 of the 11 ms of a :func:`digits` call, which every experiment on the digits makes."""
-    from sklearn.datasets import load_digits
+    """scikit-learn's digits (images ``(1797, 64)``, labels), read once per process, read-only.
 
-    bunch = load_digits()
-    for a in (bunch.data, bunch.target):
+    Read from the CSV scikit-learn ships, as its ``load_digits`` reads it, without importing
+    ``sklearn.datasets``: that import (scipy with it) took 0.66 s and 77 MB in a kernel whose notebook had
+    come from the result cache, on the first slider move that computed anything. ``load_digits`` where the
+    file is not where scikit-learn keeps it.
+    """
+    import gzip
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if path is not None and path.is_file():
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",")
+        images, labels = table[:, :-1], table[:, -1].astype(int)
+    else:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        images, labels = bunch.data, bunch.target
+    for a in (images, labels):
         a.setflags(write=False)
-    return bunch.data, bunch.target
+    return images, labels
 
 
-@functools.lru_cache(maxsize=16)
-def _digits_split(test_fraction: float, seed: int):
-    """The stratified split's (train, test) indices, read-only: the rows ``train_test_split`` gives the images."""
+@cached
+def _stratified_split(test_fraction: float, seed: int):
+    """scikit-learn's stratified split of the digits: the (train, test) rows ``train_test_split`` gives the images.
+    Kept in the result cache (:mod:`lecture_lib.cache`), so a kernel reading its notebook from a warm cache splits
+    without importing ``sklearn.model_selection``."""
     import numpy as np
     from sklearn.model_selection import train_test_split
 
     labels = _digits_arrays()[1]
     train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=labels)
+    return train, test
+
+
+@functools.lru_cache(maxsize=16)
+def _digits_split(test_fraction: float, seed: int):
+    """:func:`_stratified_split`, once per process, read-only."""
+    train, test = (a.copy() for a in _stratified_split(test_fraction, seed))
     for a in (train, test):
         a.setflags(write=False)
     return train, test

@@ -1,9 +1,11 @@
 """Data generators: seeded, with the mean norm and conditioning asked for, and the digits split."""
 import math
+import os
 
 import pytest
 import torch
 
+from conftest import REPO
 from lecture_lib import data
 
 f64 = torch.float64
@@ -157,3 +159,23 @@ def test_bad_arguments_raise_value_error(call):
 def test_load_by_name():
     d = data.load("linear_regression", n=16, dim=2)
     assert d.n_train == 16 and d.n_features == 2
+
+
+def test_a_fresh_computation_in_a_kernel_with_a_warm_cache_imports_neither_sklearn_nor_sympy(tmp_path):
+    """A kernel whose notebook came from the result cache used to pay 0.9 s and 110 MB of imports on the first slider
+    move that computed anything: scikit-learn's datasets (scipy with them) to read the digits, and sympy through
+    torch's first autograd.grad with a grad_outputs tensor (K-FAC-G's factors). The split is kept in the cache and
+    the CSV read with numpy; the factors back-propagate a scalar."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, LECTURE_CACHE_DIR=str(tmp_path), OMP_NUM_THREADS="1")
+    fresh = ("import sys\n"
+             "from lecture_lib.viz import mechanisms_panels\n"
+             "import lecture_lib.experiments.mechanisms as E\n"
+             "E.jacobian_experiment(steps=2, width=4, depth=1, seeds=(0,), decays_per_step=(0.0,), lr_kfac={lr})\n"
+             "print(sorted(m for m in ('sklearn', 'scipy', 'sympy') if m in sys.modules))\n")
+    run = lambda lr: subprocess.run([sys.executable, "-c", fresh.format(lr=lr)], env=env, cwd=REPO, text=True,
+                                    capture_output=True, check=True).stdout.split("\n")[-2]
+    assert "sklearn" in run(0.01)          # an empty cache: the split is made with scikit-learn, and kept
+    assert run(0.02) == "[]"               # another experiment, computed: nothing heavy imported
