@@ -352,3 +352,41 @@ def test_state_element_reports_generation_busy_and_outcome():
     assert panel.wait(10)
     time.sleep(0.05)
     assert "data-outcome='bad'" in panel._state.value
+
+
+def test_the_house_margins_hold_labels_legend_and_titles_on_the_first_draw(chromium, tmp_path):
+    """A margin that plotly's automargin has to widen makes it plot the figure a second time on its first draw (60-110
+    ms of a dashboard's first plot, docs/performance.md). The house margins hold log tick labels as powers of ten over
+    several decades, axis titles and a one-row legend; ``legend_rows=2`` a legend that wraps."""
+    import plotly.io as pio
+    from plotly.offline import get_plotlyjs
+
+    from browser_helpers import new_page
+
+    x = np.arange(1, 601)
+    def built(names, **kwargs):
+        traces = [go.Scatter(x=x, y=np.geomspace(10.0 ** -(4 + i), 10.0 ** (2 - i), x.size), name=n)
+                  for i, n in enumerate(names)]
+        return figures.figure(traces, x_title="step k", y_title="training loss J (÷ its start)", log_y=True, **kwargs)
+
+    figs = [built(["SGD", "Adam"]), built(["SGD + weight decay, every layer", "Adam", "AdamW", "no decay"]),
+            built(["no decay", "decay on BN layers", "decay on top layer", "decay everywhere", "grafted norms",
+                   "grafted + top decay"], legend_rows=2),
+            built(["SGD", "Adam"], title="over training")]
+    page_path = tmp_path / "margins.html"
+    page_path.write_text("<html><body><script>" + get_plotlyjs() + "</script>" + "".join(
+        f"<div id='f{i}' style='width:1000px'></div>" for i in range(len(figs))) + "<script>window.figs = ["
+        + ",".join(pio.to_json(f) for f in figs) + "].map((f, i) => Plotly.newPlot('f' + i, f.data, f.layout));"
+        "</script></body></html>")
+    context, page, watcher = new_page(chromium)
+    try:
+        page.goto(page_path.as_uri())
+        got = page.evaluate("async () => (await Promise.all(window.figs)).map(gd => {"
+                            " const s = gd._fullLayout._size, m = gd._fullLayout.margin;"
+                            " return [[s.l, s.r, s.t, s.b], [m.l, m.r, m.t, m.b]]; })")
+        for size, margin in got:
+            assert size == margin
+        assert got[2][1][2] > got[0][1][2] and got[3][1][2] > got[0][1][2]      # room for a 2nd row, a title
+        assert watcher.errors == []
+    finally:
+        context.close()

@@ -55,7 +55,7 @@ def _subplots(titles: tuple[str, ...], height: int, spacing: float) -> go.Figure
     """One row of subplots in the house style, x axes in steps unless set otherwise."""
     fig = figures.style(make_subplots(rows=1, cols=len(titles), horizontal_spacing=spacing, subplot_titles=titles),
                         height=height)
-    fig.update_layout(margin=dict(t=110), legend=dict(y=1.14))  # subplot titles sit above the plots: legend clear
+    fig.update_layout(margin=dict(t=124, b=72), legend=dict(y=1.14))  # subplot titles above the plots: legend clear
     fig.update_annotations(font_size=figures.FONT_SIZE)
     fig.update_xaxes(title_text="step k")
     return fig
@@ -95,7 +95,8 @@ def _layer_label(name: str) -> str:
 
 def balance_figures(res: ex.LayerBalance) -> list[go.Figure]:
     k = res.steps
-    fig1 = figures.figure(x_title="step k", y_title="change of ‖w‖² per step (÷ ‖w₀‖²)", log_y=True, height=420)
+    fig1 = figures.figure(x_title="step k", y_title="change of ‖w‖² per step (÷ ‖w₀‖²)", log_y=True, height=420,
+                          legend_rows=2)
     for i, n in enumerate(res.names):
         c, layer = figures.color(i), _layer_label(n)
         fig1.add_trace(go.Scatter(x=k, y=res.growth[n], mode="lines", line=dict(color=figures.rgba(c, 0.25), width=1),
@@ -151,7 +152,7 @@ def ratio_figures(res: ex.RatioFamily) -> list[go.Figure]:
     # the smoothed ratio and the mean-field map vary over tens of steps: ~500 points draw them as well as 5000
     # (the noisy ‖w‖² keeps every extreme: figures.thin_traces); fewer points, a faster scrub step
     th = _thin(len(k), 500)
-    fig1 = figures.figure(x_title="step k", y_title="‖w‖ / ‖g‖ (smoothed)", log_y=True, height=380)
+    fig1 = figures.figure(x_title="step k", y_title="‖w‖ / ‖g‖ (smoothed)", log_y=True, height=380, legend_rows=2)
     for r, lab in enumerate(RUN_LABELS):
         fig1.add_trace(go.Scatter(x=k[th], y=res.ratio[th, r], mode="lines", name=lab,
                                   line=dict(color=figures.color(r), width=2.5), legendgroup=lab))
@@ -312,7 +313,7 @@ def plane_figure(result: tuple[ex.PlaneRuns, int]) -> go.Figure:
                                      showlegend=r == 1))
     fig.update_layout(xaxis=dict(scaleanchor="y", scaleratio=1),   # autorange follows the runs; circles stay round
                       legend=dict(orientation="v", x=1.02, y=1.0, yanchor="top", xanchor="left"),
-                      margin=dict(r=300))
+                      margin=dict(r=332))
     return fig
 
 

@@ -33,6 +33,15 @@ PALETTE: tuple[str, ...] = ("#0072B2", "#D55E00", "#009E73", "#CC79A7",
 FONT_FAMILY = "Inter, 'Source Sans 3', 'Segoe UI', system-ui, -apple-system, Helvetica, Arial, sans-serif"
 FONT_SIZE = 15
 HEIGHT = 400
+# The house margins hold what plotly's automargin would otherwise make room for on the first draw: y tick labels
+# as powers of ten and the axis title (l), a one-row legend above the plot (t), the x tick labels and title (b).
+# A margin that grows makes plotly plot the figure a second time (Plots.doAutoMargin): measured on every
+# dashboard at classroom settings, 46 of 47 figures grew from (70, 24, 36, 60) on their first draw, most of them
+# to (87, 24, 50, 63), and the first plot's draw took 138-257 ms; with these margins (and ``legend_rows`` where a
+# builder's legend wraps) 1 of 47 grows and it takes 100-173 ms. A figure that needs more still gets it.
+MARGIN = dict(l=96, r=32, t=52, b=66)
+TITLE_HEIGHT = 28               # a figure title above the legend
+LEGEND_ROW = 28                 # each further row of a legend whose entries do not fit one row
 REFERENCE_COLOR = "#555555"  # dashed theory / prediction lines
 # plotly's default ("hide past div") measures every tick label again after each redraw, forcing the
 # page's layout once per label: ~15 ms of a 2-figure redraw (docs/performance.md). Our margins keep
@@ -62,10 +71,11 @@ def linear_axis(title: str, **kwargs) -> dict:
 
 def base_layout(title: str | None = None, x_title: str = "step k", y_title: str = "",
                 log_x: bool = False, log_y: bool = False, height: int = HEIGHT,
-                legend_title: str | None = None) -> go.Layout:
+                legend_title: str | None = None, legend_rows: int = 1) -> go.Layout:
     """The house layout: white background, large fonts, palette, legend above the plot.
 
-    ``uirevision`` is fixed so that a user's zoom survives trace updates.
+    ``uirevision`` is fixed so that a user's zoom survives trace updates. ``legend_rows``: the rows the legend
+    takes at a panel's width (its top margin; see :data:`MARGIN`).
     """
     axis = log_axis if log_x else linear_axis
     yaxis = log_axis if log_y else linear_axis
@@ -75,7 +85,7 @@ def base_layout(title: str | None = None, x_title: str = "step k", y_title: str 
         font=dict(family=FONT_FAMILY, size=FONT_SIZE, color="#222222"),
         colorway=list(PALETTE),
         height=height,
-        margin=dict(l=70, r=24, t=64 if title else 36, b=60),
+        margin=dict(MARGIN, t=MARGIN["t"] + (TITLE_HEIGHT if title else 0) + LEGEND_ROW * (legend_rows - 1)),
         xaxis=axis(x_title, showline=True, linecolor="#888", mirror=False, zeroline=False),
         yaxis=yaxis(y_title, showline=True, linecolor="#888", mirror=False, zeroline=False),
         legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0.0,
@@ -110,21 +120,22 @@ def rgba(hex_color: str, alpha: float) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _style_json(height: int) -> dict:
-    base = _base_layout_json(height=height)
+def _style_json(height: int, legend_rows: int = 1) -> dict:
+    base = _base_layout_json(height=height, legend_rows=legend_rows)
     return {key: base[key] for key in ("template", "font", "colorway", "height", "margin", "legend", "hovermode",
                                        "hoverlabel", "uirevision")}
 
 
-def style(fig: go.Figure, height: int = HEIGHT, **layout) -> go.Figure:
+def style(fig: go.Figure, height: int = HEIGHT, legend_rows: int = 1, **layout) -> go.Figure:
     """Apply the house layout (fonts, palette, legend on top) to a figure built with subplots.
+    ``legend_rows``: as in :func:`base_layout`.
 
     The house layout's parts come validated from :func:`_base_layout_json` (cached) and are set without
     validating them again (the template alone cost ~20 ms a call); ``layout`` is validated as usual.
     """
     fig._layout_obj._validate = False          # as plotly does when it sets its default template
     try:
-        for key, value in _style_json(height).items():
+        for key, value in _style_json(height, legend_rows).items():
             fig.layout[key] = copy.deepcopy(value)
     finally:
         fig._layout_obj._validate = fig._validate

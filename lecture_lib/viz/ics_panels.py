@@ -265,7 +265,7 @@ def wrinkle_figures(result: experiments.WrinkleResult) -> list[go.Figure]:
                                     colors=[figures.color(i)], legendgroup=norm)
         loss += figures.line_traces(rec, rec.loss[:, [1]], [f"{NORM_LABELS[norm]}, shift c"],
                                     colors=[figures.color(i)], dash="dash", width=4, legendgroup=norm)
-    f1 = figures.figure(loss, y_title="training loss J", log_y=True)
+    f1 = figures.figure(loss, y_title="training loss J", log_y=True, legend_rows=2)
     x = [NORM_LABELS[n] for n in result.norms]
     kfac, exact = result.kfac_top.tolist(), result.exact_top.tolist()   # plain lists: strided numpy views
     bars = [                                                           # do not serialize reliably

@@ -102,7 +102,7 @@ def kfac_figures(data: experiments.KFACCheckpoint) -> list[go.Figure]:
     error.update_layout(yaxis=dict(rangemode="tozero"),
                         yaxis2=dict(title=dict(text="loss"), overlaying="y", side="right", showgrid=False,
                                     rangemode="tozero"),
-                        margin=dict(r=70))
+                        margin=dict(r=90))
     return [spectra, error]
 
 
@@ -191,8 +191,10 @@ def cost_figure(t: experiments.InverseTiming) -> go.Figure:
         figures.reference_line(n, ms_eig[-1] * (n / n[-1]) ** 3, "∝ n³"),
         figures.reference_line(n, ms_dense[-1] * (n / n[-1]) ** 6, "∝ n⁶", dash="dot"),
     ]
-    return figures.figure(traces, x_title="layer width n (A and S are n × n; n² weights)",
-                          y_title="time per solve (ms)", log_x=True, log_y=True)
+    fig = figures.figure(traces, x_title="layer width n (A and S are n × n; n² weights)",
+                         y_title="time per solve (ms)", log_x=True, log_y=True)
+    fig.update_layout(margin_b=80)             # tick labels as powers of ten under the axis: taller
+    return fig
 
 
 def _cost_notes(t: experiments.InverseTiming) -> str:

@@ -81,7 +81,7 @@ def _seed_mean(result: E.EffectiveLrResult, values: np.ndarray) -> np.ndarray:
 def effective_lr_figures(result: E.EffectiveLrResult) -> list[go.Figure]:
     rec, schemes = result.record, result.schemes
     acc = figures.figure(_scheme_traces(rec.eval_steps, 100 * _seed_mean(result, rec.test_accuracy), schemes),
-                         y_title="test accuracy (%), mean over seeds", height=380)
+                         y_title="test accuracy (%), mean over seeds", height=380, legend_rows=2)
     acc.update_yaxes(range=[90, 100])
     layer = result.layers[0]
     eff = figures.figure(_scheme_traces(rec.steps, _seed_mean(result, rec.effective_lr[layer]), schemes,
@@ -144,10 +144,10 @@ def _decay_axis(decays: np.ndarray) -> np.ndarray:
     return np.where(decays > 0, decays, positive.min() / 3 if positive.size else 1e-4)
 
 
-#: Margins wide enough for every depth's log tick labels: with the house margins (l=70, r=24) plotly's automargin
+#: Margins wide enough for every depth's log tick labels: with the house margins of the time (l=70, r=24) plotly's automargin
 #: widened them to 76-80 / 24-29 px depending on the result, and a change of margins makes plotly plot the figure
 #: a second time (doAutoMargin): half of a cached move's redraw (docs/performance.md).
-JACOBIAN_MARGIN = dict(l=88, r=36)
+JACOBIAN_MARGIN = dict(l=88, r=36, b=80)
 
 
 def jacobian_figures(result: E.JacobianResult) -> list[go.Figure]:
@@ -351,7 +351,7 @@ def damping_figures(result: E.DampingResult) -> list[go.Figure]:
     cos.update_yaxes(range=[0, 1.02])
     traces = (_scheme_traces(rec.steps, result.fisher_trace[:, cols], schemes, label="tr F(ŵ)", dash="solid")
               + _scheme_traces(rec.steps, result.gn_trace[:, cols], schemes, label="tr G(ŵ)", dash="dash"))
-    tr = figures.figure(traces, y_title=f"trace, layer {result.layers[0]}", log_y=True, height=360)
+    tr = figures.figure(traces, y_title=f"trace, layer {result.layers[0]}", log_y=True, height=360, legend_rows=2)
     return [rel, cos, tr]
 
 
