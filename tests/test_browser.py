@@ -218,6 +218,28 @@ def test_where_no_figure_is_near_the_viewport_the_nearest_is_drawn_without_waiti
         context.close()
 
 
+def test_plotlys_front_end_is_evaluated_before_any_figure_model_is_restored(chromium, voila_fixture_app):
+    """The figures' front end is imported as the kernel's websocket opens, while the kernel prepares the widget state,
+    and the widget messages wait until it has been evaluated (static/lecture-dashboard.js, "5. plotly"): it no
+    longer runs after the state, and no model is mid-restore while it runs (anywidget's 2-second deadline). The
+    bundle is held back 0.8 s, as a slow line would, so that the state arrives before it: the models still wait."""
+    context, page, watcher = new_page(chromium)
+    page.route("**/widgetbundle.js", lambda route: (time.sleep(0.8), route.continue_()))
+    try:
+        page.goto(f"{voila_fixture_app.url}/voila/render/panel_demo.ipynb", wait_until="domcontentloaded")
+        page.wait_for_function(f"() => ({FIGURES_DRAWN_JS})().some(Boolean)", timeout=REDRAW_TIMEOUT_MS * 2)
+        marks = page.evaluate("() => Object.fromEntries(['lecture-bundle-import', 'lecture-bundle-evaluated',"
+                              " 'lecture-first-figure-model'].map(n => [n, (performance.getEntriesByName(n)[0] || {}).startTime]))")
+        assert None not in marks.values(), marks
+        assert marks["lecture-bundle-import"] < marks["lecture-bundle-evaluated"] <= marks["lecture-first-figure-model"], marks
+        bundles = page.evaluate("performance.getEntriesByType('resource').filter(r => r.name.includes('widgetbundle'))"
+                                ".map(r => r.name)")
+        assert len(bundles) == 1, bundles          # the figures' own import found the module evaluated
+        assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
+    finally:
+        context.close()
+
+
 def test_the_markdowns_math_is_typeset_after_the_first_plot(chromium, voila_fixture_app):
     """MathJax typesets the markdown's LaTeX once the first figure is plotted, not as Voila's app starts (where it
     held the first plot back: docs/performance.md, "Opening a dashboard"); the math is typeset all the same."""

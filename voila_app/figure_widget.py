@@ -187,6 +187,7 @@ export default () => {
   let plotly;
   return {
     initialize(ctx) {
+      if (!performance.getEntriesByName("lecture-first-figure-model").length) performance.mark("lecture-first-figure-model");
       plotly = loadBundle(needsFullBundle(ctx.model))
         .then((m) => { const widget = m.default(); widget.initialize(ctx); return widget; });
     },

@@ -13,6 +13,7 @@
 //    C shows or hides the caption and the notes' tables and detail lines; Esc leaves presenter mode. PageUp/PageDown and Esc work even
 //    while a slider has the focus (presentation clickers send PageUp/PageDown).
 // 4. The markdown's math is typeset after the first plot, not before it (see "4. math" below).
+// 5. plotly's front end is evaluated while the kernel prepares the widget state (see "5. plotly" below).
 (function () {
   "use strict";
   const params = new URLSearchParams(window.location.search);
@@ -252,6 +253,80 @@
     wait();
   }
 
+  // -- 5. plotly: the figures' front end, evaluated while the kernel prepares the widget state -------
+  // A page opens the kernel's websocket, asks for every widget's state, and waits 0.1-0.3 s for it. The
+  // figures' front end (widgetbundle.js, voila_app/figure_widget.py; 0.4 s of evaluation) used to be
+  // imported only once the first figure's model existed, after the state: evaluation on the path to the
+  // first plot (docs/performance.md, "Opening a dashboard"). Its import now starts as the kernel's
+  // websocket opens, and the websocket's widget messages (from the first comm message the kernel sends)
+  // wait until it has been evaluated, so that no widget model is being restored while it runs: anywidget
+  // gives a model 2 seconds to initialise, and a long task in the middle of a restore used it up
+  // (the reason an earlier import at page load was not kept). Messages before the first comm message
+  // (the kernel's info, status) pass at once: the page's request for the state waits for them. The
+  // figures' own import of the same URL gets the evaluated module (one module per URL and page). A bundle
+  // slower than BUNDLE_HOLD_MS (a slow line) stops holding messages and arrives as before.
+  const BUNDLE_HOLD_MS = 3000;
+  const KERNEL_CHANNELS = /\/api\/kernels\/[^/?]+\/channels/;
+  const decoder = new TextDecoder();
+
+  // msg_type of a kernel websocket message: v1 binary frames (offsets, channel, header, ...) or legacy JSON
+  function messageType(data) {
+    try {
+      if (data instanceof ArrayBuffer) {
+        const view = new DataView(data);
+        const count = Number(view.getBigUint64(0, true));
+        if (count < 4 || 8 * count > data.byteLength) return null;
+        const start = Number(view.getBigUint64(16, true)), end = Number(view.getBigUint64(24, true));
+        return JSON.parse(decoder.decode(new Uint8Array(data, start, end - start))).msg_type;
+      }
+      if (typeof data === "string") {
+        const match = /"msg_type"\s*:\s*"([a-z_]+)"/.exec(data.slice(0, 2000));
+        return match && match[1];
+      }
+    } catch (error) { /* not a kernel message: pass it on */ }
+    return null;
+  }
+
+  function holdWidgetMessagesUntil(ws, ready) {
+    let handler = null, holding = false, released = false;
+    const held = [];
+    Object.defineProperty(ws, "onmessage", { configurable: true, get: () => handler, set: (h) => { handler = h; } });
+    const deliver = (event) => { if (handler) handler.call(ws, event); };
+    const release = () => {
+      released = true;
+      while (held.length) deliver(held.shift());
+    };
+    ready.then(release, release);
+    setTimeout(release, BUNDLE_HOLD_MS);
+    ws.addEventListener("message", (event) => {
+      if (!released && !holding) {
+        const type = messageType(event.data);
+        holding = type === "comm_msg" || type === "comm_open";
+      }
+      if (holding && !released) held.push(event);
+      else deliver(event);
+    });
+  }
+
+  function importBundleWithKernel() {
+    const Native = window.WebSocket, base = document.body && document.body.dataset.baseUrl;
+    if (!Native || !base || window.lectureBundleWithKernel) return;
+    window.lectureBundleWithKernel = true;
+    window.WebSocket = new Proxy(Native, {
+      construct(target, args, newTarget) {
+        const ws = Reflect.construct(target, args, newTarget);
+        if (KERNEL_CHANNELS.test(String(args[0])) && !window.lectureBundleEarly) {
+          const url = new URL("static/widgetbundle.js", new URL(base, window.location.href)).href;
+          performance.mark("lecture-bundle-import");
+          window.lectureBundleEarly = import(url);
+          window.lectureBundleEarly.then(() => performance.mark("lecture-bundle-evaluated"), () => {});
+          holdWidgetMessagesUntil(ws, window.lectureBundleEarly);
+        }
+        return ws;
+      },
+    });
+  }
+
   // -- the loop: panels appear while the notebook runs, states change when controls move -----------
   function tick() {
     const list = panels();
@@ -265,6 +340,7 @@
   }
 
   function start() {
+    importBundleWithKernel();
     if (presenting) {
       document.body.classList.add("lecture-present");
       buildBar();
