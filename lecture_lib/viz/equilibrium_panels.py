@@ -152,7 +152,7 @@ def ratio_figures(res: ex.RatioFamily) -> list[go.Figure]:
     # the smoothed ratio and the mean-field map vary over tens of steps: ~500 points draw them as well as 5000
     # (the noisy ‖w‖² keeps every extreme: figures.thin_traces); fewer points, a faster scrub step
     th = _thin(len(k), 500)
-    fig1 = figures.figure(x_title="step k", y_title="‖w‖ / ‖g‖ (smoothed)", log_y=True, height=380, legend_rows=2)
+    fig1 = figures.figure(x_title="step k", y_title="‖w‖ / ‖g‖ (smoothed)", log_y=True, height=380)
     for r, lab in enumerate(RUN_LABELS):
         fig1.add_trace(go.Scatter(x=k[th], y=res.ratio[th, r], mode="lines", name=lab,
                                   line=dict(color=figures.color(r), width=2.5), legendgroup=lab))
