@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 CHROMIUM = os.environ.get("LECTURE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -111,3 +112,16 @@ def assert_no_cell_errors(page, name: str) -> None:
     assert "There was an error when executing cell" not in text, f"{name}: a cell raised:\n{text[-2000:]}"
     failures = page.locator(".lecture-message .lecture-error", has_text="Something went wrong")
     assert failures.count() == 0, f"{name}: a panel failed: {failures.first.inner_text()}"
+
+
+def plotly_page(path: Path, figures, width: int) -> str:
+    """Write a static page that draws ``figures`` with plotly.js, each ``width`` px wide; its URL. In the page,
+    ``window.figs`` holds the promises of their graph divs, resolved once plotted."""
+    import plotly.io as pio
+    from plotly.offline import get_plotlyjs
+
+    path.write_text("<html><body><script>" + get_plotlyjs() + "</script>" + "".join(
+        f"<div id='f{i}' style='width:{width}px'></div>" for i in range(len(figures))) + "<script>window.figs = ["
+        + ",".join(pio.to_json(f) for f in figures) + "].map((f, i) => Plotly.newPlot('f' + i, f.data, f.layout));"
+        "</script></body></html>")
+    return path.as_uri()

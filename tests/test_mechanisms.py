@@ -570,10 +570,7 @@ def test_jacobian_figures_margins_hold_every_results_tick_labels(chromium, tmp_p
     panel's margins hold the labels of results whose log axes span different decades, so they never move."""
     from types import SimpleNamespace
 
-    import plotly.io as pio
-    from plotly.offline import get_plotlyjs
-
-    from browser_helpers import new_page
+    from browser_helpers import new_page, plotly_page
     from lecture_lib.viz import mechanisms_panels
 
     def result(low, high):        # 2 optimizers x 4 decays x 2 seeds, ‖J‖² and the K-FAC norm over low..high
@@ -585,14 +582,9 @@ def test_jacobian_figures_margins_hold_every_results_tick_labels(chromium, tmp_p
 
     figures_ = [fig for r in (result(0.3, 40.0), result(2e-3, 7e4), result(15.0, 9e5))
                 for fig in mechanisms_panels.jacobian_figures(r)]
-    page_path = tmp_path / "margins.html"
-    page_path.write_text("<html><body><script>" + get_plotlyjs() + "</script>" + "".join(
-        f"<div id='f{i}' style='width:900px'></div>" for i in range(len(figures_))) + "<script>window.figs = ["
-        + ",".join(pio.to_json(f) for f in figures_) + "].map((f, i) => Plotly.newPlot('f' + i, f.data, f.layout));"
-        "</script></body></html>")
     context, page, watcher = new_page(chromium)
     try:
-        page.goto(page_path.as_uri())
+        page.goto(plotly_page(tmp_path / "margins.html", figures_, width=900))
         sizes = page.evaluate("async () => { const gds = await Promise.all(window.figs);"
                               " return gds.map(gd => [gd._fullLayout._size.l, gd._fullLayout._size.r]); }")
         margin = mechanisms_panels.JACOBIAN_MARGIN

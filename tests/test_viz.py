@@ -358,10 +358,7 @@ def test_the_house_margins_hold_labels_legend_and_titles_on_the_first_draw(chrom
     """A margin that plotly's automargin has to widen makes it plot the figure a second time on its first draw (60-110
     ms of a dashboard's first plot, docs/performance.md). The house margins hold log tick labels as powers of ten over
     several decades, axis titles and a one-row legend; ``legend_rows=2`` a legend that wraps."""
-    import plotly.io as pio
-    from plotly.offline import get_plotlyjs
-
-    from browser_helpers import new_page
+    from browser_helpers import new_page, plotly_page
 
     x = np.arange(1, 601)
     def built(names, **kwargs):
@@ -373,14 +370,9 @@ def test_the_house_margins_hold_labels_legend_and_titles_on_the_first_draw(chrom
             built(["no decay", "decay on BN layers", "decay on top layer", "decay everywhere", "grafted norms",
                    "grafted + top decay"], legend_rows=2),
             built(["SGD", "Adam"], title="over training")]
-    page_path = tmp_path / "margins.html"
-    page_path.write_text("<html><body><script>" + get_plotlyjs() + "</script>" + "".join(
-        f"<div id='f{i}' style='width:1000px'></div>" for i in range(len(figs))) + "<script>window.figs = ["
-        + ",".join(pio.to_json(f) for f in figs) + "].map((f, i) => Plotly.newPlot('f' + i, f.data, f.layout));"
-        "</script></body></html>")
     context, page, watcher = new_page(chromium)
     try:
-        page.goto(page_path.as_uri())
+        page.goto(plotly_page(tmp_path / "margins.html", figs, width=1000))
         got = page.evaluate("async () => (await Promise.all(window.figs)).map(gd => {"
                             " const s = gd._fullLayout._size, m = gd._fullLayout.margin;"
                             " return [[s.l, s.r, s.t, s.b], [m.l, m.r, m.t, m.b]]; })")
