@@ -54,7 +54,7 @@ def _trajectory_canvas(hessian: tuple, minimum: tuple) -> tuple[dict, dict]:
     contours' data are equal between results, so the panel's update leaves them out, and the browser
     draws ellipses instead of running a contour plot's marching squares again)."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.48, 0.52], horizontal_spacing=0.1)
-    figures.style(fig, height=460, legend_rows=2)
+    figures.style(fig, height=460)
     fig.update_xaxes(title_text="w₁", range=list(BOX[0]), constrain="domain", row=1, col=1)
     fig.update_yaxes(title_text="w₂", range=list(BOX[1]), scaleanchor="x", scaleratio=1, row=1, col=1)
     fig.update_xaxes(title_text="step k", row=1, col=2)
