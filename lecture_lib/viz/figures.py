@@ -38,7 +38,8 @@ HEIGHT = 400
 # A margin that grows makes plotly plot the figure a second time (Plots.doAutoMargin): measured on every
 # dashboard at classroom settings, 46 of 47 figures grew from (70, 24, 36, 60) on their first draw, most of them
 # to (87, 24, 50, 63), and the first plot's draw took 138-257 ms; with these margins (and ``legend_rows`` where a
-# builder's legend wraps) 1 of 47 grows and it takes 100-173 ms. A figure that needs more still gets it.
+# builder's legend wraps) 2 of 47 grow (neither is a page's first) and the first draw takes 100-173 ms. A figure
+# that needs more still gets it.
 MARGIN = dict(l=96, r=32, t=52, b=66)
 TITLE_HEIGHT = 28               # a figure title above the legend
 LEGEND_ROW = 28                 # each further row of a legend whose entries do not fit one row
