@@ -4,8 +4,9 @@ A dashboard page fetches about 80 static files (Voila's and JupyterLab's JavaScr
 widget extensions', the template's; 4 MB uncompressed, 1.1 MB compressed). tornado's
 :class:`~tornado.web.GZipContentEncoding` compresses each of them again for every request, on the
 server's one thread: 0.15 s of server time per page against 0.04 s for the same files uncompressed
-(83 files, 6 connections as a browser opens them; ``docs/performance.md``, "Opening a dashboard"),
-and the page waits for those chunks before Voila's scripts can run. :class:`StaticFilesGZip` keeps
+(83 files, 6 connections as a browser opens them; ``docs/performance.md``, "Opening faster"). One
+browser on the loopback does not see the difference (its chunks arrive at the pace of Chromium's script
+streaming); a class's pages share the server's thread. :class:`StaticFilesGZip` keeps
 each file's compressed bytes, keyed on its URL path and what the static handler says of the file (its
 ``ETag``, where the handler gives one, ``Last-Modified`` and length, so an edited file is compressed
 afresh), and sends them with a ``Content-Length`` on every later request.
@@ -27,7 +28,8 @@ CACHE_LIMIT_BYTES = 64 * 2**20
 
 
 class CompressedStatic:
-    """Compressed static files by URL path and the file's ETag, modification time and length, at most ``limit`` bytes of them (beyond it, not kept)."""
+    """Compressed static files by URL path and the file's ETag, modification time and length; at most ``limit``
+    bytes of them (beyond it, a file is compressed for each request, as tornado does)."""
 
     def __init__(self, limit: int = CACHE_LIMIT_BYTES):
         self.limit = limit
