@@ -34,6 +34,16 @@ def screenshot(page, path) -> None:
 # Per figure of the page's panels (drawn or not: voila_app.figure_widget draws lazily), whether it has a drawn trace.
 FIGURES_DRAWN_JS = """() => Array.from(document.querySelectorAll('.lecture-figure')).map(f =>
     Array.from(f.querySelectorAll('.scatterlayer .trace path')).some(p => (p.getAttribute('d') || '').length > 8))"""
+# Whether the browser renders the first figure and the last markdown cell's text now (false: the cell is off screen,
+# its rendering skipped).
+RENDERED_JS = """() => [document.querySelector('.lecture-figure'),
+    Array.from(document.querySelectorAll('.jp-MarkdownCell .jp-RenderedHTMLCommon')).pop()]
+    .map(e => !!e && e.checkVisibility({contentVisibilityAuto: true}))"""
+# Per figure: the width plotly drew it at, the width of its box, and whether it is rendered now. A figure drawn while
+# its cell was off screen (its rendering skipped) must still have its box's width.
+FIGURE_WIDTHS_JS = """() => Array.from(document.querySelectorAll('.lecture-figure')).map(gd => [
+    gd._fullLayout ? gd._fullLayout.width : null, gd.getBoundingClientRect().width,
+    gd.checkVisibility({contentVisibilityAuto: true})])"""
 # The y values the page's i-th figure draws (its graph div is the figure's element).
 FIGURE_Y_JS = "(i) => Array.from(document.querySelectorAll('.lecture-figure')[i].data[0].y)"
 
@@ -75,6 +85,8 @@ def test_dashboard_draws_and_every_slider_panel_redraws(chromium, voila_app, art
     context, page, watcher = open_page(chromium, f"{voila_app.url}/voila/render/{path.name}")
     try:
         wait_for_dashboard(page)
+        widths = page.evaluate(FIGURE_WIDTHS_JS)
+        assert all(abs(w - box) <= 1 for w, box, _ in widths if w is not None), f"{path.name}: {widths}"
         screenshot(page, artifacts_dir / f"{path.stem}.png")
         assert_no_cell_errors(page, path.name)
         panels = page.locator(".lecture-panel")
@@ -277,10 +289,14 @@ def test_a_figure_far_below_the_fold_is_drawn_when_scrolled_to_with_its_latest_d
         wait_until_settled(page, panel, state["generation"])
         exponent, _, _ = slider_state(panel.locator(SLIDER_HANDLE).first)
         assert exponent != 1.0 and not page.evaluate(FIGURES_DRAWN_JS)[far]
+        # the browser skips the rendering of the cell after the panel, far below (lecture-dashboard.css), not the panel's
+        assert page.evaluate(RENDERED_JS) == [True, False], page.evaluate(RENDERED_JS)
         page.locator(".lecture-figure").nth(far).scroll_into_view_if_needed()
         page.wait_for_function(f"() => ({FIGURES_DRAWN_JS})()[{far}]", timeout=REDRAW_TIMEOUT_MS)
         y = page.evaluate(f"({FIGURE_Y_JS})({far})")
         assert y[-1] == pytest.approx(40 ** (exponent * (far + 1) / 6)), "the figure drew the data it was created with"
+        page.locator(".jp-MarkdownCell").last.scroll_into_view_if_needed()
+        page.wait_for_function(f"() => ({RENDERED_JS})()[1]", timeout=REDRAW_TIMEOUT_MS)
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
         context.close()
