@@ -19,7 +19,11 @@ dashboard in ``notebooks/``:
   runs), ``null`` when no move streamed;
 - ``scrub``: on the first panel with a scrub slider (:mod:`lecture_lib.viz.scrub`), ``--moves`` steps
   on it (bouncing between its ends); for each, milliseconds (measured in the page) from the input event to the frame after the
-  redraw has been painted (an animation frame, then a task). Median and p90.
+  redraw has been painted (an animation frame, then a task). Median and p90, twice:
+  ``scrub_at_open_*`` right after the first plot, while the page draws its other figures and, on this one machine,
+  the server's pool refills (a kernel runs the notebook on the same 2 cores as the browser); and ``scrub_*`` after the
+  slider moves, once every pool kernel has executed its notebook and ``--scrub-settle`` seconds passed: the browser's own cost, which is
+  what a lecture hall sees (its browsers do not share the server's cores). A scrub step needs no kernel.
 
 - ``--every-panel`` (what ``stream_latency.py`` measured before it was folded in here): after those, once
   the dashboard's kernel pool has started its refill and ``--settle`` seconds passed (no notebook execution
@@ -278,8 +282,22 @@ def wait_refilled(app, name: str, fills: int, settle: float, timeout: float = 30
     time.sleep(settle)
 
 
+def wait_executed(app, settle: float, timeout: float = 300.0) -> None:
+    """Wait until every pool kernel that began executing its notebook has executed it (voila_app.pool logs
+    both), then ``settle`` seconds more: no notebook execution competes with the browser for the machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = app.log(tail=None)
+        if log.count("has executed its notebook") >= log.count("executing its notebook"):
+            break
+        time.sleep(0.5)
+    time.sleep(settle)
+
+
 def measure_dashboard(browser, url: str, moves: int, profile: Path | None = None, name: str = "",
-                      every_panel=None) -> dict:
+                      every_panel: bool = False, quiet=None) -> dict:
+    """Open ``url`` and measure it (see the module's docstring). ``quiet()`` waits until no notebook execution
+    competes, before the second scrub and (``every_panel``) the moves on every panel."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     try:
@@ -295,7 +313,7 @@ def measure_dashboard(browser, url: str, moves: int, profile: Path | None = None
         handle.scroll_into_view_if_needed()
         if moves == 0:
             return {"open_s": round(open_s, 3)}
-        scrub = measure_scrub(page, moves, profile, name) or {}
+        at_open = measure_scrub(page, moves, profile, f"{name}_at_open") or {}
         profiler = CpuProfile(page, profile)
         times, fresh, cached, first, streamed, cached_in_page = [], [], [], [], [], []
         half = moves // 2
@@ -332,9 +350,14 @@ def measure_dashboard(browser, url: str, moves: int, profile: Path | None = None
                 if redraws["count"] > len(panel.locator(".js-plotly-plot").all()):   # more redraws than plots
                     streamed.append(redraws["first"])
         profiler.stop(f"{name}_cached", moves - half)
+        if quiet is not None:
+            quiet()                                # no notebook execution competes with the browser
+        scrub = {}
+        if at_open:
+            scrub = {**{k.replace("scrub_", "scrub_at_open_"): v for k, v in at_open.items() if k != "scrub_moves"},
+                     **measure_scrub(page, moves, profile, name)}
         panels = None
-        if every_panel is not None:
-            every_panel()                          # e.g. wait until no notebook execution competes
+        if every_panel:
             panels = measure_every_panel(page)
         return {**({"panels": panels} if panels is not None else {}), "open_s": round(open_s, 3), "median_s": round(statistics.median(times), 3),
                 "p90_s": round(percentile(times, 0.9), 3),
@@ -353,7 +376,7 @@ def measure_dashboard(browser, url: str, moves: int, profile: Path | None = None
 
 
 def run_setting(p, notebooks: list[Path], fast: bool, moves: int, profile: Path | None = None,
-                settle: float | None = None) -> dict:
+                settle: float | None = None, scrub_settle: float = 2.0) -> dict:
     """Serve ``notebooks`` and the floor notebook from a temporary folder; measure each, then the floor."""
     results, cold = {}, {"open_s": None}
     label = "fast" if fast else "full"
@@ -380,10 +403,14 @@ def run_setting(p, notebooks: list[Path], fast: bool, moves: int, profile: Path 
                 for nb in notebooks:
                     app.wait_preheated([nb.name], timeout=300)
                     fills = app.log(tail=None).count(f"Kernel pool of {nb.name} is filled")
-                    every = None if settle is None else (lambda nb=nb, fills=fills: wait_refilled(app, nb.name, fills,
-                                                                                                  settle))
+                    if settle is None:          # the second scrub: once no notebook executes
+                        quiet = lambda: wait_executed(app, scrub_settle)   # noqa: E731
+                    else:                       # and --every-panel's moves: the pool refilled, `settle` later
+                        quiet = lambda nb=nb, fills=fills: (wait_refilled(app, nb.name, fills, settle),  # noqa: E731
+                                                            wait_executed(app, scrub_settle))
                     r = measure_dashboard(browser, f"{app.url}/voila/render/{nb.name}", moves,
-                                          profile, f"{nb.stem}_{label}", every)
+                                          profile, f"{nb.stem}_{label}", quiet=quiet,
+                                          every_panel=settle is not None)
                     results[nb.stem] = r
                     if "error" in r:
                         print(f"[{label}] {nb.stem:32s} open {r['open_s']:6.2f} s   {r['error']}", flush=True)
@@ -395,7 +422,8 @@ def run_setting(p, notebooks: list[Path], fast: bool, moves: int, profile: Path 
                           f" {r['cached_redraw_median_ms']} ms p90 {r['cached_redraw_p90_ms']} ms,"
                           f" first streamed frame {'-' if ff is None else f'{ff:.2f} s'})"
                           + (f"  scrub median {r['scrub_median_ms']:.0f} ms p90 {r['scrub_p90_ms']:.0f} ms"
-                             if "scrub_median_ms" in r else ""), flush=True)
+                             f" (at open: median {r['scrub_at_open_median_ms']:.0f} ms p90"
+                             f" {r['scrub_at_open_p90_ms']:.0f} ms)" if "scrub_median_ms" in r else ""), flush=True)
             finally:
                 browser.close()
     streamed = [row["first_ms"] for r in results.values() for row in r.get("panels") or [] if row["streamed"]]
@@ -419,6 +447,8 @@ def main(argv=None) -> None:
     parser.add_argument("--settle", type=float, default=None,
                         help="with --every-panel: seconds to wait after the pool's refill started before those "
                              "moves (default 30 with full settings, 5 fast)")
+    parser.add_argument("--scrub-settle", type=float, default=2.0,
+                        help="seconds to wait, once every pool kernel has executed its notebook, before the second scrub (default 2)")
     args = parser.parse_args(argv)
     settings = ["full"] if args.full else args.settings
     notebooks = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -434,7 +464,7 @@ def main(argv=None) -> None:
             settle = None if not args.every_panel else (
                 args.settle if args.settle is not None else 5.0 if setting == "fast" else 30.0)
             out[setting] = run_setting(p, notebooks, fast=(setting == "fast"), moves=args.moves, profile=args.profile,
-                                       settle=settle)
+                                       settle=settle, scrub_settle=args.scrub_settle)
     print(json.dumps({"benchmark": "dashboard_latency", "cpus": os.cpu_count(), "moves": args.moves,
                       "settings": out}))
 

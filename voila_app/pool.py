@@ -178,7 +178,12 @@ def ordered_pool_class(base: type) -> type:
                           content["kernel_id"], notebook_path, queue.active, queue.limit)
             place = Place(queue)
             self.__dict__.setdefault("_pool_places", {})[content["kernel_id"]] = place
-            content["task"].add_done_callback(lambda _: place.release(unless_taken=True))   # executed
+
+            def executed(_task, kernel_id=content["kernel_id"]) -> None:
+                place.release(unless_taken=True)
+                self.log.info("Pool kernel %s for %s has executed its notebook", kernel_id, notebook_path)
+
+            content["task"].add_done_callback(executed)
             return content
 
         async def get_rendered_notebook(self, notebook_name: str, *args, **kwargs):
