@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -288,7 +289,8 @@ def wait_executed(app, settle: float, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         log = app.log(tail=None)
-        if log.count("has executed its notebook") >= log.count("executing its notebook"):
+        started = len(re.findall(r"for \S+ executing its notebook", log))
+        if log.count("finished executing its notebook") >= started:
             break
         time.sleep(0.5)
     time.sleep(settle)
@@ -350,7 +352,7 @@ def measure_dashboard(browser, url: str, moves: int, profile: Path | None = None
                 if redraws["count"] > len(panel.locator(".js-plotly-plot").all()):   # more redraws than plots
                     streamed.append(redraws["first"])
         profiler.stop(f"{name}_cached", moves - half)
-        if quiet is not None:
+        if quiet is not None and (at_open or every_panel):
             quiet()                                # no notebook execution competes with the browser
         scrub = {}
         if at_open:

@@ -5,6 +5,7 @@ import asyncio
 import concurrent.futures
 import random
 import re
+import time
 
 import pytest
 
@@ -162,7 +163,8 @@ def test_the_app_builds_its_pool_manager_through_ordered_pools():
 @pytest.mark.notebook
 def test_app_starts_pool_kernels_two_at_a_time_first_dashboard_first(tmp_path):
     """The running app (six notebooks, one pre-heated kernel each, --fast): pool kernels start in the
-    landing page's order and at most pool_concurrency (2 here) execute at once; every pool fills."""
+    landing page's order and at most pool_concurrency (2 here) execute at once; every pool fills, and the
+    log says when each pool kernel has executed its notebook, and how it ended."""
     from conftest import NOTEBOOKS_DIR
 
     from voila_app.server import fast_env, running_app
@@ -172,10 +174,15 @@ def test_app_starts_pool_kernels_two_at_a_time_first_dashboard_first(tmp_path):
     with running_app(NOTEBOOKS_DIR, tmp_path / "voila.log", env=env,
                      extra_args=("--cache-dir", str(tmp_path / "cache"), "--pool-concurrency", "2")) as app:
         assert app.wait_preheated(names, timeout=600), app.log()
+        deadline = time.monotonic() + 600
+        while app.log(tail=None).count("finished executing its notebook") < len(names) and time.monotonic() < deadline:
+            time.sleep(0.5)
         log = app.log(tail=None)
     started = re.findall(r"Pool kernel \S+ for (\S+) executing its notebook \((\d) of at most 2 at once\)", log)
     assert [name for name, _ in started] == names, log[-3000:]
     assert max(int(n) for _, n in started) <= 2
+    finished = re.findall(r"Pool kernel \S+ for (\S+) finished executing its notebook \((\w+)\)", log)
+    assert sorted(finished) == [(name, "done") for name in names], log[-3000:]
 
 
 def test_pool_concurrency_reaches_the_manager_and_is_checked():

@@ -179,9 +179,11 @@ def ordered_pool_class(base: type) -> type:
             place = Place(queue)
             self.__dict__.setdefault("_pool_places", {})[content["kernel_id"]] = place
 
-            def executed(_task, kernel_id=content["kernel_id"]) -> None:
+            def executed(task, kernel_id=content["kernel_id"]) -> None:
                 place.release(unless_taken=True)
-                self.log.info("Pool kernel %s for %s has executed its notebook", kernel_id, notebook_path)
+                outcome = "cancelled" if task.cancelled() else "failed" if task.exception() is not None else "done"
+                self.log.info("Pool kernel %s for %s finished executing its notebook (%s)", kernel_id, notebook_path,
+                              outcome)
 
             content["task"].add_done_callback(executed)
             return content
