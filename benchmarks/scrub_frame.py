@@ -32,14 +32,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from dashboard_latency import ARGS, CHROMIUM, PLOT, SCRUB_STEP_JS, percentile  # noqa: E402
+from _common import emit  # noqa: E402
+from dashboard_latency import ARGS, CHROMIUM, PLOT, measure_scrub  # noqa: E402
 from voila_app.server import running_app  # noqa: E402
 
 CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "blink", "toplevel", "cc"]
 PHASES = ("UpdateLayoutTree", "Layout", "PrePaint", "Paint", "Layerize", "Commit")
 FIRST_PLOT_JS = "(sel) => Array.from(document.querySelectorAll(sel)).some(p => (p.getAttribute('d') || '').length > 8)"
-SCRUB_READY_JS = "(p) => (p.querySelector('.lecture-scrub') || {dataset: {}}).dataset.ready === '1'"
-POSITION_JS = "(p) => { const s = p.querySelector('.lecture-scrub input'); return [+s.value, +s.max]; }"
 
 
 def breakdown(raw: bytes) -> dict:
@@ -70,6 +69,8 @@ def breakdown(raw: bytes) -> dict:
 
 
 def measure(browser, url: str, css: str, steps: int, wait: float) -> dict:
+    """One page: ``css`` injected after the first plot, ``wait`` seconds, then ``steps`` scrub steps
+    (``dashboard_latency.measure_scrub``) with Chrome's tracing on, split by :func:`breakdown`."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     try:
@@ -77,22 +78,13 @@ def measure(browser, url: str, css: str, steps: int, wait: float) -> dict:
         page.wait_for_function(FIRST_PLOT_JS, arg=PLOT, timeout=300_000)
         if css:
             page.add_style_tag(content=css)
-        panel = page.locator(".lecture-panel").filter(has=page.locator(".lecture-scrub input")).first
-        if panel.count() == 0:
-            raise SystemExit("this notebook has no scrub slider")
-        handle = panel.element_handle()
-        page.wait_for_function(SCRUB_READY_JS, arg=handle, timeout=120_000)
-        panel.scroll_into_view_if_needed()
         time.sleep(wait)
         browser.start_tracing(page=page, categories=CATEGORIES)
-        times, key = [], "ArrowRight"
-        for _ in range(steps):
-            at, last = handle.evaluate(POSITION_JS)
-            key = "ArrowLeft" if at >= last else "ArrowRight" if at <= 0 else key
-            times.append(handle.evaluate(SCRUB_STEP_JS, key)["ms"])
+        steps_ms = measure_scrub(page, steps)
         split = breakdown(browser.stop_tracing())
-        return {"step_median_ms": round(statistics.median(times), 1),
-                "step_p90_ms": round(percentile(times, 0.9), 1), **split}
+        if steps_ms is None:
+            raise SystemExit("this notebook has no scrub slider")
+        return {"step_median_ms": steps_ms["scrub_median_ms"], "step_p90_ms": steps_ms["scrub_p90_ms"], **split}
     finally:
         context.close()
 
@@ -130,8 +122,8 @@ def main(argv=None) -> None:
                               + "  ".join(f"{k} {v}" for k, v in r.items() if not k.startswith("step_")), flush=True)
             finally:
                 browser.close()
-    print(json.dumps({"benchmark": "scrub_frame", "notebook": name, "fast": args.fast, "steps": args.steps,
-                      "cpus": os.cpu_count(), "variants": results}))
+    emit({"benchmark": "scrub_frame", "notebook": name, "fast": args.fast, "steps": args.steps,
+          "cpus": os.cpu_count(), "variants": results})
 
 
 if __name__ == "__main__":
