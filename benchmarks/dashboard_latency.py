@@ -12,7 +12,9 @@ dashboard in ``notebooks/``:
   to the panel having drawn the new result with nothing pending (its hidden ``lecture-state`` element).
   Reports median and p90 over all 20, and the medians of new and cached moves;
   for the cached moves also ``cached_redraw_*_ms``: in the page, from the key press to the last redraw of the
-  panel's plots (what a person sees; the harness's own polling is not in it);
+  panel's plots (what a person sees; the harness's own polling is not in it): plotly's ``plotly_afterplot``, or,
+  for a move the page recalls itself (:mod:`lecture_lib.viz.recall`, which may redraw without a replot), the
+  frame after its ``lecture-recalled`` event has been painted;
 - ``first_frame``: for each move to a new value, seconds (in the page) from the key press to the first
   redraw of one of the panel's plots (plotly's ``plotly_afterplot``); ``first_streamed_frame`` is its
   median over the moves whose result arrived in more than one redraw (a panel that streams partial
@@ -111,6 +113,11 @@ WATCH_REDRAWS_JS = """(panel) => {
   const w = {pressed: null, redraws: []};
   window.__lectureWatch = w;
   panel.addEventListener('keydown', () => { if (w.pressed === null) w.pressed = performance.now(); }, {capture: true, once: true});
+  // the page's recall (lecture_lib.viz.recall) draws a move back itself, partly without a replot: timed to the frame
+  // after it has been painted
+  if (!panel.__lectureRecallWatched) { panel.__lectureRecallWatched = true;
+    panel.addEventListener('lecture-recalled', () => requestAnimationFrame(() => setTimeout(() => {
+      const v = window.__lectureWatch; if (v.pressed !== null) v.redraws.push(performance.now()); }, 0))); }
   for (const gd of panel.querySelectorAll('.js-plotly-plot')) {
     if (!gd.__lectureWatched && gd.on) { gd.__lectureWatched = true;
       gd.on('plotly_afterplot', () => { const v = window.__lectureWatch; if (v.pressed !== null) v.redraws.push(performance.now()); }); }

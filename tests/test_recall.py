@@ -209,3 +209,119 @@ def test_a_scrubbed_family_moved_back_is_recalled_and_scrubs_in_the_page(chromiu
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
         context.close()
+
+
+def test_the_kernel_keys_a_value_as_the_page_rounds_it(page):
+    """A log slider's value computed in the page on the way back (10 ** exponent) may differ in its last bit from the
+    same value on the way there: both sides key it to 12 significant digits (controls.freeze; the page's `round`)."""
+    slider = panels.log_slider("c", 1e-2, 1e2, 3.0)
+    recall = make_panel().recall
+    recall.controls, recall.attrs = [slider], ["value"]
+    key = recall.key()
+    slider.value = float(np.nextafter(3.0, 0.0))        # 2.9999999999999996, as the page may compute it
+    assert slider.value != 3.0 and recall.key() == key == "[3.0]"
+    slider.value = 3.0000001
+    assert recall.key() != key
+
+
+# redrawChanged (lecture_lib/viz/scrub.js), the recall's redraw, against plotly's own full drawing of the same figure:
+# figure A is drawn, then given B's data by redrawChanged; B is drawn afresh beside it. What both show is compared.
+REDRAW_JS = """async ([a, b, layout, keys]) => {
+  // numeric arrays as the FigureWidget's view hands them to plotly (and the recall holds them): Float64Array
+  const typed = (t) => { for (const k of ['x', 'y']) if (Array.isArray(t[k]) && typeof t[k][0] === 'number') t[k] = Float64Array.from(t[k]);
+                         return t; };
+  const place = (f) => { const d = document.createElement('div'); d.style.width = '800px'; document.body.append(d);
+                         return Plotly.newPlot(d, f.data.map(typed), f.layout); };
+  const [ga, gb] = [await place(a), await place(b)];
+  const shown = (gd) => JSON.stringify({
+    ranges: Object.keys(gd._fullLayout).filter((k) => /^[xy]axis\\d*$/.test(k)).map((k) => gd._fullLayout[k].range),
+    ticks: [...gd.querySelectorAll('.xtick text, .ytick text, .g-ytitle, .g-xtitle')].map((t) => t.textContent),
+    lines: [...gd.querySelectorAll('.scatterlayer path.js-line')].map((p) => p.getAttribute('d')),
+    points: [...gd.querySelectorAll('.scatterlayer path.point')].map((p) => p.getAttribute('transform') + p.getAttribute('d')),
+  });
+  const before = shown(ga), events = [];
+  ga.on('plotly_relayout', (e) => events.push(e));
+  // every trace as the recall holds it: B's data as plotly decoded it, and the trace's name and visibility
+  const traces = gb.data.map((t) => Object.fromEntries([['name', t.name], ['visible', t.visible], ['x', t.x], ['y', t.y],
+    ...keys.filter((k) => k.split('.').reduce((o, p) => o && o[p], t) !== undefined)
+           .map((k) => [k, k.split('.').reduce((o, p) => o[p], t)])]));
+  const drawn = window.LectureScrub.redrawChanged(Plotly, ga, traces, layout);
+  await new Promise((r) => setTimeout(r, 100));
+  return {drawn, before, after: shown(ga), fresh: shown(gb), events: events.map((e) => Object.keys(e).sort()),
+          layoutKeys: Object.keys(ga.layout)};
+}"""
+
+
+def redraw(chromium, tmp_path, a, b, layout=None, keys=("marker.size", "customdata")):
+    from browser_helpers import new_page
+    from voila_app.export import classic_scrub_script
+    from plotly.offline import get_plotlyjs
+    import plotly.io as pio
+
+    path = tmp_path / "redraw.html"
+    path.write_text(f"<html><body><script>{get_plotlyjs()}</script><script>{classic_scrub_script()}</script></body></html>")
+    context, page, watcher = new_page(chromium)
+    try:
+        page.goto(path.as_uri())
+        got = page.evaluate(REDRAW_JS, [json_of(a, pio), json_of(b, pio), layout or {}, list(keys)])
+        assert watcher.errors == []
+        return got
+    finally:
+        context.close()
+
+
+def json_of(fig, pio):
+    """The figure as plotly JSON with its arrays as lists (plotly.py writes numbers as base64 ``bdata``)."""
+    import base64
+    import json
+
+    def plain(v):
+        if isinstance(v, dict) and set(v) >= {"dtype", "bdata"}:
+            return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+        if isinstance(v, dict):
+            return {k: plain(u) for k, u in v.items()}
+        return [plain(u) for u in v] if isinstance(v, list) else v
+    return plain(json.loads(pio.to_json(fig)))
+
+
+def two_lines(scale=1.0, n=40, sizes=None, **layout):
+    x = np.linspace(1.0, 10.0, n)
+    fig = figures.figure([go.Scatter(x=x, y=scale * x ** 2, mode="lines+markers", name="square",
+                                     marker=dict(size=sizes if sizes is not None else 6)),
+                          go.Scatter(x=x, y=np.sqrt(x), mode="lines", name="root")], y_title="y")
+    fig.update_layout(**layout)
+    return fig
+
+
+def test_redraw_changed_on_fixed_axes_replots_the_changed_traces_alone_as_plotly_draws_them(chromium, tmp_path):
+    fixed = dict(xaxis_range=[0, 12], yaxis_range=[0, 400])
+    got = redraw(chromium, tmp_path, two_lines(1.0, sizes=np.full(40, 5.0), **fixed),
+                 two_lines(2.0, n=30, sizes=np.linspace(3.0, 12.0, 30), **fixed))
+    assert got["drawn"] and got["after"] == got["fresh"] != got["before"]
+    assert got["events"] == []                                           # no relayout: the two traces' layers only
+
+
+def test_redraw_changed_autoranges_the_axes_as_a_full_draw_and_reports_nothing(chromium, tmp_path):
+    a, b = two_lines(1.0, yaxis_type="log"), two_lines(1e3, n=25, yaxis_type="log")
+    got = redraw(chromium, tmp_path, a, b)
+    assert got["drawn"] and got["after"] == got["fresh"] != got["before"]
+    # one relayout, marked so that a FigureWidget's view sends nothing to its kernel; plotly's layout is left clean
+    assert got["events"] == [["_doNotReportToPy", "xaxis.autorange", "yaxis.autorange"]]
+    assert "_doNotReportToPy" not in got["layoutKeys"]
+
+
+def test_redraw_changed_applies_the_layout_paths_that_differ(chromium, tmp_path):
+    a, b = two_lines(1.0), two_lines(1.0, yaxis_title_text="y (after)")
+    got = redraw(chromium, tmp_path, a, b, layout={"yaxis.title.text": "y (after)", "xaxis.title.text": "step k"})
+    assert got["drawn"] and got["after"] == got["fresh"] != got["before"]
+    assert got["events"] == [["_doNotReportToPy", "yaxis.title.text"]]   # the data are equal: not drawn again
+
+
+def test_redraw_changed_leaves_anything_else_to_a_full_update(chromium, tmp_path):
+    renamed = two_lines(2.0)
+    renamed.data[1].name = "root, renamed"
+    bars = go.Figure([go.Bar(x=[1, 2, 3], y=[1, 2, 3])])
+    for a, b in [(two_lines(1.0), renamed), (bars, go.Figure([go.Bar(x=[1, 2, 3], y=[3, 2, 1])])),
+                 (two_lines(1.0), two_lines(1.0, sizes=np.full(40, 5.0)))]:   # sizes: a number, then an array
+        got = redraw(chromium, tmp_path, a, b)
+        assert got["drawn"] is False and got["after"] == got["before"] and got["events"] == []

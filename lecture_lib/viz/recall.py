@@ -5,8 +5,13 @@ kernel -> a figure update per figure -> plotly's front end, which replots and th
 "trace deltas" back: 45 to 75 ms in the page. The :class:`Recall` (an invisible anywidget in the panel)
 keeps in the page what the figures showed for each result the kernel drew (bounded: the kernel says which
 to drop), keyed by the control values as the page's widget models hold them. When the controls come back
-to such a key, the page draws the entry itself (``Plotly.update`` on each graph div, marked
-``_doNotReportToPy`` so that plotly's front end sends nothing back) and sets the notes, then tells the kernel.
+to such a key, the page draws the entry itself on each graph div and sets the notes, then tells the kernel.
+It draws what changed only (``scrub.js``'s ``redrawChanged``): the traces whose data changed are recalculated
+alone, then replotted alone where their axes are fixed, or redrawn with their axes by one ``Plotly.relayout``
+that autoranges those axes; a full ``Plotly.update`` only where more than data and layout values changed (a
+trace's name or visibility, other trace types). Either way marked ``_doNotReportToPy``, so that plotly's front
+end sends nothing back. The recall's element then fires ``lecture-recalled`` (bubbling), which
+``benchmarks/dashboard_latency.py`` times.
 
 Coherency with the kernel, the pattern of :class:`~lecture_lib.viz.scrub.ScrubPanel`: the kernel then
 answers the control change as usual (a cache hit), but draws silently (:meth:`LiveFigures.draw`'s
@@ -34,6 +39,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anywidget
@@ -42,10 +48,13 @@ import numpy as np
 import traitlets
 from plotly.utils import PlotlyJSONEncoder
 
+from .controls import freeze
 from .figures import DATA_KEYS
 from .live_figures import LiveFigures, _flat
 
-RECALL_ESM = """
+# The widget's module: scrub.js (its `redrawChanged` draws what changed; lecture_lib.viz.scrub.SCRUB_JS), then the
+# recall itself.
+RECALL_ESM = Path(__file__).with_name("scrub.js").read_text() + """
 const PREFIX = "IPY_MODEL_";
 const decode = (v, buffers) => {
   if (!v || v.buffer === undefined || Array.isArray(v)) return v;
@@ -53,16 +62,18 @@ const decode = (v, buffers) => {
   return b instanceof ArrayBuffer ? new Float64Array(b) : new Float64Array(b.buffer, b.byteOffset, b.byteLength / 8);
 };
 
-/** Draw one figure's entry on a graph div: one Plotly.update, not reported back to the kernel. `position`: for a
- * scrubbed family, what the figure shows at the scrubber's position ({traces, x, y}, lecture_lib.viz.scrub). */
+/** Draw one figure's entry on a graph div, nothing reported back to the kernel: what changed only (scrub.js
+ * `redrawChanged`), else one Plotly.update. `position`: for a scrubbed family, what the figure shows at the
+ * scrubber's position ({traces, x, y}, lecture_lib.viz.scrub). */
 function drawOn(Plotly, gd, figure, base, position) {
-  const n = figure.traces.length, data = { _doNotReportToPy: true }, traces = [];
-  figure.traces.forEach((t, i) => {
-    traces.push(i);
+  const traces = figure.traces.slice(), layout = { ...base, ...figure.layout };
+  if (position) position.traces.forEach((i, j) => { traces[i] = { ...traces[i], x: position.x[j], y: position.y[j] }; });
+  if (redrawChanged(Plotly, gd, traces, layout)) return;
+  const n = traces.length, data = { _doNotReportToPy: true };
+  traces.forEach((t, i) => {
     for (const [name, v] of Object.entries(t)) (data[name] || (data[name] = new Array(n)))[i] = v;
   });
-  if (position) position.traces.forEach((i, j) => { data.x[i] = position.x[j]; data.y[i] = position.y[j]; });
-  return Plotly.update(gd, data, { ...base, ...figure.layout }, traces);
+  Plotly.update(gd, data, layout, traces.map((_, i) => i));
 }
 
 export default {
@@ -73,7 +84,10 @@ export default {
     let base = [], recalls = 0;
     const controls = await Promise.all(model.get("controls").map(get));
     const attrs = model.get("attrs");
-    const keyNow = () => JSON.stringify(controls.map((m, j) => m.get(attrs[j])));
+    // numbers to 12 significant digits, as the kernel's key (controls.freeze): a log slider's value computed in
+    // the page on the way back (10 ** exponent) may differ in its last bit from the same value on the way there
+    const round = (v) => (typeof v === "number" ? Number(v.toPrecision(12)) : Array.isArray(v) ? v.map(round) : v);
+    const keyNow = () => JSON.stringify(controls.map((m, j) => round(m.get(attrs[j]))));
     const divs = async (ref) => (await Promise.all(Object.values((await get(ref)).views || {}))).map((v) => v.el);
 
     let gds = [];                      // per figure, its graph divs (usually one), looked up ahead of a move
@@ -96,6 +110,7 @@ export default {
       if (entry.frames) scrubber.set_state({ frames: entry.frames });
       if (notes) notes.set_state({ value: entry.notes });
       el.dataset.recalls = ++recalls;
+      el.dispatchEvent(new CustomEvent("lecture-recalled", { bubbles: true }));   // drawn (benchmarks time it)
     };
     controls.forEach((m, j) => m.on("change:" + attrs[j], recall));
 
@@ -177,8 +192,9 @@ class Recall(anywidget.AnyWidget):
         self.on_msg(self._on_msg)
 
     def key(self) -> str:
-        """The current controls' key (the id of an entry): their values as the page's models hold them."""
-        return json.dumps([_json(getattr(w, t)) for w, t in zip(self.controls, self.attrs)])
+        """The current controls' key (the id of an entry): their values as the page's models hold them, numbers
+        to 12 significant digits (:func:`~lecture_lib.viz.controls.freeze`, as the page rounds them)."""
+        return json.dumps([_json(freeze(getattr(w, t))) for w, t in zip(self.controls, self.attrs)])
 
     def page_shows(self, result) -> bool:
         """Whether the page drew ``result`` itself for the current controls (then the kernel draws silently).

@@ -126,40 +126,165 @@ const layoutOn = new WeakMap();      // graph div -> the position layout it show
  * Give traces `traces` of `gd` the new x/y of `data` and redraw those traces only: what Plotly.animate without a
  * transition does, less its supplyDefaults of the whole figure (every trace and the layout, every step: most of
  * a step's script on a figure of many traces or subplots) and its calc of the traces that did not change.
- * Only where nothing else can depend on the new data: plain scatter traces (no fill, stack, error bars, or other
- * per-point arrays: `_arrayAttrs` is x and y) on axes whose ranges are fixed (`fixRanges`); anything else
- * returns false, and the caller animates. Uses plotly.js's own steps (the trace module's calc, the cartesian
- * plot of the given traces, as Plotly.animate does), so the drawing is plotly's.
+ * Only where nothing else can depend on the new data: plain scatter traces (`plainScatter`) on axes whose ranges
+ * are fixed (`fixRanges`); anything else returns false, and the caller animates. Uses plotly.js's own steps (the
+ * trace module's calc, the cartesian plot of the given traces, as Plotly.animate does), so the drawing is plotly's.
  */
 export function redrawTraces(gd, traces, data) {
-  const layout = gd._fullLayout, calcdata = gd.calcdata;
-  const cartesian = layout && (layout._basePlotModules || []).find((m) => m.name === "cartesian");
-  if (!cartesian || !calcdata || !gd.data) return false;
+  const layout = gd._fullLayout;
+  if (!cartesianOf(gd)) return false;
   for (let j = 0; j < traces.length; j++) {
-    const t = gd._fullData[traces[j]], { x, y } = data[j];
-    if (!t || t.type !== "scatter" || t.visible !== true || t.index !== traces[j]
-        || t._input !== gd.data[t.index] || !calcdata[t.index] || calcdata[t.index][0].trace !== t
-        || t.stackgroup || (t.fill && t.fill !== "none") || (t.error_x && t.error_x.visible)
-        || (t.error_y && t.error_y.visible) || !Array.isArray(x) || !Array.isArray(y)
-        || !(t._arrayAttrs || []).every((a) => a === "x" || a === "y")) return false;
+    if (!plainScatter(gd, traces[j], data[j])) return false;
+    const t = gd._fullData[traces[j]];
     for (const letter of ["x", "y"]) {
       const ax = layout[axisName(t, letter)];
       if (!ax || ax.autorange !== false) return false;
     }
   }
+  recalc(gd, traces, data);
+  plotTraces(gd, traces);
+  return true;
+}
+
+/**
+ * Draw on `gd` a figure given whole: `traces[i]` is what trace i shows ({x, y, name, visible, and any other data
+ * attribute by its dotted path, e.g. "marker.size"}, every trace of the figure in order) and `layout` the value of
+ * each layout path that may differ ({path: value}). The page-side recall's redraw (lecture_lib.viz.recall): what
+ * did not change is not drawn again. The traces whose x/y changed are recalculated alone (plotly's calc of those
+ * traces); if none of their axes autoranges and no layout path changed, those traces alone are replotted (as in
+ * `redrawTraces`); else one Plotly.relayout with the changed layout paths and an autorange of those traces' axes
+ * redraws axes and data, plotly's autorange taking every trace's extremes as its full redraw would. Half to a tenth
+ * of a full Plotly.update of the figure, which runs supplyDefaults and calc of every trace and redraws legend and
+ * titles (measured: docs/performance.md). Returns false, having changed nothing, where anything else changed (the
+ * number of traces, a name, a visibility, a data attribute other than x/y and the per-point arrays of `POINT_ARRAYS`
+ * that were arrays already) or a changed trace is not a plain scatter (`plainScatter`): the caller draws it with
+ * Plotly.update. Nothing is reported to a FigureWidget's kernel.
+ */
+export function redrawChanged(Plotly, gd, traces, layout) {
+  const full = gd._fullLayout;
+  if (!cartesianOf(gd) || !gd.data || gd.data.length !== traces.length) return false;
+  const changed = [], data = [], hidden = [], relayout = {};
+  for (let i = 0; i < traces.length; i++) {
+    const t = traces[i], now = gd.data[i], points = {};
+    for (const [path, v] of Object.entries(t)) {
+      if (path === "x" || path === "y") continue;
+      const was = valueAt(now, path);
+      if (path === "visible" ? (v ?? true) === (was ?? true) : same(v, was)) continue;
+      if (!POINT_ARRAYS.has(path) || !sameKind(v, was) || !sameKind(v, valueAt(gd._fullData[i], path))) return false;
+      points[path] = v;                               // a per-point array, e.g. marker sizes: taken like x and y
+    }
+    const moved = Object.keys(points).length > 0;
+    if (!moved && same(t.x, now.x) && same(t.y, now.y)) continue;
+    if (t.visible === false) { hidden.push(i); continue; }        // not drawn: its data change draws nothing
+    if (!plainScatter(gd, i, t)) return false;
+    changed.push(i); data.push({ x: t.x, y: t.y, points });
+  }
+  for (const i of hidden) {
+    for (const [path, v] of Object.entries(traces[i])) if (path === "x" || path === "y" || POINT_ARRAYS.has(path)) setAt(gd.data[i], path, v);
+  }
+  for (const [path, v] of Object.entries(layout || {})) if (!same(v, valueAt(gd.layout, path))) relayout[path] = v;
+  const autorange = {};
+  for (const i of changed) {
+    const t = gd._fullData[i];
+    for (const letter of ["x", "y"]) {
+      const name = axisName(t, letter), ax = full[name];
+      if (ax && ax.autorange !== false) autorange[name + ".autorange"] = ax.autorange;
+    }
+  }
+  recalc(gd, changed, data);
+  const axes = Object.keys(autorange).length;
+  if (!axes && changed.length) plotTraces(gd, changed);            // a relayout of titles alone redraws no data
+  if (axes || Object.keys(relayout).length) quietRelayout(Plotly, gd, { ...relayout, ...autorange });
+  return true;
+}
+
+/**
+ * Plotly.relayout, its plotly_relayout event marked `_doNotReportToPy` (so that a FigureWidget's view sends nothing to
+ * its kernel) without that key in the relayout itself: plotly takes a key it has no attribute for as one that needs
+ * a full replot (measured: 20 to 30 ms instead of 4 to 7). The event carries a copy of the update, so it is known by
+ * its keys; gd.emit is wrapped once per div.
+ */
+function quietRelayout(Plotly, gd, update) {
+  const keys = JSON.stringify(Object.keys(update).sort());
+  if (!gd.emit.__lectureQuiet) {
+    const emit = gd.emit, pending = gd.__lectureQuiet = [];
+    gd.emit = function (name, data) {
+      const j = name === "plotly_relayout" && data ? pending.indexOf(JSON.stringify(Object.keys(data).sort())) : -1;
+      if (j >= 0) { pending.splice(j, 1); data._doNotReportToPy = true; }
+      return emit.call(this, name, data);
+    };
+    gd.emit.__lectureQuiet = true;
+  }
+  gd.__lectureQuiet.push(keys);
+  Plotly.relayout(gd, update).catch(() => {
+    const j = gd.__lectureQuiet.indexOf(keys);
+    if (j >= 0) gd.__lectureQuiet.splice(j, 1);
+  });
+}
+
+const cartesianOf = (gd) => gd._fullLayout && gd.calcdata && gd.data
+  && (gd._fullLayout._basePlotModules || []).find((m) => m.name === "cartesian");
+
+// Per-point arrays a scatter trace's calc and plot read as they read x and y (plotly keeps the input array in the
+// full trace), so that a new one is taken by a calc of the trace alone: hover data, text, marker size, colour, symbol.
+const POINT_ARRAYS = new Set(["customdata", "text", "marker.size", "marker.color", "marker.symbol"]);
+
+/** Whether trace i of `gd` can take new x/y (`data`) by a calc of its own: a plain scatter trace, drawn, with no
+ * fill, stack or error bars and no per-point array but x, y and `POINT_ARRAYS` (nothing else depends on its data). */
+function plainScatter(gd, i, { x, y }) {
+  const t = gd._fullData[i], calcdata = gd.calcdata;
+  return !!t && t.type === "scatter" && t.visible === true && t.index === i && t._input === gd.data[i]
+    && !!calcdata[i] && calcdata[i][0].trace === t && !t.stackgroup && !(t.fill && t.fill !== "none")
+    && !(t.error_x && t.error_x.visible) && !(t.error_y && t.error_y.visible) && isArray(x) && isArray(y)
+    && (t._arrayAttrs || []).every((a) => a === "x" || a === "y" || POINT_ARRAYS.has(a));
+}
+
+/** Set the traces' new x/y (and `points`: per-point arrays by path) and run plotly's calc of those traces alone
+ * (their calcdata and axis extremes). */
+function recalc(gd, traces, data) {
   traces.forEach((i, j) => {
     const t = gd._fullData[i];
     gd.data[i].x = t.x = data[j].x;
     gd.data[i].y = t.y = data[j].y;
+    for (const [path, v] of Object.entries(data[j].points || {})) { setAt(gd.data[i], path, v); setAt(t, path, v); }
     t._length = Math.min(t.x.length, t.y.length);
     let cd = t._length ? t._module.calc(gd, t) : [];
     if (!Array.isArray(cd) || !cd[0]) cd = [{ x: undefined, y: undefined }];    // an empty trace, as plotly's doCalcdata
     if (!cd[0].t) cd[0].t = {};
     cd[0].trace = t;
-    calcdata[i] = cd;
+    gd.calcdata[i] = cd;
   });
-  cartesian.plot(gd, traces, { duration: 0, easing: "cubic-in-out", ordering: "layout first" }, () => () => {});
-  return true;
+}
+
+/** plotly's cartesian plot of the given traces alone (what Plotly.animate does without a transition). */
+function plotTraces(gd, traces) {
+  cartesianOf(gd).plot(gd, traces, { duration: 0, easing: "cubic-in-out", ordering: "layout first" }, () => () => {});
+}
+
+const isArray = (v) => Array.isArray(v) || ArrayBuffer.isView(v);
+const valueAt = (obj, path) => path.split(".").reduce((o, k) => (o == null ? undefined : o[k]), obj);
+function setAt(obj, path, v) {
+  const parts = path.split("."), last = parts.pop();
+  for (const k of parts) obj = obj[k] || (obj[k] = {});
+  obj[last] = v;
+}
+/** Both arrays of the same kind of element (numbers, strings...): one can stand for the other in plotly's defaults. */
+const sameKind = (a, b) => isArray(a) && isArray(b) && (!a.length || !b.length || typeof a[0] === typeof b[0]);
+
+/** Equal as plotly would draw them: numbers and strings by value, arrays (plain or typed) element by element,
+ * objects by their JSON; null and undefined alike (an attribute left to its default). */
+function same(a, b) {
+  if (a === b || (a == null && b == null)) return true;
+  if (a == null || b == null) return false;
+  if (isArray(a) && isArray(b)) {
+    if (a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) {
+      const u = a[i], v = b[i];
+      if (u !== v && !(u !== u && v !== v) && !(typeof u === "object" && typeof v === "object" && same(u, v))) return false;
+    }
+    return true;
+  }
+  return typeof a === "object" && typeof b === "object" && !isArray(a) && !isArray(b) && JSON.stringify(a) === JSON.stringify(b);
 }
 
 // Plotly.animate walks every index of an array that is not an Array (its expandObjectPaths runs `for...in`
