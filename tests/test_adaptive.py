@@ -408,6 +408,11 @@ def test_trajectory_figure_truncates_a_diverged_run_and_keeps_its_traces():
     assert [t.name for t in f_ok.data] == [t.name for t in f_bad.data] and _unique_names(f_ok)
     assert _all_finite(f_bad)
     assert "diverged at step" in P._trajectory_notes(bad)
+    # every axis fixed, the step axis over all steps also when a run diverged: a move back redraws the paths alone
+    for fig in (f_ok, f_bad):
+        axes = [fig.layout[name] for name in ("xaxis", "yaxis", "xaxis2", "yaxis2")]
+        assert all(ax.range is not None and ax.autorange in (None, False) for ax in axes)
+        assert tuple(fig.layout.xaxis2.range) == (0, 30)
 
 
 def test_trajectory_start_turns_with_the_valley_so_sgd_paths_are_rotations():

@@ -46,9 +46,11 @@ TRAJECTORY_LEVELS = tuple(10.0 ** (k / 2) for k in range(-5, 4))
 
 
 @functools.lru_cache(maxsize=8)
-def _trajectory_canvas(hessian: tuple, minimum: tuple) -> tuple[dict, dict]:
+def _trajectory_canvas(hessian: tuple, minimum: tuple, steps: int) -> tuple[dict, dict]:
     """What no α or β changes in :func:`trajectory_figure`: its layout as plotly JSON, and the contours
-    of J (a function of the valley's angle only) as one line trace's arguments.
+    of J (a function of the valley's angle only) as one line trace's arguments. Every axis has a fixed
+    range (the step axis: all ``steps``, also when a path diverged early), so that a slider moved back
+    redraws the paths alone in the page (:mod:`lecture_lib.viz.recall`).
 
     Validated once per valley: the redraw after a slider move then sends and draws the paths only (the
     contours' data are equal between results, so the panel's update leaves them out, and the browser
@@ -57,7 +59,7 @@ def _trajectory_canvas(hessian: tuple, minimum: tuple) -> tuple[dict, dict]:
     figures.style(fig, height=460)
     fig.update_xaxes(title_text="w₁", range=list(BOX[0]), constrain="domain", row=1, col=1)
     fig.update_yaxes(title_text="w₂", range=list(BOX[1]), scaleanchor="x", scaleratio=1, row=1, col=1)
-    fig.update_xaxes(title_text="step k", row=1, col=2)
+    fig.update_xaxes(title_text="step k", range=[0, steps], row=1, col=2)
     fig.update_yaxes(title_text="J(w) (loss)", type="log", exponentformat="power", dtick=1, range=[-8, 1.5], row=1, col=2)
     contours = figures.quadratic_contours(np.reshape(hessian, (2, 2)), minimum, TRAJECTORY_LEVELS)
     return fig.layout.to_plotly_json(), dict(x=contours.x, y=contours.y)
@@ -66,7 +68,8 @@ def _trajectory_canvas(hessian: tuple, minimum: tuple) -> tuple[dict, dict]:
 def trajectory_figure(result: experiments.Trajectories) -> go.Figure:
     """Left: the valley's contours with the three paths. Right: the loss of each against the step."""
     q = result.quadratic
-    layout, contours = _trajectory_canvas(tuple(q.hessian.flatten().tolist()), tuple(q.minimum.tolist()))
+    steps = len(next(iter(result.paths.values()))) - 1
+    layout, contours = _trajectory_canvas(tuple(q.hessian.flatten().tolist()), tuple(q.minimum.tolist()), steps)
     traces = [go.Scatter(**contours, mode="lines", line=dict(color=figures.CONTOUR_COLOR, width=1),
                          hoverinfo="skip", showlegend=False, name="contours of J")]
     for i, (name, path) in enumerate(result.paths.items()):
