@@ -1,8 +1,10 @@
 """Tests of the figure builders and the LivePanel wiring (no browser, no kernel)."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -12,6 +14,7 @@ from lecture_lib.record import Record
 from lecture_lib.viz import fast_mode, figures, panels
 
 LABELS = ["α = 0.1", "α = 3"]
+REPO = Path(__file__).resolve().parent.parent
 
 
 def make_record(lr: float = 0.1, diverge_at: int | None = 20, steps: int = 50) -> Record:
@@ -228,6 +231,70 @@ def test_runner_alone_caches_supersedes_and_delivers_newest_first():
     assert runner.key({"x": "slow"}) in runner.cache
     runner.request({"x": "bad"})
     assert runner.wait(10) and (outcomes[-1].kind, outcomes[-1].value) == ("bad", "x is bad")
+
+
+class FakeEvents:
+    """IPython's ``shell.events``: callbacks registered by event name, triggered as a kernel runs a cell."""
+
+    def __init__(self):
+        self.callbacks = {"pre_execute": [], "post_execute": []}
+
+    def register(self, event, callback):
+        self.callbacks[event].append(callback)
+
+    def unregister(self, event, callback):
+        self.callbacks[event].remove(callback)
+
+    def trigger(self, event):
+        for callback in self.callbacks[event][:]:
+            callback()
+
+
+def test_warm_when_idle_imports_once_the_kernel_has_run_no_cell_for_a_while(tmp_path, monkeypatch):
+    from lecture_lib.viz import runner
+
+    (tmp_path / "lecture_warm_probe.py").write_text("import time\nIMPORTED_AT = time.monotonic()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shell = type("Shell", (), {"events": FakeEvents()})()
+    assert runner.warm_when_idle(["lecture_warm_probe"], quiet=0.2) is None           # not in a kernel
+    thread = runner.warm_when_idle(["lecture_warm_probe"], quiet=0.2, shell=shell)   # called in a cell
+    time.sleep(0.5)
+    assert "lecture_warm_probe" not in sys.modules                   # that cell still runs
+    shell.events.trigger("post_execute")
+    shell.events.trigger("pre_execute")                               # the next cell: 1 s long
+    time.sleep(1.0)
+    assert "lecture_warm_probe" not in sys.modules
+    shell.events.trigger("post_execute")
+    ended = time.monotonic()
+    thread.join(5)
+    assert sys.modules["lecture_warm_probe"].IMPORTED_AT - ended >= 0.2                  # after `quiet` seconds
+    assert shell.events.callbacks == {"pre_execute": [], "post_execute": []}
+    assert runner.warm_when_idle(["lecture_warm_probe"], quiet=0.2, shell=shell) is None   # once per process
+
+
+def test_after_the_warm_up_a_first_curvature_computation_imports_nothing():
+    """torch imports torch._dynamo (sympy with it, 1.1-1.6 s) on a process's first torch.func transform: a kernel
+    whose notebook came from the result cache paid it on its first computed move. After the warm-up it does not."""
+    import subprocess
+
+    fresh = ("import sys, time\n"
+             "import torch\n"
+             "from lecture_lib import curvature\n"
+             "from lecture_lib.models import MLP\n"
+             "from lecture_lib.viz import runner\n"
+             "class Events:\n"
+             "    register = unregister = lambda self, event, callback: setattr(self, event, callback)\n"
+             "shell = type('Shell', (), {{'events': Events()}})()\n"
+             "if {warm}:\n"
+             "    thread = runner.warm_when_idle(quiet=0.0, shell=shell)\n"
+             "    shell.events.post_execute(); thread.join(30)\n"
+             "before = set(sys.modules)\n"
+             "curvature.gauss_newton(MLP([3, 4, 2], activation='tanh', seed=0), torch.randn(5, 3), 'mse')\n"
+             "print(len(set(sys.modules) - before))\n")
+    run = lambda warm: int(subprocess.run([sys.executable, "-c", fresh.format(warm=warm)], cwd=REPO, text=True,
+                                          capture_output=True, check=True).stdout.split()[-1])
+    assert run(False) > 100            # what the warm-up is for: torch's lazy imports on the first transform
+    assert run(True) == 0
 
 
 def test_panel_builds_one_figure_widget_with_all_traces_and_dom_hooks():

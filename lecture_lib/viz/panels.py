@@ -59,7 +59,7 @@ from .controls import CONTROL_WIDTH, choice, dropdown, freeze, int_slider, log_s
 from .live_figures import LiveFigures, figure_widget, refresh_initial_state
 from .panel_view import PANEL_CSS, PRESENT_FIGURE_HEIGHT, PRESENT_GAP, PRESENT_WIDTH, PanelView
 from .recall import Recall
-from .runner import ComputeRunner, Outcome, Superseded, classify
+from .runner import ComputeRunner, Outcome, Superseded, classify, warm_when_idle
 from .url_state import decode_value, encode_value
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,7 @@ class LivePanel(PanelView):
             w.observe(self._on_change, names="value")
         strict = _strict()
         self.runner.run_now(self.values, raise_errors=strict)      # the one computation of the default
+        warm_when_idle()        # torch's lazy imports, once the notebook has run: not in the first move
         if strict and self._draw_error is not None:
             raise self._draw_error
 

@@ -28,12 +28,14 @@ What it guarantees:
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +62,64 @@ def classify(exc: Exception) -> tuple[str, str]:
         return "bad", str(exc)
     log.error("panel computation failed", exc_info=exc)
     return "error", f"The computation failed ({type(exc).__name__}: {exc})."
+
+
+#: What torch imports on a process's first ``torch.func`` transform (``grad``, ``jacrev``, ``jvp``, ``vjp``,
+#: ``hessian``: they enter ``torch._dynamo.compiled_autograd``): ``torch._dynamo`` with sympy, some 800 modules,
+#: 1.1-1.6 s on a 2-core machine. A kernel whose notebook came from the result cache has computed nothing yet,
+#: so its first computed move on a curvature panel paid them (02's conditioning panel: first frame 1.7 s).
+LAZY_IMPORTS = ("torch._dynamo",)
+_WARMED: set[str] = set()               # modules a warm-up thread has been started for, in this process
+
+
+def warm_when_idle(modules: Sequence[str] = LAZY_IMPORTS, quiet: float = 2.0, shell=None) -> threading.Thread | None:
+    """Import ``modules`` in a daemon thread once the IPython kernel has run no cell for ``quiet`` seconds.
+
+    Called as a panel is built (in a cell): the imports happen after the notebook has run (a server's pool
+    kernel before any visitor arrives, a student's kernel while they read), not during its execution nor in the
+    first slider move. Once per module and process; returns the thread, or ``None`` outside an IPython kernel
+    (scripts, tests) and when there is nothing left to import.
+    """
+    if shell is None:
+        shell = _ipython()
+    todo = [m for m in modules if m not in sys.modules and m not in _WARMED]
+    if shell is None or not todo:
+        return None
+    _WARMED.update(todo)
+    state = {"running": True, "last": time.monotonic()}     # called from a cell: it ends with post_execute
+
+    def pre(*_):
+        state["running"] = True
+
+    def post(*_):
+        state.update(running=False, last=time.monotonic())
+
+    shell.events.register("pre_execute", pre)
+    shell.events.register("post_execute", post)
+
+    def work() -> None:
+        while state["running"] or time.monotonic() - state["last"] < quiet:
+            time.sleep(quiet / 8)
+        for event, callback in (("pre_execute", pre), ("post_execute", post)):
+            try:
+                shell.events.unregister(event, callback)
+            except ValueError:
+                pass
+        for name in todo:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # noqa: BLE001 - a warm-up only: the first computation imports it anyway
+                log.debug("warm-up import of %s failed: %s", name, exc)
+
+    thread = threading.Thread(target=work, name="lecture-warm-imports", daemon=True)
+    thread.start()
+    return thread
+
+
+def _ipython():
+    """The running IPython shell, or ``None`` (no IPython, or not in a kernel)."""
+    ipython = sys.modules.get("IPython")
+    return ipython.get_ipython() if ipython is not None else None
 
 
 def _takes_progress(fn: Callable) -> bool:
