@@ -286,7 +286,7 @@ def test_after_the_warm_up_a_first_curvature_computation_imports_nothing():
              "    register = unregister = lambda self, event, callback: setattr(self, event, callback)\n"
              "shell = type('Shell', (), {{'events': Events()}})()\n"
              "if {warm}:\n"
-             "    thread = runner.warm_when_idle(quiet=0.0, shell=shell)\n"
+             "    thread = runner.warm_when_idle(runner.TORCH_FUNC_IMPORTS, quiet=0.0, shell=shell)\n"
              "    shell.events.post_execute(); thread.join(30)\n"
              "before = set(sys.modules)\n"
              "curvature.gauss_newton(MLP([3, 4, 2], activation='tanh', seed=0), torch.randn(5, 3), 'mse')\n"

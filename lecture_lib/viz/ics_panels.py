@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 from .. import ics
 from ..experiments import ics as experiments
 from . import fast_mode, figures, panels, scrub
+from .runner import TORCH_FUNC_IMPORTS
 
 NORM_LABELS = {"none": "no normalizer", "center": "batch centering", "batch": "batch norm"}
 VARIANT_LABELS = {"uncentered": "uncentered x", "centered": "centered x − m", "whitened": "whitened Σ^(−1/2)(x − m)"}
@@ -183,6 +184,7 @@ def conditioning_panel(fast: bool | None = None) -> panels.LivePanel:
     return panels.LivePanel(
         partial(experiments.conditioning_experiment, n=400 if fast else 1000, dim=6, hidden=10), controls,
         build=conditioning_figures, notes=conditioning_notes,
+        preload=TORCH_FUNC_IMPORTS,           # the exact Gauss-Newton block: torch.func.jacrev
         title="ICS Conditioning Hypothesis in a small MLP (first layer, 6 → 10 → M, tanh)",
         caption="The block of the first weight matrix W₁ only (its bias excluded), so A = E[aaᵀ] has no 1 appended "
                 "and ν = ‖m‖² + 1. Raise ‖m‖: exactly M eigenvalues of the exact Gauss-Newton block detach from the bulk, "
@@ -227,6 +229,7 @@ def reparam_panel(fast: bool | None = None) -> panels.LivePanel:
     return panels.LivePanel(
         partial(experiments.reparam_experiment, steps=80 if fast else 200, n=256 if fast else 512), controls,
         build=reparam_figures, notes=reparam_notes,
+        preload=TORCH_FUNC_IMPORTS,           # the exact Gauss-Newton block: torch.func.jacrev
         title="Same network, new coordinates: W̃ = WΣ^(1/2), b̃ = b + Wm",
         caption="Both networks start as the same function and each gets its best α from a sweep. Raise ‖m‖ "
                 "or κ(Σ): the original's spectrum spreads and it trains slower; the reparameterized one does not care.")
@@ -297,6 +300,7 @@ def wrinkle_panel(fast: bool | None = None) -> panels.LivePanel:
     return panels.LivePanel(
         partial(experiments.wrinkle_experiment, steps=60 if fast else 250, n=128 if fast else 256), controls,
         build=wrinkle_figures, notes=wrinkle_notes,
+        preload=TORCH_FUNC_IMPORTS,           # the exact Gauss-Newton block: torch.func.jacrev
         title="The wrinkle: shift the activations that feed a normalized layer",
         caption="Dashed = shifted by c. Without a normalizer the shift slows training; with batch centering or "
                 "batch norm the dashed curve lies exactly on the solid one, although K-FAC's factor A (grey bars) "

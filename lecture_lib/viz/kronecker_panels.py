@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 from ..experiments import kronecker as experiments
 from ..kronecker import KronSpectrum
 from . import fast_mode, figures, panels, scrub
+from .runner import TORCH_FUNC_IMPORTS
 
 KFAC_SIZES = (4, 6, 3)
 LAYER_LABELS = {"hidden layer (linears.0)": "linears.0", "output layer (linears.1)": "linears.1"}
@@ -126,6 +127,7 @@ def kfac_panel(fast: bool | None = None) -> panels.LivePanel:
                   "checkpoint": panels.int_slider("checkpoint", 0, checkpoints - 1, 0)},
         build=kfac_figures,
         notes=_kfac_notes,
+        preload=TORCH_FUNC_IMPORTS,           # the exact Gauss-Newton block: torch.func.jacrev
         title="K-FAC against the exact Gauss-Newton block",
         caption=f"A {'-'.join(map(str, KFAC_SIZES))} tanh MLP trained by gradient descent on a teacher task. "
                 "Slide through the checkpoints: for the hidden layer the Kronecker block tracks the exact "
@@ -170,6 +172,7 @@ def linear_network_panel(fast: bool | None = None) -> panels.LivePanel:
                   "mean_norm": panels.slider("‖m‖ (input mean)", 0.0, 5.0, 2.0, step=0.5)},
         build=linear_network_figure,
         notes=_linear_network_notes,
+        preload=TORCH_FUNC_IMPORTS,           # the exact Gauss-Newton block: torch.func.jacrev
         title="Linear networks: K-FAC's block is exact in every layer",
         caption="Squared error (output Hessian I), exact Gauss-Newton blocks in float64, uncentered correlated "
                 "inputs. Without nonlinearities the back-propagated derivatives do not depend on the input, so "

@@ -98,6 +98,10 @@ class LivePanel(PanelView):
         title, caption: heading and one-paragraph explanation (HTML allowed in caption).
         cache_size: how many results to keep (least recently used dropped).
         progress_after: seconds of compute after which the progress bar shows.
+        preload: modules ``compute`` imports on its first run in a process (e.g. ``runner.TORCH_FUNC_IMPORTS``
+            for a computation with ``torch.func``'s reverse mode: 1.1-1.6 s and ~70 MB), imported once the
+            notebook has run (:func:`~lecture_lib.viz.runner.warm_when_idle`): a kernel whose notebook came from
+            the result cache would otherwise pay them in the first slider move that computes.
     """
 
     recalls = True      # the page keeps drawn results (lecture_lib.viz.recall), a ScrubPanel its families too
@@ -105,7 +109,8 @@ class LivePanel(PanelView):
     def __init__(self, compute: Callable[..., Any], controls: Mapping[str, widgets.Widget],
                  build: Callable[[Any], go.Figure | Sequence[go.Figure]],
                  notes: Callable[[Any], str] | None = None, title: str | None = None,
-                 caption: str | None = None, cache_size: int = 32, progress_after: float = 0.5):
+                 caption: str | None = None, cache_size: int = 32, progress_after: float = 0.5,
+                 preload: Sequence[str] = ()):
         if not callable(build):
             raise TypeError(f"build must be a figure builder result -> go.Figure, got {type(build).__name__}")
         self.controls: dict[str, widgets.Widget] = dict(controls)
@@ -139,7 +144,7 @@ class LivePanel(PanelView):
             w.observe(self._on_change, names="value")
         strict = _strict()
         self.runner.run_now(self.values, raise_errors=strict)      # the one computation of the default
-        warm_when_idle()        # torch's lazy imports, once the notebook has run: not in the first move
+        warm_when_idle(preload)
         if strict and self._draw_error is not None:
             raise self._draw_error
 

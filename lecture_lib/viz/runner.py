@@ -64,15 +64,16 @@ def classify(exc: Exception) -> tuple[str, str]:
     return "error", f"The computation failed ({type(exc).__name__}: {exc})."
 
 
-#: What torch imports on a process's first ``torch.func`` transform (``grad``, ``jacrev``, ``jvp``, ``vjp``,
-#: ``hessian``: they enter ``torch._dynamo.compiled_autograd``): ``torch._dynamo`` with sympy, some 800 modules,
-#: 1.1-1.6 s on a 2-core machine. A kernel whose notebook came from the result cache has computed nothing yet,
-#: so its first computed move on a curvature panel paid them (02's conditioning panel: first frame 1.7 s).
-LAZY_IMPORTS = ("torch._dynamo",)
+#: What torch imports on a process's first reverse-mode ``torch.func`` transform (``grad``, ``jacrev``, ``vjp``,
+#: ``hessian``: they enter ``torch._dynamo.compiled_autograd``; ``jvp`` and ``vmap`` do not): ``torch._dynamo`` with
+#: sympy, some 800 modules, 1.1-1.6 s on a 2-core machine and ~70 MB. A kernel whose notebook came from the result
+#: cache has computed nothing, so its first computed move on a curvature panel paid them (02's conditioning panel:
+#: first frame 1.7 s). Panels whose computation needs them name them in ``preload``; other kernels do without.
+TORCH_FUNC_IMPORTS = ("torch._dynamo",)
 _WARMED: set[str] = set()               # modules a warm-up thread has been started for, in this process
 
 
-def warm_when_idle(modules: Sequence[str] = LAZY_IMPORTS, quiet: float = 2.0, shell=None) -> threading.Thread | None:
+def warm_when_idle(modules: Sequence[str], quiet: float = 2.0, shell=None) -> threading.Thread | None:
     """Import ``modules`` in a daemon thread once the IPython kernel has run no cell for ``quiet`` seconds.
 
     Called as a panel is built (in a cell): the imports happen after the notebook has run (a server's pool
