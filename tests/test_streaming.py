@@ -220,6 +220,33 @@ def test_partial_figures_do_not_push_finished_results_out_of_the_built_figures()
     assert panel.wait(10) and len(builds) == 51 and len(panel.figure.data[0].y) == 10
 
 
+def test_plane_panel_streams_the_drawn_runs_then_adds_the_predicted_circle(monkeypatch):
+    """05's plane panel (0.5 s at full settings) streams: partial frames show the runs so far, at the chosen step
+    or their last one, with no circle (its radius needs the probe run) and no NaN; the final one has the circle."""
+    monkeypatch.setenv("LECTURE_CACHE_DIR", "off")
+    from lecture_lib.viz import equilibrium_panels as ep
+
+    panel = ep.plane_panel(fast=True)
+    panel.runner.stream_every = 0.0
+    frames = []
+    original = panel.live.draw
+
+    def watched(result, transient=False):
+        original(result, transient)
+        circle, path = panel.figure.data[0], panel.figure.data[1]
+        frames.append((transient, len(result[0].w), result[1], len(circle.x), len(path.x)))
+
+    monkeypatch.setattr(panel.live, "draw", watched)
+    panel.set(lr=0.5)
+    assert panel.wait(30)
+    partials, final = [f for f in frames if f[0]], frames[-1]
+    assert partials and not final[0]
+    for _, trained, k, circle, path in partials:
+        assert k == min(panel.controls["step"].value, trained - 1) and circle == 0 and path == k + 1
+    assert final[3] == 200 and final[2] == panel.controls["step"].value
+    assert all(np.isfinite(np.asarray(t.x, dtype=float)).all() for t in panel.figure.data if t.x is not None)
+
+
 def test_scrub_panel_streams_its_current_position_only():
     from lecture_lib.viz import scrub
 
@@ -354,6 +381,8 @@ def _experiment_cases():
         "sgd_vs_lars": (lambda p: eqx.sgd_vs_lars(0.1, 5e-3, 0.9, min_steps=60, max_steps=60, progress=p),
                         ep.lars_figure),
         "batch_scaling": (lambda p: eqx.batch_scaling((1, 2), examples=400, progress=p), ep.batch_figure),
+        "plane_runs": (lambda p: eqx.plane_runs(1.0, 0.02, steps=40, progress=p),
+                       lambda r: ep.plane_figure((r, len(r.w) - 1))),
         "decay_strengths": (lambda p: eqx.decay_strengths(0.1, 0.9, steps=30, progress=p), ep.labatie_figure),
         "effective_lr": (lambda p: mech.effective_lr_experiment(steps=20, width=16, record_every=2, eval_every=5,
                                                                 progress=p), mp.effective_lr_figures),
@@ -369,7 +398,7 @@ def _experiment_cases():
 
 STREAMING = ("descent_family", "reparam", "wrinkle", "conditioning", "inverse_timing", "kfac_checkpoint",
              "decay_comparisons", "grafting", "growth", "collapse", "output_layer", "remedies", "optimizers",
-             "layer_balance", "ratio_families", "sgd_vs_lars", "batch_scaling", "decay_strengths", "effective_lr",
+             "layer_balance", "ratio_families", "sgd_vs_lars", "batch_scaling", "plane_runs", "decay_strengths", "effective_lr",
              "effective_lr_family", "jacobian", "damping")
 
 #: Fields of a result that are wall-clock measurements: never equal between two runs, streamed or not.

@@ -433,9 +433,9 @@ class PlaneRuns:
     weight_decay: float
     w: np.ndarray        # (K, 2, 2) weights
     g: np.ndarray        # (K, 2, 2) loss gradients
-    radius: float        # √ of the equilibrium squared norm G√(α/(2λ)), G from the probe run
+    radius: float        # √ of the equilibrium squared norm G√(α/(2λ)), G from the probe run (NaN: a partial result)
     record: Record
-    probe: Record        # the decayed run again from another seed: where G comes from
+    probe: Record | None  # the decayed run again from another seed: where G comes from (None: a partial result)
 
     def pieces(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """The two pieces of step ``step`` per run, ``(2, 2)`` each: decay −αλw (inward) and gradient −αg (⊥ w)."""
@@ -444,17 +444,23 @@ class PlaneRuns:
 
 
 @cached
-@accepts(lr=Positive(), weight_decay=Positive(), steps=Int(1))
-def plane_runs(lr: float, weight_decay: float, steps: int = 300) -> PlaneRuns:
+@accepts(lr=Positive(), weight_decay=Positive(), steps=Int(1), progress=Function(optional=True))
+def plane_runs(lr: float, weight_decay: float, steps: int = 300, progress=None) -> PlaneRuns:
     """The toy model in the plane on pure-noise labels (the direction random-walks), without and with decay.
 
     The circle's radius is a prediction: its :math:`G` comes from a probe run with decay from
-    another seed (other initial direction, other minibatches), not from the drawn runs.
+    another seed (other initial direction, other minibatches), not from the drawn runs. ``progress``
+    (:class:`~lecture_lib.record.Stream`) gets the drawn runs as they train, without the circle (``radius``
+    NaN, ``probe`` None), then the fraction alone while the probe trains.
     """
     data = toy_data(dim=2, teacher_scale=0.0)
+    stream = Stream(progress)
     rec = train_toy([lr, lr], [0.0, weight_decay], batch_size=8, steps=steps, dim=2, init_norm=0.5,
-                    track_weights=True, data=data)
-    probe = train_toy(lr, weight_decay, batch_size=8, steps=steps, dim=2, init_norm=0.5, data=data, seed=1)
+                    track_weights=True, data=data,
+                    report=stream.stage(lambda r: PlaneRuns(lr, weight_decay, r.extras["w"], r.extras["g"],
+                                                            radius=math.nan, record=r, probe=None), 0.0, 0.5))
+    probe = train_toy(lr, weight_decay, batch_size=8, steps=steps, dim=2, init_norm=0.5, data=data, seed=1,
+                      report=stream.stage(None, 0.5, 1.0))
     G = eq.grad_scale(probe)[0]
     return PlaneRuns(lr, weight_decay, rec.extras["w"], rec.extras["g"],
                      radius=math.sqrt(eq.equilibrium_sq_norm(lr, weight_decay, G)), record=rec, probe=probe)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import html
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -277,7 +278,19 @@ def lars_panel(fast: bool | None = None) -> panels.LivePanel:
 ARROW_SCALE = 1.0  # draw the two pieces of one step this many times longer than they are
 RUNS_2D = ("no weight decay", "weight decay λ")
 
-_plane_runs = functools.lru_cache(maxsize=16)(ex.plane_runs)   # the step slider only picks a step of the same runs
+_PLANE_RUNS: OrderedDict[tuple, ex.PlaneRuns] = OrderedDict()   # the step slider only picks a step of the same runs
+
+
+def _plane_runs(lr: float, weight_decay: float, steps: int, progress=None) -> ex.PlaneRuns:
+    """:func:`ex.plane_runs`, the last 16 kept in memory (a cache hit reports nothing)."""
+    key = (float(lr), float(weight_decay), int(steps))
+    if key in _PLANE_RUNS:
+        _PLANE_RUNS.move_to_end(key)
+    else:
+        _PLANE_RUNS[key] = ex.plane_runs(lr, weight_decay, steps, progress=progress)
+        while len(_PLANE_RUNS) > 16:
+            _PLANE_RUNS.popitem(last=False)
+    return _PLANE_RUNS[key]
 
 
 def _times(scale: float) -> str:
@@ -289,7 +302,7 @@ def plane_figure(result: tuple[ex.PlaneRuns, int]) -> go.Figure:
     res, k = result
     decay_piece, grad_piece = res.pieces(k)
     fig = figures.figure(x_title="w₁", y_title="w₂", height=560)
-    t = np.linspace(0, 2 * np.pi, 200)
+    t = np.linspace(0, 2 * np.pi, 200) if math.isfinite(res.radius) else np.empty(0)   # partial: no circle yet
     fig.add_trace(go.Scatter(x=res.radius * np.cos(t), y=res.radius * np.sin(t), mode="lines",
                              line=dict(color=GREY, dash="dash", width=2),
                              name="equilibrium circle ‖w‖² = G√(α/(2λ))"))
@@ -323,6 +336,9 @@ def plane_notes(result: tuple[ex.PlaneRuns, int]) -> str:
     res, k = result
     decay_piece, grad_piece = res.pieces(k)
     n0, n1 = (np.linalg.norm(res.w[k, r]) for r in range(2))
+    if not math.isfinite(res.radius):          # a partial result: the runs so far, the probe not yet trained
+        return (f"Step {k}: ‖w‖ = {n0:.3f} without decay, {n1:.3f} with decay. Training… (the circle's radius "
+                f"comes from a separate run, trained next).")
     late = np.median(np.linalg.norm(res.w[len(res.w) // 2:, 1], axis=-1))
     return (f"Step {k}: ‖w‖ = {n0:.3f} without decay, {n1:.3f} with decay (circle radius {res.radius:.3f}, "
             f"predicted with G from a run from another seed; late median ‖w‖ of the decayed run / radius = "
@@ -333,8 +349,13 @@ def plane_notes(result: tuple[ex.PlaneRuns, int]) -> str:
 def plane_panel(fast: bool | None = None) -> panels.LivePanel:
     steps = sizes(fast).plane_steps
 
-    def compute(lr: float, weight_decay: float, step: int) -> tuple[ex.PlaneRuns, int]:
-        return _plane_runs(lr, weight_decay, steps), min(int(step), steps - 1)
+    def compute(lr: float, weight_decay: float, step: int, progress=None) -> tuple[ex.PlaneRuns, int]:
+        def runs_progress(fraction: float, partial: ex.PlaneRuns | None = None) -> None:
+            # the runs so far, drawn at the chosen step or, while they have not reached it, at their last one
+            progress(fraction, None if partial is None else (partial, min(int(step), len(partial.w) - 1)))
+
+        runs = _plane_runs(lr, weight_decay, steps, None if progress is None else runs_progress)
+        return runs, min(int(step), steps - 1)
 
     return panels.LivePanel(
         compute=compute,
