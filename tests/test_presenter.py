@@ -16,9 +16,13 @@ pytestmark = pytest.mark.browser
 PROJECTOR = {"width": 1280, "height": 720}
 # What a panel's plots show, without the random ids plotly gives clip paths and traces:
 # line paths, legend entries and tick labels.
-PLOT_CONTENT_JS = """(panel) => Array.from(panel.querySelectorAll(
-    '.js-plotly-plot .scatterlayer path.js-line, .js-plotly-plot .legendtext, .js-plotly-plot .xtick text, '
-    + '.js-plotly-plot .ytick text')).map(e => e.getAttribute('d') || e.textContent).join('|')"""
+# What a panel's plots show: each figure's line paths and legend in order, its tick labels as a set (their order in
+# the DOM depends on how the axis was last redrawn: a relayout appends new ticks after those it keeps).
+PLOT_CONTENT_JS = """(panel) => Array.from(panel.querySelectorAll('.js-plotly-plot')).map((gd) => {
+    const texts = (sel, sorted) => { const t = Array.from(gd.querySelectorAll(sel)).map(e => e.getAttribute('d') || e.textContent);
+                                     return (sorted ? t.sort() : t).map(v => '|' + v).join(''); };
+    return texts('.scatterlayer path.js-line') + texts('.legendtext') + texts('.xtick text', true) + texts('.ytick text', true);
+  }).join('||')"""
 MIN_SCALE = 0.8            # a panel may be shrunk to fit, but not below this
 MIN_TITLE_PX = 24          # panel titles on screen, after scaling
 

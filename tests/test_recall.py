@@ -181,6 +181,49 @@ def test_a_slider_moved_back_redraws_in_the_page_without_a_figure_message(chromi
         context.close()
 
 
+# What a graph div shows, and the same data and layout drawn afresh by plotly in a div of the same size.
+AS_FRESH_JS = """async (panel) => {
+  const gd = panel.querySelector('.js-plotly-plot');
+  const shown = (g) => JSON.stringify({
+    ranges: ['xaxis', 'yaxis'].map((k) => g._fullLayout[k].range), title: g._fullLayout.yaxis.title.text,
+    ticks: [...g.querySelectorAll('.xtick text, .ytick text')].map((t) => t.textContent).sort(),
+    paths: [...g.querySelectorAll('.scatterlayer path.js-line')].map((p) => p.getAttribute('d')) });
+  const div = document.createElement('div');
+  document.body.appendChild(div);
+  const layout = { ...JSON.parse(JSON.stringify(gd.layout)), width: gd._fullLayout.width, height: gd._fullLayout.height };
+  await Plotly.newPlot(div, gd.data.map((t) => ({ ...t })), layout);
+  const out = { drawn: shown(gd), fresh: shown(div), changedDraws: +(gd.dataset.lectureChangedDraws || 0) };
+  Plotly.purge(div); div.remove();
+  return out;
+}"""
+
+
+def test_a_new_result_from_the_kernel_is_drawn_by_redraw_changed_as_plotly_would(chromium, voila_fixture_app):
+    """The figure's view draws the kernel's update of the data and layout values (voila_app.figure_widget,
+    drawChanged) with scrub.js's redrawChanged, not plotly's whole-figure update: what it shows is what plotly
+    draws afresh from the same data and layout, and the kernel's figure keeps following (a second new value)."""
+    context, page, watcher = open_page(chromium, f"{voila_fixture_app.url}/voila/render/recall_demo.ipynb")
+    try:
+        wait_for_dashboard(page)
+        panel = page.locator(".lecture-panel").first
+        handle = panel.locator(SLIDER_HANDLE).first
+        page.wait_for_function("() => typeof window.lectureRedrawChanged === 'function'", timeout=REDRAW_TIMEOUT_MS)
+        before = panel.evaluate(AS_FRESH_JS)["changedDraws"]
+        handle.focus()
+        for a in (1.5, 2.0):                                   # new values, computed and drawn by the kernel
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(a * X)], timeout=REDRAW_TIMEOUT_MS)
+            panel.locator(".lecture-notes", has_text=f"slope {a:g}").wait_for(timeout=REDRAW_TIMEOUT_MS)
+            page.wait_for_timeout(300)                         # the relayout of the new range and title
+            got = panel.evaluate(AS_FRESH_JS)
+            assert got["drawn"] == got["fresh"] and f"y (a = {a:g})" in got["drawn"]
+            assert got["changedDraws"] > before
+            before = got["changedDraws"]
+        assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
+    finally:
+        context.close()
+
+
 def test_a_scrubbed_family_moved_back_is_recalled_and_scrubs_in_the_page(chromium, voila_fixture_app):
     slopes = (0.5, 1.0, 2.0, 3.0, 4.0)                                     # tests/fixtures/scrub_demo.ipynb
     context, page, watcher = open_page(chromium, f"{voila_fixture_app.url}/voila/render/scrub_demo.ipynb")
@@ -297,14 +340,14 @@ def test_redraw_changed_on_fixed_axes_replots_the_changed_traces_alone_as_plotly
     fixed = dict(xaxis_range=[0, 12], yaxis_range=[0, 400])
     got = redraw(chromium, tmp_path, two_lines(1.0, sizes=np.full(40, 5.0), **fixed),
                  two_lines(2.0, n=30, sizes=np.linspace(3.0, 12.0, 30), **fixed))
-    assert got["drawn"] and got["after"] == got["fresh"] != got["before"]
+    assert got["drawn"] == "plot" and got["after"] == got["fresh"] != got["before"]
     assert got["events"] == []                                           # no relayout: the two traces' layers only
 
 
 def test_redraw_changed_autoranges_the_axes_as_a_full_draw_and_reports_nothing(chromium, tmp_path):
     a, b = two_lines(1.0, yaxis_type="log"), two_lines(1e3, n=25, yaxis_type="log")
     got = redraw(chromium, tmp_path, a, b)
-    assert got["drawn"] and got["after"] == got["fresh"] != got["before"]
+    assert got["drawn"] == "relayout" and got["after"] == got["fresh"] != got["before"]
     # one relayout, marked so that a FigureWidget's view sends nothing to its kernel; plotly's layout is left clean
     assert got["events"] == [["_doNotReportToPy", "xaxis.autorange", "yaxis.autorange"]]
     assert "_doNotReportToPy" not in got["layoutKeys"]
@@ -313,7 +356,7 @@ def test_redraw_changed_autoranges_the_axes_as_a_full_draw_and_reports_nothing(c
 def test_redraw_changed_applies_the_layout_paths_that_differ(chromium, tmp_path):
     a, b = two_lines(1.0), two_lines(1.0, yaxis_title_text="y (after)")
     got = redraw(chromium, tmp_path, a, b, layout={"yaxis.title.text": "y (after)", "xaxis.title.text": "step k"})
-    assert got["drawn"] and got["after"] == got["fresh"] != got["before"]
+    assert got["drawn"] == "relayout" and got["after"] == got["fresh"] != got["before"]
     assert got["events"] == [["_doNotReportToPy", "yaxis.title.text"]]   # the data are equal: not drawn again
 
 

@@ -158,7 +158,8 @@ export function redrawTraces(gd, traces, data) {
  * titles (measured: docs/performance.md). Returns false, having changed nothing, where anything else changed (the
  * number of traces, a name, a visibility, a data attribute other than x/y and the per-point arrays of `POINT_ARRAYS`
  * that were arrays already) or a changed trace is not a plain scatter (`plainScatter`): the caller draws it with
- * Plotly.update. Nothing is reported to a FigureWidget's kernel.
+ * Plotly.update. Else "relayout" where plotly's relayout draws (it emits plotly_afterplot), "plot" where the traces
+ * were plotted alone or nothing needed drawing (no plotly_afterplot). Nothing is reported to a FigureWidget's kernel.
  */
 export function redrawChanged(Plotly, gd, traces, layout) {
   const full = gd._fullLayout;
@@ -194,8 +195,9 @@ export function redrawChanged(Plotly, gd, traces, layout) {
   recalc(gd, changed, data);
   const axes = Object.keys(autorange).length;
   if (!axes && changed.length) plotTraces(gd, changed);            // a relayout of titles alone redraws no data
-  if (axes || Object.keys(relayout).length) quietRelayout(Plotly, gd, { ...relayout, ...autorange });
-  return true;
+  if (!axes && !Object.keys(relayout).length) return "plot";
+  quietRelayout(Plotly, gd, { ...relayout, ...autorange });
+  return "relayout";
 }
 
 /**
@@ -345,3 +347,7 @@ export function wire(input, { Plotly, plotDivs, frames = [], labels = [], output
     get index() { return shown; },
   };
 }
+
+// The figures' views draw kernel-driven updates with redrawChanged too (voila_app/figure_widget.py, drawChanged):
+// a page where this module runs (a panel's Recall or Scrubber) offers it to them.
+if (typeof window !== "undefined" && !window.lectureRedrawChanged) window.lectureRedrawChanged = redrawChanged;
