@@ -22,19 +22,16 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _common import emit  # noqa: E402
-from dashboard_latency import ARGS, CHROMIUM, GENERATION_JS, PLOT, SETTLED_JS, SLIDER, slider_state  # noqa: E402
-from voila_app.server import running_app  # noqa: E402
+from _common import emit, opened_dashboard, served_dashboards  # noqa: E402
+from dashboard_latency import GENERATION_JS, SETTLED_JS, SLIDER, slider_state  # noqa: E402
 
 ORDER = ("plotly", "changed", "changed", "plotly")
 
@@ -87,14 +84,8 @@ def t_interval(diffs: list[float]) -> tuple[float, float, float]:
 
 
 def measure(browser, url: str, wait: float) -> list[dict]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        page.goto(url, wait_until="commit", timeout=300_000)
-        page.wait_for_function("(sel) => document.querySelectorAll(sel).length > 0", arg=PLOT, timeout=300_000)
-        page.wait_for_timeout(wait * 1000)
+    """One dashboard: the four moves of every panel with a slider (``ORDER``), each timed in the page."""
+    with opened_dashboard(browser, url, wait) as page:
         if not page.evaluate(INSTRUMENT_JS):
             raise SystemExit(f"{url}: no window.lectureRedrawChanged (no panel module evaluated scrub.js)")
         rows = []
@@ -130,11 +121,7 @@ def measure(browser, url: str, wait: float) -> list[dict]:
                   f"{row['changed_first_ms']:6.1f} ms; figure updates plotly {row['plotly_update_ms']:5.1f} ms, "
                   f"changed {row['changed_update_ms']:5.1f} ms", flush=True)
         page.evaluate("() => { window.lectureRedrawChanged = window.__kd.keep; }")
-        if errors:
-            raise SystemExit(f"JavaScript errors on {url}: {errors}")
-        return rows
-    finally:
-        context.close()
+    return rows
 
 
 def main(argv=None) -> None:
@@ -143,26 +130,10 @@ def main(argv=None) -> None:
     parser.add_argument("--wait", type=float, default=8.0, help="seconds after the first plot before the moves")
     parser.add_argument("--fast", action="store_true", help="LECTURE_FAST=1 (default: the full settings)")
     args = parser.parse_args(argv)
-    if not os.access(CHROMIUM, os.X_OK):
-        sys.exit(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    notebooks = [nb for nb in sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
-                 if not args.only or nb.stem in args.only]
     results: dict[str, list] = {}
-    with tempfile.TemporaryDirectory(prefix="lecture-kernel-draw-") as tmp, sync_playwright() as p:
-        for nb in notebooks:
-            shutil.copy(nb, Path(tmp) / nb.name)
-        log = REPO / "benchmarks" / "out" / "kernel_draw_voila.log"
-        with running_app(Path(tmp), log, fast=args.fast) as app:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-            try:
-                for nb in notebooks:
-                    app.wait_preheated([nb.name], timeout=900)
-                    print(nb.stem, flush=True)
-                    results[nb.stem] = measure(browser, f"{app.url}/voila/render/{nb.name}", args.wait)
-            finally:
-                browser.close()
+    for browser, nb, url in served_dashboards(args.only, "kernel_draw_voila.log", args.fast):
+        print(nb.stem, flush=True)
+        results[nb.stem] = measure(browser, url, args.wait)
     rows = [r for rs in results.values() for r in rs]
     summary = {}
     for what in ("first", "update"):

@@ -26,23 +26,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _common import emit  # noqa: E402
-from dashboard_latency import ARGS, CHROMIUM, PLOT  # noqa: E402
+from _common import emit, opened_dashboard, served_dashboards  # noqa: E402
 from lecture_lib.viz.figures import DATA_KEYS  # noqa: E402
 from voila_app.export import classic_scrub_script  # noqa: E402
-from voila_app.server import running_app  # noqa: E402
-
-FIRST_PLOT_JS = "(sel) => document.querySelectorAll(sel).length > 0"
 
 # Per figure of panel `index`: both ways timed `reps` times each, alternating; the figure put back after each.
 DRAW_JS = r"""
@@ -118,14 +112,7 @@ def median(values):
 
 def measure(browser, url: str, reps: int, scale: float, wait: float) -> list[dict]:
     """One dashboard: every figure of every panel, both ways (``DRAW_JS``)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        page.goto(url, wait_until="commit", timeout=300_000)
-        page.wait_for_function(FIRST_PLOT_JS, arg=PLOT, timeout=300_000)
-        page.wait_for_timeout(wait * 1000)
+    with opened_dashboard(browser, url, wait) as page:
         page.add_script_tag(content=classic_scrub_script())
         rows = []
         for index in range(page.evaluate("document.querySelectorAll('.lecture-panel').length")):
@@ -133,11 +120,7 @@ def measure(browser, url: str, reps: int, scale: float, wait: float) -> list[dic
                 rows.append({"panel": index, "figure": figure, **r,
                              **{f"{k}_median_ms": median(r[f"{k}_ms"])
                                 for k in ("update", "changed", "update_call", "changed_call")}})
-        if errors:
-            raise SystemExit(f"JavaScript errors on {url}: {errors}")
-        return rows
-    finally:
-        context.close()
+    return rows
 
 
 def main(argv=None) -> None:
@@ -148,33 +131,16 @@ def main(argv=None) -> None:
     parser.add_argument("--wait", type=float, default=8.0, help="seconds after the first plot before the draws")
     parser.add_argument("--fast", action="store_true", help="LECTURE_FAST=1 (default: the full settings)")
     args = parser.parse_args(argv)
-    if not os.access(CHROMIUM, os.X_OK):
-        sys.exit(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    notebooks = [nb for nb in sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
-                 if not args.only or nb.stem in args.only]
     results: dict[str, list] = {}
-    with tempfile.TemporaryDirectory(prefix="lecture-recall-") as tmp, sync_playwright() as p:
-        for nb in notebooks:
-            shutil.copy(nb, Path(tmp) / nb.name)
-        log = REPO / "benchmarks" / "out" / "recall_draw_voila.log"
-        with running_app(Path(tmp), log, fast=args.fast) as app:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-            try:
-                for nb in notebooks:
-                    app.wait_preheated([nb.name], timeout=900)
-                    rows = results[nb.stem] = measure(browser, f"{app.url}/voila/render/{nb.name}",
-                                                      args.reps, args.scale, args.wait)
-                    for r in rows:
-                        print(f"{nb.stem[:2]} panel {r['panel']} figure {r['figure']}: {r['traces']:2d} traces"
-                              f" ({r['changed']} changed, {r['points']:5d} points)  {r['path']:8s}"
-                              f"  update {r['update_median_ms']:6.1f} ms  changed {r['changed_median_ms']:6.1f} ms"
-                              f"  x{r['update_median_ms'] / max(r['changed_median_ms'], 0.1):4.1f}"
-                              f"  (calls {r['update_call_median_ms']:5.1f} / {r['changed_call_median_ms']:5.1f} ms)"
-                              f"  {'same drawing' if r['same'] else 'DIFFERENT drawing'}", flush=True)
-            finally:
-                browser.close()
+    for browser, nb, url in served_dashboards(args.only, "recall_draw_voila.log", args.fast):
+        rows = results[nb.stem] = measure(browser, url, args.reps, args.scale, args.wait)
+        for r in rows:
+            print(f"{nb.stem[:2]} panel {r['panel']} figure {r['figure']}: {r['traces']:2d} traces"
+                  f" ({r['changed']} changed, {r['points']:5d} points)  {r['path']:8s}"
+                  f"  update {r['update_median_ms']:6.1f} ms  changed {r['changed_median_ms']:6.1f} ms"
+                  f"  x{r['update_median_ms'] / max(r['changed_median_ms'], 0.1):4.1f}"
+                  f"  (calls {r['update_call_median_ms']:5.1f} / {r['changed_call_median_ms']:5.1f} ms)"
+                  f"  {'same drawing' if r['same'] else 'DIFFERENT drawing'}", flush=True)
     every = [r for rows in results.values() for r in rows]
     emit({"benchmark": "recall_draw", "fast": args.fast, "reps": args.reps, "scale": args.scale,
           "cpus": os.cpu_count(), "figures": len(every), "all_same": all(r["same"] for r in every),
