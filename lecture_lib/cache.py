@@ -37,6 +37,7 @@ import hashlib
 import inspect
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,38 @@ def cached(fn: Callable) -> Callable:
 
     wrapper.uncached = fn
     return wrapper
+
+
+def recent(maxsize: int) -> Callable[[Callable], Callable]:
+    """``fn`` with its last ``maxsize`` results kept in this process, keyed on its arguments (defaults filled in,
+    lists as tuples) except ``progress``: a panel passes a fresh ``progress`` callback with every request, so a
+    key with it would never hit. For a result that several slider positions show (a step, a checkpoint): a move
+    among them does not compute again. A hit returns at once and reports no progress; arguments that cannot be
+    hashed make that call uncached. ``wrapper.results`` is the store (``clear()`` it to compute again)."""
+    def decorate(fn: Callable) -> Callable:
+        signature = inspect.signature(fn)
+        results: OrderedDict = OrderedDict()
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs) -> Any:
+            bound = signature.bind(*args, **kwargs)     # a wrong argument: TypeError, as fn would raise
+            bound.apply_defaults()
+            key = tuple((name, _frozen(value)) for name, value in bound.arguments.items() if name != "progress")
+            try:
+                hit = key in results
+            except TypeError:                           # an unhashable argument
+                return fn(*args, **kwargs)
+            if not hit:
+                results[key] = fn(*args, **kwargs)
+                while len(results) > maxsize:
+                    results.popitem(last=False)
+            results.move_to_end(key)
+            return results[key]
+
+        wrapper.results = results
+        return wrapper
+    return decorate
+
+
+def _frozen(value):
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value

@@ -228,3 +228,26 @@ def test_the_app_hands_every_kernel_one_absolute_cache_folder(tmp_path, monkeypa
     assert "off" in config.describe_cache({"LECTURE_CACHE_DIR": "off"})
     with pytest.raises(ValueError, match="LECTURE_CACHE_SIZE"):
         config.kernel_environment({}, cache_size="big")
+
+
+def test_recent_keeps_the_last_results_in_memory_keyed_without_progress():
+    """cache.recent: a panel's fresh progress callback does not make every call a miss (functools.lru_cache's
+    would), a hit computes and reports nothing, lists key as tuples, the oldest result goes beyond maxsize."""
+    calls, reports = [], []
+
+    @cache.recent(2)
+    def run(a, sizes=(1, 2), progress=None):
+        calls.append((a, sizes))
+        if progress is not None:
+            progress(1.0)
+        return object()
+
+    first = run(1, progress=reports.append)
+    assert run(1, sizes=[1, 2], progress=reports.append) is first and run(a=1) is first
+    assert calls == [(1, (1, 2))] and reports == [1.0]          # one computation, one report
+    run(2)
+    run(3)                                                      # 1 is now the oldest beyond 2 results: dropped
+    assert run(1) is not first and len(calls) == 4 and len(run.results) == 2
+    run.results.clear()
+    run(3)
+    assert len(calls) == 5

@@ -362,7 +362,7 @@ def _experiment_cases():
         "conditioning": (lambda p: icx.conditioning_experiment(outputs=2, n=64, progress=p), icp.conditioning_figures),
         "inverse_timing": (lambda p: kx.time_inverses_up_to(8, widths=(2, 4, 8), repeats=1, progress=p),
                            kp.cost_figure),
-        "kfac_checkpoint": (lambda p: (kx._RUNS.clear(),          # the runs are kept in memory too: train again
+        "kfac_checkpoint": (lambda p: (kx.kfac_vs_exact.results.clear(),          # the runs are kept in memory too: train again
                                        kx.kfac_checkpoint("linears.0", 2, steps=20, checkpoints=4, progress=p))[1],
                             kp.kfac_figures),
         "decay_comparisons": (lambda p: adx.decay_comparisons(weight_decay=(0.01, 0.1, 1.0), steps=40, progress=p),

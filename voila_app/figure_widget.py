@@ -6,7 +6,7 @@ carries the small module :data:`SHARED_BUNDLE_ESM`, which imports the bundle fro
 static files (served by :class:`voila_app.bundle.BundleHandler`): fetched and evaluated once
 per page (the browser caches it), so a dashboard with many figures opens fast. It also keeps
 the data arrays out of the "trace deltas" plotly's front end reports to the kernel after each
-redraw, and sends those reports after the redraw is painted (see ``lightenReports``), and, in a page
+redraw, and sends those reports after the redraw is painted (see ``patchFigureView``), and, in a page
 with lecture panels, draws a kernel-driven update that changes only trace data and layout values with
 ``scrub.js``'s ``redrawChanged`` instead of plotly's whole-figure ``Plotly.update`` (``drawChanged``).
 
@@ -104,17 +104,13 @@ function drawChanged(gd, update) {
       traces[i][path] = v;
     }
   }
-  for (const [path, v] of Object.entries(update.layout_data || {})) {
-    if (path.startsWith("_")) continue;
-    if (v === undefined) continue;
-    layout[path] = v;
-  }
+  for (const [path, v] of Object.entries(update.layout_data || {})) if (!path.startsWith("_") && v !== undefined) layout[path] = v;
   const how = redraw(Plotly, gd, traces, layout);
   if (how === "plot") gd.emit("plotly_afterplot");             // as plotly's own redraw does (relayout emits it)
   if (how) gd.dataset.lectureChangedDraws = (+gd.dataset.lectureChangedDraws || 0) + 1;   // for tests, benchmarks
   return !!how;
 }
-function lightenReports(FigureView) {
+function patchFigureView(FigureView) {
   const proto = FigureView.prototype, sendTraces = proto._sendTraceDeltas, sendLayout = proto._sendLayoutDelta;
   if (!sendTraces || sendTraces.light) return;
   const doUpdate = proto.do_update;
@@ -142,7 +138,7 @@ function lightenReports(FigureView) {
 }
 const bundles = (window.lectureFigureBundles ??= {});        // one import per bundle and page
 const loadBundle = (full) => (bundles[full] ??= import(bundleUrl(full ? "widgetbundle-full.js" : "widgetbundle.js"))
-  .then((m) => { lightenReports(m.FigureView); return m; }));
+  .then((m) => { patchFigureView(m.FigureView); return m; }));
 // Lazy drawing: a figure is drawn when it comes near the viewport; the others wait until the first figure of
 // the page has been drawn (so they do not delay it; at once where no figure is near the viewport) and are then
 // drawn one per idle moment, nearest to the viewport first, without scrolling. Until drawn, a figure's element keeps its layout's

@@ -16,7 +16,6 @@ Nothing here imports plotly or ipywidgets.
 """
 from __future__ import annotations
 
-import collections
 import copy
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import torch
 
 from .. import curvature
 from .._validate import Choice, Function, Int, Positive, Real, Seed, Sizes, Where, accepts, check_choice, check_int
-from ..cache import cached
+from ..cache import cached, recent
 from ..data import gaussian_inputs, teacher
 from ..engine import train
 from ..adaptive import requires
@@ -160,12 +159,9 @@ def _layers(arguments) -> None:
     check_choice("layer", arguments["layer"], layers)
 
 
-#: The last 8 runs of :func:`kfac_vs_exact`, by their arguments.
-_RUNS: collections.OrderedDict = collections.OrderedDict()
-
-
 @accepts(_layers, sizes=Sizes(), activation=Choice(ACTIVATIONS), steps=Int(1), checkpoints=Int(2), lr=Positive(),
          n=Int(1), seed=Seed(), progress=Function(optional=True))
+@recent(8)                  # the arguments are checked first; a slider over the checkpoints then only picks rows
 def kfac_vs_exact(layer: str = "linears.0", sizes: tuple = (4, 6, 3), activation: str = "tanh",
                   steps: int = 200, checkpoints: int = 9, lr: float = 0.05, n: int = 128,
                   seed: int = 0, progress=None) -> KFACvsExact:
@@ -179,14 +175,7 @@ def kfac_vs_exact(layer: str = "linears.0", sizes: tuple = (4, 6, 3), activation
     Results are cached, so a slider over the checkpoints only picks rows. ``progress(fraction, partial)``:
     the checkpoints measured so far, as training reaches them.
     """
-    # the arguments are checked; with sizes a tuple they are hashable: the training run is cached on them
-    key = (layer, tuple(sizes), activation, steps, checkpoints, float(lr), n, seed)
-    if key not in _RUNS:
-        _RUNS[key] = _kfac_vs_exact(*key, progress=progress)
-        while len(_RUNS) > 8:
-            _RUNS.popitem(last=False)
-    _RUNS.move_to_end(key)
-    return _RUNS[key]
+    return _kfac_vs_exact(layer, tuple(sizes), activation, steps, checkpoints, float(lr), n, seed, progress=progress)
 
 
 def checkpoint_steps(steps: int, checkpoints: int) -> list[int]:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import functools
 import html
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..cache import recent
 from ..experiments import equilibrium as ex
 from . import fast_mode, figures, panels, scrub
 
@@ -278,19 +278,9 @@ def lars_panel(fast: bool | None = None) -> panels.LivePanel:
 ARROW_SCALE = 1.0  # draw the two pieces of one step this many times longer than they are
 RUNS_2D = ("no weight decay", "weight decay λ")
 
-_PLANE_RUNS: OrderedDict[tuple, ex.PlaneRuns] = OrderedDict()   # the step slider only picks a step of the same runs
-
-
-def _plane_runs(lr: float, weight_decay: float, steps: int, progress=None) -> ex.PlaneRuns:
-    """:func:`ex.plane_runs`, the last 16 kept in memory (a cache hit reports nothing)."""
-    key = (float(lr), float(weight_decay), int(steps))
-    if key in _PLANE_RUNS:
-        _PLANE_RUNS.move_to_end(key)
-    else:
-        _PLANE_RUNS[key] = ex.plane_runs(lr, weight_decay, steps, progress=progress)
-        while len(_PLANE_RUNS) > 16:
-            _PLANE_RUNS.popitem(last=False)
-    return _PLANE_RUNS[key]
+#: The last 16 plane runs in memory: the step slider only picks a step of the same runs (the panel passes a progress
+#: callback, which the disk cache and this one leave out of the key).
+_plane_runs = recent(16)(ex.plane_runs)
 
 
 def _times(scale: float) -> str:
@@ -354,7 +344,7 @@ def plane_panel(fast: bool | None = None) -> panels.LivePanel:
             # the runs so far, drawn at the chosen step or, while they have not reached it, at their last one
             progress(fraction, None if partial is None else (partial, min(int(step), len(partial.w) - 1)))
 
-        runs = _plane_runs(lr, weight_decay, steps, None if progress is None else runs_progress)
+        runs = _plane_runs(lr, weight_decay, steps, progress=None if progress is None else runs_progress)
         return runs, min(int(step), steps - 1)
 
     return panels.LivePanel(

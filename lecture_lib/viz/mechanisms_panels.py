@@ -16,6 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .. import mechanisms as M
+from ..cache import recent
 from ..experiments import mechanisms as E
 from . import fast_mode, figures, panels, scrub
 
@@ -333,7 +334,7 @@ def architecture_panel(fast: bool | None = None) -> panels.LivePanel:
 
 
 # =========================================================================== 3. effective damping
-@functools.lru_cache(maxsize=16)
+@recent(16)                  # not lru_cache: the panel's progress callback, new with each request, never hit it
 def damping(curvature: str = "kfac-f", damping: float = 1e-3, weight_decay: float = 0.1, steps: int = 1000,
             width: int = 64, seeds=(0,), progress=None) -> E.DampingResult:
     return E.damping_experiment(curvature, damping=damping, weight_decay=weight_decay, steps=steps, width=width,
