@@ -315,6 +315,21 @@ class Where(Spec):
         return value if out is None else out
 
 
+def sequence_of(spec: Spec, bad: tuple, optional: bool = False) -> Where:
+    """Declares a non-empty sequence whose entries ``name[i]`` each satisfy ``spec`` (passed on as a tuple);
+    ``optional``: None is accepted too."""
+
+    def rule(name, values):
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise TypeError(f"{name} must be a sequence, got {values!r}")
+        values = list(values)
+        if not values:
+            raise ValueError(f"{name} must not be empty")
+        return tuple(spec.check(f"{name}[{i}]", v, {}) for i, v in enumerate(values))
+
+    return Where(rule, bad=bad, optional=optional)
+
+
 def accepts(*relations: Callable[[Mapping], None], **specs: Spec):
     """Declare what a function's parameters accept; check them when it is called.
 

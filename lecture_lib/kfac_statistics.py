@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from . import losses as _losses
-from ._validate import Choice, Inputs, Instance, Loss, Model, Tensor, accepts, one_target_per_example
+from ._validate import (Choice, Inputs, Instance, Loss, Model, Tensor, accepts, one_target_per_example,
+                        sequence_of)
 from .models import BatchedLinear
 
 CURVATURES = ("fisher", "empirical", "ggn")
@@ -151,6 +152,21 @@ def _empirical_needs_targets(arguments: Mapping) -> None:
         raise ValueError("curvature='empirical' needs the training targets y")
 
 
+def _tapped_forward(model: nn.Module, params: Params | None, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Tap]]:
+    """The model's outputs on ``x`` with ``params`` (``None``: its own) and every linear layer's :class:`Tap`.
+
+    Through :func:`torch.func.functional_call` with copies of the buffers, so the model is not modified; call it
+    with gradients enabled to differentiate the outputs in the taps' ``s``.
+    """
+    params = dict(model.named_parameters()) if params is None else params
+    state = {k: v.detach().requires_grad_(v.is_floating_point()) for k, v in params.items()}
+    for k, b in model.named_buffers():      # copies: the statistics pass must not move running averages
+        state[k] = params[k].detach().clone() if k in params else b.detach().clone()
+    with layer_taps(model) as taps:
+        out = torch.func.functional_call(model, state, (x,))
+    return out, taps
+
+
 @accepts(targets_match, _empirical_needs_targets, model=MODEL, x=INPUTS, y=Tensor(optional=True), loss=LOSS,
          curvature=Choice(CURVATURES), generator=Instance(torch.Generator, optional=True))
 def estimate_factors(model: nn.Module, params: Params | None, x: torch.Tensor, y: torch.Tensor | None,
@@ -174,13 +190,9 @@ def estimate_factors(model: nn.Module, params: Params | None, x: torch.Tensor, y
     :math:`\mathcal{D}s` is the derivative of the batch's loss (times ``B``).
     """
     loss_fn = _losses.LOSSES[loss]
-    params = dict(model.named_parameters()) if params is None else params
-    state = {k: v.detach().requires_grad_(v.is_floating_point()) for k, v in params.items()}
-    for k, b in model.named_buffers():      # copies: the statistics pass must not move running averages
-        state[k] = params[k].detach().clone() if k in params else b.detach().clone()
     layers = kfac_layers(model)
-    with torch.enable_grad(), layer_taps(model) as taps:
-        out = torch.func.functional_call(model, state, (x,))
+    with torch.enable_grad():
+        out, taps = _tapped_forward(model, params, x)
         names = [n for n in layers if n in taps]
         s_list = [taps[n].s for n in names]
         S = {n: 0.0 for n in names}
@@ -201,3 +213,29 @@ def estimate_factors(model: nn.Module, params: Params | None, x: torch.Tensor, y
         a = _with_bias_column(taps[n].a, layers[n].bias is not None)
         factors[n] = (_second_moment(a).detach(), S[n].detach())
     return factors
+
+
+@accepts(model=MODEL, x=INPUTS, losses=sequence_of(LOSS, bad=((), ("hinge",), "mse")))
+def ggn_factor_traces(model: nn.Module, params: Params | None, x: torch.Tensor, layer: str,
+                      losses=("cross_entropy", "mse")) -> torch.Tensor:
+    r"""``(R, len(losses))``: :math:`\operatorname{tr}A \cdot \operatorname{tr}S` of ``layer``'s Gauss-Newton factors
+    for each loss, i.e. the traces of :func:`estimate_factors` ``(..., loss, 'ggn')[layer]``, on one batch.
+
+    The same quantity at a fraction of the cost: one forward pass for all ``losses``, back-propagation to
+    ``layer`` alone, and :math:`\operatorname{tr}S = \mathbb{E}_b \sum_k \lVert \mathcal{D}s_b^{(k)} \rVert^2`
+    without forming :math:`S` (a recorded row of 06's damping panel: 64 → ~45 ms).
+    """
+    if layer not in kfac_layers(model):
+        raise ValueError(f"layer must be one of the model's linear layers {list(kfac_layers(model))}, got {layer!r}")
+    with torch.enable_grad():
+        out, taps = _tapped_forward(model, params, x)
+        s, traces = taps[layer].s, []
+        for loss in losses:
+            L = output_hessian_sqrt(loss, out)
+            tr_s = 0.0
+            for k in range(L.shape[-1]):   # as in estimate_factors: the gradient of <out, L_k>
+                ds, = torch.autograd.grad((out * L[..., k]).sum(), [s], retain_graph=True)
+                tr_s = tr_s + ds.square().sum(-1).mean(-1)
+            traces.append(tr_s)
+    a = _with_bias_column(taps[layer].a, kfac_layers(model)[layer].bias is not None)
+    return (a.square().sum(-1).mean(-1).unsqueeze(-1) * torch.stack(traces, -1)).detach()

@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from ._validate import (Array, Choice, Inputs, Instance, Int, NonNegative, Positive, Seed, Sizes, Spec, Tensor, Unit, Where,
-                        accepts, one_of, one_target_per_example, run_of)
+                        accepts, one_of, one_target_per_example, run_of, sequence_of)
 from .losses import LOSSES
 from .models import ACTIVATIONS, MLP, DeepLinear
 from .optim.base import Transform, chain, check_runs
@@ -67,21 +67,6 @@ LABELS = {"sgd": "SGD", "adam": "Adam", "kfac-f": "K-FAC-F", "kfac-g": "K-FAC-G"
 
 
 # ============================================================================ declarations
-def sequence_of(spec: Spec, bad: tuple, optional: bool = False) -> Where:
-    """Declares a non-empty sequence whose entries ``name[i]`` each satisfy ``spec`` (passed on as a tuple);
-    ``optional``: None is accepted too."""
-
-    def rule(name, values):
-        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-            raise TypeError(f"{name} must be a sequence, got {values!r}")
-        values = list(values)
-        if not values:
-            raise ValueError(f"{name} must not be empty")
-        return tuple(spec.check(f"{name}[{i}]", v, {}) for i, v in enumerate(values))
-
-    return Where(rule, bad=bad, optional=optional)
-
-
 BATCH = Inputs()
 SEEDS = sequence_of(Seed(), bad=((), (-1,), (0.5,), "a"))
 RUN_INDICES = sequence_of(Int(0), bad=([-4], [0.5], "a", ["a"]))

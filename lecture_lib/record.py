@@ -90,7 +90,9 @@ class Stream:
         stream = Stream(progress)
         rec = train(..., report=stream.stage(lambda rec: OutputLayerResult(lr, rec, rates(rec)), 0.0, 1.0))
 
-    A partial result is made (``make(record_so_far)``) as soon as two rows are recorded, then at most
+    A partial result is made (``make(record_so_far)``) once ``first`` updates are done (two: two rows when every
+    step is recorded, so that each curve has a segment; one: the initial row alone, for a builder that draws a
+    lone point and whose rows are costly), then at most
     every ``interval`` seconds, and so that reporting (assembling the record and the result, and whatever
     ``progress`` does with it: a panel draws it) takes at most a ``1 / (1 + spacing)`` share of the time;
     ``fraction`` goes from ``start`` to ``end`` over the stage.
@@ -100,16 +102,17 @@ class Stream:
         self.progress, self.interval, self.spacing = progress, interval, spacing
         self._next = 0.0                  # monotonic time after which the next partial result may be made
 
-    def stage(self, make: Callable[[Record], Any] | None, start: float = 0.0, end: float = 1.0):
+    def stage(self, make: Callable[[Record], Any] | None, start: float = 0.0, end: float = 1.0, first: int = 2):
         """The ``report(done, steps, so_far)`` of one training: fraction from ``start`` to ``end``, partial
-        results ``make(record_so_far)`` (``make=None``: the fraction only); ``None`` without ``progress``."""
+        results ``make(record_so_far)`` from ``first`` updates done (``make=None``: the fraction only); ``None``
+        without ``progress``."""
         if self.progress is None:
             return None
 
         def report(done: int, steps: int, so_far: Callable[[], Record]) -> None:
             fraction = start + (end - start) * done / steps
             now = time.monotonic()
-            if make is None or now < self._next or done < 2 or done >= steps:
+            if make is None or now < self._next or done < first or done >= steps:
                 self.progress(fraction)    # the final result follows at once after the last step
                 return
             self.progress(fraction, make(so_far()))

@@ -485,6 +485,11 @@ ENTRIES = [
         curv_model() if model is DEFAULT else model, None, **k),
       dict(x=mlp_x_y()[0], y=mlp_x_y()[1], loss="mse"), None,
       **declared(kfac_statistics.estimate_factors, x=Tensor((None, 2))), messages=X_OR_INPUT),
+    E("ggn_factor_traces", lambda model=DEFAULT, **k: kfac_statistics.ggn_factor_traces(
+        curv_model() if model is DEFAULT else model, None, **k),
+      dict(x=mlp_x_y()[0], layer="linears.0"), None,
+      **declared(kfac_statistics.ggn_factor_traces, x=Tensor((None, 2)), layer=Obj(("linears.9", "", 0))),
+      messages={**X_OR_INPUT, "losses": "losses|loss"}),
     E("sample_targets", kfac_statistics.sample_targets, dict(loss="cross_entropy", out=torch.zeros(2, 3, 4)), None,
       **declared(kfac_statistics.sample_targets)),
     E("output_hessian_sqrt", kfac_statistics.output_hessian_sqrt, dict(loss="cross_entropy", out=torch.zeros(2, 3, 4)),

@@ -7,7 +7,7 @@ import torch
 from lecture_lib import losses, optim
 from lecture_lib.data import Dataset, teacher
 from lecture_lib.engine import train
-from lecture_lib.kfac_statistics import estimate_factors, layer_taps, output_hessian_sqrt
+from lecture_lib.kfac_statistics import estimate_factors, ggn_factor_traces, layer_taps, output_hessian_sqrt
 from lecture_lib.models import MLP, DeepLinear
 from lecture_lib.optim import (TransformOptimizer, add_decayed_weights, chain, kfac, kfac_precondition,
                                kron_damped_solve)
@@ -122,6 +122,22 @@ def test_sampled_fisher_factor_converges_to_ggn_for_mse():
     S_mc = sum(estimate_factors(model, None, x, None, "mse", "fisher", g)["linears.0"][1] for _ in range(400)) / 400
     assert torch.allclose(S_mc, S_ggn, rtol=0, atol=0.15 * S_ggn.abs().max())
     assert not torch.allclose(S_mc, S_ggn, atol=1e-6)  # it is sampled, not computed
+
+
+@pytest.mark.parametrize("layer", ["linears.0", "linears.1", "linears.2"])
+def test_ggn_factor_traces_are_the_traces_of_the_factors(layer):
+    # batch norm couples the examples, random parameters (not the model's own) and two losses in one pass
+    model = MLP([5, 6, 4, 3], norm="batch", runs=2, seed=[1, 2], dtype=torch.float64)
+    params = {n: p + 0.3 * torch.randn_like(p) for n, p in model.named_parameters()}
+    x = torch.randn(9, 5)
+    got = ggn_factor_traces(model, params, x, layer, ("cross_entropy", "mse"))
+    assert got.shape == (2, 2)
+    for i, loss in enumerate(("cross_entropy", "mse")):
+        A, S = estimate_factors(model, params, x, None, loss, "ggn")[layer]
+        want = A.diagonal(dim1=-2, dim2=-1).sum(-1) * S.diagonal(dim1=-2, dim2=-1).sum(-1)
+        torch.testing.assert_close(got[:, i], want, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="layer must be one of"):
+        ggn_factor_traces(model, None, x, "linears.9")
 
 
 def test_output_hessian_sqrt_factors_softmax_hessian():

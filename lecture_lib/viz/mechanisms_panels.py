@@ -32,13 +32,15 @@ DAMPING_SIZES = {False: dict(steps=1000, width=64, seeds=(0, 1, 2, 3)), True: di
 
 
 def _scheme_traces(x, values, schemes, showlegend=True, label: str = "", dash: str | None = None):
-    """One line per decay scheme (a column of ``values``), drawn up to its first non-finite value."""
+    """One line per decay scheme (a column of ``values``), drawn up to its first non-finite value; a lone value
+    (the first row of a streamed run) as a point."""
     traces = []
     for i, s in enumerate(schemes):
         y = np.asarray(values[:, i], dtype=float)
         n = figures.finite_prefix(y)
         name = f"{label}, {M.SCHEME_LABELS[s]}" if label else M.SCHEME_LABELS[s]
-        traces.append(go.Scatter(x=np.asarray(x[:n], dtype=float), y=y[:n], mode="lines", name=name,
+        traces.append(go.Scatter(x=np.asarray(x[:n], dtype=float), y=y[:n], mode="lines" if n > 1 else "markers",
+                                 name=name, marker=dict(color=SCHEME_COLORS[s], size=7),
                                  legendgroup=s, showlegend=showlegend,
                                  line=dict(color=SCHEME_COLORS[s], width=2.5, dash=dash or SCHEME_DASH.get(s)),
                                  hovertemplate=f"{name}<br>step %{{x}}: %{{y:.4g}}<extra></extra>"))
