@@ -369,7 +369,8 @@ class WrinkleResult:
     records: list[Record]             # per norm, a 2-run record (run 0: shift 0, run 1: shift c)
     max_gap: list[float]              # per norm, max |loss(shift 0) - loss(shift c)| over training
     kfac_top: np.ndarray              # (norms, 2) top eigenvalue of the K-FAC factor A of the shifted layer
-    exact_top: np.ndarray             # (norms, 2) top eigenvalue of the exact GN block of that layer
+    exact_top: np.ndarray             # (norms, 2) top eigenvalue of the exact GN block of that layer (NaN: not
+                                      # computed, curvature_at_init=False or a streamed partial)
 
 
 NORMS = ("none", "center", "batch")
@@ -408,8 +409,8 @@ def wrinkle_experiment(shift: float = 5.0, steps: int = 200, sizes=(6, 16, 16, 1
     (:class:`~lecture_lib.record.Stream`).
     """
     ds = data.teacher(n=n, sizes=(sizes[0], 16, sizes[-1]), activation="tanh", seed=seed, dtype=F64)
-    out = WrinkleResult(list(norms), (0.0, float(shift)), [], [], np.zeros((len(norms), 2)),
-                        np.zeros((len(norms), 2)))
+    out = WrinkleResult(list(norms), (0.0, float(shift)), [], [], np.full((len(norms), 2), np.nan),
+                        np.full((len(norms), 2), np.nan))
     name = f"linears.{layer}"
     record_every = _record_every(steps) if record_every is None else record_every
     partial = lambda rec: replace(out, records=out.records + [rec], max_gap=list(out.max_gap),
@@ -418,7 +419,11 @@ def wrinkle_experiment(shift: float = 5.0, steps: int = 200, sizes=(6, 16, 16, 1
     for i, norm in enumerate(norms):
         model = ShiftedMLP(sizes, norm=norm, activation="tanh", shift=torch.tensor([0.0, float(shift)]),
                            runs=2, seed=seed, dtype=F64)
-        if curvature_at_init:
+        rec = train(model, ds, "mse", sgd(lr=lr), steps=steps, diverge_above=1e6, record_every=record_every,
+                    report=stream.stage(partial, i / len(norms), (i + 1) / len(norms)))
+        out.records.append(rec)
+        out.max_gap.append(float(np.nanmax(np.abs(rec.loss[:, 0] - rec.loss[:, 1]))))
+        if curvature_at_init:       # after the training, so that a streamed panel draws the curves at once
             for r, c in enumerate((0.0, float(shift))):
                 single = ShiftedMLP(sizes, norm=norm, activation="tanh", shift=c, runs=1, seed=seed, dtype=F64)
                 w = curvature.flatten(single).slices[f"{name}.weight"]
@@ -426,10 +431,6 @@ def wrinkle_experiment(shift: float = 5.0, steps: int = 200, sizes=(6, 16, 16, 1
                 A, _ = curvature.kfac_factors(single, ds.x_train, None, "mse", curvature="ggn")[name]
                 out.exact_top[i, r] = float(torch.linalg.eigvalsh(G)[-1])
                 out.kfac_top[i, r] = float(torch.linalg.eigvalsh(A)[-1])
-        rec = train(model, ds, "mse", sgd(lr=lr), steps=steps, diverge_above=1e6, record_every=record_every,
-                    report=stream.stage(partial, i / len(norms), (i + 1) / len(norms)))
-        out.records.append(rec)
-        out.max_gap.append(float(np.nanmax(np.abs(rec.loss[:, 0] - rec.loss[:, 1]))))
     return out
 
 

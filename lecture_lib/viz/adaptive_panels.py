@@ -380,10 +380,13 @@ def grafting_figures(result: experiments.GraftingResult) -> list[go.Figure]:
     The legend names the roles (M, D, graft), not the optimizers: the dropdowns say which is which.
     """
     loss_traces = []
-    for i, rec in enumerate(result.records.values()):
-        n = figures.finite_prefix(rec.loss[:, 0])
-        text = ("M (magnitude)", "D (direction)", "graft: |M| × dir(D)")[i]
-        loss_traces.append(go.Scatter(x=rec.steps[:n], y=smooth(rec.loss[:n, 0], 5), mode="lines", name=text,
+    records = list(result.records.values())
+    for i, text in enumerate(("M (magnitude)", "D (direction)", "graft: |M| × dir(D)")):
+        # a streamed partial: the runs not trained yet are empty traces, so the page redraws the data alone
+        rec = records[i] if i < len(records) else None
+        n = figures.finite_prefix(rec.loss[:, 0]) if rec is not None else 0
+        x, y = (rec.steps[:n], smooth(rec.loss[:n, 0], 5)) if n else ([], [])
+        loss_traces.append(go.Scatter(x=x, y=y, mode="lines", name=text,
                                       line=dict(color=figures.color([0, 1, 6][i]), width=[2.5, 2.5, 3.5][i],
                                                 dash=[None, None, "dash"][i])))
     losses = figures.figure(loss_traces, x_title="step k", y_title="training loss (minibatch, smoothed)",

@@ -200,7 +200,8 @@ def line_traces(record, values, labels: Sequence[str], x=None, colors: Sequence[
 
     A diverged run is drawn up to its last finite value, ends in a cross
     marker, and its legend entry reads ``"<label> (diverged at step k)"``.
-    Always returns exactly ``R`` traces, so a panel can update them in place.
+    Always returns exactly ``R`` traces, so a panel can update them in place. Runs not trained yet (a streamed
+    partial): ``record=None``, ``values`` of shape ``(0, R)`` and ``x=[]`` give their traces, empty.
     """
     arr = _array_of(record, values)
     x = np.asarray(record.steps if x is None else x, dtype=float)

@@ -195,16 +195,20 @@ def conditioning_panel(fast: bool | None = None) -> panels.LivePanel:
 # =========================================================================== 4. the fix by reparameterization
 
 def reparam_figures(result: experiments.ReparamComparison) -> list[go.Figure]:
-    loss = []
-    for i, (label, rec, b) in enumerate(zip(result.labels, result.records, result.best)):
-        loss += figures.line_traces(rec, rec.loss[:, [b]], [f"{label}, best α"], colors=[figures.color(i)])
-    f1 = figures.figure(loss, y_title="training loss J", log_y=True)
-    spec = []
-    for i, (label, ev) in enumerate(zip(result.labels, result.gn_eigenvalues)):
-        ev = _positive(ev, 1e-7)
+    """Both networks' traces, every time: a streamed partial draws the network not yet trained as empty traces, so
+    the figure keeps its traces and the page redraws their data alone."""
+    loss, spec = [], []
+    for i, label in enumerate(result.labels):
+        if i < len(result.records):
+            rec, b = result.records[i], result.best[i]
+            loss += figures.line_traces(rec, rec.loss[:, [b]], [f"{label}, best α"], colors=[figures.color(i)])
+        else:
+            loss += figures.line_traces(None, np.empty((0, 1)), [f"{label}, best α"], x=[], colors=[figures.color(i)])
+        ev = _positive(result.gn_eigenvalues[i], 1e-7) if i < len(result.gn_eigenvalues) else np.empty(0)
         spec.append(go.Scatter(x=np.arange(1, len(ev) + 1), y=ev, mode="markers", name=f"{label}, GN block",
                                marker=dict(size=9, color=figures.color(i)),
                                hovertemplate="λ_%{x} = %{y:.4g}<extra></extra>"))
+    f1 = figures.figure(loss, y_title="training loss J", log_y=True)
     f2 = figures.figure(spec, x_title="index i (first layer's GN block, W and b, at init)",
                         y_title="eigenvalue", log_y=True, height=330)
     return [f1, f2]
@@ -262,22 +266,26 @@ def quasi_diagonal_panel(fast: bool | None = None) -> panels.LivePanel:
 # =========================================================================== 5. the wrinkle
 
 def wrinkle_figures(result: experiments.WrinkleResult) -> list[go.Figure]:
+    """Every normalizer's traces, every time: in a streamed partial the normalizers not yet trained are empty traces
+    and their bars are missing (not yet computed), so the page redraws the curves' data alone."""
     loss = []                          # trace names say "c", not its value: the names stay fixed as c moves
-    for i, (norm, rec) in enumerate(zip(result.norms, result.records)):
-        loss += figures.line_traces(rec, rec.loss[:, [0]], [f"{NORM_LABELS[norm]}, shift 0"],
-                                    colors=[figures.color(i)], legendgroup=norm)
-        loss += figures.line_traces(rec, rec.loss[:, [1]], [f"{NORM_LABELS[norm]}, shift c"],
-                                    colors=[figures.color(i)], dash="dash", width=4, legendgroup=norm)
+    for i, norm in enumerate(result.norms):
+        trained = i < len(result.records)
+        rec = result.records[i] if trained else None
+        for r, (shift, dash, width) in enumerate((("0", None, 2.5), ("c", "dash", 4))):
+            values = rec.loss[:, [r]] if trained else np.empty((0, 1))
+            loss += figures.line_traces(rec, values, [f"{NORM_LABELS[norm]}, shift {shift}"],
+                                        x=None if trained else [], colors=[figures.color(i)], dash=dash,
+                                        width=width, legendgroup=norm)
     f1 = figures.figure(loss, y_title="training loss J", log_y=True, legend_rows=2)
     x = [NORM_LABELS[n] for n in result.norms]
-    kfac, exact = result.kfac_top.tolist(), result.exact_top.tolist()   # plain lists: strided numpy views
-    bars = [                                                           # do not serialize reliably
-        go.Bar(x=x, y=[v[0] for v in kfac], name="λ_max(A), shift 0", marker_color="#b9c4cf"),
-        go.Bar(x=x, y=[v[1] for v in kfac], name="λ_max(A), shift c", marker_color="#6c7a89"),
-        go.Bar(x=x, y=[v[0] for v in exact], name="λ_max(exact GN block), shift 0",
-               marker_color=figures.color(5)),
-        go.Bar(x=x, y=[v[1] for v in exact], name="λ_max(exact GN block), shift c",
-               marker_color=figures.color(0)),
+    bar = lambda values: [None if not np.isfinite(v) else float(v) for v in values]   # NaN: not computed yet
+    kfac, exact = result.kfac_top, result.exact_top
+    bars = [
+        go.Bar(x=x, y=bar(kfac[:, 0]), name="λ_max(A), shift 0", marker_color="#b9c4cf"),
+        go.Bar(x=x, y=bar(kfac[:, 1]), name="λ_max(A), shift c", marker_color="#6c7a89"),
+        go.Bar(x=x, y=bar(exact[:, 0]), name="λ_max(exact GN block), shift 0", marker_color=figures.color(5)),
+        go.Bar(x=x, y=bar(exact[:, 1]), name="λ_max(exact GN block), shift c", marker_color=figures.color(0)),
     ]
     f2 = figures.figure(bars, x_title="", y_title="top eigenvalue (layer 2, at init)", log_y=True, height=340)
     f2.update_layout(barmode="group")
