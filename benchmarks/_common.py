@@ -103,3 +103,11 @@ def opened_dashboard(browser, url: str, wait: float):
             raise SystemExit(f"JavaScript errors on {url}: {errors}")
     finally:
         context.close()
+
+
+def panel_title(panel, i: int) -> str:
+    """A panel's title in the page (its ``.lecture-title``), or ``panel i+1``. The text of the DOM, not the rendered
+    text: a cell off screen is not rendered (``content-visibility: auto``) and its ``innerText`` is empty."""
+    title = panel.locator(".lecture-title")
+    text = " ".join((title.first.text_content() or "").split()) if title.count() else ""
+    return text or f"panel {i + 1}"

@@ -64,7 +64,9 @@ import nbformat
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from _common import panel_title  # noqa: E402
 from voila_app.server import running_app  # noqa: E402
 
 CHROMIUM = os.environ.get("LECTURE_CHROMIUM", "/usr/bin/chromium")
@@ -261,7 +263,7 @@ def measure_every_panel(page, timeout_ms: int = 300_000) -> list[dict]:
     panels = page.locator(".lecture-panel").filter(has=page.locator(SLIDER))
     for i in range(panels.count()):
         panel = panels.nth(i)
-        title = (panel.locator(".lecture-title").first.inner_text() or f"panel {i + 1}").strip()
+        title = panel_title(panel, i)
         handle = panel.locator(SLIDER).first
         handle.scroll_into_view_if_needed()
         now, _, high = slider_state(handle)

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _common import emit, opened_dashboard, served_dashboards  # noqa: E402
+from _common import emit, opened_dashboard, panel_title, served_dashboards  # noqa: E402
 from dashboard_latency import GENERATION_JS, SETTLED_JS, SLIDER, slider_state  # noqa: E402
 
 ORDER = ("plotly", "changed", "changed", "plotly")
@@ -83,16 +83,19 @@ def t_interval(diffs: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def measure(browser, url: str, wait: float) -> list[dict]:
-    """One dashboard: the four moves of every panel with a slider (``ORDER``), each timed in the page."""
+def measure(browser, url: str, wait: float, only: list[int] | None = None) -> list[dict]:
+    """One dashboard: the four moves of every panel with a slider (``ORDER``; ``only``: those panels, counted from 1
+    among the panels with a slider), each timed in the page."""
     with opened_dashboard(browser, url, wait) as page:
         if not page.evaluate(INSTRUMENT_JS):
             raise SystemExit(f"{url}: no window.lectureRedrawChanged (no panel module evaluated scrub.js)")
         rows = []
         panels = page.locator(".lecture-panel").filter(has=page.locator(SLIDER))
         for i in range(panels.count()):
+            if only and i + 1 not in only:
+                continue
             panel = panels.nth(i)
-            title = (panel.locator(".lecture-title").first.inner_text() or f"panel {i + 1}").strip()[:50]
+            title = panel_title(panel, i)[:50]
             handle = panel.locator(SLIDER).first
             handle.scroll_into_view_if_needed()
             now, low, high = slider_state(handle)
@@ -129,11 +132,13 @@ def main(argv=None) -> None:
     parser.add_argument("--only", nargs="*", help="notebook stems (default: all)")
     parser.add_argument("--wait", type=float, default=8.0, help="seconds after the first plot before the moves")
     parser.add_argument("--fast", action="store_true", help="LECTURE_FAST=1 (default: the full settings)")
+    parser.add_argument("--panels", nargs="*", type=int, help="only these panels of each dashboard, counted from 1 "
+                        "among those with a slider (a heavy panel's moves keep its kernel busy for the next panels)")
     args = parser.parse_args(argv)
     results: dict[str, list] = {}
     for browser, nb, url in served_dashboards(args.only, "kernel_draw_voila.log", args.fast):
         print(nb.stem, flush=True)
-        results[nb.stem] = measure(browser, url, args.wait)
+        results[nb.stem] = measure(browser, url, args.wait, args.panels)
     rows = [r for rs in results.values() for r in rs]
     summary = {}
     for what in ("first", "update"):

@@ -1,7 +1,8 @@
 """How long each panel's computation takes: which panels are heavy enough to stream (issue 16, item 4).
 
 Builds every panel of the notebooks (the calls in their code cells, e.g. ``panels.growth_panel()``) with the
-result cache off, and prints, per panel, the seconds its default computation took (the runner's own timing
+result cache off (unless ``LECTURE_CACHE_DIR`` names one: a cache of the defaults only, from ``./lecture warm``,
+builds the panels as a kernel whose notebook came from the cache does), and prints, per panel, the seconds its default computation took (the runner's own timing
 of the one computation a panel makes when built); then moves the panel's first control one step (as a
 slider release would, in the kernel, no browser) and prints the seconds to the final result and to the
 first partial frame drawn, if the computation streams. Panels over ``--heavy`` seconds (0.3) must
@@ -97,7 +98,7 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=[], help="notebook stem(s) to measure")
     parser.add_argument("--heavy", type=float, default=0.3, help="seconds above which a panel must stream")
     args = parser.parse_args()
-    os.environ["LECTURE_CACHE_DIR"] = "off"
+    os.environ.setdefault("LECTURE_CACHE_DIR", "off")
     if args.full:
         os.environ.pop("LECTURE_FAST", None)
     else:
