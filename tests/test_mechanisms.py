@@ -247,6 +247,16 @@ def test_damping_experiment_records_the_mechanism():
     assert np.all(res.relative_damping > 0) and np.all(res.fisher_trace > 0) and np.all(res.gn_trace > 0)
 
 
+def test_damping_experiment_is_reproducible_whatever_the_global_rng_holds(monkeypatch):
+    monkeypatch.setenv("LECTURE_CACHE_DIR", "off")
+    runs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        runs.append(E.damping_experiment("kfac-f", steps=4, width=8, record_every=1, eval_every=4, probe_size=32))
+    np.testing.assert_array_equal(runs[0].relative_damping, runs[1].relative_damping)
+    np.testing.assert_array_equal(runs[0].cosine, runs[1].cosine)
+
+
 def test_damping_experiment_pairs_schemes_by_seed():
     """With λ = 0 'wd-all' retraces 'none' run for run (ratio exactly 1, cosine difference 0), while two seeds
     differ: the pairing behind the intervals of section 3. (K-FAC-G: K-FAC-F's sampled targets differ between runs.)"""

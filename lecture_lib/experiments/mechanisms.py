@@ -484,9 +484,10 @@ def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature:
     def relative_damping(model, params, grads, opt_state):
         state = find_state(opt_state, KFACState)
         # before the first update K-FAC holds no statistics yet (it estimates them inside the update, from that
-        # step's batch): the probe batch's factors stand in at step 0
+        # step's batch): the probe batch's factors stand in at step 0, their sampled targets drawn from a seeded
+        # generator (from the global RNG, the first row depended on whatever had drawn from it before)
         factors = ({n: (state.A[n], state.S[n]) for n in layers} if state.A else
-                   estimate_factors(model, params, probe, None, *kind))
+                   estimate_factors(model, params, probe, None, *kind, torch.Generator().manual_seed(0)))
         rel, cos = [], []
         for name in layers:
             A, S = factors[name]
