@@ -185,10 +185,19 @@ def test_panel_draws_partials_then_the_final_result(monkeypatch):
         if transient and len(result[0]) == 5:
             first_frame.set()
 
+    def watched_notes(stale):
+        notes_stale.append((stale, len(panel.figure.data[0].y)))
+        original_notes(stale)
+
+    notes_stale, original_notes = [], panel.mark_notes_stale
+    monkeypatch.setattr(panel, "mark_notes_stale", watched_notes)
     monkeypatch.setattr(panel.live, "draw", watched)
     panel.set(n=40)
     assert panel.wait(10)
     assert drawn_lengths == [(5, True), (10, True), (20, True), (40, False)]
+    # the notes are dimmed from the first partial drawn to the final result (they describe the previous values)
+    assert notes_stale[0] == (True, 5) and notes_stale[-1] == (False, 40)
+    assert "lecture-stale" not in panel._notes._dom_classes
     np.testing.assert_allclose(panel.figure.data[0].y, np.sqrt(np.arange(40)))
     state = panel._state.value
     assert "data-partial-generation='2'" in state and "data-partials='3'" in state and "data-generation='2'" in state
@@ -404,10 +413,6 @@ STREAMING = ("descent_family", "reparam", "wrinkle", "conditioning", "inverse_ti
 #: Experiments whose first partial comes with fewer than two rows (its builder draws a lone point).
 FIRST_ROWS = {"damping": 1}
 
-#: Experiments whose partials hide traces of the final figure (their builders hide a line with no data): the page
-#: draws those partials with plotly's full update instead of redrawing the data alone (scrub.js, redrawChanged).
-HIDES_TRACES = ("growth", "remedies", "optimizers", "batch_scaling")
-
 #: Fields of a result that are wall-clock measurements: never equal between two runs, streamed or not.
 TIMED = {"inverse_timing": ("eigenbasis", "dense")}
 
@@ -441,8 +446,9 @@ def test_experiment_streams_partial_results_its_builder_draws(name, monkeypatch)
             np.testing.assert_array_equal(record.steps, done[key].steps[:len(record.steps)])
         figs = build(partial)
         assert all(isinstance(f, go.Figure) for f in (figs if isinstance(figs, list) else [figs]))
-    if name not in HIDES_TRACES:        # the traces of the final figures, shown, in every partial: data alone changes
-        assert {_traces(build(p)) for p in partials} == {_traces(build(final))}
+    # the final figures' traces, shown, in every partial: data alone changes, and the page redraws it without
+    # plotly's full update (scrub.js, redrawChanged)
+    assert {_traces(build(p)) for p in partials} == {_traces(build(final))}
     plain = call(None)
     for key, record in _records(plain).items():       # streaming changes nothing in the result
         np.testing.assert_array_equal(record.loss, done[key].loss)

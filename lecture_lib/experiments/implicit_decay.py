@@ -418,12 +418,14 @@ def output_layer(lr: float = 1.0, steps: int = 600, progress=None) -> OutputLaye
 
 @dataclass
 class RemediesResult:
-    """One BN-network run per chosen remedy (``runs``: remedy -> Record); ``lr_unit`` is the projected run's α."""
+    """One BN-network run per chosen remedy (``runs``: remedy -> Record); ``lr_unit`` is the projected run's α;
+    ``chosen``: the remedies asked for (in a streamed partial, some have no run yet)."""
 
     lr: float
     lr_unit: float
     weight_decay: float
     runs: dict[str, Record]
+    chosen: tuple = ()
 
 
 def _remedy_names(name, value):
@@ -443,7 +445,8 @@ def remedies(lr: float = 1.0, weight_decay: float = 5e-3, chosen=REMEDIES, lr_un
     effective rate, so it lives on a different scale from the α of the other runs.
     """
     runs, stream = {}, Stream(progress)     # partial: the runs done and the one training
-    result = lambda extra: RemediesResult(float(lr), float(lr_unit), float(weight_decay), {**runs, **extra})
+    result = lambda extra: RemediesResult(float(lr), float(lr_unit), float(weight_decay), {**runs, **extra},
+                                          tuple(chosen))
     for i, name in enumerate(chosen):
         report = stream.stage(lambda r, name=name: result({name: r}), i / len(chosen), (i + 1) / len(chosen))
         runs[name] = run("bn", lr_unit if name == "unit_norm" else lr, steps, remedy=name, weight_decay=weight_decay,

@@ -365,12 +365,12 @@ def batch_figure(res: ex.BatchScaling) -> go.Figure:
     fig = _subplots(("training loss vs examples seen", "angle per step α‖g‖/‖w‖ (ρ = 0)",
                      "cos(gₜ, EMA of earlier g)"), height=430, spacing=0.09)
     for i, n in enumerate(res.factors):
-        if n not in res.examples:          # a partial result (still training): this factor has not started
-            continue
-        fig.add_trace(go.Scatter(x=res.examples[n], y=res.loss[n], mode="lines",
+        started = n in res.examples        # a partial result (still training): a factor not started is drawn empty
+        examples, loss, cos = (res.examples[n], res.loss[n], res.cos[n]) if started else ([], [], [])
+        fig.add_trace(go.Scatter(x=examples, y=loss, mode="lines",
                                  line=dict(color=figures.color(i), width=2),
                                  name=f"n = {n}: batch nB, rate nα", legendgroup=str(n)), 1, 1)
-        fig.add_trace(go.Scatter(x=res.examples[n][1:], y=res.cos[n], mode="lines", showlegend=False,
+        fig.add_trace(go.Scatter(x=examples[1:], y=cos, mode="lines", showlegend=False,
                                  name=f"n = {n}: cos(gₜ, vₜ₋₁)", line=dict(color=figures.color(i), width=2),
                                  legendgroup=str(n)), 1, 3)
     fig.add_trace(go.Scatter(x=res.n, y=res.step, mode="markers", marker=dict(size=13, color=figures.color(0)),

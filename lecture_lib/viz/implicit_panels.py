@@ -53,12 +53,14 @@ def _figure(titles, axes, height: int = figures.HEIGHT, **subplots) -> go.Figure
     return figures.style(fig, height=height, margin_t=120, legend_y=1.14)
 
 
-def _line(x, y, name, color, dash=None, width=2.5, showlegend=True, group=None) -> go.Scatter:
-    """A line truncated at its first non-finite value (never NaN handed to plotly); hidden when empty."""
+def _line(x, y, name, color, dash=None, width=2.5, showlegend=True, group=None, pending=False) -> go.Scatter:
+    """A line truncated at its first non-finite value (never NaN handed to plotly); hidden when empty, unless
+    ``pending``: a run still to train in a streamed partial, shown empty so that the partial changes data alone
+    (the page redraws it without plotly's full update)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n = figures.finite_prefix(y)
     return go.Scatter(x=x[:n], y=y[:n], mode="lines", name=name, legendgroup=group or name, showlegend=showlegend,
-                      visible=bool(n), line=dict(color=color, width=width, dash=dash),
+                      visible=bool(n) or pending, line=dict(color=color, width=width, dash=dash),
                       hovertemplate=f"{html.escape(name)}<br>%{{x:.4g}}, %{{y:.4g}}<extra></extra>")
 
 
@@ -147,9 +149,9 @@ def growth_figure(result: experiment.GrowthResult) -> go.Figure:
         on = n in result.names
         measured = (rec.param_norm[n][rows, 0] ** 2, rec.effective_lr[n][rows, 0]) if on else (EMPTY, EMPTY)
         _pair(fig, k, *measured, label, "α/‖w‖²", color)
-        on = on and n in result.predicted     # a partial result (still training) has no prediction yet
-        predicted = (result.predicted[n][rows], result.lr / result.predicted[n][rows]) if on else (EMPTY, EMPTY)
-        _pair(fig, k, *predicted, f"√ law predicted ({label})", "α/‖w‖²", color, dash="dash", width=2)
+        ready = on and n in result.predicted  # a partial result (still training) has no prediction yet
+        predicted = (result.predicted[n][rows], result.lr / result.predicted[n][rows]) if ready else (EMPTY, EMPTY)
+        _pair(fig, k, *predicted, f"√ law predicted ({label})", "α/‖w‖²", color, dash="dash", width=2, pending=on)
     return fig
 
 
@@ -329,7 +331,8 @@ def remedies_figure(result: experiment.RemediesResult) -> go.Figure:
         if rec is not None:
             k = _steps_from_1(rec)
             eff, loss = rec.effective_lr[HIDDEN[0]][:, 0], smooth(rec.loss, max(1, len(k) // 40))[:, 0]
-        _pair(fig, k, eff, loss, label, "loss", figures.color(i), dash="dot" if name == "exp_schedule" else None)
+        _pair(fig, k, eff, loss, label, "loss", figures.color(i), dash="dot" if name == "exp_schedule" else None,
+              pending=name in result.chosen)
     return fig
 
 
@@ -383,14 +386,13 @@ def optimizer_figure(result: experiment.OptimizersResult) -> go.Figure:
                   [("step k + 1", "angle turned per step (rad)", True), ("step k + 1", "", True),
                    ("step k + 1", "", True)], height=420, shared_yaxes=True)
     for col, n in enumerate(OPT_LABELS, start=1):
-        rec = result.records.get(n)
-        if rec is None:                       # a partial result: this optimizer has not started yet
-            continue
-        k = _steps_from_1(rec)
-        ang = smooth(rec.angular_step[HIDDEN[0]], max(1, len(k) // 30))
+        rec = result.records.get(n)           # None: a partial result, this optimizer has not started yet
+        k = _steps_from_1(rec) if rec is not None else EMPTY
+        ang = smooth(rec.angular_step[HIDDEN[0]], max(1, len(k) // 30)) if rec is not None else None
         for r, start in enumerate(STARTS):
             name = start if col == 1 else f"{start} · {OPT_LABELS[n]}"
-            fig.add_trace(_line(k, ang[:, r], name, figures.color(r), showlegend=col == 1, group=start), 1, col)
+            fig.add_trace(_line(k, ang[:, r] if ang is not None else EMPTY, name, figures.color(r),
+                                showlegend=col == 1, group=start, pending=True), 1, col)
     return fig
 
 
