@@ -61,6 +61,8 @@ PANEL_CSS = """
 .lecture-panel .lecture-message .lecture-error, .lecture-panel .lecture-link-note .lecture-error { background: #fff4e5; border-left: 4px solid #D55E00;
                  padding: 8px 12px; margin: 6px 0; color: #5b2500; border-radius: 4px; }
 .lecture-panel .lecture-stale { opacity: 0.45; transition: opacity 0.2s; }
+.lecture-panel .lecture-notes.lecture-stale::before { content: "Training the new runs; these notes are still for the previous values.";
+                 display: block; font-style: italic; margin-bottom: 2px; }
 </style>
 """
 
@@ -177,8 +179,15 @@ class PanelView(widgets.VBox):
     def show_figures(self, figure_widgets: Sequence[widgets.Widget]) -> None:
         self._figure_box.children = tuple(figure_widgets)
 
-    def show_notes(self, notes: str) -> None:
+    def show_notes(self, notes: str, stale: bool = False) -> None:
+        """The notes under the figures; ``stale``: they describe the previous values while new runs stream."""
         self._notes.value = notes or ""
+        self.mark_notes_stale(stale)
+
+    def mark_notes_stale(self, stale: bool) -> None:
+        """Dim the notes, headed by a line that says so, while the figures show new runs training."""
+        if stale != ("lecture-stale" in self._notes._dom_classes):
+            (self._notes.add_class if stale else self._notes.remove_class)("lecture-stale")
 
     def show_message(self, text: str, error: bool = False) -> None:
         """A message above the figures (``""`` clears it): bad settings, or a failure (``error``)."""

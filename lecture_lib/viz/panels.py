@@ -27,7 +27,8 @@ What the panel guarantees:
 - a long computation streams: if ``compute`` reports partial results (``progress(fraction, partial)``,
   e.g. through :class:`lecture_lib.record.Stream`), the figures draw each one as it comes (at most
   ten a second) through the same builder, so the new runs' curves grow while they train, and the
-  final result replaces the last; notes wait for the final result. The state element counts the
+  final result replaces the last; notes wait for the final result (dimmed meanwhile, under a line saying they
+  describe the previous values). The state element counts the
   partial frames drawn (``data-partial-generation``, ``data-partials``, see
   :class:`~lecture_lib.viz.panel_view.PanelView`);
 - ``ValueError``/``TypeError`` from ``compute`` (bad hyperparameters) show their message in
@@ -269,6 +270,7 @@ class LivePanel(PanelView):
                 self.show_message("")
         if kind != "ok":
             self.show_message(value, error=(kind == "error"))
+            self.mark_notes_stale(False)
         if self.live is not None:
             self.live.mark_stale(kind != "ok")
         self._outcome = kind
@@ -291,6 +293,7 @@ class LivePanel(PanelView):
         self._sent_draw()
         if self._partial_generation != generation:
             self._partial_generation, self._partials = generation, 0
+            self.mark_notes_stale(True)    # the notes wait for the final result: say whose they are
         self._partials += 1
         self.live.mark_stale(False)
         self._publish_state()
