@@ -339,13 +339,14 @@ def reparam_experiment(mean_norm: float = 3.0, cond: float = 10.0, dim: int = 8,
                                   gn_eigenvalues=list(out.gn_eigenvalues))
     stream = Stream(progress)
     for i, (model, single, d) in enumerate(((original, single, ds), (tilde, reparameterize(single, m, cov), ds_tilde))):
-        G = curvature.gauss_newton(single, d.x_train, "mse")
-        block = curvature.layer_block(G, curvature.flatten(single), "linears.0")
-        out.gn_eigenvalues.append(torch.linalg.eigvalsh(block).flip(0).cpu().numpy())
         rec = train(model, d, "mse", sgd(lr=lrs), steps=steps, diverge_above=1e6, record_every=_record_every(steps),
                     report=stream.stage(partial, i / 2, (i + 1) / 2))
         out.records.append(rec)
         out.best.append(best(rec))
+        # after the training, so that a streamed panel draws the curves at once (the spectrum follows)
+        G = curvature.gauss_newton(single, d.x_train, "mse")
+        block = curvature.layer_block(G, curvature.flatten(single), "linears.0")
+        out.gn_eigenvalues.append(torch.linalg.eigvalsh(block).flip(0).cpu().numpy())
     return out
 
 
