@@ -61,8 +61,9 @@ PANEL_CSS = """
 .lecture-panel .lecture-message .lecture-error, .lecture-panel .lecture-link-note .lecture-error { background: #fff4e5; border-left: 4px solid #D55E00;
                  padding: 8px 12px; margin: 6px 0; color: #5b2500; border-radius: 4px; }
 .lecture-panel .lecture-stale { opacity: 0.45; transition: opacity 0.2s; }
+.lecture-panel .lecture-notes.lecture-stale { flex-direction: column; }
 .lecture-panel .lecture-notes.lecture-stale::before { content: "Training the new runs; these notes are still for the previous values.";
-                 display: block; font-style: italic; margin-bottom: 2px; }
+                 font-style: italic; margin-bottom: 2px; }
 </style>
 """
 
