@@ -149,7 +149,11 @@ def test_url_holds_the_slider_values_and_reopens_the_same_plot(chromium, voila_f
         tools_link.click()
         page.wait_for_function("() => document.querySelector('.lecture-tool[data-action=link]').dataset.url",
                                timeout=10_000)
-        copied = page.evaluate("() => navigator.clipboard.readText()")
+        # the clipboard answers a focused page only: once, in a full run, the read waited forever (no timeout of
+        # its own), so the page is brought to the front and the read is raced against a timeout
+        page.bring_to_front()
+        copied = page.evaluate("""() => Promise.race([navigator.clipboard.readText(), new Promise((_, reject) =>
+                                   setTimeout(() => reject(new Error('clipboard read: no answer in 10 s')), 10000))])""")
         assert parse_qs(urlparse(copied).query) == {"panel": ["1"], "p1.lr": [value]}
     finally:
         context.close()
