@@ -152,6 +152,16 @@ def _empirical_needs_targets(arguments: Mapping) -> None:
         raise ValueError("curvature='empirical' needs the training targets y")
 
 
+def _ggn_columns(loss: str, out: torch.Tensor, s: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, ...]]:
+    r"""For each column :math:`L_k` of :func:`output_hessian_sqrt`: :math:`J_s^\top L_k`, the derivative in each of
+    ``s`` (a layer's pre-activations) along that column; :math:`S_{\text{GGN}} = \sum_k \mathbb{E}[ds_k ds_k^\top]`."""
+    L = output_hessian_sqrt(loss, out)
+    for k in range(L.shape[-1]):
+        # the vector-Jacobian product with L's k-th column, as the gradient of <out, L_k>: the same backward pass,
+        # without the grad_outputs tensor whose first use imports sympy (0.27 s, 34 MB)
+        yield torch.autograd.grad((out * L[..., k]).sum(), s, retain_graph=True)
+
+
 def _tapped_forward(model: nn.Module, params: Params | None, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Tap]]:
     """The model's outputs on ``x`` with ``params`` (``None``: its own) and every linear layer's :class:`Tap`.
 
@@ -197,11 +207,7 @@ def estimate_factors(model: nn.Module, params: Params | None, x: torch.Tensor, y
         s_list = [taps[n].s for n in names]
         S = {n: 0.0 for n in names}
         if curvature == "ggn":
-            L = output_hessian_sqrt(loss, out)
-            for k in range(L.shape[-1]):
-                # the vector-Jacobian product with L's k-th column, as the gradient of <out, L_k>: the same
-                # backward pass, without the grad_outputs tensor whose first use imports sympy (0.27 s, 34 MB)
-                ds = torch.autograd.grad((out * L[..., k]).sum(), s_list, retain_graph=True)
+            for ds in _ggn_columns(loss, out, s_list):
                 for n, d in zip(names, ds):
                     S[n] = S[n] + _second_moment(d)
         else:
@@ -225,17 +231,12 @@ def ggn_factor_traces(model: nn.Module, params: Params | None, x: torch.Tensor, 
     ``layer`` alone, and :math:`\operatorname{tr}S = \mathbb{E}_b \sum_k \lVert \mathcal{D}s_b^{(k)} \rVert^2`
     without forming :math:`S` (a recorded row of 06's damping panel: 64 → ~45 ms).
     """
-    if layer not in kfac_layers(model):
-        raise ValueError(f"layer must be one of the model's linear layers {list(kfac_layers(model))}, got {layer!r}")
+    layers = kfac_layers(model)
+    if layer not in layers:
+        raise ValueError(f"layer must be one of the model's linear layers {list(layers)}, got {layer!r}")
     with torch.enable_grad():
         out, taps = _tapped_forward(model, params, x)
-        s, traces = taps[layer].s, []
-        for loss in losses:
-            L = output_hessian_sqrt(loss, out)
-            tr_s = 0.0
-            for k in range(L.shape[-1]):   # as in estimate_factors: the gradient of <out, L_k>
-                ds, = torch.autograd.grad((out * L[..., k]).sum(), [s], retain_graph=True)
-                tr_s = tr_s + ds.square().sum(-1).mean(-1)
-            traces.append(tr_s)
-    a = _with_bias_column(taps[layer].a, kfac_layers(model)[layer].bias is not None)
+        traces = [sum(ds.square().sum(-1).mean(-1) for ds, in _ggn_columns(loss, out, [taps[layer].s]))
+                  for loss in losses]
+    a = _with_bias_column(taps[layer].a, layers[layer].bias is not None)
     return (a.square().sum(-1).mean(-1).unsqueeze(-1) * torch.stack(traces, -1)).detach()

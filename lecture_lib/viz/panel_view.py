@@ -180,10 +180,10 @@ class PanelView(widgets.VBox):
     def show_figures(self, figure_widgets: Sequence[widgets.Widget]) -> None:
         self._figure_box.children = tuple(figure_widgets)
 
-    def show_notes(self, notes: str, stale: bool = False) -> None:
-        """The notes under the figures; ``stale``: they describe the previous values while new runs stream."""
+    def show_notes(self, notes: str) -> None:
+        """The notes under the figures, for what they show (no longer stale)."""
         self._notes.value = notes or ""
-        self.mark_notes_stale(stale)
+        self.mark_notes_stale(False)
 
     def mark_notes_stale(self, stale: bool) -> None:
         """Dim the notes, headed by a line that says so, while the figures show new runs training."""
