@@ -58,7 +58,7 @@ sys.path.insert(0, str(REPO / "tests"))    # the browser helpers the tests use
 
 from benchmarks._common import cache_entries, emit  # noqa: E402
 from benchmarks.wire_visitor import WireClass, static_paths  # noqa: E402
-from browser_helpers import (CHROMIUM, HAS_DRAWN_PATH_JS, PANEL_PLOT_PATH, PANEL_STATE_JS, SETTLED_JS,  # noqa: E402
+from browser_helpers import (CHROMIUM, close_context, HAS_DRAWN_PATH_JS, PANEL_PLOT_PATH, PANEL_STATE_JS, SETTLED_JS,  # noqa: E402
                              SLIDER_HANDLE, kernel_id, launch, new_page, slider_panels, slider_state)
 
 MB = 1024 * 1024
@@ -344,7 +344,7 @@ def close_contexts(contexts: list) -> None:
             page.close(run_before_unload=True)
     time.sleep(1.0)       # let the shutdown beacons leave before the contexts go
     for context in contexts:
-        context.close()
+        close_context(context)
 
 
 def _stats(prefix: str, values: list[float], digits: int = 2) -> dict:

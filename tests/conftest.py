@@ -32,7 +32,7 @@ os.environ["LECTURE_CACHE_DIR"] = SESSION_CACHE
 os.environ.pop("LECTURE_CACHE_SIZE", None)
 atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)
 
-from browser_helpers import CHROMIUM, launch  # noqa: E402
+from browser_helpers import CHROMIUM, RestartingBrowser  # noqa: E402
 from voila_app.server import fast_env, running_app  # noqa: E402  (needs REPO on sys.path)
 
 
@@ -91,9 +91,10 @@ def chromium():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = launch(p)
+        browser = RestartingBrowser(p)
         yield browser
-        browser.close()
+        if browser.browser.is_connected():
+            browser.browser.close()
 
 
 @pytest.fixture

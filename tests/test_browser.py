@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from browser_helpers import (PANEL_STATE_JS, REDRAW_TIMEOUT_MS, SLIDER_HANDLE, VIEWPORT, assert_no_cell_errors, kernel_id, move_slider,
+from browser_helpers import (close_context, PANEL_STATE_JS, REDRAW_TIMEOUT_MS, SLIDER_HANDLE, VIEWPORT, assert_no_cell_errors, kernel_id, move_slider,
                              new_page, open_page, slider_state, wait_for_dashboard, wait_until_settled)
 from conftest import FIXTURES_DIR, notebook_paths, running_voila
 
@@ -77,7 +77,7 @@ def test_landing_page_lists_every_notebook(chromium, voila_app, artifacts_dir):
         assert hits == [["lecture-card-link", "present"]] * len(notebook_paths()), hits
         assert watcher.errors == []
     finally:
-        context.close()
+        close_context(context)
 
 
 @pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
@@ -121,7 +121,7 @@ def test_dashboard_draws_and_every_slider_panel_redraws(chromium, voila_app, art
                     if kernel in line and "not sent to the page" in line and "stderr:" not in line]
         assert withheld == [], f"{path.name}: errors in its kernel: {withheld}"
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_a_trace_type_outside_the_cartesian_bundle_draws_with_plotlys_full_front_end(chromium, voila_fixture_app):
@@ -138,7 +138,7 @@ def test_a_trace_type_outside_the_cartesian_bundle_draws_with_plotlys_full_front
         assert bundles == ["widgetbundle-full.js", "widgetbundle.js"], bundles
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_fixture_panel_redraws_and_notes_divergence(chromium, voila_fixture_app, artifacts_dir):
@@ -165,7 +165,7 @@ def test_fixture_panel_redraws_and_notes_divergence(chromium, voila_fixture_app,
         screenshot(page, artifacts_dir / "fixture-panel-diverged.png")
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_idle_kernel_is_culled_while_its_tab_is_open(chromium, kernel_name):
@@ -183,7 +183,7 @@ def test_idle_kernel_is_culled_while_its_tab_is_open(chromium, kernel_name):
             assert "Culling 'idle' kernel" in log and "with 1 connections" in log, log[-2000:]
             assert log.count("Kernel shutdown") == 1, "only the visitor's kernel goes; the pool stays"
         finally:
-            context.close()
+            close_context(context)
 
 
 def test_closing_the_tab_shuts_its_kernel_down(chromium, voila_fixture_app):
@@ -198,7 +198,7 @@ def test_closing_the_tab_shuts_its_kernel_down(chromium, voila_fixture_app):
             time.sleep(0.3)
         assert voila_fixture_app.log(tail=None).count("Kernel shutdown") == before + 1
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_figures_below_the_fold_draw_later_without_scrolling(chromium, voila_fixture_app):
@@ -210,7 +210,7 @@ def test_figures_below_the_fold_draw_later_without_scrolling(chromium, voila_fix
         assert len(page.evaluate(FIGURES_DRAWN_JS)) == 6
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_where_no_figure_is_near_the_viewport_the_nearest_is_drawn_without_waiting(chromium, voila_fixture_app):
@@ -227,7 +227,7 @@ def test_where_no_figure_is_near_the_viewport_the_nearest_is_drawn_without_waiti
         assert 0 <= drawn - queued < 240, f"the first figure was drawn {drawn - queued:.0f} ms after it was queued"
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_plotlys_front_end_is_evaluated_before_any_figure_model_is_restored(chromium, voila_fixture_app):
@@ -249,7 +249,7 @@ def test_plotlys_front_end_is_evaluated_before_any_figure_model_is_restored(chro
         assert len(bundles) == 1, bundles          # the figures' own import found the module evaluated
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_the_markdowns_math_is_typeset_after_the_first_plot(chromium, voila_fixture_app):
@@ -269,7 +269,7 @@ def test_the_markdowns_math_is_typeset_after_the_first_plot(chromium, voila_fixt
         assert "$" not in page.locator(".jp-MarkdownOutput").first.inner_text(), "raw LaTeX left on the page"
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_a_figure_far_below_the_fold_is_drawn_when_scrolled_to_with_its_latest_data(chromium, voila_fixture_app):
@@ -299,4 +299,4 @@ def test_a_figure_far_below_the_fold_is_drawn_when_scrolled_to_with_its_latest_d
         page.wait_for_function(f"() => ({RENDERED_JS})()[1]", timeout=REDRAW_TIMEOUT_MS)
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)

@@ -94,7 +94,7 @@ def test_every_panel_has_a_static_figure(site):
 @pytest.mark.parametrize("name", [p.stem + ".html" for p in notebook_paths()] + ["index.html"])
 def test_page_works_offline_from_disk(site, chromium, name):
     out, _ = site
-    from browser_helpers import new_page
+    from browser_helpers import close_context, new_page
 
     context, page, watcher = new_page(chromium)
     outside = []
@@ -118,7 +118,7 @@ def test_page_works_offline_from_disk(site, chromium, name):
         assert outside == [], f"{name}: requests outside the site: {outside}"
         assert watcher.errors == [], f"{name}: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 def check_page(page, path: Path) -> None:
@@ -229,7 +229,7 @@ def test_recomputed_grid_points_match_the_page(site, monkeypatch, stem, module, 
 
 def test_live_app_links_land_on_the_panel(site, chromium, voila_fixture_app):
     """The static page's "Panel N in the live app" link ends in ``#panel-N``; the Voilà page has that anchor."""
-    from browser_helpers import open_page, wait_for_dashboard
+    from browser_helpers import close_context, open_page, wait_for_dashboard
 
     out, _ = site
     links = 0
@@ -246,7 +246,7 @@ def test_live_app_links_land_on_the_panel(site, chromium, voila_fixture_app):
         assert page.locator("[id^=panel-]").count() == page.locator(".lecture-panel").count()
         assert watcher.errors == [], watcher.errors
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_frames_swap_only_what_moves(site):

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from browser_helpers import (PANEL_STATE_JS, new_page, slider_panels, slider_state, move_slider, SLIDER_HANDLE,
+from browser_helpers import (close_context, PANEL_STATE_JS, new_page, slider_panels, slider_state, move_slider, SLIDER_HANDLE,
                              wait_until_settled)
 from conftest import ARTIFACTS, NOTEBOOKS_DIR, REPO
 from voila_app.jupyter_extension import BUNDLE_ROUTE, JUPYTER_ARGS
@@ -185,4 +185,4 @@ def test_notebook_draws_and_sliders_redraw(chromium, kernel_name, tmp_path, fron
             page.screenshot(path=str(ARTIFACTS / f"jupyter-{front}-{Path(name).stem}-failed.png"))
             raise
         finally:
-            context.close()
+            close_context(context)

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.concurrent_visitors import (PLOT_DATA_JS, PROBE_JS, WATCH_STATE_JS, Visitor, close_visitors, move_all,
                                             open_visitors, server_memory, settle, wait_open)
-from browser_helpers import (LOAD_TIMEOUT_MS, PANEL_STATE_JS, SETTLED_JS, SLIDER_HANDLE, kernel_id, open_page,
+from browser_helpers import (close_context, LOAD_TIMEOUT_MS, PANEL_STATE_JS, SETTLED_JS, SLIDER_HANDLE, kernel_id, open_page,
                              slider_panels, slider_state, wait_for_dashboard)
 from conftest import FIXTURES_DIR, notebook_paths, running_voila
 
@@ -157,7 +157,7 @@ def test_a_visitor_on_a_slow_connection_gets_plots_that_follow_the_slider(chromi
         if visitors:
             close_visitors(visitors)
         else:
-            context.close()
+            close_context(context)
 
 
 # -- a slider storm on every dashboard -----------------------------------------------------
@@ -228,7 +228,7 @@ def test_slider_storm_leaves_the_final_value_drawn(chromium, voila_app, path):
         assert errors == [], f"JavaScript errors: {errors}"
     finally:
         page.close(run_before_unload=True)            # the tab closes: Voila shuts its kernel down
-        context.close()
+        close_context(context)
 
 
 # -- a visitor on the wire (the benchmark's stand-in for a browser on another machine) --------

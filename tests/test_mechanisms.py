@@ -580,7 +580,7 @@ def test_jacobian_figures_margins_hold_every_results_tick_labels(chromium, tmp_p
     panel's margins hold the labels of results whose log axes span different decades, so they never move."""
     from types import SimpleNamespace
 
-    from browser_helpers import new_page, plotly_page
+    from browser_helpers import close_context, new_page, plotly_page
     from lecture_lib.viz import mechanisms_panels
 
     def result(low, high):        # 2 optimizers x 4 decays x 2 seeds, ‖J‖² and the K-FAC norm over low..high
@@ -601,7 +601,7 @@ def test_jacobian_figures_margins_hold_every_results_tick_labels(chromium, tmp_p
         assert sizes == [[margin["l"], margin["r"]]] * len(figures_)
         assert watcher.errors == []
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_jacobian_experiment_streams_the_networks_at_initialization_first():

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from browser_helpers import (LOAD_TIMEOUT_MS, PANEL_STATE_JS, REDRAW_TIMEOUT_MS, assert_no_cell_errors, move_slider,
+from browser_helpers import (close_context, LOAD_TIMEOUT_MS, PANEL_STATE_JS, REDRAW_TIMEOUT_MS, assert_no_cell_errors, move_slider,
                              open_page, wait_for_dashboard, wait_until_settled)
 from conftest import notebook_paths
 
@@ -102,7 +102,7 @@ def test_presenter_mode_shows_each_panel_whole_at_1280x720(chromium, voila_app, 
         assert_no_cell_errors(page, path.name)
         assert watcher.errors == [], f"{path.name}: JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_presenter_keys_reach_the_panel_and_escape_leaves(chromium, voila_fixture_app, artifacts_dir):
@@ -126,7 +126,7 @@ def test_presenter_keys_reach_the_panel_and_escape_leaves(chromium, voila_fixtur
         assert "present" not in query and query["panel"] == ["1"] and "p1.lr" in query
         assert watcher.errors == [], watcher.errors
     finally:
-        context.close()
+        close_context(context)
 
 
 @pytest.mark.timeout(300)     # a hang fails in 5 minutes with the stacks (pytest-timeout), not in 15
@@ -156,7 +156,7 @@ def test_url_holds_the_slider_values_and_reopens_the_same_plot(chromium, voila_f
                                    setTimeout(() => reject(new Error('clipboard read: no answer in 10 s')), 10000))])""")
         assert parse_qs(urlparse(copied).query) == {"panel": ["1"], "p1.lr": [value]}
     finally:
-        context.close()
+        close_context(context)
 
     # a new visitor opening the bookmark sees the same slider value and the same plot
     context, page, watcher = open_page(chromium, bookmarked)
@@ -169,7 +169,7 @@ def test_url_holds_the_slider_values_and_reopens_the_same_plot(chromium, voila_f
         assert parse_qs(urlparse(page.url).query)["p1.lr"] == [value]
         assert watcher.errors == [], watcher.errors
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_a_bad_link_shows_a_message_not_a_traceback(chromium, voila_fixture_app):
@@ -185,7 +185,7 @@ def test_a_bad_link_shows_a_message_not_a_traceback(chromium, voila_fixture_app)
         assert float(page.locator(".lecture-panel .widget-readout").first.inner_text()) == 0.1
         assert watcher.errors == [], watcher.errors
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_png_and_svg_export_download_every_figure(chromium, voila_fixture_app, tmp_path):
@@ -210,4 +210,4 @@ def test_png_and_svg_export_download_every_figure(chromium, voila_fixture_app, t
                 assert width == 2 * on_screen, f"PNG is {width} px wide for a {on_screen} px figure: want 2x"
         assert watcher.errors == [], watcher.errors
     finally:
-        context.close()
+        close_context(context)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from browser_helpers import REDRAW_TIMEOUT_MS, SLIDER_HANDLE, open_page, wait_for_dashboard
+from browser_helpers import close_context, REDRAW_TIMEOUT_MS, SLIDER_HANDLE, open_page, wait_for_dashboard
 from lecture_lib.viz import figures, panels, scrub
 
 X = np.linspace(0.0, 1.0, 50)
@@ -178,7 +178,7 @@ def test_a_slider_moved_back_redraws_in_the_page_without_a_figure_message(chromi
         assert page.evaluate("window.__redraws") > 2
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 # What a graph div shows, and the same data and layout drawn afresh by plotly in a div of the same size.
@@ -221,7 +221,7 @@ def test_a_new_result_from_the_kernel_is_drawn_by_redraw_changed_as_plotly_would
             before = got["changedDraws"]
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_a_scrubbed_family_moved_back_is_recalled_and_scrubs_in_the_page(chromium, voila_fixture_app):
@@ -251,7 +251,7 @@ def test_a_scrubbed_family_moved_back_is_recalled_and_scrubs_in_the_page(chromiu
                                arg=panel.element_handle(), timeout=REDRAW_TIMEOUT_MS)
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_the_kernel_keys_a_value_as_the_page_rounds_it(page):
@@ -296,7 +296,7 @@ REDRAW_JS = """async ([a, b, layout, keys]) => {
 
 
 def redraw(chromium, tmp_path, a, b, layout=None, keys=("marker.size", "customdata")):
-    from browser_helpers import new_page
+    from browser_helpers import close_context, new_page
     from voila_app.export import classic_scrub_script
     from plotly.offline import get_plotlyjs
     import plotly.io as pio
@@ -310,7 +310,7 @@ def redraw(chromium, tmp_path, a, b, layout=None, keys=("marker.size", "customda
         assert watcher.errors == []
         return got
     finally:
-        context.close()
+        close_context(context)
 
 
 def json_of(fig, pio):

@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from browser_helpers import REDRAW_TIMEOUT_MS, open_page, wait_for_dashboard
+from browser_helpers import close_context, REDRAW_TIMEOUT_MS, open_page, wait_for_dashboard
 from lecture_lib.viz import equilibrium_panels, figures, panels, scrub
 from lecture_lib.viz.live_figures import LiveFigures
 
@@ -91,7 +91,7 @@ def test_scrub_slider_switches_positions_in_the_page(chromium, voila_fixture_app
         page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(SLOPES[0] * X + 0.25)], timeout=5_000)
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_a_shared_link_reopens_at_the_scrubbed_position(chromium, voila_fixture_app):
@@ -106,7 +106,7 @@ def test_a_shared_link_reopens_at_the_scrubbed_position(chromium, voila_fixture_
         panel.locator(".lecture-notes", has_text="slope 4").wait_for(timeout=REDRAW_TIMEOUT_MS)
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 def lines(b, a):

@@ -25,7 +25,7 @@ from jupyter_server.services.kernels.connection.base import (deserialize_msg_fro
                                                              serialize_msg_to_ws_v1)
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from browser_helpers import kernel_id, new_page, open_page
+from browser_helpers import close_context, kernel_id, new_page, open_page
 from conftest import running_voila
 
 SOURCE_MARKER = "source-marker-5e1d"          # only in the notebooks' code: must never be served
@@ -190,7 +190,7 @@ def test_a_visitor_cannot_execute_code_through_the_kernel_websocket(chromium, se
         # the page itself still works: its slider talks to the same kernel over comm messages
         assert page.locator(".widget-slider").count() == 1
     finally:
-        context.close()
+        close_context(context)
 
 
 def test_voila_forwards_only_widget_and_kernel_info_messages():
@@ -307,7 +307,7 @@ def test_tracebacks_never_reach_the_page(chromium, security_app):
             assert CALLBACK_MARKER not in where and RENDER_MARKER not in where and SOURCE_MARKER not in where
             assert "Traceback" not in where
     finally:
-        context.close()
+        close_context(context)
 
 
 # -- the filter on what kernels send to pages (no server needed) ----------------------------

@@ -313,7 +313,7 @@ RECORD_PLOT_JS = """(panel) => {
 
 
 def test_a_slow_panel_draws_partial_curves_then_the_final_one(chromium, voila_fixture_app):
-    from browser_helpers import (PANEL_STATE_JS, REDRAW_TIMEOUT_MS, SLIDER_HANDLE, open_page, wait_for_dashboard,
+    from browser_helpers import (close_context, PANEL_STATE_JS, REDRAW_TIMEOUT_MS, SLIDER_HANDLE, open_page, wait_for_dashboard,
                                  wait_until_settled)
 
     context, page, watcher = open_page(chromium, f"{voila_fixture_app.url}/voila/render/stream_demo.ipynb")
@@ -342,7 +342,7 @@ def test_a_slow_panel_draws_partial_curves_then_the_final_one(chromium, voila_fi
         panel.locator(".lecture-notes", has_text="200 steps").wait_for(timeout=REDRAW_TIMEOUT_MS)
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
-        context.close()
+        close_context(context)
 
 
 # --------------------------------------------------------------------------- the experiments that stream

@@ -425,7 +425,7 @@ def test_the_house_margins_hold_labels_legend_and_titles_on_the_first_draw(chrom
     """A margin that plotly's automargin has to widen makes it plot the figure a second time on its first draw (60-110
     ms of a dashboard's first plot, docs/performance.md). The house margins hold log tick labels as powers of ten over
     several decades, axis titles and a one-row legend; ``legend_rows=2`` a legend that wraps."""
-    from browser_helpers import new_page, plotly_page
+    from browser_helpers import close_context, new_page, plotly_page
 
     x = np.arange(1, 601)
     def built(names, **kwargs):
@@ -448,4 +448,4 @@ def test_the_house_margins_hold_labels_legend_and_titles_on_the_first_draw(chrom
         assert got[2][1][2] > got[0][1][2] and got[3][1][2] > got[0][1][2]      # room for a 2nd row, a title
         assert watcher.errors == []
     finally:
-        context.close()
+        close_context(context)
