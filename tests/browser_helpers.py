@@ -85,12 +85,12 @@ class RestartingBrowser:
     attribute is the current browser's."""
 
     def __init__(self, playwright):
-        self._playwright = playwright
+        self.playwright = playwright
         self.browser = launch(playwright)
 
     def current(self):
         if id(self.browser) not in _BROWSER_PIDS or not self.browser.is_connected():
-            self.browser = launch(self._playwright)
+            self.browser = launch(self.playwright)
         return self.browser
 
     def __getattr__(self, name):

@@ -26,11 +26,9 @@ class HungContext:
 
 
 @pytest.fixture
-def playwright():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        yield p
+def playwright(chromium):
+    """The session's Playwright (a process may run only one): these tests launch their own browsers in it."""
+    return chromium.playwright
 
 
 @pytest.mark.timeout(120)      # without the watchdog, the close would wait forever
