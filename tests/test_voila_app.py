@@ -119,6 +119,13 @@ def test_preheat_gives_one_dashboard_a_pool_of_its_own():
             preheat_sizes(bad)
 
 
+def test_kernels_get_one_blas_thread_unless_the_server_says_otherwise():
+    """The app's kernels train many small models: one thread each, as lab and the hub give them."""
+    env = config.kernel_environment({})
+    assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1"
+    assert config.kernel_environment({"OMP_NUM_THREADS": "4"})["OMP_NUM_THREADS"] == "4"
+
+
 def test_kernels_build_figures_that_load_plotly_from_the_app():
     """The viz layer has no Voila code: the app names its FigureWidget class in the kernels' environment."""
     env = config.kernel_environment({"PYTHONPATH": "/elsewhere"})

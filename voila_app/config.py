@@ -187,7 +187,13 @@ def kernel_environment(environ=None, cache_dir: str | None = None, cache_size: s
 
     The result cache (:mod:`lecture_lib.cache`): ``cache_dir`` (a folder, or ``off``) and
     ``cache_size`` (``500M``) override ``LECTURE_CACHE_DIR``/``LECTURE_CACHE_SIZE``; the folder is
-    made absolute (kernels run in the notebook's folder), so that every kernel shares one cache."""
+    made absolute (kernels run in the notebook's folder), so that every kernel shares one cache.
+
+    One BLAS/OpenMP thread per kernel (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, unless ``environ`` sets them), as
+    ``./lecture lab`` and the JupyterHub configurations give: the panels train many small models, and a second
+    thread's hand-offs cost more than they save. With torch's default (a thread per core), 06's damping panel at
+    classroom settings took 16.5 s instead of 12.6 s, and its first streamed row 0.20 s instead of 0.15 s, on the
+    2-core machine (docs/performance.md)."""
     from lecture_lib import cache
 
     from .figure_widget import FIGURE_WIDGET
@@ -196,6 +202,8 @@ def kernel_environment(environ=None, cache_dir: str | None = None, cache_size: s
     parts = [str(REPO_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
     env["LECTURE_FIGURE_WIDGET"] = FIGURE_WIDGET
+    for threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(threads, "1")
     if cache_dir is not None:
         env[cache.DIR_ENV] = cache_dir
     if cache_size is not None:
