@@ -252,9 +252,36 @@ def test_damping_experiment_is_reproducible_whatever_the_global_rng_holds(monkey
     runs = []
     for seed in (1, 2):
         torch.manual_seed(seed)
+        E._INITIAL.results.clear()             # step 0's stand-in computed again, not shared (see the next test)
         runs.append(E.damping_experiment("kfac-f", steps=4, width=8, record_every=1, eval_every=4, probe_size=32))
     np.testing.assert_array_equal(runs[0].relative_damping, runs[1].relative_damping)
     np.testing.assert_array_equal(runs[0].cosine, runs[1].cosine)
+
+
+def test_step_0_statistics_are_shared_by_requests_with_the_same_initial_weights(monkeypatch):
+    """A move of damping, λ or α computes step 0's probe statistics no more (the first streamed row of 06's
+    damping panel), and the result is the one computed without the memo, value for value; other initial weights
+    (another seed) compute their own."""
+    monkeypatch.setenv("LECTURE_CACHE_DIR", "off")
+    calls = []
+    traces = E.ggn_factor_traces
+    monkeypatch.setattr(E, "ggn_factor_traces", lambda *a, **k: calls.append(1) or traces(*a, **k))
+    kw = dict(steps=4, width=8, record_every=1, eval_every=4, probe_size=32)
+    E._INITIAL.results.clear()
+    a = E.damping_experiment("kfac-f", damping=1e-3, **kw)
+    rows = len(calls)
+    assert rows == 4
+    b = E.damping_experiment("kfac-f", damping=3e-3, weight_decay=0.1, lr=0.05, **kw)
+    assert len(calls) == 2 * rows - 1                                  # row 0 came from the memo
+    np.testing.assert_allclose(b.relative_damping[0], 3 * a.relative_damping[0], rtol=1e-6)   # γ / mean eigenvalue
+    np.testing.assert_array_equal(b.fisher_trace[0], a.fisher_trace[0])
+    E._INITIAL.results.clear()
+    c = E.damping_experiment("kfac-f", damping=3e-3, weight_decay=0.1, lr=0.05, **kw)
+    for field in ("relative_damping", "cosine", "fisher_trace", "gn_trace"):
+        np.testing.assert_array_equal(getattr(b, field), getattr(c, field), err_msg=field)
+    before = len(calls)
+    d = E.damping_experiment("kfac-f", damping=3e-3, weight_decay=0.1, lr=0.05, seeds=(1,), **kw)
+    assert len(calls) - before == rows and not np.array_equal(d.fisher_trace[0], c.fisher_trace[0])
 
 
 def test_damping_experiment_pairs_schemes_by_seed():
