@@ -284,6 +284,23 @@ def test_step_0_statistics_are_shared_by_requests_with_the_same_initial_weights(
     assert len(calls) - before == rows and not np.array_equal(d.fisher_trace[0], c.fisher_trace[0])
 
 
+def test_damping_panels_warm_up_fills_what_a_move_of_damping_reuses(monkeypatch):
+    """The panel's warm-up (run once the notebook has run) computes step 0's statistics of its default
+    configuration: the first move of γ in a kernel whose default came from the result cache finds them."""
+    from lecture_lib.viz import mechanisms_panels as mp
+
+    monkeypatch.setenv("LECTURE_CACHE_DIR", "off")
+    calls = []
+    traces = E.ggn_factor_traces
+    monkeypatch.setattr(E, "ggn_factor_traces", lambda *a, **k: calls.append(1) or traces(*a, **k))
+    size = dict(mp.DAMPING_SIZES[True], steps=3)
+    E._INITIAL.results.clear()
+    mp._damping_first_row(**size)
+    assert len(calls) == 1
+    rows = mp.damping.__wrapped__(damping=3e-3, **size).record.steps.size
+    assert len(calls) == 1 + rows - 1                                  # row 0 came from the warm-up
+
+
 def test_damping_experiment_pairs_schemes_by_seed():
     """With λ = 0 'wd-all' retraces 'none' run for run (ratio exactly 1, cosine difference 0), while two seeds
     differ: the pairing behind the intervals of section 3. (K-FAC-G: K-FAC-F's sampled targets differ between runs.)"""

@@ -272,6 +272,25 @@ def test_warm_when_idle_imports_once_the_kernel_has_run_no_cell_for_a_while(tmp_
     assert runner.warm_when_idle(["lecture_warm_probe"], quiet=0.2, shell=shell) is None   # once per process
 
 
+def test_warm_when_idle_runs_tasks_after_the_quiet_and_past_one_that_fails():
+    from lecture_lib.viz import runner
+
+    shell = type("Shell", (), {"events": FakeEvents()})()
+    ran = []
+
+    def fails():
+        raise RuntimeError("a warm-up that fails")
+
+    thread = runner.warm_when_idle([], quiet=0.2, shell=shell, tasks=(fails, lambda: ran.append(time.monotonic())))
+    time.sleep(0.4)
+    assert ran == []                                                  # the cell that built the panel still runs
+    shell.events.trigger("post_execute")
+    ended = time.monotonic()
+    thread.join(5)
+    assert len(ran) == 1 and ran[0] - ended >= 0.2
+    assert runner.warm_when_idle([], quiet=0.2, shell=shell) is None                     # nothing to do
+
+
 def test_after_the_warm_up_a_first_curvature_computation_imports_nothing():
     """torch imports torch._dynamo (sympy with it, 1.1-1.6 s) on a process's first torch.func transform: a kernel
     whose notebook came from the result cache paid it on its first computed move. After the warm-up it does not."""

@@ -344,6 +344,12 @@ def damping(curvature: str = "kfac-f", damping: float = 1e-3, weight_decay: floa
                                 progress=progress)
 
 
+def _damping_first_row(width: int, seeds, **_) -> None:
+    """One step of the panel's default configuration, not cached: it fills step 0's statistics (the probe's factors
+    and traces, :class:`lecture_lib.experiments.mechanisms._InitialStatistics`), which every move of γ or λ reuses."""
+    E.damping_experiment.uncached("kfac-f", steps=1, width=width, seeds=seeds)
+
+
 def damping_figures(result: E.DampingResult) -> list[go.Figure]:
     """The first seed's run of each scheme (the notes give the intervals over all seeds)."""
     rec, schemes, cols = result.record, result.schemes, result.first_seed()
@@ -385,6 +391,7 @@ def damping_panel(fast: bool | None = None) -> panels.LivePanel:
     size = DAMPING_SIZES[fast]
     return panels.LivePanel(
         compute=functools.partial(damping, **size),
+        warm=functools.partial(_damping_first_row, **size),
         controls={"curvature": panels.dropdown("K-FAC curvature", {"Fisher (K-FAC-F)": "kfac-f",
                                                                    "Gauss-Newton (K-FAC-G)": "kfac-g"}, "kfac-f"),
                   "damping": panels.log_slider("γ (damping)", 1e-5, 1e-1, 1e-3),

@@ -103,6 +103,9 @@ class LivePanel(PanelView):
             for a computation with ``torch.func``'s reverse mode: 1.1-1.6 s and ~70 MB), imported once the
             notebook has run (:func:`~lecture_lib.viz.runner.warm_when_idle`): a kernel whose notebook came from
             the result cache would otherwise pay them in the first slider move that computes.
+        warm: work run after those imports, once the notebook has run: it fills what ``compute`` keeps in the
+            process for its next requests (06's damping panel: step 0's statistics, which a move of γ or λ
+            reuses), so that the first move after a notebook served from the result cache finds it too.
     """
 
     recalls = True      # the page keeps drawn results (lecture_lib.viz.recall), a ScrubPanel its families too
@@ -111,7 +114,7 @@ class LivePanel(PanelView):
                  build: Callable[[Any], go.Figure | Sequence[go.Figure]],
                  notes: Callable[[Any], str] | None = None, title: str | None = None,
                  caption: str | None = None, cache_size: int = 32, progress_after: float = 0.5,
-                 preload: Sequence[str] = ()):
+                 preload: Sequence[str] = (), warm: Callable[[], Any] | None = None):
         if not callable(build):
             raise TypeError(f"build must be a figure builder result -> go.Figure, got {type(build).__name__}")
         self.controls: dict[str, widgets.Widget] = dict(controls)
@@ -145,7 +148,7 @@ class LivePanel(PanelView):
             w.observe(self._on_change, names="value")
         strict = _strict()
         self.runner.run_now(self.values, raise_errors=strict)      # the one computation of the default
-        warm_when_idle(preload)
+        warm_when_idle(preload, tasks=() if warm is None else (warm,))
         if strict and self._draw_error is not None:
             raise self._draw_error
 

@@ -73,18 +73,21 @@ TORCH_FUNC_IMPORTS = ("torch._dynamo",)
 _WARMED: set[str] = set()               # modules a warm-up thread has been started for, in this process
 
 
-def warm_when_idle(modules: Sequence[str], quiet: float = 2.0, shell=None) -> threading.Thread | None:
-    """Import ``modules`` in a daemon thread once the IPython kernel has run no cell for ``quiet`` seconds.
+def warm_when_idle(modules: Sequence[str], quiet: float = 2.0, shell=None,
+                   tasks: Sequence[Callable[[], Any]] = ()) -> threading.Thread | None:
+    """Import ``modules``, then run ``tasks``, in a daemon thread once the IPython kernel has run no cell for
+    ``quiet`` seconds. A task fills an in-process store that the first computed move would otherwise fill (06's
+    damping panel: step 0's statistics, ~0.1 s of its first streamed frame); one that raises is logged and skipped.
 
     Called as a panel is built (in a cell): the imports happen after the notebook has run (a server's pool
     kernel before any visitor arrives, a student's kernel while they read), not during its execution nor in the
-    first slider move. Once per module and process; returns the thread, or ``None`` outside an IPython kernel
-    (scripts, tests) and when there is nothing left to import.
+    first slider move. Once per module and process (a task: each call's); returns the thread, or ``None``
+    outside an IPython kernel (scripts, tests) and when there is nothing left to import or run.
     """
     if shell is None:
         shell = _ipython()
     todo = [m for m in modules if m not in sys.modules and m not in _WARMED]
-    if shell is None or not todo:
+    if shell is None or not (todo or tasks):
         return None
     _WARMED.update(todo)
     state = {"running": True, "last": time.monotonic()}     # called from a cell: it ends with post_execute
@@ -111,6 +114,11 @@ def warm_when_idle(modules: Sequence[str], quiet: float = 2.0, shell=None) -> th
                 importlib.import_module(name)
             except Exception as exc:  # noqa: BLE001 - a warm-up only: the first computation imports it anyway
                 log.debug("warm-up import of %s failed: %s", name, exc)
+        for task in tasks:
+            try:
+                task()
+            except Exception as exc:  # noqa: BLE001 - a warm-up only: the first computation does it anyway
+                log.debug("warm-up task %r failed: %s", task, exc)
 
     thread = threading.Thread(target=work, name="lecture-warm-imports", daemon=True)
     thread.start()
