@@ -231,14 +231,16 @@ class Trainer:
         return loss, acc
 
     # -- one step -------------------------------------------------------------------------------
-    def step(self, record: bool = False, track: Mapping[str, TrackFn] | None = None) -> dict | None:
+    def step(self, record: bool = False, track: Mapping[str, TrackFn] | None = None,
+             before_update: Callable[[dict], None] | None = None) -> dict | None:
         """Take one optimizer step for all runs; with ``record`` return this step's statistics.
 
         The returned dict holds ``(R,)`` tensors ``loss`` (and ``accuracy``) plus
         ``(P, R)`` tensors ``param_norm``, ``grad_norm``, ``effective_lr``,
         ``angular_step`` (P = parameter tensors, in ``self.names`` order) and the
         ``track`` outputs, evaluated at :math:`w_k` with the gradient :math:`g_k` and the
-        optimizer state before this step's update.
+        optimizer state before this step's update. ``before_update(stats)`` (with ``record``) sees them
+        before the update, without ``angular_step``.
         """
         k = self.step_count
         x, y = self.batch()
@@ -256,6 +258,8 @@ class Trainer:
             stats = None
             if record:
                 stats = self._pre_stats(k, loss, out, y, grads, track)
+                if before_update is not None:
+                    before_update(stats)
             # every update sees the batch; a transform that needs it (K-FAC's statistics) reads it
             updates, self.state = self.optimizer.update(grads, self.state, self.params, batch=(x, y))
             # a non-finite update stops its run at this step, before it touches the weights
@@ -340,9 +344,11 @@ def train(model: nn.Module, data: Dataset, loss, optimizer: Transform, steps: in
       ``record.extras[name]`` with shape ``(K, R, ...)``.
     * ``callback``: ``callback(step, model)`` after every update (e.g. norm grafting).
     * ``report``: ``report(done, steps, so_far)`` after every recorded step (``done`` updates of
-      ``steps``); ``so_far()`` assembles the Record of the rows recorded until now (a panel draws the
-      runs as they train, :class:`lecture_lib.record.Stream`). Assembling copies the rows: call it only
-      to draw. Nothing else changes: the final Record is the same with or without ``report``.
+      ``steps``), and once before the first update (``done = 0``: the initial row alone, whose
+      ``angular_step`` comes with its update, so its Record has none); ``so_far()`` assembles the Record of
+      the rows recorded until now (a panel draws the runs as they train, :class:`lecture_lib.record.Stream`).
+      Assembling copies the rows: call it only to draw. Nothing else changes: the final Record is the same
+      with or without ``report``.
 
     Example::
 
@@ -361,7 +367,12 @@ def train(model: nn.Module, data: Dataset, loss, optimizer: Transform, steps: in
         if eval_every is not None and k % eval_every == 0:
             evals.append(trainer.evaluate())
         if k % record_every == 0:
-            rows.append(trainer.step(record=True, track=track))
+            initial = None
+            if report is not None and k == 0:
+                def initial(stats):
+                    report(0, steps, lambda: _assemble(trainer, [stats], record_steps[:1], evals, eval_steps[:len(evals)],
+                                                       track, partial=True))
+            rows.append(trainer.step(record=True, track=track, before_update=initial))
         else:
             trainer.step()
         if callback is not None:

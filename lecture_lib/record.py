@@ -91,8 +91,8 @@ class Stream:
         rec = train(..., report=stream.stage(lambda rec: OutputLayerResult(lr, rec, rates(rec)), 0.0, 1.0))
 
     A partial result is made (``make(record_so_far)``) once ``first`` updates are done (two: two rows when every
-    step is recorded, so that each curve has a segment; one: the initial row alone, for a builder that draws a
-    lone point and whose rows are costly), then at most
+    step is recorded, so that each curve has a segment; zero: the initial row alone, before its update, for a
+    builder that draws a lone point and whose rows are costly), then at most
     every ``interval`` seconds, and so that reporting (assembling the record and the result, and whatever
     ``progress`` does with it: a panel draws it) takes at most a ``1 / (1 + spacing)`` share of the time;
     ``fraction`` goes from ``start`` to ``end`` over the stage.

@@ -33,8 +33,13 @@ def test_report_gives_the_rows_so_far_and_changes_nothing():
     reports = []
     final = _train(report=lambda done, steps, so_far: reports.append((done, steps, so_far())), record_every=2)
     plain = _train(record_every=2)
-    assert [d for d, _, _ in reports] == list(range(1, 30, 2)) and all(s == 30 for _, s, _ in reports)
-    for done, _, rec in reports:
+    assert [d for d, _, _ in reports] == [0, *range(1, 30, 2)] and all(s == 30 for _, s, _ in reports)
+    initial = reports[0][2]                     # before the first update: the initial row, no angular step yet
+    assert initial.steps.tolist() == [0] and initial.angular_step == {} and initial.config["partial"] is True
+    np.testing.assert_array_equal(initial.loss, final.loss[:1])
+    for name in final.param_norm:
+        np.testing.assert_array_equal(initial.param_norm[name], final.param_norm[name][:1])
+    for done, _, rec in reports[1:]:
         k = len(rec.steps)
         assert k == (done + 1) // 2 and rec.config["partial"] is True
         np.testing.assert_array_equal(rec.steps, final.steps[:k])
@@ -53,8 +58,15 @@ def test_stream_reports_first_partial_at_once_then_throttles():
     partials = [(f, p) for f, p in calls if p is not None]
     assert partials == [(0.5 + 0.5 * 2 / 30, 2)]                    # two rows, then nothing for a minute
     fractions = [f for f, _ in calls]
-    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(calls) == 30
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(calls) == 31   # and before step 0
     assert Stream(None).stage(len) is None                            # no progress: nothing to report
+
+
+def test_stream_from_zero_updates_hands_over_the_initial_row_before_its_update():
+    calls = []
+    stream = Stream(lambda fraction, partial=None: calls.append((fraction, partial)), interval=60.0)
+    _train(report=stream.stage(lambda rec: (rec.steps.tolist(), dict(rec.angular_step)), first=0))
+    assert [(f, p) for f, p in calls if p is not None] == [(0.0, ([0], {}))]
 
 
 def test_stream_of_a_fast_interval_reports_growing_partials():
@@ -411,7 +423,7 @@ STREAMING = ("descent_family", "reparam", "wrinkle", "conditioning", "inverse_ti
              "effective_lr_family", "jacobian", "damping")
 
 #: Experiments whose first partial comes with fewer than two rows (its builder draws a lone point).
-FIRST_ROWS = {"damping": 1}
+FIRST_ROWS = {"damping": 1}          # its initial row, drawn as points
 
 #: Fields of a result that are wall-clock measurements: never equal between two runs, streamed or not.
 TIMED = {"inverse_timing": ("eigenbasis", "dense")}
