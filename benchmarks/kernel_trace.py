@@ -64,10 +64,10 @@ def install() -> None:
         setattr(engine.Trainer, name, timed(getattr(engine.Trainer, name), f"Trainer.{name}"))
     step = engine.Trainer.step
 
-    def recorded_step(self, record=False, track=None):
+    def recorded_step(self, record=False, **kwargs):
         if not record:
-            return step(self, record=record, track=track)
-        return timed(step, f"step{self.step_count}")(self, record=record, track=track)
+            return step(self, record=record, **kwargs)
+        return timed(step, f"step{self.step_count}")(self, record=record, **kwargs)
 
     engine.Trainer.step = recorded_step
     tracks = mechanisms._kfac_tracks
