@@ -16,7 +16,7 @@ from lecture_lib import data, engine
 from lecture_lib.models import MLP
 from lecture_lib.optim import sgd
 from lecture_lib.record import Stream
-from lecture_lib.viz import panels
+from lecture_lib.viz import figures, panels
 from lecture_lib.viz.runner import ComputeRunner
 
 
@@ -461,11 +461,35 @@ def test_experiment_streams_partial_results_its_builder_draws(name, monkeypatch)
     # the final figures' traces, shown, in every partial: data alone changes, and the page redraws it without
     # plotly's full update (scrub.js, redrawChanged)
     assert {_traces(build(p)) for p in partials} == {_traces(build(final))}
+    for partial in partials if name in FIRST_ROWS else ():
+        # a first partial of one row, drawn into the panel's figures (which copy data, not style): its points show
+        live = [go.Figure(f) for f in _as_list(build(final))]
+        for target, source in zip(live, _as_list(build(partial))):
+            figures.copy_trace_data(target, source)
+        assert not _hidden_lone_points(live), _hidden_lone_points(live)
     plain = call(None)
     for key, record in _records(plain).items():       # streaming changes nothing in the result
         np.testing.assert_array_equal(record.loss, done[key].loss)
     if not done:                                      # a result without records: every field, bit for bit
         _assert_same(plain, final, skip=TIMED.get(name, ()))
+
+
+def _as_list(figs) -> list:
+    return figs if isinstance(figs, list) else [figs]
+
+
+def _hidden_lone_points(figs) -> list[str]:
+    """Scatter traces holding one point that they would draw as a line (nothing) or as a point of size 0."""
+    hidden = []
+    for f in figs:
+        for t in f.data:
+            if t.type != "scatter" or t.x is None or len(t.x) != 1 or t.visible is False:
+                continue
+            mode = t.mode or "lines+markers"          # plotly's default for fewer than 20 points
+            size = t.marker.size
+            if "markers" not in mode or (size is not None and np.all(np.asarray(size) == 0)):
+                hidden.append(t.name)
+    return hidden
 
 
 def _traces(figs) -> tuple:

@@ -31,16 +31,20 @@ JACOBIAN_SIZES = {False: dict(steps=600, seeds=tuple(range(8))), True: dict(step
 DAMPING_SIZES = {False: dict(steps=1000, width=64, seeds=(0, 1, 2, 3)), True: dict(steps=100, width=32, seeds=(0, 1))}
 
 
-def _scheme_traces(x, values, schemes, showlegend=True, label: str = "", dash: str | None = None):
-    """One line per decay scheme (a column of ``values``), drawn up to its first non-finite value; a lone value
-    (the first row of a streamed run) as a point."""
+def _scheme_traces(x, values, schemes, showlegend=True, label: str = "", dash: str | None = None,
+                   points: bool = False):
+    """One line per decay scheme (a column of ``values``), drawn up to its first non-finite value. ``points``: a
+    lone value (the first row of a streamed run) shows as a point. A panel's figures copy data, not style (the
+    mode), from a new result, so such a trace is always drawn with markers, whose sizes (per point: data) are 0
+    but for a lone value."""
     traces = []
     for i, s in enumerate(schemes):
         y = np.asarray(values[:, i], dtype=float)
         n = figures.finite_prefix(y)
         name = f"{label}, {M.SCHEME_LABELS[s]}" if label else M.SCHEME_LABELS[s]
-        traces.append(go.Scatter(x=np.asarray(x[:n], dtype=float), y=y[:n], mode="lines" if n > 1 else "markers",
-                                 name=name, marker=dict(color=SCHEME_COLORS[s], size=7),
+        size = np.full(n, 7.0 if n == 1 else 0.0) if points else 7
+        traces.append(go.Scatter(x=np.asarray(x[:n], dtype=float), y=y[:n], mode="lines+markers" if points or n == 1 else "lines",
+                                 name=name, marker=dict(color=SCHEME_COLORS[s], size=size),
                                  legendgroup=s, showlegend=showlegend,
                                  line=dict(color=SCHEME_COLORS[s], width=2.5, dash=dash or SCHEME_DASH.get(s)),
                                  hovertemplate=f"{name}<br>step %{{x}}: %{{y:.4g}}<extra></extra>"))
@@ -353,13 +357,15 @@ def _damping_first_row(width: int, seeds, **_) -> None:
 def damping_figures(result: E.DampingResult) -> list[go.Figure]:
     """The first seed's run of each scheme (the notes give the intervals over all seeds)."""
     rec, schemes, cols = result.record, result.schemes, result.first_seed()
-    rel = figures.figure(_scheme_traces(rec.steps, result.relative_damping[:, cols, 0], schemes),
+    rel = figures.figure(_scheme_traces(rec.steps, result.relative_damping[:, cols, 0], schemes, points=True),
                          y_title="γ / mean eigenvalue of A⊗S", log_y=True, height=340)
-    cos = figures.figure(_scheme_traces(rec.steps, result.cosine[:, cols, 0], schemes, showlegend=False),
+    cos = figures.figure(_scheme_traces(rec.steps, result.cosine[:, cols, 0], schemes, showlegend=False, points=True),
                          y_title="cos(K-FAC step, gradient)", height=300)
     cos.update_yaxes(range=[0, 1.02])
-    traces = (_scheme_traces(rec.steps, result.fisher_trace[:, cols], schemes, label="tr F(ŵ)", dash="solid")
-              + _scheme_traces(rec.steps, result.gn_trace[:, cols], schemes, label="tr G(ŵ)", dash="dash"))
+    traces = (_scheme_traces(rec.steps, result.fisher_trace[:, cols], schemes, label="tr F(ŵ)", dash="solid",
+                             points=True)
+              + _scheme_traces(rec.steps, result.gn_trace[:, cols], schemes, label="tr G(ŵ)", dash="dash",
+                               points=True))
     tr = figures.figure(traces, y_title=f"trace, layer {result.layers[0]}", log_y=True, height=360, legend_rows=2)
     return [rel, cos, tr]
 
