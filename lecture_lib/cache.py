@@ -37,6 +37,7 @@ import hashlib
 import inspect
 import logging
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -180,6 +181,27 @@ def cached(fn: Callable) -> Callable:
     return wrapper
 
 
+class Recent:
+    """The last ``maxsize`` values by key, the least recently used dropped; safe to share between threads."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize, self.results, self._lock = maxsize, OrderedDict(), threading.Lock()
+
+    def get(self, key, compute: Callable[[], Any]) -> Any:
+        """The value kept for ``key``, or ``compute()`` kept for it (outside the lock: it may take a while)."""
+        with self._lock:
+            if key in self.results:
+                self.results.move_to_end(key)
+                return self.results[key]
+        value = compute()
+        with self._lock:
+            self.results[key] = value
+            self.results.move_to_end(key)
+            while len(self.results) > self.maxsize:
+                self.results.popitem(last=False)
+        return value
+
+
 def recent(maxsize: int) -> Callable[[Callable], Callable]:
     """``fn`` with its last ``maxsize`` results kept in this process, keyed on its arguments (defaults filled in,
     lists as tuples) except ``progress``: a panel passes a fresh ``progress`` callback with every request, so a
@@ -188,7 +210,7 @@ def recent(maxsize: int) -> Callable[[Callable], Callable]:
     hashed make that call uncached. ``wrapper.results`` is the store (``clear()`` it to compute again)."""
     def decorate(fn: Callable) -> Callable:
         signature = inspect.signature(fn)
-        results: OrderedDict = OrderedDict()
+        store = Recent(maxsize)
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs) -> Any:
@@ -196,17 +218,12 @@ def recent(maxsize: int) -> Callable[[Callable], Callable]:
             bound.apply_defaults()
             key = tuple((name, _frozen(value)) for name, value in bound.arguments.items() if name != "progress")
             try:
-                hit = key in results
+                hash(key)
             except TypeError:                           # an unhashable argument
                 return fn(*args, **kwargs)
-            if not hit:
-                results[key] = fn(*args, **kwargs)
-                while len(results) > maxsize:
-                    results.popitem(last=False)
-            results.move_to_end(key)
-            return results[key]
+            return store.get(key, lambda: fn(*args, **kwargs))
 
-        wrapper.results = results
+        wrapper.results = store.results
         return wrapper
     return decorate
 

@@ -14,18 +14,15 @@ one batched run, and returns a small result dataclass; the mathematics they buil
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import hashlib
 import json
 import math
 import platform
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +30,7 @@ import torch
 from .. import __version__
 from .. import mechanisms as M
 from .._validate import Choice, Function, Int, NonNegative, Positive, Real, Seed, Spec, Unit, Where, accepts
-from ..cache import cached
+from ..cache import Recent, cached
 from ..data import Dataset, digits
 from ..engine import train
 from ..mechanisms import (OPTIMIZERS, REGULARIZERS, SCHEME_LIST, SCHEMES, SEEDS, LABELS, bn_mlp, decay_schemes,
@@ -475,42 +472,22 @@ class DampingResult:
         return M.paired_interval(self.final("cosine", a, layer) - self.final("cosine", b, layer))
 
 
-class _InitialStatistics:
-    """The last few step-0 statistics of :func:`damping_experiment`, keyed on the contents of their inputs.
-
-    At step 0 the runs' weights, their buffers and the probe batch are the same for every damping, weight decay
-    and learning rate, and so are the probe's Kronecker factors (their eigenbases) and curvature traces: a move of
-    those sliders would compute them again, ~80 ms of the first streamed row's ~140 ms (full settings, 2-core
-    machine). A key is a hash of the inputs' bytes, so a hit is the same computation's result, never a neighbour's.
-    """
-
-    def __init__(self, maxsize: int = 4):
-        self.maxsize, self.results, self._lock = maxsize, collections.OrderedDict(), threading.Lock()
-
-    @staticmethod
-    def key(tag: tuple, tensors) -> tuple:
-        digest = hashlib.blake2b(digest_size=16)
-        for t in tensors:
-            t = t.detach().cpu().contiguous()
-            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return tag, digest.digest()
-
-    def get(self, tag: tuple, tensors, compute: Callable[[], Any]) -> Any:
-        key = self.key(tag, tensors)
-        with self._lock:
-            if key in self.results:
-                self.results.move_to_end(key)
-                return self.results[key]
-        value = compute()
-        with self._lock:
-            self.results[key] = value
-            while len(self.results) > self.maxsize:
-                self.results.popitem(last=False)
-        return value
+#: Step 0's statistics of :func:`damping_experiment`, the last few, keyed on the contents of their inputs
+#: (:func:`_step0_key`). At step 0 the runs' weights, their buffers and the probe batch are the same for every
+#: damping, weight decay and learning rate, and so are the probe's Kronecker factors (their eigenbases) and
+#: curvature traces: a move of those sliders would compute them again, ~80 ms of the first streamed row's ~140 ms
+#: (full settings, 2-core machine).
+_INITIAL = Recent(4)
 
 
-_INITIAL = _InitialStatistics()
+def _step0_key(tag: tuple, tensors) -> tuple:
+    """``tag`` and a hash of the tensors' bytes: a hit is the same computation's result, never a neighbour's."""
+    digest = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return tag, digest.digest()
 
 
 def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature: str) -> dict[str, Callable]:
@@ -521,7 +498,7 @@ def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature:
     layer's K-FAC Fisher and Gauss-Newton blocks for :math:`\hat w`, i.e.
     :math:`\lVert w\rVert^2\operatorname{tr}A\,\operatorname{tr}S` with output Hessian
     :math:`\mathrm{diag}(p) - pp^\top` (the Fisher's exact expectation over the model's labels) or :math:`I`.
-    Step 0's probe statistics are shared by requests with the same initial weights (:class:`_InitialStatistics`).
+    Step 0's probe statistics are shared by requests with the same initial weights (:data:`_INITIAL`).
     """
     kind = ("cross_entropy", "fisher") if curvature == "kfac-f" else ("mse", "ggn")
 
@@ -545,7 +522,7 @@ def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature:
             # before the first update K-FAC holds no statistics yet (it estimates them inside the update, from that
             # step's batch): the probe batch's factors stand in at step 0, their sampled targets drawn from a seeded
             # generator (from the global RNG, the first row depended on whatever had drawn from it before)
-            bases = _INITIAL.get(("bases", kind, tuple(layers)), inputs(model, params), lambda: eigenbases(
+            bases = _INITIAL.get(_step0_key(("bases", kind, tuple(layers)), inputs(model, params)), lambda: eigenbases(
                 estimate_factors(model, params, probe, None, *kind, torch.Generator().manual_seed(0))))
         rel, cos = [], []
         for name in layers:
@@ -563,7 +540,7 @@ def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature:
 
         if find_state(opt_state, KFACState).A:
             return traces()
-        return _INITIAL.get(("traces", layers[0]), inputs(model, params), traces)
+        return _INITIAL.get(_step0_key(("traces", layers[0]), inputs(model, params)), traces)
 
     return {"damping": relative_damping, "traces": curvature_traces}
 

@@ -43,8 +43,9 @@ def _scheme_traces(x, values, schemes, showlegend=True, label: str = "", dash: s
         n = figures.finite_prefix(y)
         name = f"{label}, {M.SCHEME_LABELS[s]}" if label else M.SCHEME_LABELS[s]
         size = np.full(n, 7.0 if n == 1 else 0.0) if points else 7
-        traces.append(go.Scatter(x=np.asarray(x[:n], dtype=float), y=y[:n], mode="lines+markers" if points or n == 1 else "lines",
-                                 name=name, marker=dict(color=SCHEME_COLORS[s], size=size),
+        mode = "lines+markers" if points or n == 1 else "lines"
+        traces.append(go.Scatter(x=np.asarray(x[:n], dtype=float), y=y[:n], mode=mode, name=name,
+                                 marker=dict(color=SCHEME_COLORS[s], size=size),
                                  legendgroup=s, showlegend=showlegend,
                                  line=dict(color=SCHEME_COLORS[s], width=2.5, dash=dash or SCHEME_DASH.get(s)),
                                  hovertemplate=f"{name}<br>step %{{x}}: %{{y:.4g}}<extra></extra>"))
@@ -350,7 +351,7 @@ def damping(curvature: str = "kfac-f", damping: float = 1e-3, weight_decay: floa
 
 def _damping_first_row(width: int, seeds, **_) -> None:
     """One step of the panel's default configuration, not cached: it fills step 0's statistics (the probe's factors
-    and traces, :class:`lecture_lib.experiments.mechanisms._InitialStatistics`), which every move of γ or λ reuses."""
+    and traces, :data:`lecture_lib.experiments.mechanisms._INITIAL`), which every move of γ or λ reuses."""
     E.damping_experiment.uncached("kfac-f", steps=1, width=width, seeds=seeds)
 
 
