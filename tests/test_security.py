@@ -83,6 +83,8 @@ def _get(opener, url, timeout=60):
 def test_app_and_its_kernels_listen_on_loopback_only(security_app):
     """Without ``--ip`` the app binds 127.0.0.1, and the kernels' ZMQ ports are loopback too."""
     voila = psutil.Process(security_app.proc.pid)
+    # the server answers before its pool has started the kernels (once, on a busy 2-core machine, none was up yet)
+    assert security_app.wait_preheated(["tiny.ipynb"], timeout=240), "the kernel pool was not filled in 240 s"
     listening = [c for c in voila.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
     assert [(c.laddr.ip, c.laddr.port) for c in listening] == [("127.0.0.1", security_app.port)]
     kernels = voila.children(recursive=True)
