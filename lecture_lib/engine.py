@@ -362,6 +362,9 @@ def train(model: nn.Module, data: Dataset, loss, optimizer: Transform, steps: in
     eval_steps = [] if eval_every is None else sorted(set(range(0, steps, eval_every)) | {steps})
     rows: list[dict] = []
     evals: list[tuple] = []
+    # the training's settings, in every Record's config: a partial one's too (its plot can span all the steps)
+    settings = dict(steps=steps, batch_size=batch_size, seed=seed, record_every=record_every,
+                    diverge_above=diverge_above, eval_every=eval_every)
 
     for k in range(steps):
         if eval_every is not None and k % eval_every == 0:
@@ -371,7 +374,7 @@ def train(model: nn.Module, data: Dataset, loss, optimizer: Transform, steps: in
             if report is not None and k == 0:
                 def initial(stats):
                     report(0, steps, lambda: _assemble(trainer, [stats], record_steps[:1], evals, eval_steps[:len(evals)],
-                                                       track, partial=True))
+                                                       track, partial=True, **settings))
             rows.append(trainer.step(record=True, track=track, before_update=initial))
         else:
             trainer.step()
@@ -379,17 +382,17 @@ def train(model: nn.Module, data: Dataset, loss, optimizer: Transform, steps: in
             callback(k, model)
         if report is not None and k % record_every == 0:
             report(k + 1, steps, lambda: _assemble(trainer, rows, record_steps[:len(rows)], evals,
-                                                   eval_steps[:len(evals)], track, partial=True))
+                                                   eval_steps[:len(evals)], track, partial=True, **settings))
     if eval_every is not None:
         evals.append(trainer.evaluate())
 
-    return _assemble(trainer, rows, record_steps, evals, eval_steps, track, steps=steps, batch_size=batch_size,
-                     seed=seed, record_every=record_every, diverge_above=diverge_above, eval_every=eval_every)
+    return _assemble(trainer, rows, record_steps, evals, eval_steps, track, **settings)
 
 
 def _assemble(trainer: Trainer, rows, record_steps, evals, eval_steps, track, partial: bool = False,
               **settings) -> Record:
-    """The Record of ``rows``; ``partial``: of a run still training (its config says so, ``partial: True``)."""
+    """The Record of ``rows``; ``partial``: of a run still training (its config says so, ``partial: True``, and
+    holds the training's ``settings`` like the final Record's)."""
     names = trainer.names
     steps_arr = np.asarray(record_steps, dtype=np.int64)
     diverged_at = trainer.diverged_at.cpu().numpy().astype(np.int64)

@@ -17,6 +17,7 @@ from lecture_lib.models import MLP
 from lecture_lib.optim import sgd
 from lecture_lib.record import Stream
 from lecture_lib.viz import figures, panels
+from lecture_lib.viz.live_figures import LiveFigures
 from lecture_lib.viz.runner import ComputeRunner
 
 
@@ -47,6 +48,8 @@ def test_report_gives_the_rows_so_far_and_changes_nothing():
         for name in final.param_norm:
             np.testing.assert_array_equal(rec.param_norm[name], final.param_norm[name][:k])
         assert len(rec.eval_steps) == len([s for s in final.eval_steps if s < done])
+    for _, _, rec in reports:                   # the training's settings, known from the first row on (the plot's span)
+        assert {k: v for k, v in rec.config.items() if k != "partial"} == final.config
     np.testing.assert_array_equal(final.loss, plain.loss)
     assert "partial" not in final.config and final.diverged(1) and reports[-1][2].diverged(1)
 
@@ -425,6 +428,9 @@ STREAMING = ("descent_family", "reparam", "wrinkle", "conditioning", "inverse_ti
 #: Experiments whose first partial comes with fewer than two rows (its builder draws a lone point).
 FIRST_ROWS = {"damping": 1}          # its initial row, drawn as points
 
+#: Experiments whose figures span the whole training from the first partial on (figures.span_steps).
+STILL_STEP_AXES = {"damping"}
+
 #: Fields of a result that are wall-clock measurements: never equal between two runs, streamed or not.
 TIMED = {"inverse_timing": ("eigenbasis", "dense")}
 
@@ -461,12 +467,15 @@ def test_experiment_streams_partial_results_its_builder_draws(name, monkeypatch)
     # the final figures' traces, shown, in every partial: data alone changes, and the page redraws it without
     # plotly's full update (scrub.js, redrawChanged)
     assert {_traces(build(p)) for p in partials} == {_traces(build(final))}
-    for partial in partials if name in FIRST_ROWS else ():
-        # a first partial of one row, drawn into the panel's figures (which copy data, not style): its points show
-        live = [go.Figure(f) for f in _as_list(build(final))]
-        for target, source in zip(live, _as_list(build(partial))):
-            figures.copy_trace_data(target, source)
-        assert not _hidden_lone_points(live), _hidden_lone_points(live)
+    live = LiveFigures.built(build, final)
+    for partial in partials:
+        # drawn into the panel's figures (which copy data, not style), a run with one row so far shows its point
+        live.draw(partial, transient=True)
+        assert not _hidden_lone_points(live.widgets), _hidden_lone_points(live.widgets)
+    for partial in partials if name in STILL_STEP_AXES else ():
+        # the curves grow across x axes that stay still: the page redraws the traces without relaying them out
+        ranges = [tuple(f.layout.xaxis.range or ()) for f in _as_list(build(partial))]
+        assert ranges == [tuple(f.layout.xaxis.range or ()) for f in _as_list(build(final))] and all(ranges)
     plain = call(None)
     for key, record in _records(plain).items():       # streaming changes nothing in the result
         np.testing.assert_array_equal(record.loss, done[key].loss)

@@ -5,6 +5,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import plotly.graph_objects as go
@@ -71,6 +72,32 @@ def test_layout_theme_and_log_axes():
     assert fig.layout.yaxis.title.text == "‖w‖²" and fig.layout.font.size >= 14
     assert list(fig.layout.colorway) == list(figures.PALETTE)
     assert figures.color(len(figures.PALETTE)) == figures.PALETTE[0]
+
+
+def test_span_steps_fixes_linear_step_axes_to_the_whole_training():
+    from plotly.subplots import make_subplots
+    fig = make_subplots(rows=1, cols=2)
+    fig.update_xaxes(type="log", row=1, col=2)
+    partial = SimpleNamespace(steps=np.array([0]), config={"steps": 400, "partial": True})   # a partial Record's parts
+    assert figures.span_steps(fig, partial) is fig
+    assert list(fig.layout.xaxis.range) == [0, 400] and fig.layout.xaxis2.range is None   # a log axis: left alone
+    plain = figures.figure([])
+    figures.span_steps(plain, SimpleNamespace(steps=np.array([0]), config={}))           # no settings: unchanged
+    assert plain.layout.xaxis.range is None
+
+
+def test_show_lone_points_draws_a_one_point_line_as_a_point():
+    fig = figures.figure([go.Scatter(x=[0], y=[1], mode="lines", name="line"),
+                          go.Scatter(x=[0], y=[1], mode="lines+markers", marker=dict(size=[0.0]), name="sized"),
+                          go.Scatter(x=[0, 1], y=[1, 2], mode="lines", name="two"),
+                          go.Scatter(x=[0], y=[1], mode="markers", marker=dict(size=13), name="marker")])
+    line, sized, two, marker = figures.show_lone_points(fig).data
+    assert line.mode == "lines+markers" and sized.mode == "lines+markers"
+    assert list(sized.marker.size) == [figures.LONE_POINT_SIZE]
+    assert two.mode == "lines" and marker.marker.size == 13                 # two points, a large marker: as built
+    target = go.FigureWidget(figures.figure([go.Scatter(x=[0, 1], y=[1, 2], mode="lines", name="line")]))
+    figures.copy_trace_data(target, fig)                                     # the mode is copied with the data
+    assert target.data[0].mode == "lines+markers"
 
 
 def test_reference_line_drops_non_finite_points():

@@ -49,9 +49,11 @@ REFERENCE_COLOR = "#555555"  # dashed theory / prediction lines
 # labels inside the figure, so there is nothing to hide.
 TICKLABELOVERFLOW = "allow"
 
-# Trace attributes that hold data (copied on update); style attributes stay as built.
-DATA_KEYS = ("x", "y", "z", "text", "customdata", "name", "visible",
+# Trace attributes that hold data (copied on update); style attributes stay as built. ``mode`` follows the data:
+# a trace of one point is drawn with markers (show_lone_points).
+DATA_KEYS = ("x", "y", "z", "text", "customdata", "name", "visible", "mode",
              "marker.size", "marker.symbol", "marker.color")
+LONE_POINT_SIZE = 7             # px: the marker of a line trace that has one point so far
 
 
 def color(i: int) -> str:
@@ -183,6 +185,20 @@ def finite_prefix(y: np.ndarray) -> int:
     """Length of the longest prefix of ``y`` whose entries are all finite."""
     bad = ~np.isfinite(np.asarray(y, dtype=float))
     return int(np.argmax(bad)) if bad.any() else len(bad)
+
+
+def span_steps(fig: go.Figure, record) -> go.Figure:
+    """Fix ``fig``'s linear x axes (steps) to the whole training, ``[0, steps]``, and return it.
+
+    ``steps`` comes from ``record.config``, which a streamed partial Record holds too
+    (:func:`lecture_lib.engine.train`): from the first partial result on, the curves grow across an axis that
+    stays still, and the page redraws their traces without relaying out that axis. Log axes, and a record
+    without ``steps``, are left alone.
+    """
+    steps = (getattr(record, "config", None) or {}).get("steps")
+    if steps:
+        fig.for_each_xaxis(lambda ax: ax.update(range=[0, steps]) if ax.type != "log" else None)
+    return fig
 
 
 def line_traces(record, values, labels: Sequence[str], x=None, colors: Sequence[str] | None = None,
@@ -355,7 +371,7 @@ def copy_trace_data(target, source: go.Figure, layout_keys: Sequence[str] = ()) 
 
     ``target`` is usually a panel's ``FigureWidget`` and ``source`` the figure a pure
     builder returned for the new result. For each matched pair only data attributes
-    (:data:`DATA_KEYS`) are copied, so styling, a user's zoom and a legend entry the user
+    (:data:`DATA_KEYS`, the drawing mode among them) are copied, so styling, a user's zoom and a legend entry the user
     switched off stay put; a trace of ``target`` that ``source`` no longer has is hidden
     (kept, so that it can come back), and a trace only ``source`` has is added. The named
     layout keys (e.g. ``("annotations", "xaxis.range")``) are copied too.
@@ -407,6 +423,30 @@ def minmax_indices(y: np.ndarray, buckets: int = THIN_BUCKETS) -> np.ndarray:
 def _linear_x(fig: go.Figure, trace) -> bool:
     axis = "xaxis" + (trace.xaxis or "x")[1:]
     return getattr(fig.layout[axis], "type", None) != "log"
+
+
+def show_lone_points(fig: go.Figure) -> go.Figure:
+    """Draw ``fig``'s one-point line traces as a point, in place, and return it.
+
+    plotly draws a line through one point as nothing, so a run streamed with one row so far (or one test-set
+    evaluation) would stay invisible until its second. Such a scatter trace gets markers (``mode``, copied as data
+    by :func:`copy_trace_data`) of at least :data:`LONE_POINT_SIZE` px. A panel whose first partial result is one
+    row should draw it with markers all along, sized per point (``marker.size``, e.g. 06's damping panel): then
+    the page redraws it without plotly's full update, which a change of mode needs.
+    """
+    for trace in fig.data:
+        if trace.type != "scatter" or trace.x is None or len(trace.x) != 1 or trace.visible is False:
+            continue
+        mode = trace.mode or "lines+markers"          # plotly's default for fewer than 20 points
+        if mode == "none":
+            continue
+        patch = {} if "markers" in mode else {"mode": mode + "+markers"}
+        size = trace.marker.size
+        if size is not None and np.all(np.asarray(size) < LONE_POINT_SIZE):
+            patch["marker_size"] = [LONE_POINT_SIZE] if np.ndim(size) else LONE_POINT_SIZE
+        if patch:
+            trace.update(patch)
+    return fig
 
 
 def thin_traces(fig: go.Figure, buckets: int = THIN_BUCKETS) -> go.Figure:

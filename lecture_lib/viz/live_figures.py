@@ -158,7 +158,8 @@ class LiveFigures:
               keep: int = 32) -> "LiveFigures":
         """Figures built by ``build(result)``; each later result is built the same way and copied over.
 
-        Long line traces are thinned to the pixels they occupy (:func:`figures.thin_traces`), and the
+        Long line traces are thinned to the pixels they occupy (:func:`figures.thin_traces`), a one-point line
+        is drawn as a point (:func:`figures.show_lone_points`: a run streamed with one row so far), and the
         last ``keep`` built figures are kept by result, so that showing a result again (a slider moved
         back to a cached value) skips the builder and plotly's validation of a new figure.
         """
@@ -168,7 +169,7 @@ class LiveFigures:
             figs = build(res)
             single.append(isinstance(figs, go.Figure))
             figs = [figs] if single[-1] else list(figs)
-            return [_figures.thin_traces(f) for f in figs]
+            return [_figures.show_lone_points(_figures.thin_traces(f)) for f in figs]
 
         built: OrderedDict = OrderedDict()       # id(result) -> (result, figures, flat layouts)
         transient: list = []                     # the LiveFigures' _transient

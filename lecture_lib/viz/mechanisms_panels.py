@@ -36,7 +36,7 @@ def _scheme_traces(x, values, schemes, showlegend=True, label: str = "", dash: s
     """One line per decay scheme (a column of ``values``), drawn up to its first non-finite value. ``points``: a
     lone value (the first row of a streamed run) shows as a point. A panel's figures copy data, not style (the
     mode), from a new result, so such a trace is always drawn with markers, whose sizes (per point: data) are 0
-    but for a lone value."""
+    but for a lone value; they are not clipped at the axes, where a lone value at step 0 would show half."""
     traces = []
     for i, s in enumerate(schemes):
         y = np.asarray(values[:, i], dtype=float)
@@ -45,7 +45,7 @@ def _scheme_traces(x, values, schemes, showlegend=True, label: str = "", dash: s
         size = np.full(n, 7.0 if n == 1 else 0.0) if points else 7
         mode = "lines+markers" if points or n == 1 else "lines"
         traces.append(go.Scatter(x=np.asarray(x[:n], dtype=float), y=y[:n], mode=mode, name=name,
-                                 marker=dict(color=SCHEME_COLORS[s], size=size),
+                                 marker=dict(color=SCHEME_COLORS[s], size=size), cliponaxis=not points,
                                  legendgroup=s, showlegend=showlegend,
                                  line=dict(color=SCHEME_COLORS[s], width=2.5, dash=dash or SCHEME_DASH.get(s)),
                                  hovertemplate=f"{name}<br>step %{{x}}: %{{y:.4g}}<extra></extra>"))
@@ -368,7 +368,7 @@ def damping_figures(result: E.DampingResult) -> list[go.Figure]:
               + _scheme_traces(rec.steps, result.gn_trace[:, cols], schemes, label="tr G(ŵ)", dash="dash",
                                points=True))
     tr = figures.figure(traces, y_title=f"trace, layer {result.layers[0]}", log_y=True, height=360, legend_rows=2)
-    return [rel, cos, tr]
+    return [figures.span_steps(f, rec) for f in (rel, cos, tr)]
 
 
 def _damping_notes(result: E.DampingResult) -> str:
