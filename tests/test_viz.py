@@ -130,6 +130,20 @@ def test_copy_trace_data_matches_traces_by_name_hides_and_adds():
     assert all(t.visible is False for t in target.data)
 
 
+def test_copy_trace_data_in_a_batch_sends_what_changed_in_one_message():
+    def fig(ya, yb):
+        return figures.figure([go.Scatter(x=[0, 1], y=ya, name="a"), go.Scatter(x=[0, 1], y=yb, name="b")])
+
+    target = go.FigureWidget(fig([0, 1], [2, 3]))
+    sent = []
+    target._send_update_msg = lambda restyle_data, relayout_data, trace_indexes=None, **kw: sent.append(
+        (restyle_data, trace_indexes))
+    with target.batch_update():
+        figures.copy_trace_data(target, fig([5, 6], [2, 3]))        # only a's y changed
+    assert len(sent) == 1 and sent[0][1] == [0] and set(sent[0][0]) == {"y"}
+    assert list(target.data[0].y) == [5, 6] and list(target.data[1].y) == [2, 3]
+
+
 def test_copy_trace_data_follows_a_renamed_trace():
     """A run that diverges changes its legend entry: still the same trace (matched in order)."""
     target = go.FigureWidget(loss_figure(make_record(0.1, None)))
