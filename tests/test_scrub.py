@@ -196,7 +196,8 @@ def synthetic_ratio_family(decay: float, steps: int = 5000) -> SimpleNamespace:
     settle = 1.0 - np.exp(-k[:, None] * decay * np.array([1.0, 4.0, 4.0, 16.0]))
     noisy = settle * (1.0 + 0.1 * rng.standard_normal((steps, 4)))
     return SimpleNamespace(steps=k, ratio=np.cumsum(noisy, axis=0) / (1.0 + k[:, None]), ratio_pred=np.ones(4),
-                           sq_norm_scaled=noisy, map_scaled=settle, relaxation=1.0 / (4 * decay) * np.ones(4))
+                           sq_norm_scaled=noisy, map_scaled=settle, relaxation=1.0 / (4 * decay) * np.ones(4),
+                           record=SimpleNamespace(config={"steps": steps}))
 
 
 def test_notebook_05_ratio_frames_carry_few_points():

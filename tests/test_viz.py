@@ -74,16 +74,17 @@ def test_layout_theme_and_log_axes():
     assert figures.color(len(figures.PALETTE)) == figures.PALETTE[0]
 
 
-def test_span_steps_fixes_linear_step_axes_to_the_whole_training():
+def test_span_steps_fixes_step_axes_to_the_whole_training():
     from plotly.subplots import make_subplots
-    fig = make_subplots(rows=1, cols=2)
-    fig.update_xaxes(type="log", row=1, col=2)
+    fig = make_subplots(rows=1, cols=3)
+    fig.update_xaxes(type="log", row=1, col=2)                                  # step k drawn at k + 1
     partial = SimpleNamespace(steps=np.array([0]), config={"steps": 400, "partial": True})   # a partial Record's parts
-    assert figures.span_steps(fig, partial) is fig
-    assert list(fig.layout.xaxis.range) == [0, 400] and fig.layout.xaxis2.range is None   # a log axis: left alone
-    plain = figures.figure([])
-    figures.span_steps(plain, SimpleNamespace(steps=np.array([0]), config={}))           # no settings: unchanged
-    assert plain.layout.xaxis.range is None
+    assert figures.span_steps(fig, {"a": partial, "b": None}, row=1, col=1) is fig         # the first of a dict
+    figures.span_steps(fig, [partial], row=1, col=2)
+    assert list(fig.layout.xaxis.range) == [0, 400] and fig.layout.xaxis3.range is None    # col 3: not steps
+    np.testing.assert_allclose(fig.layout.xaxis2.range, [0, np.log10(400)])
+    for nothing in (SimpleNamespace(steps=np.array([0]), config={}), [], None):             # no settings: unchanged
+        assert figures.span_steps(figures.figure([]), nothing).layout.xaxis.range is None
 
 
 def test_show_lone_points_draws_a_one_point_line_as_a_point():

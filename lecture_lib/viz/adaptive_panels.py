@@ -410,7 +410,7 @@ def grafting_figures(result: experiments.GraftingResult) -> list[go.Figure]:
     norms = figures.figure(norm_traces, x_title="step k", y_title="per-layer step norm ‖Δw_ℓ‖", log_y=True,
                            height=420, legend_rows=3)
     norms.update_yaxes(dtick=1)
-    return [losses, norms]
+    return [figures.span_steps(f, records) for f in (losses, norms)]
 
 
 def _grafting_notes(result: experiments.GraftingResult) -> str:

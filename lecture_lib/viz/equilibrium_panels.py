@@ -115,7 +115,7 @@ def balance_figures(res: ex.LayerBalance) -> list[go.Figure]:
     fig2.add_trace(go.Scatter(x=[tau, tau] if shown else [], y=[0, 1.5] if shown else [],
                               mode="lines", line=dict(color=GREY, dash="dot", width=2),
                               name="relaxation time (1−ρ)/(4αλ)"))
-    return [fig1, fig2]
+    return [figures.span_steps(f, res.record) for f in (fig1, fig2)]
 
 
 def balance_notes(res: ex.LayerBalance) -> str:
@@ -178,7 +178,7 @@ def ratio_figures(res: ex.RatioFamily) -> list[go.Figure]:
                                                               line=dict(color="white", width=1)),
                                   name="one relaxation time (1−ρ)/(4αλ)" if r == 0 else f"one relaxation time {lab}",
                                   showlegend=r == 0))
-    return [fig1, figures.thin_traces(fig2, 250)]
+    return [figures.span_steps(fig1, res.record), figures.span_steps(figures.thin_traces(fig2, 250), res.record)]
 
 
 def _family_values(res: ex.RatioFamily) -> list[str]:
@@ -431,7 +431,7 @@ def labatie_figure(res: ex.DecayStrengths) -> go.Figure:
                                  legendgroup=lab, showlegend=False, line=dict(color=c, width=2.5)), 1, 2)
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(type="log", title_text="radians", row=1, col=2)
-    return fig
+    return figures.span_steps(fig, res.record)
 
 
 def labatie_notes(res: ex.DecayStrengths) -> str:

@@ -188,17 +188,24 @@ def finite_prefix(y: np.ndarray) -> int:
     return int(np.argmax(bad)) if bad.any() else len(bad)
 
 
-def span_steps(fig: go.Figure, record) -> go.Figure:
-    """Fix ``fig``'s linear x axes (steps) to the whole training, ``[0, steps]``, and return it.
+def span_steps(fig: go.Figure, source, **where) -> go.Figure:
+    """Fix ``fig``'s x axes (steps) to the whole training and return it.
 
-    ``steps`` comes from ``record.config``, which a streamed partial Record holds too
-    (:func:`lecture_lib.engine.train`): from the first partial result on, the curves grow across an axis that
-    stays still, and the page redraws their traces without relaying out that axis. Log axes, and a record
-    without ``steps``, are left alone.
+    ``source``: a Record (its ``config['steps']``, which a streamed partial Record holds too:
+    :func:`lecture_lib.engine.train`), a list or dict of Records trained as long (the first counts), or ``None``
+    (nothing is fixed). A linear axis spans ``[0, steps]``; a log axis,
+    on which step k is drawn at k + 1, spans 1 to ``steps``. From the first partial result on, the curves then grow
+    across an axis that stays still, and the page redraws their traces without relaying that axis out. ``where``
+    (``row=``, ``col=``) picks the subplots whose x axis counts steps.
     """
-    steps = (getattr(record, "config", None) or {}).get("steps")
+    if isinstance(source, dict):
+        source = next(iter(source.values()), None)
+    elif isinstance(source, (list, tuple)):
+        source = source[0] if source else None
+    steps = (getattr(source, "config", None) or {}).get("steps")
     if steps:
-        fig.for_each_xaxis(lambda ax: ax.update(range=[0, steps]) if ax.type != "log" else None)
+        fig.for_each_xaxis(lambda ax: ax.update(range=[0, float(np.log10(steps))] if ax.type == "log"
+                                                else [0, steps]), **where)
     return fig
 
 

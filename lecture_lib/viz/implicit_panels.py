@@ -152,7 +152,7 @@ def growth_figure(result: experiment.GrowthResult) -> go.Figure:
         ready = on and n in result.predicted  # a partial result (still training) has no prediction yet
         predicted = (result.predicted[n][rows], result.lr / result.predicted[n][rows]) if ready else (EMPTY, EMPTY)
         _pair(fig, k, *predicted, f"√ law predicted ({label})", "α/‖w‖²", color, dash="dash", width=2, pending=on)
-    return fig
+    return figures.span_steps(fig, rec)
 
 
 def _growth_notes(result: experiment.GrowthResult) -> str:
@@ -231,7 +231,7 @@ def collapse_figure(position: experiment.CollapseAt) -> go.Figure:
     fig.add_trace(_band(k, loss, f"{everyone} · loss", everyone), 1, 2)
     _pair(fig, k, eff[:, r], loss[:, r], "the α on the slider", "loss", figures.color(0), width=3)
     fig.add_trace(figures.reference_line(k, sweep.asymptote[rows], "predicted α-free asymptote 1/(G√(2k))"), 1, 1)
-    return fig
+    return figures.span_steps(fig, rec)
 
 
 def _collapse_notes(position: experiment.CollapseAt) -> str:
@@ -289,7 +289,7 @@ def output_figure(result: experiment.OutputLayerResult) -> go.Figure:
     for n in HIDDEN + (OUTPUT,):
         fig.add_trace(_line(k, result.rates[n][:, 0], LAYER_LABELS[n], LAYER_COLORS[n]), 1, 1)
     fig.add_trace(_line(k, result.ratio, "α / (α/‖w₁‖²) = ‖w₁‖²", figures.color(3)), 1, 2)
-    return fig
+    return figures.span_steps(fig, result.record)
 
 
 def _output_notes(result: experiment.OutputLayerResult) -> str:
@@ -333,7 +333,7 @@ def remedies_figure(result: experiment.RemediesResult) -> go.Figure:
             eff, loss = rec.effective_lr[HIDDEN[0]][:, 0], smooth(rec.loss, max(1, len(k) // 40))[:, 0]
         _pair(fig, k, eff, loss, label, "loss", figures.color(i), dash="dot" if name == "exp_schedule" else None,
               pending=name in result.chosen)
-    return fig
+    return figures.span_steps(fig, result.runs)
 
 
 def _remedies_notes(result: experiment.RemediesResult) -> str:
@@ -393,7 +393,7 @@ def optimizer_figure(result: experiment.OptimizersResult) -> go.Figure:
             name = start if col == 1 else f"{start} · {OPT_LABELS[n]}"
             fig.add_trace(_line(k, ang[:, r] if ang is not None else EMPTY, name, figures.color(r),
                                 showlegend=col == 1, group=start, pending=True), 1, col)
-    return fig
+    return figures.span_steps(fig, result.records)
 
 
 def _optimizer_notes(result: experiment.OptimizersResult) -> str:

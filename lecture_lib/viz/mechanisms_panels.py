@@ -95,7 +95,7 @@ def effective_lr_figures(result: E.EffectiveLrResult) -> list[go.Figure]:
     eff = figures.figure(_scheme_traces(rec.steps, _seed_mean(result, rec.effective_lr[layer]), schemes,
                                         showlegend=False),
                          y_title=f"α / ‖w‖² of {layer}", log_y=True, height=330)
-    return [acc, eff]
+    return [figures.span_steps(f, rec) for f in (acc, eff)]
 
 
 EFFECTIVE_LR_COMPARISONS = (("wd-all", "none"), ("wd-bn", "none"), ("wd-fc", "none"), ("graft", "none"),
