@@ -430,8 +430,7 @@ FIRST_ROWS = {"damping": 1}          # its initial row, drawn as points
 
 #: Experiments whose step axes still autorange while they stream: their partial results carry no Record of the
 #: training's settings (figures.span_steps needs one).
-AUTORANGED_STEPS = {"kfac_checkpoint": "the checkpoint result keeps steps and errors, not the run's Record",
-                    "sgd_vs_lars": "the comparison keeps per-step arrays, not the runs' Records"}
+AUTORANGED_STEPS = {"kfac_checkpoint": "the checkpoint result keeps steps and errors, not the run's Record"}
 
 #: Fields of a result that are wall-clock measurements: never equal between two runs, streamed or not.
 TIMED = {"inverse_timing": ("eigenbasis", "dense")}

@@ -244,7 +244,7 @@ def lars_figure(res: ex.LarsComparison) -> go.Figure:
                              line=dict(color=figures.color(1), width=2.5)), 1, 2)
     fig.update_yaxes(title_text="α‖g‖/‖w‖ · angle per step (rad)", type="log", row=1, col=1)
     fig.update_yaxes(title_text="∠(w, w*) (radians)", type="log", row=1, col=2)
-    return fig
+    return figures.span_steps(fig, res.sgd)            # LARS trains as long as SGD
 
 
 def lars_notes(res: ex.LarsComparison) -> str:
