@@ -441,14 +441,15 @@ def show_lone_points(fig: go.Figure) -> go.Figure:
     row should draw it with markers all along, sized per point (``marker.size``, e.g. 06's damping panel): then
     the page redraws it without plotly's full update, which a change of mode needs.
     """
-    for trace in fig.data:
-        if trace.type != "scatter" or trace.x is None or len(trace.x) != 1 or trace.visible is False:
+    for trace in fig.data:                            # _prop: read as stored, as every prepared figure passes here
+        x = _prop(trace, "x")
+        if trace.type != "scatter" or x is None or len(x) != 1 or _prop(trace, "visible") is False:
             continue
-        mode = trace.mode or "lines+markers"          # plotly's default for fewer than 20 points
+        mode = _prop(trace, "mode") or "lines+markers"  # plotly's default for fewer than 20 points
         if mode == "none":
             continue
         patch = {} if "markers" in mode else {"mode": mode + "+markers"}
-        size = trace.marker.size
+        size = _prop(trace, "marker.size")
         if size is not None and np.all(np.asarray(size) < LONE_POINT_SIZE):
             patch["marker_size"] = [LONE_POINT_SIZE] if np.ndim(size) else LONE_POINT_SIZE
         if patch:

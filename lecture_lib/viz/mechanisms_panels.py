@@ -33,19 +33,19 @@ DAMPING_SIZES = {False: dict(steps=1000, width=64, seeds=(0, 1, 2, 3)), True: di
 
 def _scheme_traces(x, values, schemes, showlegend=True, label: str = "", dash: str | None = None,
                    points: bool = False):
-    """One line per decay scheme (a column of ``values``), drawn up to its first non-finite value. ``points``: a
-    lone value (the first row of a streamed run) shows as a point. A panel's figures copy data, not style (the
-    mode), from a new result, so such a trace is always drawn with markers, whose sizes (per point: data) are 0
-    but for a lone value; they are not clipped at the axes, where a lone value at step 0 would show half."""
+    """One line per decay scheme (a column of ``values``), drawn up to its first non-finite value (a lone value, the
+    first row of a streamed run, shows as a point: :func:`figures.show_lone_points`). ``points``: the traces carry
+    markers all along, of size 0 per point (which ``show_lone_points`` raises for a lone value), so that the page
+    draws a first partial of one row without plotly's full update, which a change of mode would need; they are
+    not clipped at the axes, where a lone value at step 0 would show half."""
     traces = []
     for i, s in enumerate(schemes):
         y = np.asarray(values[:, i], dtype=float)
         n = figures.finite_prefix(y)
         name = f"{label}, {M.SCHEME_LABELS[s]}" if label else M.SCHEME_LABELS[s]
-        size = np.full(n, 7.0 if n == 1 else 0.0) if points else 7
-        mode = "lines+markers" if points or n == 1 else "lines"
-        traces.append(go.Scatter(x=np.asarray(x[:n], dtype=float), y=y[:n], mode=mode, name=name,
-                                 marker=dict(color=SCHEME_COLORS[s], size=size), cliponaxis=not points,
+        traces.append(go.Scatter(x=np.asarray(x[:n], dtype=float), y=y[:n], mode="lines+markers" if points else "lines",
+                                 name=name, marker=dict(color=SCHEME_COLORS[s], size=np.zeros(n) if points else 7),
+                                 cliponaxis=not points,
                                  legendgroup=s, showlegend=showlegend,
                                  line=dict(color=SCHEME_COLORS[s], width=2.5, dash=dash or SCHEME_DASH.get(s)),
                                  hovertemplate=f"{name}<br>step %{{x}}: %{{y:.4g}}<extra></extra>"))
