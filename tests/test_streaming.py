@@ -4,6 +4,7 @@ panel draws them through the same builder until the final result replaces them."
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 
@@ -388,7 +389,7 @@ def _experiment_cases():
                            kp.cost_figure),
         "kfac_checkpoint": (lambda p: (kx.kfac_vs_exact.results.clear(),          # the runs are kept in memory too: train again
                                        kx.kfac_checkpoint("linears.0", 2, steps=20, checkpoints=4, progress=p))[1],
-                            kp.kfac_figures),
+                            functools.partial(kp.kfac_figures, steps=20)),
         "decay_comparisons": (lambda p: adx.decay_comparisons(weight_decay=(0.01, 0.1, 1.0), steps=40, progress=p),
                               lambda fam: ap.decay_figure(fam[1])),
         "grafting": (lambda p: adx.grafting_experiment("rmsprop", "sgd", steps=30, sizes=(64, 8, 10), record_every=1,
@@ -428,9 +429,6 @@ STREAMING = ("descent_family", "reparam", "wrinkle", "conditioning", "inverse_ti
 #: Experiments whose first partial comes with fewer than two rows (its builder draws a lone point).
 FIRST_ROWS = {"damping": 1}          # its initial row, drawn as points
 
-#: Experiments whose step axes still autorange while they stream: their partial results carry no Record of the
-#: training's settings (figures.span_steps needs one).
-AUTORANGED_STEPS = {"kfac_checkpoint": "the checkpoint result keeps steps and errors, not the run's Record"}
 
 #: Fields of a result that are wall-clock measurements: never equal between two runs, streamed or not.
 TIMED = {"inverse_timing": ("eigenbasis", "dense")}
@@ -473,7 +471,7 @@ def test_experiment_streams_partial_results_its_builder_draws(name, monkeypatch)
         # drawn into the panel's figures (which copy data, not style), a run with one row so far shows its point
         live.draw(partial, transient=True)
         assert not _hidden_lone_points(live.widgets), _hidden_lone_points(live.widgets)
-    for partial in partials if name not in AUTORANGED_STEPS else ():
+    for partial in partials:
         # the curves grow across step axes that stay still, spanning the whole training from the first partial on
         assert _step_ranges(build(partial)) == _step_ranges(build(final))
     plain = call(None)

@@ -191,8 +191,8 @@ def span_steps(fig: go.Figure, source, **where) -> go.Figure:
     """Fix ``fig``'s x axes (steps) to the whole training and return it.
 
     ``source``: a Record (its ``config['steps']``, which a streamed partial Record holds too:
-    :func:`lecture_lib.engine.train`), a list or dict of Records trained as long (the first counts), or ``None``
-    (nothing is fixed). A linear axis spans ``[0, steps]``; a log axis,
+    :func:`lecture_lib.engine.train`), a list or dict of Records trained as long (the first counts), the number of
+    steps itself, or ``None`` (nothing is fixed). A linear axis spans ``[0, steps]``; a log axis,
     on which step k is drawn at k + 1, spans 1 to ``steps``. From the first partial result on, the curves then grow
     across an axis that stays still, and the page redraws their traces without relaying that axis out. ``where``
     (``row=``, ``col=``) picks the subplots whose x axis counts steps.
@@ -201,7 +201,7 @@ def span_steps(fig: go.Figure, source, **where) -> go.Figure:
         source = next(iter(source.values()), None)
     elif isinstance(source, (list, tuple)):
         source = source[0] if source else None
-    steps = (getattr(source, "config", None) or {}).get("steps")
+    steps = int(source) if isinstance(source, (int, np.integer)) else (getattr(source, "config", None) or {}).get("steps")
     if steps:
         fig.for_each_xaxis(lambda ax: ax.update(range=[0, float(np.log10(steps))] if ax.type == "log"
                                                 else [0, steps]), **where)

@@ -79,8 +79,12 @@ def spectrum_panel() -> scrub.ScrubPanel:
 
 
 # =========================================================================== (b) K-FAC vs exact GN
-def kfac_figures(data: experiments.KFACCheckpoint) -> list[go.Figure]:
-    """Left: both spectra at the chosen checkpoint. Right: relative error and loss over training."""
+def kfac_figures(data: experiments.KFACCheckpoint, steps: int | None = None) -> list[go.Figure]:
+    """Left: both spectra at the chosen checkpoint. Right: relative error and loss over training.
+
+    ``steps``: the training's length, to which the step axis is fixed (:func:`figures.span_steps`), so that the
+    checkpoints streamed so far grow across an axis that stays still; ``None``: the axis autoranges.
+    """
     r, k = data.result, data.k
     rank = np.arange(1, r.exact.shape[1] + 1)
     floor = 1e-12 * r.exact[k, 0]   # eigenvalues that are zero up to round-off are not drawn on a log axis
@@ -94,17 +98,17 @@ def kfac_figures(data: experiments.KFACCheckpoint) -> list[go.Figure]:
         log_y=True)
     error = figures.figure([
         go.Scatter(x=r.steps, y=r.relative_error, mode="lines+markers", name="‖G_ℓℓ − A⊗S‖_F / ‖G_ℓℓ‖_F",
-                   line=dict(color=figures.color(1), width=2.5)),
+                   line=dict(color=figures.color(1), width=2.5), cliponaxis=False),   # checkpoints 0 and `steps`
         go.Scatter(x=r.steps, y=r.loss, mode="lines", name="training loss", yaxis="y2",
                    line=dict(color=figures.REFERENCE_COLOR, width=2, dash="dot")),
         go.Scatter(x=[r.steps[k]], y=[r.relative_error[k]], mode="markers", name="shown on the left",
-                   marker=dict(size=15, symbol="diamond", color=figures.color(2))),
+                   marker=dict(size=15, symbol="diamond", color=figures.color(2)), cliponaxis=False),
     ], title="over training", x_title="step k", y_title="relative error")
     error.update_layout(yaxis=dict(rangemode="tozero"),
                         yaxis2=dict(title=dict(text="loss"), overlaying="y", side="right", showgrid=False,
                                     rangemode="tozero"),
                         margin=dict(r=90))
-    return [spectra, error]
+    return [spectra, figures.span_steps(error, steps)]
 
 
 def _kfac_notes(data: experiments.KFACCheckpoint) -> str:
@@ -119,13 +123,12 @@ def _kfac_notes(data: experiments.KFACCheckpoint) -> str:
 def kfac_panel(fast: bool | None = None) -> panels.LivePanel:
     """Pick a layer and a checkpoint of a real training run; compare the curvature blocks."""
     fast = fast_mode() if fast is None else fast
-    checkpoints = 4 if fast else 11
+    checkpoints, steps = (4, 60) if fast else (11, 300)
     return panels.LivePanel(
-        compute=functools.partial(experiments.kfac_checkpoint, steps=60 if fast else 300, checkpoints=checkpoints,
-                                  sizes=KFAC_SIZES),
+        compute=functools.partial(experiments.kfac_checkpoint, steps=steps, checkpoints=checkpoints, sizes=KFAC_SIZES),
         controls={"layer": panels.dropdown("layer", LAYER_LABELS, "linears.0"),
                   "checkpoint": panels.int_slider("checkpoint", 0, checkpoints - 1, 0)},
-        build=kfac_figures,
+        build=functools.partial(kfac_figures, steps=steps),
         notes=_kfac_notes,
         preload=TORCH_FUNC_IMPORTS,           # the exact Gauss-Newton block: torch.func.jacrev
         title="K-FAC against the exact Gauss-Newton block",
