@@ -7,6 +7,7 @@ measured equilibrium against the predictions within the 15% SCIENCE.md allows
 import math
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import torch
 
@@ -357,3 +358,19 @@ def test_panel_figures_have_the_same_uniquely_named_traces_for_every_result():
             names = [t.name for t in a.data]
             assert len(set(names)) == len(names), names
             assert names == [t.name for t in b.data]
+
+
+def test_subplot_skeletons_are_built_once_and_each_builder_gets_its_own_copy():
+    """The panels' subplot skeleton is built once per arguments (builders run for every streamed partial); every
+    call returns a figure of its own, equal to one built afresh, that a builder may fill without touching the next."""
+    from lecture_lib.viz import equilibrium_panels as panels
+
+    args = (("loss", "angle"), 430, 0.09)
+    fresh = panels._subplots_built.__wrapped__(*args)
+    first = panels._subplots(*args)
+    first.add_trace(go.Scatter(x=[0, 1], y=[1, 0], name="run"), 1, 2)
+    first.update_layout(title_text="filled")
+    assert first.data[0].xaxis == "x2"                           # the subplot grid came with the copy
+    second = panels._subplots(*args)
+    assert second is not first and second.to_dict() == fresh.to_dict() and len(second.data) == 0
+    assert panels._subplots_built.cache_info().misses >= 1 and panels._subplots_built(*args) is panels._subplots_built(*args)

@@ -53,7 +53,14 @@ def sizes(fast: bool | None = None) -> Sizes:
 
 
 def _subplots(titles: tuple[str, ...], height: int, spacing: float) -> go.Figure:
-    """One row of subplots in the house style, x axes in steps unless set otherwise."""
+    """One row of subplots in the house style, x axes in steps unless set otherwise: a copy of the figure built once
+    for these arguments. Builders run again for every streamed partial, and plotly takes ~20 ms to build and
+    validate these subplots (titles, axes, style) but ~8 ms to copy them."""
+    return go.Figure(_subplots_built(titles, height, spacing))
+
+
+@functools.lru_cache(maxsize=16)
+def _subplots_built(titles: tuple[str, ...], height: int, spacing: float) -> go.Figure:
     fig = figures.style(make_subplots(rows=1, cols=len(titles), horizontal_spacing=spacing, subplot_titles=titles),
                         height=height)
     fig.update_layout(margin=dict(t=124, b=72), legend=dict(y=1.14))  # subplot titles above the plots: legend clear
