@@ -405,7 +405,8 @@ def _experiment_cases():
                                                         progress=p), lambda fam: ep.ratio_figures(fam[1])),
         "sgd_vs_lars": (lambda p: eqx.sgd_vs_lars(0.1, 5e-3, 0.9, min_steps=60, max_steps=60, progress=p),
                         ep.lars_figure),
-        "batch_scaling": (lambda p: eqx.batch_scaling((1, 2), examples=400, progress=p), ep.batch_figure),
+        "batch_scaling": (lambda p: eqx.batch_scaling((1, 2), examples=400, progress=p),
+                          functools.partial(ep.batch_figure, examples=400)),
         "plane_runs": (lambda p: eqx.plane_runs(1.0, 0.02, steps=40, progress=p),
                        lambda r: ep.plane_figure((r, len(r.w) - 1))),
         "decay_strengths": (lambda p: eqx.decay_strengths(0.1, 0.9, steps=30, progress=p), ep.labatie_figure),
@@ -482,9 +483,10 @@ def test_experiment_streams_partial_results_its_builder_draws(name, monkeypatch)
 
 
 def _step_ranges(figs) -> list[tuple]:
-    """The range of every x axis that counts steps (titled "step k..."), each set (not autoranged)."""
+    """The range of every x axis that counts training (titled "step k..." or "examples seen"), each set (not
+    autoranged)."""
     ranges = [tuple(ax.range) if ax.range else None for f in _as_list(figs) for ax in f.select_xaxes()
-              if (ax.title.text or "").startswith("step k")]
+              if (ax.title.text or "").startswith(("step k", "examples seen"))]
     assert all(ranges), f"a step axis autoranges: {ranges}"
     return ranges
 

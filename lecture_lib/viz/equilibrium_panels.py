@@ -368,16 +368,18 @@ def plane_panel(fast: bool | None = None) -> panels.LivePanel:
 
 # =========================================================================== 5. batch size and linear scaling
 
-def batch_figure(res: ex.BatchScaling) -> go.Figure:
+def batch_figure(res: ex.BatchScaling, examples: int | None = None) -> go.Figure:
+    """``examples``: what each run sees in all (the panel's setting); the two "examples seen" axes span it, so that
+    the curves grow across a still axis while the runs stream. ``None``: they autorange."""
     fig = _subplots(("training loss vs examples seen", "angle per step α‖g‖/‖w‖ (ρ = 0)",
                      "cos(gₜ, EMA of earlier g)"), height=430, spacing=0.09)
     for i, n in enumerate(res.factors):
         started = n in res.examples        # a partial result (still training): a factor not started is drawn empty
-        examples, loss, cos = (res.examples[n], res.loss[n], res.cos[n]) if started else ([], [], [])
-        fig.add_trace(go.Scatter(x=examples, y=loss, mode="lines",
+        seen, loss, cos = (res.examples[n], res.loss[n], res.cos[n]) if started else ([], [], [])
+        fig.add_trace(go.Scatter(x=seen, y=loss, mode="lines",
                                  line=dict(color=figures.color(i), width=2),
                                  name=f"n = {n}: batch nB, rate nα", legendgroup=str(n)), 1, 1)
-        fig.add_trace(go.Scatter(x=examples[1:], y=cos, mode="lines", showlegend=False,
+        fig.add_trace(go.Scatter(x=seen[1:], y=cos, mode="lines", showlegend=False,
                                  name=f"n = {n}: cos(gₜ, vₜ₋₁)", line=dict(color=figures.color(i), width=2),
                                  legendgroup=str(n)), 1, 3)
     fig.add_trace(go.Scatter(x=res.n, y=res.step, mode="markers", marker=dict(size=13, color=figures.color(0)),
@@ -386,10 +388,11 @@ def batch_figure(res: ex.BatchScaling) -> go.Figure:
                              name="√(2nαλ): √n per step"), 1, 2)
     fig.add_trace(go.Scatter(x=res.n, y=res.step_pred[0] * res.n if len(res.n) else res.n, mode="lines",
                              line=dict(color=GREY, dash="dot"), name="n·√(2αλ) (if steps scaled linearly)"), 1, 2)
-    fig.update_xaxes(title_text="examples seen", row=1, col=1)
+    seen_axis = dict(title_text="examples seen", range=[0, examples] if examples else None)
+    fig.update_xaxes(seen_axis, row=1, col=1)
     fig.update_xaxes(title_text="scale factor n", type="log", row=1, col=2)
     fig.update_yaxes(type="log", row=1, col=2)
-    fig.update_xaxes(title_text="examples seen", row=1, col=3)
+    fig.update_xaxes(seen_axis, row=1, col=3)
     fig.update_yaxes(range=[-0.5, 0.5], row=1, col=3)
     return fig
 
@@ -404,12 +407,13 @@ def batch_notes(res: ex.BatchScaling) -> str:
 
 
 def batch_panel(fast: bool | None = None) -> panels.LivePanel:
+    examples = sizes(fast).batch_examples
     return panels.LivePanel(
-        compute=functools.partial(ex.batch_scaling, factors=(1, 2, 4, 8), examples=sizes(fast).batch_examples),
+        compute=functools.partial(ex.batch_scaling, factors=(1, 2, 4, 8), examples=examples),
         controls={"lr": _lr(0.02, 0.005, 0.2, label="α (learning rate at n = 1)"),
                   "weight_decay": _weight_decay(5e-3, 1e-3, 3e-2),
                   "batch_size": panels.dropdown("B (batch size at n = 1)", [4, 8, 16], 8)},
-        build=batch_figure, notes=batch_notes,
+        build=functools.partial(batch_figure, examples=examples), notes=batch_notes,
         title="The linear scaling rule, seen through the equilibrium",
         caption="Scale the batch size and the learning rate together by n = 1, 2, 4, 8 and train on the same "
                 "number of examples. Middle: each step turns w by √n more, not n. Left: the loss curves still "
