@@ -28,6 +28,9 @@ RECORD_ANIMATE_JS = """() => { const animate = window.Plotly.animate; window.__a
     window.Plotly.animate = function (gd, frame, ...rest) {
       for (const d of (frame && frame.data) || []) window.__animated.push(d.x.constructor.name, d.y.constructor.name);
       return animate.call(this, gd, frame, ...rest); }; }"""
+# restyle trace 0 of the panel's plot in the page, not reported to the figure's kernel
+PAGE_RESTYLE_JS = """(p, update) => window.Plotly.restyle(p.querySelector('.js-plotly-plot'),
+                                                            {...update, _doNotReportToPy: true}, [0])"""
 # the line's SVG path as the scrub drew it, then as Plotly.redraw (a full replot of the div's data) draws it
 REPLOT_DRAWS_THE_SAME_JS = """async (panel) => {
     const gd = panel.querySelector('.js-plotly-plot'), line = () => gd.querySelector('.scatterlayer .trace path.js-line');
@@ -61,12 +64,15 @@ def test_scrub_slider_switches_positions_in_the_page(chromium, voila_fixture_app
         # ... and drew what plotly's full replot of the same data draws
         drawn, replotted = panel.evaluate(REPLOT_DRAWS_THE_SAME_JS)
         assert "L" in drawn and drawn == replotted
-        # a trace the quick redraw does not handle (a fill depends on its neighbour) goes through Plotly.animate
-        panel.evaluate("(p) => window.Plotly.restyle(p.querySelector('.js-plotly-plot'), {fill: 'tozeroy'}, [0])")
+        # a trace the quick redraw does not handle (a fill depends on its neighbour) goes through Plotly.animate.
+        # The fill is set in the page alone (_doNotReportToPy, as plotly's view marks the kernel's own restyles): a
+        # restyle reported to the kernel comes back from it as _py2js_restyle, which plotly's view applies again
+        # (it does not skip its own), so a late echo of 'tozeroy' could land after the 'none' below
+        panel.evaluate(PAGE_RESTYLE_JS, {"fill": "tozeroy"})
         page.keyboard.press("ArrowLeft")                      # 3.0 -> 2.0
         page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(SLOPES[2] * X)], timeout=5_000)
         assert page.evaluate("() => window.__animated") == ["Array"] * 2
-        panel.evaluate("(p) => window.Plotly.restyle(p.querySelector('.js-plotly-plot'), {fill: 'none'}, [0])")
+        panel.evaluate(PAGE_RESTYLE_JS, {"fill": "none"})
         scrubber.focus()
         page.keyboard.press("ArrowRight")                     # back to 3.0, redrawn alone again
         page.wait_for_function(Y_IS_JS, arg=[panel.element_handle(), list(SLOPES[3] * X)], timeout=5_000)
