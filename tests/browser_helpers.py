@@ -35,6 +35,8 @@ PANEL_STATE_JS = """(panel) => { const s = panel.querySelector('.lecture-state s
              : {generation: -1, busy: true, outcome: 'none'}; }"""
 SETTLED_JS = f"([panel, g]) => {{ const s = ({PANEL_STATE_JS})(panel); return s.generation > g && !s.busy; }}"
 SLIDER_HANDLE = ".lecture-control .noUi-handle"
+# voila_app.figure_widget: the figures' views report their redraws to the kernel when the page is idle
+REPORTS_SENT_JS = "() => !window.lectureReportsPending"
 
 
 CLOSE_TIMEOUT_S = 30.0        # closing a context takes well under a second; see close_context

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from browser_helpers import (close_context, PANEL_STATE_JS, REDRAW_TIMEOUT_MS, SLIDER_HANDLE, VIEWPORT, assert_no_cell_errors, kernel_id, move_slider,
-                             new_page, open_page, slider_state, wait_for_dashboard, wait_until_settled)
+from browser_helpers import (close_context, LOAD_TIMEOUT_MS, PANEL_STATE_JS, REDRAW_TIMEOUT_MS, REPORTS_SENT_JS, SLIDER_HANDLE,
+                             VIEWPORT, assert_no_cell_errors, kernel_id, move_slider, new_page, open_page, slider_state,
+                             wait_for_dashboard, wait_until_settled)
 from conftest import FIXTURES_DIR, notebook_paths, running_voila
 
 pytestmark = pytest.mark.browser
@@ -115,7 +116,8 @@ def test_dashboard_draws_and_every_slider_panel_redraws(chromium, voila_app, art
         assert bundles == ["widgetbundle.js"], f"{path.name}: plotly front ends imported: {bundles}"
         # nor in its kernel: an exception there (e.g. in a widget's message handler) is withheld from the page
         # (voila_app.kernel_socket) and logged; plotly's trace-delta handler raised on notebook 06's markers
-        page.wait_for_timeout(500)                 # the last redraw's reports reach the kernel after the paint
+        page.wait_for_function(REPORTS_SENT_JS, timeout=REDRAW_TIMEOUT_MS)   # the page reports when idle
+        page.wait_for_timeout(300)                 # ... and the kernel has handled the reports
         kernel = kernel_id(page)
         withheld = [line for line in voila_app.log(tail=None).splitlines()
                     if kernel in line and "not sent to the page" in line and "stderr:" not in line]
@@ -163,6 +165,40 @@ def test_fixture_panel_redraws_and_notes_divergence(chromium, voila_fixture_app,
         assert "h = 4: diverged at step" in panel.locator(".lecture-notes").inner_text()
         assert "diverged at step" in panel.locator(".js-plotly-plot .legend").first.text_content()
         screenshot(page, artifacts_dir / "fixture-panel-diverged.png")
+        assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
+    finally:
+        close_context(context)
+
+
+def test_redraw_reports_go_to_the_kernel_when_idle_unechoed_and_without_plotlys_unknown_layout_key(
+        chromium, voila_fixture_app):
+    """After a redraw, a figure's view reports its trace deltas to the kernel (plotly's kernel side ends the edit
+    with them), once the page is idle; the kernel echoes nothing of them back, and the layout report, which plotly 7's
+    front end names with a key its kernel side lacks, is not sent (voila_app.figure_widget)."""
+    context, page, watcher = new_page(chromium)
+    sent, received = [], []
+
+    def on_socket(ws):
+        ws.on("framesent", lambda payload: sent.append(payload if isinstance(payload, str) else payload.decode("utf-8", "replace")))
+        ws.on("framereceived", lambda payload: received.append(payload if isinstance(payload, str) else payload.decode("utf-8", "replace")))
+
+    page.on("websocket", on_socket)
+    try:
+        page.goto(f"{voila_fixture_app.url}/voila/render/panel_demo.ipynb", wait_until="domcontentloaded",
+                  timeout=LOAD_TIMEOUT_MS)
+        wait_for_dashboard(page)
+        panel = page.locator(".lecture-panel").first
+        page.wait_for_function(REPORTS_SENT_JS, timeout=REDRAW_TIMEOUT_MS)
+        sent.clear(), received.clear()
+        before = panel.evaluate(PANEL_SIGNATURE_JS)
+        move_slider(page, panel, presses=1)
+        wait_for_change(page, panel, before)
+        page.wait_for_function(REPORTS_SENT_JS, timeout=REDRAW_TIMEOUT_MS)
+        page.wait_for_timeout(500)                 # the kernel's answers arrive
+        assert any("_js2py_traceDeltas" in f for f in sent), "no trace-delta report reached the kernel"
+        assert not any("_js2py_widget_layoutDelta" in f for f in sent)
+        assert not any("echo_update" in f and "_js2py_traceDeltas" in f for f in received)
+        assert any("echo_update" in f for f in received), "the slider's value is echoed (ipywidgets 8): a live check"
         assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
     finally:
         close_context(context)

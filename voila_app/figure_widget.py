@@ -28,7 +28,7 @@ How kernels get it: ``python -m voila_app`` sets ``LECTURE_FIGURE_WIDGET`` to
 builds the class it names. JupyterLab and Notebook 7 started by ``./lecture lab`` /
 ``./lecture notebook`` load the server extension :mod:`voila_app.jupyter_extension`, which serves
 the bundle and sets the same for their kernels. Elsewhere (nbclient, a Jupyter server without
-the extension) figures are plain ``go.FigureWidget``\\ s. This module imports only plotly (and the trace
+the extension) figures are plain ``go.FigureWidget``\\ s. This module imports only plotly, traitlets (and the trace
 types of :mod:`voila_app.plotly_partial`, a constant): it
 is loaded inside kernels.
 """
@@ -37,6 +37,8 @@ from __future__ import annotations
 import json
 
 import plotly.graph_objects as go
+from plotly.serializers import custom_serializers
+from traitlets import Dict
 
 from .plotly_partial import PARTIAL_TRACE_TYPES
 
@@ -64,7 +66,12 @@ const needsFullBundle = (model) => (model.get("_widget_data") || []).some((t) =>
 // the state the page first received: the data arrays the kernel just sent go back with it. Two changes,
 // both outside what plotly draws: the data arrays stay out of the trace deltas (the kernel keeps them as
 // "defaults" and uses nothing else of them: a few hundred bytes instead of every point), and both reports
-// wait until the redraw has been painted (they were ~30% of a redraw's script time, measured).
+// wait for a moment the page is idle (they were ~30% of a redraw's script time, measured; run after each paint, they
+// delayed the next message's redraw: a streamed partial reaches three figures one after the other), and only a
+// view's newest report of each kind is sent (plotly's kernel side applies the report of its newest edit alone).
+// Plotly 7's front end names the layout report "_js2py_widget_layoutDelta", a key its kernel side does not declare
+// (it has "_js2py_layoutDelta"): such a report would change nothing there, so once a view finds its layout report
+// named so, the page neither computes nor sends it again (a diff of the whole layout, ~10 kB, per figure and redraw).
 // Every array goes, short ones too, as do plotly's encoded arrays ({dtype, bdata}) and the {"0": .., "1": ..}
 // objects its diff makes of an array: the kernel holds such a property as a numpy array, and plotly's delta
 // handler, given a dict there, tests the array with `if not value` (a ValueError in the kernel; notebook 06's
@@ -79,7 +86,28 @@ const withoutArrays = (delta) => {
   for (const [key, value] of Object.entries(delta)) if (!isArrayData(value)) out[key] = withoutArrays(value);
   return out;
 };
-const afterPaint = (fn) => requestAnimationFrame(() => setTimeout(fn, 0));
+const whenIdle = (fn) => (window.requestIdleCallback ? requestIdleCallback(fn, { timeout: 1000 }) : setTimeout(fn, 50));
+// A page being closed drops the reports still waiting: its kernel is being shut down (Voila's unload handler), and
+// a report sent then fails with "Cannot send" in the console.
+if (!window.__lectureLeaving) {
+  window.__lectureLeaving = { now: false };
+  for (const type of ["beforeunload", "pagehide"]) addEventListener(type, () => { window.__lectureLeaving.now = true; });
+  addEventListener("pageshow", () => { window.__lectureLeaving.now = false; });
+}
+// window.lectureReportsPending: how many reports wait (for tests: the kernel has them once it is 0)
+function reportWhenIdle(view, kind, send) {        // the newest report of this kind waits; an older one is dropped
+  const pending = (view.__lectureReports ??= new Map());
+  const waiting = pending.has(kind);
+  pending.set(kind, send);
+  if (waiting) return;
+  window.lectureReportsPending = (window.lectureReportsPending || 0) + 1;
+  whenIdle(() => {
+    const newest = pending.get(kind);
+    pending.delete(kind);
+    window.lectureReportsPending -= 1;
+    if (!window.__lectureLeaving.now && view.model.comm_live !== false) newest();
+  });
+}
 // A kernel-driven redraw (`_py2js_update`: a new result, a streamed partial) that changes trace data and layout
 // values only is drawn as the page's recall draws a cached result, by scrub.js's redrawChanged: plotly's calc and
 // plot of the changed traces alone, or one relayout that autoranges their axes, instead of Plotly.update of the
@@ -127,14 +155,27 @@ function patchFigureView(FigureView) {
     this._sendLayoutDelta(update.layout_edit_id);
   };
   proto._sendTraceDeltas = Object.assign(function (editId) {
-    afterPaint(() => {
+    reportWhenIdle(this, "traces", () => {
       const model = this.model;
       model.set = (name, value) => Object.getPrototypeOf(model).set.call(model, name,
         name === "_js2py_traceDeltas" && value ? { ...value, trace_deltas: value.trace_deltas.map(withoutArrays) } : value);
       try { sendTraces.call(this, editId); } finally { delete model.set; }
     });
   }, { light: true });
-  proto._sendLayoutDelta = function (editId) { afterPaint(() => sendLayout.call(this, editId)); };
+  proto._sendLayoutDelta = function (editId) {
+    if (proto.__lectureLayoutReportUnknown) return;
+    reportWhenIdle(this, "layout", () => {
+      const model = this.model, touch = this.touch;
+      let known = true;
+      model.set = (name, value) => {
+        if (model.get(name) !== undefined) return Object.getPrototypeOf(model).set.call(model, name, value);
+        known = false;                 // a key the kernel never declared: not sent
+        proto.__lectureLayoutReportUnknown = true;
+      };
+      this.touch = () => { if (known) touch.call(this); };
+      try { sendLayout.call(this, editId); } finally { delete model.set; delete this.touch; }
+    });
+  };
 }
 const bundles = (window.lectureFigureBundles ??= {});        // one import per bundle and page
 const loadBundle = (full) => (bundles[full] ??= import(bundleUrl(full ? "widgetbundle-full.js" : "widgetbundle.js"))
@@ -249,6 +290,14 @@ SHARED_BUNDLE_ESM = SHARED_BUNDLE_ESM.replace("__CARTESIAN_TRACE_TYPES__", json.
 
 
 class SharedBundleFigureWidget(go.FigureWidget):
-    """A FigureWidget whose front end is loaded by URL from Voila (see SHARED_BUNDLE_ESM)."""
+    """A FigureWidget whose front end is loaded by URL from Voila (see SHARED_BUNDLE_ESM).
+
+    The trace-delta report a page sends after each redraw is not echoed back to the page (``echo_update=False``):
+    ipywidgets echoes a state a front end set to every front end, and no front end reads this one (plotly's view
+    only writes it). It was the largest message a streamed partial caused, ~10 kB per figure, relayed to the
+    page while it drew the next figures.
+    """
 
     _esm = SHARED_BUNDLE_ESM
+    _js2py_traceDeltas = Dict(allow_none=True).tag(sync=True, echo_update=False, **custom_serializers)
+    _js2py_layoutDelta = Dict(allow_none=True).tag(sync=True, echo_update=False, **custom_serializers)
