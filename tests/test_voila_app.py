@@ -140,6 +140,30 @@ def test_kernels_build_figures_that_load_plotly_from_the_app():
     assert "__CARTESIAN_TRACE_TYPES__" not in esm and '"heatmap", "histogram"' in esm
 
 
+def test_a_redraw_reaches_the_page_in_two_messages_edit_ids_with_the_update_then_its_reset():
+    """Plotly sends a figure's update as four messages (two edit ids, the update, its reset to None); the app's
+    figures send two, and plotly's kernel side still accepts the page's report of the newest edit."""
+    import plotly.graph_objects as go
+    from voila_app.figure_widget import SharedBundleFigureWidget
+
+    fig = SharedBundleFigureWidget(data=[go.Scatter(x=[0, 1], y=[0, 1]), go.Scatter(x=[0, 1], y=[2, 3])])
+    sent = []
+    fig._send = lambda msg, buffers=None: sent.append(msg["state"])
+    with fig.batch_update():
+        fig.data[1].y = [5, 6]
+        fig.layout.title.text = "new"
+    assert [set(state) for state in sent] == [{"_last_trace_edit_id", "_last_layout_edit_id", "_py2js_update"},
+                                              {"_py2js_update"}]
+    update = sent[0]["_py2js_update"]
+    assert update["style_traces"] == [1] and update["layout_data"] == {"title.text": "new"}
+    assert (update["trace_edit_id"], update["layout_edit_id"]) == (sent[0]["_last_trace_edit_id"],
+                                                                   sent[0]["_last_layout_edit_id"])
+    assert sent[1]["_py2js_update"] is None and fig._py2js_update is None
+    assert fig._trace_edit_in_process and fig._layout_edit_in_process
+    fig._handler_js2py_traceDeltas({"new": {"trace_edit_id": update["trace_edit_id"], "trace_deltas": [{"uid": t.uid} for t in fig.data]}})
+    assert not fig._trace_edit_in_process                     # the page's report of the newest edit ends it
+
+
 def test_figures_get_plotlys_front_end_with_the_cartesian_plotly_js():
     """widgetbundle.js as the app serves it: plotly's FigureWidget code unchanged around plotly.js's cartesian
     bundle of plotly's own plotly.js version (a third of the size; every figure of the lecture is cartesian)."""
