@@ -15,7 +15,7 @@ Per panel, the mean of each way; over panels, the paired difference plotly - cha
 Starts the app (full settings unless ``--fast``) on the notebooks; the result cache (``LECTURE_CACHE_DIR``)
 should hold the defaults only (``./lecture warm`` into a fresh folder), so that every move computes. Last line:
 a JSON object. Usage: ``.venv/bin/python benchmarks/kernel_draw.py [--only 02_ics_eigenvalues ...] [--wait 8]
-[--fast]`` (docs/performance.md, "Kernel-driven redraws draw what changed").
+[--fast] [--panels 2 ...] [--repeat 3]`` (docs/performance.md, "Kernel-driven redraws draw what changed").
 """
 from __future__ import annotations
 
@@ -83,9 +83,10 @@ def t_interval(diffs: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def measure(browser, url: str, wait: float, only: list[int] | None = None) -> list[dict]:
-    """One dashboard: the four moves of every panel with a slider (``ORDER``; ``only``: those panels, counted from 1
-    among the panels with a slider), each timed in the page."""
+def measure(browser, url: str, wait: float, only: list[int] | None = None, repeat: int = 1) -> list[dict]:
+    """One dashboard: the four moves of every panel with a slider (``ORDER``, ``repeat`` times; ``only``: those
+    panels, counted from 1 among the panels with a slider), each timed in the page."""
+    order = ORDER * repeat
     with opened_dashboard(browser, url, wait) as page:
         if not page.evaluate(INSTRUMENT_JS):
             raise SystemExit(f"{url}: no window.lectureRedrawChanged (no panel module evaluated scrub.js)")
@@ -101,7 +102,7 @@ def measure(browser, url: str, wait: float, only: list[int] | None = None) -> li
             now, low, high = slider_state(handle)
             key = "ArrowRight" if high - now >= now - low else "ArrowLeft"     # the side with more room
             moves = []
-            for way in ORDER:                     # each press a value this page has not drawn: computed
+            for way in order:                     # each press a value this page has not drawn: computed
                 value, generation = slider_state(handle)[0], panel.evaluate(GENERATION_JS)
                 page.evaluate(ARM_JS, [panel.element_handle(), way, generation])
                 handle.focus()
@@ -112,17 +113,20 @@ def measure(browser, url: str, wait: float, only: list[int] | None = None) -> li
                 page.wait_for_function("() => window.__kd.painted !== null", timeout=30_000)
                 moves.append({"way": way, **page.evaluate(READ_JS)})
                 page.wait_for_timeout(300)
-            if len(moves) < len(ORDER):
-                print(f"    {title:<50s} skipped: fewer than {len(ORDER)} positions on one side", flush=True)
+            if len(moves) < len(order):
+                print(f"    {title:<50s} skipped: fewer than {len(order)} positions on one side", flush=True)
                 continue
             by = {w: [m for m in moves if m["way"] == w] for w in ("plotly", "changed")}
             row = {"panel": title, "moves": moves,
                    **{f"{w}_first_ms": statistics.fmean(m["first_ms"] for m in ms) for w, ms in by.items()},
-                   **{f"{w}_update_ms": statistics.fmean(m["update_ms"] for m in ms) for w, ms in by.items()}}
+                   **{f"{w}_update_ms": statistics.fmean(m["update_ms"] for m in ms) for w, ms in by.items()},
+                   "changed_first_ms_median": statistics.median(m["first_ms"] for m in by["changed"]),
+                   "changed_within_150_ms": sum(m["first_ms"] <= 150 for m in by["changed"])}
             rows.append(row)
             print(f"    {title:<50s} first frame plotly {row['plotly_first_ms']:6.1f} ms, changed "
                   f"{row['changed_first_ms']:6.1f} ms; figure updates plotly {row['plotly_update_ms']:5.1f} ms, "
-                  f"changed {row['changed_update_ms']:5.1f} ms", flush=True)
+                  f"changed {row['changed_update_ms']:5.1f} ms; changed: median {row['changed_first_ms_median']:.1f} ms, "
+                  f"{row['changed_within_150_ms']} of {len(by['changed'])} within 150 ms", flush=True)
         page.evaluate("() => { window.lectureRedrawChanged = window.__kd.keep; }")
     return rows
 
@@ -134,11 +138,14 @@ def main(argv=None) -> None:
     parser.add_argument("--fast", action="store_true", help="LECTURE_FAST=1 (default: the full settings)")
     parser.add_argument("--panels", nargs="*", type=int, help="only these panels of each dashboard, counted from 1 "
                         "among those with a slider (a heavy panel's moves keep its kernel busy for the next panels)")
+    parser.add_argument("--repeat", type=int, default=1, help="the four moves (plotly, changed, changed, plotly) "
+                        "this many times per panel, each to a value not computed before (a panel needs 4 x repeat "
+                        "positions on one side of its default)")
     args = parser.parse_args(argv)
     results: dict[str, list] = {}
     for browser, nb, url in served_dashboards(args.only, "kernel_draw_voila.log", args.fast):
         print(nb.stem, flush=True)
-        results[nb.stem] = measure(browser, url, args.wait, args.panels)
+        results[nb.stem] = measure(browser, url, args.wait, args.panels, args.repeat)
     rows = [r for rs in results.values() for r in rs]
     summary = {}
     for what in ("first", "update"):
@@ -149,7 +156,7 @@ def main(argv=None) -> None:
     print(f"{len(rows)} panels: first frame plotly - changed = {summary['first_ms_saved']['mean']} ms "
           f"(95% CI {summary['first_ms_saved']['ci95']}); figure updates' script "
           f"{summary['update_ms_saved']['mean']} ms less (95% CI {summary['update_ms_saved']['ci95']})")
-    emit({"benchmark": "kernel_draw", "fast": args.fast, "cpus": os.cpu_count(), "panels": len(rows),
+    emit({"benchmark": "kernel_draw", "fast": args.fast, "cpus": os.cpu_count(), "panels": len(rows), "repeat": args.repeat,
           **summary, "dashboards": results})
 
 
