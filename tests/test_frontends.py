@@ -17,10 +17,12 @@ What these tests caught:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,7 @@ from voila_app.server import fast_env, free_port, wait_until_answers
 pytestmark = pytest.mark.browser
 
 TOKEN = "lecture-test-token"
+NEWS_SETTINGS = "@jupyterlab/apputils-extension:notification"      # JupyterLab's plugin that asks about news
 RUN_TIMEOUT_MS = 240_000      # every cell of a notebook with fast settings, on a busy 2-core machine
 # Notebook 7 (7.6) raises this at every page load, on an empty notebook too and with every third-party
 # front-end extension disabled: its shortcuts plugin reads its own settings before they are loaded when
@@ -178,6 +181,14 @@ def test_notebook_draws_and_sliders_redraw(chromium, kernel_name, tmp_path, fron
                 assert outcome["outcome"] == "ok", outcome
                 page.wait_for_function(f"([panel, before]) => ({PLOTS_JS})(panel) !== before",
                                        arg=[panel.element_handle(), before_plots], timeout=30_000)
+
+            # no prompt about Jupyter's news over the notebook (deploy/jupyter-config/lab-settings): left to ask,
+            # the front end shows it once the app has restored, long before the cells above have run
+            assert page.get_by_text("official Jupyter news").count() == 0, f"{front}: the news prompt shows"
+            if front == "lab":
+                with urllib.request.urlopen(f"{server.url}/lab/api/settings/{NEWS_SETTINGS}?token={TOKEN}") as r:
+                    fetch_news = json.load(r)["schema"]["properties"]["fetchNews"]["default"]
+                assert fetch_news == "false", fetch_news
 
             errors = [e for e in watcher.errors if e not in UPSTREAM_ERRORS.get(front, set())]
             assert errors == [], f"{front}: JavaScript errors: {errors}"

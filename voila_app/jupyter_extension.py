@@ -16,15 +16,25 @@ its sliders. Loaded into the server of ``./lecture lab`` / ``./lecture notebook`
 
 Enable it with ``--ServerApp.jpserver_extensions`` (see :data:`JUPYTER_ARGS`) and the checkout on
 ``PYTHONPATH``; a server without it still works, with plotly's own FigureWidget.
+
+:data:`JUPYTER_ARGS` also points JupyterLab's and Notebook 7's application settings at
+``deploy/jupyter-config/lab-settings`` (the hub's servers read the same folder: ``jupyter_server_config.py``).
+Its ``overrides.json`` turns off fetching Jupyter's news. Left to ask, JupyterLab opens every new user's first
+notebook with a "get notified about official Jupyter news?" prompt over the bottom right of the page, over a panel's
+notes.
 """
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 BUNDLE_ROUTE = "lecture-static/widgetbundle.js"
-# the command-line option of `jupyter lab` / `jupyter notebook` that loads this extension
-JUPYTER_ARGS = ("--ServerApp.jpserver_extensions", "voila_app.jupyter_extension=True")
+LAB_SETTINGS = Path(__file__).resolve().parent.parent / "deploy" / "jupyter-config" / "lab-settings"
+# the command-line options of `jupyter lab` / `jupyter notebook` (./lecture lab) that load this extension and the
+# project's settings overrides
+JUPYTER_ARGS = ("--ServerApp.jpserver_extensions", "voila_app.jupyter_extension=True",
+                "--LabServerApp.app_settings_dir", str(LAB_SETTINGS))
 
 
 def _jupyter_server_extension_points():

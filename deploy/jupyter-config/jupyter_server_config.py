@@ -51,6 +51,9 @@ c.ServerProxy.servers = {  # noqa: F821  (c: the traitlets config being loaded)
     },
 }
 c.ServerApp.default_url = "/lecture/"  # noqa: F821  a user's server opens on the landing page
+# JupyterLab and Notebook 7 read lab-settings/overrides.json: no prompt about Jupyter's news over a student's first
+# notebook (as `./lecture lab`: voila_app.jupyter_extension.JUPYTER_ARGS)
+c.LabServerApp.app_settings_dir = str(HERE / "lab-settings")  # noqa: F821
 # Voila's own server extension would serve the notebooks a second time at /voila/, without the
 # app's configuration; the language server and the classic-notebook shim are of no use here.
 c.ServerApp.jpserver_extensions = {"voila.server_extension": False, "jupyter_lsp": False,  # noqa: F821
