@@ -204,6 +204,37 @@ def test_redraw_reports_go_to_the_kernel_when_idle_unechoed_and_without_plotlys_
         close_context(context)
 
 
+def test_a_restyle_made_in_the_page_is_not_applied_again_when_the_kernel_echoes_it(chromium, voila_fixture_app):
+    """A legend click restyles the figure in the page; plotly's view reports it to the kernel, which sends it back to
+    every view. The view that made it does not restyle again (voila_app.figure_widget): one restyle, not two, and a
+    late echo cannot undo a newer click."""
+    context, page, watcher = new_page(chromium)
+    received = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: received.append(
+        payload if isinstance(payload, str) else payload.decode("utf-8", "replace"))))
+    try:
+        page.goto(f"{voila_fixture_app.url}/voila/render/panel_demo.ipynb", wait_until="domcontentloaded",
+                  timeout=LOAD_TIMEOUT_MS)
+        wait_for_dashboard(page)
+        panel = page.locator(".lecture-panel").first
+        page.wait_for_function("(p) => { const gd = p.querySelector('.js-plotly-plot'); return gd && gd._fullLayout; }",
+                               arg=panel.element_handle(), timeout=REDRAW_TIMEOUT_MS)
+        panel.evaluate("""(p) => { const gd = p.querySelector('.js-plotly-plot'); window.__restyles = [];
+            gd.on('plotly_restyle', (e) => window.__restyles.push(JSON.stringify(e[0]))); }""")
+        received.clear()
+        panel.evaluate("(p) => window.Plotly.restyle(p.querySelector('.js-plotly-plot'), {visible: 'legendonly'}, [0])")
+        deadline = time.monotonic() + 10
+        while not any("_py2js_restyle" in f and "legendonly" in f for f in received) and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        assert any("_py2js_restyle" in f and "legendonly" in f for f in received), "the kernel did not echo the restyle"
+        page.wait_for_timeout(500)                 # the echo has been handled
+        assert page.evaluate("() => window.__restyles.length") == 1, page.evaluate("() => window.__restyles")
+        assert panel.evaluate("(p) => p.querySelector('.js-plotly-plot').data[0].visible") == "legendonly"
+        assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
+    finally:
+        close_context(context)
+
+
 def test_idle_kernel_is_culled_while_its_tab_is_open(chromium, kernel_name):
     """Memory returns after visitors leave: an idle kernel is shut down even with a tab connected,
     while the pre-heated pool kernel is kept."""

@@ -154,6 +154,16 @@ function patchFigureView(FigureView) {
     this._sendTraceDeltas(update.trace_edit_id);
     this._sendLayoutDelta(update.layout_edit_id);
   };
+  // A restyle made in this view (a legend click) goes to the kernel, which sends it back as _py2js_restyle to every
+  // view; plotly's view applies it again, its own included: a second full restyle of a drawn figure, and, arriving
+  // late, one that can undo a newer restyle (a second click). The view that made it reports to the kernel only.
+  const doRestyle = proto.do_restyle;
+  proto.do_restyle = function () {
+    const msg = this.model.get("_py2js_restyle");
+    if (!msg || msg.source_view_id !== this.viewID) return doRestyle.call(this);
+    this._sendTraceDeltas(msg.trace_edit_id);
+    this._sendLayoutDelta(msg.layout_edit_id);
+  };
   proto._sendTraceDeltas = Object.assign(function (editId) {
     reportWhenIdle(this, "traces", () => {
       const model = this.model;
@@ -292,10 +302,11 @@ SHARED_BUNDLE_ESM = SHARED_BUNDLE_ESM.replace("__CARTESIAN_TRACE_TYPES__", json.
 class SharedBundleFigureWidget(go.FigureWidget):
     """A FigureWidget whose front end is loaded by URL from Voila (see SHARED_BUNDLE_ESM).
 
-    The trace-delta report a page sends after each redraw is not echoed back to the page (``echo_update=False``):
-    ipywidgets echoes a state a front end set to every front end, and no front end reads this one (plotly's view
-    only writes it). It was the largest message a streamed partial caused, ~10 kB per figure, relayed to the
-    page while it drew the next figures.
+    The reports a page sends after each redraw are not echoed back to the page (``echo_update=False``): ipywidgets
+    echoes a state a front end set to every front end, and no front end reads these (plotly's view only writes
+    them). The trace-delta report was the largest message a streamed partial caused, ~10 kB per figure, relayed to
+    the page while it drew the next figures; the layout report goes the same way should plotly send it under this
+    key (plotly 7 does not: see SHARED_BUNDLE_ESM).
     """
 
     _esm = SHARED_BUNDLE_ESM
