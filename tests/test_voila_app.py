@@ -160,7 +160,8 @@ def test_a_redraw_reaches_the_page_in_two_messages_edit_ids_with_the_update_then
                                                                    sent[0]["_last_layout_edit_id"])
     assert sent[1]["_py2js_update"] is None and fig._py2js_update is None
     assert fig._trace_edit_in_process and fig._layout_edit_in_process
-    fig._handler_js2py_traceDeltas({"new": {"trace_edit_id": update["trace_edit_id"], "trace_deltas": [{"uid": t.uid} for t in fig.data]}})
+    report = {"trace_edit_id": update["trace_edit_id"], "trace_deltas": [{"uid": t.uid} for t in fig.data]}
+    fig._handler_js2py_traceDeltas({"new": report})
     assert not fig._trace_edit_in_process                     # the page's report of the newest edit ends it
 
 
