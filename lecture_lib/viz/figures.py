@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.basedatatypes import BasePlotlyType
 
 # Okabe-Ito: blue, vermillion, bluish green, reddish purple, orange, sky blue, black, yellow.
 PALETTE: tuple[str, ...] = ("#0072B2", "#D55E00", "#009E73", "#CC79A7",
@@ -382,17 +383,25 @@ def copy_trace_data(target, source: go.Figure, layout_keys: Sequence[str] = ()) 
     switched off stay put; a trace of ``target`` that ``source`` no longer has is hidden
     (kept, so that it can come back), and a trace only ``source`` has is added. The named
     layout keys (e.g. ``("annotations", "xaxis.range")``) are copied too.
+
+    Inside ``target.batch_update()`` (a panel's redraw) the changed values go straight into plotly's batch, which
+    sends them in one message on leaving it: they come from ``source``'s traces, validated when it was built, and
+    validating them again trace by trace took ~1 ms a trace (12 of a 25 ms partial redraw of 06's damping panel).
     """
     pairs, gone, new = match_traces(target.data, source.data)
+    batch = target._batch_trace_edits if getattr(target, "_in_batch_mode", False) else None
     for t, s in pairs:
         patch = {}
         for key in DATA_KEYS:
             value = _prop(s, key)
-            if value is not None:
-                patch[key.replace(".", "_")] = value
+            if value is not None and (batch is None or not BasePlotlyType._vals_equal(_prop(t, key), value)):
+                patch[key] = value
         if t.visible is False and s.visible is None:
             patch["visible"] = True          # hidden by an earlier update: back on screen
-        t.update(patch)
+        if batch is None:
+            t.update({key.replace(".", "_"): value for key, value in patch.items()})
+        elif patch:
+            batch.setdefault(t._trace_ind, {}).update(patch)
     for t in gone:
         t.visible = False
     if new:
