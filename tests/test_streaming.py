@@ -308,6 +308,46 @@ def test_a_partial_that_cannot_be_drawn_is_skipped():
     assert panel.wait(10) and panel.message == "" and len(panel.figure.data[0].y) == 20
 
 
+def test_a_page_connecting_after_partials_starts_from_what_is_on_screen():
+    """A partial draw leaves the state a connecting page starts from alone (copying it would delay the first
+    frame); the final draw brings it up to date, and so does the end of a computation that failed after its
+    partials, whose last partial stays on screen."""
+    partial_drawn, release = threading.Event(), threading.Event()
+
+    def compute(n, progress):
+        k = np.arange(n, dtype=float)
+        if n == 10:                                     # the first computation, which never streams
+            return k, 3.0 * k
+        progress(0.5, (k[:5], 3.0 * k[:5]))
+        assert partial_drawn.wait(5) and release.wait(5)
+        if n == 50:
+            raise RuntimeError("failed after its partial")
+        return k, 3.0 * k
+
+    panel = panels.LivePanel(compute=compute, controls={"n": panels.int_slider("n", 10, 60, 10)},
+                             build=_curve_figure, progress_after=10.0)
+    panel.runner.stream_every = 0.0
+    original = panel.live.draw
+    panel.live.draw = lambda result, **kw: (original(result, **kw), kw.get("transient") and partial_drawn.set())
+
+    def connecting_page_y():
+        return np.asarray(panel.figure._widget_data[0]["y"])
+
+    first = connecting_page_y().copy()
+    for n, final in ((20, 20), (50, 5)):
+        partial_drawn.clear(), release.clear()
+        panel.set(n=n)
+        assert partial_drawn.wait(5)
+        assert len(panel.figure.data[0].y) == 5                       # the page shows the partial ...
+        np.testing.assert_array_equal(connecting_page_y(), first)     # ... a connecting page the last final result
+        release.set()
+        assert panel.wait(10)
+        assert len(panel.figure.data[0].y) == final
+        np.testing.assert_array_equal(connecting_page_y(), np.asarray(panel.figure.data[0].y))
+        first = connecting_page_y().copy()
+    assert "failed after its partial" in panel.message
+
+
 # --------------------------------------------------------------------------- in the browser
 # The fixture tests/fixtures/stream_demo.ipynb: y = a·√k over 200 steps, computed in 2 s and reported 20 steps
 # at a time. The page records every state of the plot's data (polled each animation frame), then a key moves a.

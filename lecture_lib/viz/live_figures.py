@@ -152,6 +152,7 @@ class LiveFigures:
         self._transient: list = []               # non-empty while draw() shows a partial result
         # per figure, the flat layout paths some redraw changed, with the first figure's value (None: unset)
         self.varying: list[dict[str, Any]] = [{} for _ in self.widgets]
+        self._behind = False                     # a partial drew after the state a connecting page starts from
 
     @classmethod
     def built(cls, build: Callable[[Any], go.Figure | Sequence[go.Figure]], result,
@@ -211,9 +212,11 @@ class LiveFigures:
 
     def draw(self, result, transient: bool = False, silent: bool = False) -> None:
         """Show ``result``: one batched redraw per figure; a page connecting later starts from it.
-        ``transient``: a partial result (runs still training), whose built figures are not kept.
-        ``silent``: the page drew it already (:mod:`~lecture_lib.viz.recall`): only the kernel's copy
-        of the figures changes, nothing is sent."""
+        ``transient``: a partial result (runs still training), whose built figures are not kept, and which a
+        page connecting later starts from only after :meth:`settle` (or the next draw that is not transient):
+        copying every figure's state took a fifth of a streamed partial's redraw in the kernel, before its
+        first frame went out. ``silent``: the page drew it already (:mod:`~lecture_lib.viz.recall`): only the
+        kernel's copy of the figures changes, nothing is sent."""
         with self.lock:
             self._transient[:] = [True] if transient else []
             with contextlib.ExitStack() as stack:
@@ -225,8 +228,21 @@ class LiveFigures:
                     self._redraw(self.widgets[0] if self._single else self.widgets, result)
                 finally:
                     self._transient.clear()
-            for fw in self.widgets:
-                refresh_initial_state(fw)
+            if transient:
+                self._behind = True
+            else:
+                self._refresh()
+
+    def settle(self) -> None:
+        """After partial draws (``draw(transient=True)``), a page connecting later starts from what is on screen."""
+        with self.lock:
+            if self._behind:
+                self._refresh()
+
+    def _refresh(self) -> None:
+        for fw in self.widgets:
+            refresh_initial_state(fw)
+        self._behind = False
 
     def restyle_for_projector(self, width: int, height: int, gap: int) -> None:
         """Figures side by side in ``width`` pixels (``gap`` between them), ``height`` tall, projector style."""
@@ -236,8 +252,7 @@ class LiveFigures:
                 for fw in self.widgets:
                     stack.enter_context(fw.batch_update())
                     _figures.restyle_for_projector(fw, width=each, height=height)
-            for fw in self.widgets:
-                refresh_initial_state(fw)
+            self._refresh()
 
     def mark_stale(self, stale: bool) -> None:
         """Fade the figures (CSS class ``lecture-stale``) while they do not show the controls' values."""

@@ -325,6 +325,8 @@ class LivePanel(PanelView):
             self.live.mark_stale(True)     # not while the figures show the new runs growing
 
     def _on_idle(self) -> None:
+        if self.live is not None:
+            self.live.settle()             # a computation that failed after its partials leaves one on screen
         self.hide_progress()
         if not self.message and self.live is not None:
             self.live.mark_stale(False)
