@@ -10,7 +10,9 @@ ways alternate on the same panel, page and kernel, so the machine's drift cancel
 
 Per move, in the page: ``first_ms``, key press -> the task after the frame painted after the panel's state
 element first shows the request (a streamed partial, or the final result; a ``MutationObserver``), and
-``update_ms``, the script time of the figure views' ``do_update`` calls up to then (wrapped, ``performance.now``).
+``update_ms``, the script time of the figure views' ``do_update`` calls up to then (wrapped, ``performance.now``),
+and the wall-clock times of the press, the first figure update, the state element's change and the paint
+(``*_unix_ms``), which ``kernel_trace.py report --draw`` lines up with the kernel's request and send.
 Per panel, the mean of each way; over panels, the paired difference plotly - changed with a 95% t interval.
 Starts the app (full settings unless ``--fast``) on the notebooks; the result cache (``LECTURE_CACHE_DIR``)
 should hold the defaults only (``./lecture warm`` into a fresh folder), so that every move computes. Last line:
@@ -69,7 +71,10 @@ ARM_JS = """([panel, way, generation]) => {
 READ_JS = """() => { const kd = window.__kd;
   if (kd.painted === null || kd.pressed === null) return null;
   const upto = kd.updates.filter(([t]) => t <= kd.shown);
-  return { first_ms: kd.painted - kd.pressed, update_ms: upto.reduce((s, [, ms]) => s + ms, 0), updates: upto.length };
+  return { first_ms: kd.painted - kd.pressed, update_ms: upto.reduce((s, [, ms]) => s + ms, 0), updates: upto.length,
+           pressed_unix_ms: performance.timeOrigin + kd.pressed, painted_unix_ms: performance.timeOrigin + kd.painted,
+           first_update_unix_ms: upto.length ? performance.timeOrigin + upto[0][0] : null,
+           shown_unix_ms: performance.timeOrigin + kd.shown };
 }"""
 
 
