@@ -215,20 +215,34 @@ class Trainer:
         self.diverged_at = torch.where(bad, torch.full_like(self.diverged_at, step), self.diverged_at)
         self.alive = self.alive & ~bad
 
-    def evaluate(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None):
-        """Loss and accuracy ``(R,)`` on the test set (or on ``x, y``) in eval mode (BN: running statistics)."""
+    def evaluate(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                 buffers: Mapping[str, torch.Tensor] | None = None):
+        """Loss and accuracy ``(R,)`` on the test set (or on ``x, y``) in eval mode (BN: running statistics).
+        ``buffers``: evaluate with these buffer values (a snapshot of :meth:`buffers`) in place of the model's
+        own, which are restored after."""
         if x is None:
             x, y = self.data.x_test, self.data.y_test
         was_training = self.model.training
+        own = dict(self.model.named_buffers())
+        current = {n: own[n].clone() for n in buffers} if buffers else {}
         self.model.eval()
         try:
             with torch.no_grad():
+                for n, value in (buffers or {}).items():
+                    own[n].copy_(value)
                 out = self.model(x)
                 loss = self.loss_fn(out, y)
                 acc = losses_mod.accuracy(out, y) if self.classify else None
         finally:
+            with torch.no_grad():
+                for n, value in current.items():
+                    own[n].copy_(value)
             self.model.train(was_training)
         return loss, acc
+
+    def buffers(self) -> dict[str, torch.Tensor]:
+        """A copy of the model's buffers (BN's running statistics, which a training-mode forward pass moves)."""
+        return {n: b.clone() for n, b in self.model.named_buffers()}
 
     # -- one step -------------------------------------------------------------------------------
     def step(self, record: bool = False, track: Mapping[str, TrackFn] | None = None,
@@ -345,7 +359,8 @@ def train(model: nn.Module, data: Dataset, loss, optimizer: Transform, steps: in
     * ``callback``: ``callback(step, model)`` after every update (e.g. norm grafting).
     * ``report``: ``report(done, steps, so_far)`` after every recorded step (``done`` updates of
       ``steps``), and once before the first update (``done = 0``: the initial row alone, whose
-      ``angular_step`` comes with its update, so its Record has none); ``so_far()`` assembles the Record of
+      ``angular_step`` comes with its update and whose evaluation follows the report, so its Record has
+      neither); ``so_far()`` assembles the Record of
       the rows recorded until now (a panel draws the runs as they train, :class:`lecture_lib.record.Stream`).
       Assembling copies the rows: call it only to draw. Nothing else changes: the final Record is the same
       with or without ``report``.
@@ -367,14 +382,23 @@ def train(model: nn.Module, data: Dataset, loss, optimizer: Transform, steps: in
                     diverge_above=diverge_above, eval_every=eval_every)
 
     for k in range(steps):
-        if eval_every is not None and k % eval_every == 0:
+        # The initial report goes out before step 0's evaluation, which a panel's first frame would otherwise wait
+        # for (06's damping panel: a fifth of its first partial's time); the evaluation still sees step 0's weights
+        # and buffers (the step's forward pass moves BN's running statistics, so they are kept), so the Record is
+        # the same with or without a report.
+        initial_eval = report is not None and k == 0 and eval_every is not None
+        if eval_every is not None and k % eval_every == 0 and not initial_eval:
             evals.append(trainer.evaluate())
         if k % record_every == 0:
             initial = None
             if report is not None and k == 0:
+                buffers = trainer.buffers() if initial_eval else None
+
                 def initial(stats):
                     report(0, steps, lambda: _assemble(trainer, [stats], record_steps[:1], evals, eval_steps[:len(evals)],
                                                        track, partial=True, **settings))
+                    if initial_eval:
+                        evals.append(trainer.evaluate(buffers=buffers))
             rows.append(trainer.step(record=True, track=track, before_update=initial))
         else:
             trainer.step()

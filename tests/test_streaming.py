@@ -55,6 +55,46 @@ def test_report_gives_the_rows_so_far_and_changes_nothing():
     assert "partial" not in final.config and final.diverged(1) and reports[-1][2].diverged(1)
 
 
+def test_initial_report_comes_before_step_0s_evaluation_which_still_sees_step_0s_buffers():
+    """The initial row is handed over before the test set is evaluated at step 0; that evaluation runs after the
+    step's forward pass has moved BN's running statistics, with the statistics of step 0 put back for it."""
+    def run(report=None):
+        model = MLP([64, 16, 10], norm="batch", runs=2, seed=[0, 1], dtype=torch.float64)
+        task = data.digits(test_fraction=0.5, seed=0).to(dtype=torch.float64)
+        return model, engine.train(model, task, "cross_entropy", sgd(0.1), 6, batch_size=32, eval_every=3,
+                                   report=report)
+
+    seen = []
+    model, final = run(lambda done, steps, so_far: seen.append((done, so_far())))
+    _, plain = run()
+    assert seen[0][0] == 0 and seen[0][1].eval_steps is None          # the initial row, not evaluated yet
+    assert seen[1][1].eval_steps.tolist() == [0]
+    np.testing.assert_array_equal(final.test_loss, plain.test_loss)     # the same evaluation as without a report
+    np.testing.assert_array_equal(final.test_accuracy, plain.test_accuracy)
+    np.testing.assert_array_equal(final.loss, plain.loss)
+    fresh = MLP([64, 16, 10], norm="batch", runs=2, seed=[0, 1], dtype=torch.float64)
+    moved = [n for n, b in model.named_buffers() if b.is_floating_point()
+             and not torch.equal(b, dict(fresh.named_buffers())[n])]
+    assert moved                                                        # training did move the running statistics
+    task = data.digits(test_fraction=0.5, seed=0).to(dtype=torch.float64)
+    trainer = engine.Trainer(fresh, task, "cross_entropy", sgd(0.1))
+    np.testing.assert_array_equal(trainer.evaluate()[0].numpy(), final.test_loss[0])   # step 0's, by a fresh model
+
+
+def test_evaluate_with_other_buffers_restores_the_models_own():
+    model = MLP([64, 16, 10], norm="batch", runs=2, seed=[0, 1], dtype=torch.float64)
+    task = data.digits(test_fraction=0.5, seed=0).to(dtype=torch.float64)
+    trainer = engine.Trainer(model, task, "cross_entropy", sgd(0.1))
+    before, at_init = trainer.buffers(), trainer.evaluate()
+    with torch.no_grad():
+        model(trainer.data.x_train[:32])                                # training mode: moves the running statistics
+    after = trainer.buffers()
+    loss, acc = trainer.evaluate(buffers=before)
+    np.testing.assert_array_equal(loss.numpy(), at_init[0].numpy())
+    assert all(torch.equal(b, after[n]) for n, b in model.named_buffers())
+    assert not torch.equal(trainer.evaluate()[0], loss)                 # with its own, moved statistics: different
+
+
 def test_stream_reports_first_partial_at_once_then_throttles():
     calls = []
     stream = Stream(lambda fraction, partial=None: calls.append((fraction, partial)), interval=60.0)
