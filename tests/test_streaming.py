@@ -613,3 +613,35 @@ def _assert_same(a, b, skip=(), where="result"):
         np.testing.assert_array_equal(a.cpu().numpy(), b.cpu().numpy(), err_msg=where)
     else:
         np.testing.assert_array_equal(a, b, err_msg=where)
+
+
+def test_flush_iopub_returns_once_the_messages_queued_before_it_are_sent(monkeypatch):
+    """A streamed partial's messages leave the kernel before its worker trains on: ``_flush_iopub`` waits for the
+    IOPub thread to run what was queued before it (here a send that takes 50 ms), and is a no-op outside a kernel."""
+    import types
+
+    import zmq
+    from ipykernel.iostream import IOPubThread
+    from ipykernel.kernelbase import Kernel
+
+    assert panels._flush_iopub() is False                    # no kernel in this process
+    socket = zmq.Context.instance().socket(zmq.PUB)
+    io = IOPubThread(socket)
+    io.start()
+    try:
+        kernel = types.SimpleNamespace(iopub_socket=io.background_socket)
+        monkeypatch.setattr(Kernel, "initialized", classmethod(lambda cls: True))
+        monkeypatch.setattr(Kernel, "instance", classmethod(lambda cls, *a, **k: kernel))
+        sent, seen = [], []
+
+        def worker():
+            io.schedule(lambda: (time.sleep(0.05), sent.append("partial")))
+            seen.append((panels._flush_iopub(timeout=2.0), list(sent)))
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join(5)
+        assert seen == [(True, ["partial"])]
+    finally:
+        io.stop()
+        socket.close(linger=0)
