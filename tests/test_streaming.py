@@ -299,7 +299,8 @@ def test_plane_panel_streams_the_drawn_runs_then_adds_the_predicted_circle(monke
     def watched(result, transient=False):
         original(result, transient)
         circle, path = panel.figure.data[0], panel.figure.data[1]
-        frames.append((transient, len(result[0].w), result[1], len(circle.x), len(path.x)))
+        drawn = sum(v is not None for v in circle.x)          # a partial holds its legend entry with a missing point
+        frames.append((transient, len(result[0].w), result[1], drawn, len(path.x)))
 
     monkeypatch.setattr(panel.live, "draw", watched)
     panel.set(lr=0.5)
@@ -548,10 +549,13 @@ def test_experiment_streams_partial_results_its_builder_draws(name, monkeypatch)
     # plotly's full update (scrub.js, redrawChanged)
     assert {_traces(build(p)) for p in partials} == {_traces(build(final))}
     live = LiveFigures.built(build, final)
+    shown = [figures.legend_entries(f) for f in live.widgets]
     for partial in partials:
         # drawn into the panel's figures (which copy data, not style), a run with one row so far shows its point
         live.draw(partial, transient=True)
         assert not _hidden_lone_points(live.widgets), _hidden_lone_points(live.widgets)
+        # and the legend keeps the entries on screen (here the final result's): it does not grow as runs start
+        assert [figures.legend_entries(f) for f in live.widgets] == shown
     for partial in partials:
         # the curves grow across step axes that stay still, spanning the whole training from the first partial on
         assert _step_ranges(build(partial)) == _step_ranges(build(final))
@@ -580,7 +584,7 @@ def _hidden_lone_points(figs) -> list[str]:
     hidden = []
     for f in figs:
         for t in f.data:
-            if t.type != "scatter" or t.x is None or len(t.x) != 1 or t.visible is False:
+            if t.type != "scatter" or t.x is None or len(t.x) != 1 or t.visible is False or t.x[0] is None:
                 continue
             mode = t.mode or "lines+markers"          # plotly's default for fewer than 20 points
             size = t.marker.size

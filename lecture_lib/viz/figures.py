@@ -466,6 +466,36 @@ def show_lone_points(fig: go.Figure) -> go.Figure:
     return fig
 
 
+def legend_entries(fig) -> set[str]:
+    """The names plotly.js lists in ``fig``'s legend: shown traces that hold at least one point (plotly.js makes a
+    trace without points invisible, legend entry included)."""
+    names = set()
+    for trace in fig.data:
+        x, y = _prop(trace, "x"), _prop(trace, "y")
+        points = x if x is not None else y if y is not None else ()
+        if _prop(trace, "visible") is not False and _prop(trace, "showlegend") is not False and len(points):
+            names.add(trace.name)
+    return names
+
+
+def hold_legend_entries(fig: go.Figure, names) -> go.Figure:
+    """Give each empty scatter trace of ``fig`` named in ``names`` one missing point (``x = y = [None]``), in
+    place, and return it: it draws nothing and keeps its legend entry.
+
+    A streamed partial holds the entries of the result on screen (:meth:`LiveFigures.built`): without them the
+    legend listed only the runs started so far and grew, moving the plots down, when the last ones began or the
+    final result came.
+    """
+    for trace in fig.data:
+        if trace.type != "scatter" or trace.name not in names or _prop(trace, "visible") is False \
+                or _prop(trace, "showlegend") is False:
+            continue
+        x, y = _prop(trace, "x"), _prop(trace, "y")
+        if (x is None or len(x) == 0) and (y is None or len(y) == 0):
+            trace.update(x=[None], y=[None])
+    return fig
+
+
 def thin_traces(fig: go.Figure, buckets: int = THIN_BUCKETS) -> go.Figure:
     """Thin ``fig``'s long line traces in place to :func:`minmax_indices` (extremes kept) and return it.
 

@@ -160,8 +160,9 @@ class LiveFigures:
         """Figures built by ``build(result)``; each later result is built the same way and copied over.
 
         Long line traces are thinned to the pixels they occupy (:func:`figures.thin_traces`), a one-point line
-        is drawn as a point (:func:`figures.show_lone_points`: a run streamed with one row so far), and the
-        last ``keep`` built figures are kept by result, so that showing a result again (a slider moved
+        is drawn as a point (:func:`figures.show_lone_points`: a run streamed with one row so far), a partial
+        result's runs not started yet keep the legend entries they have on screen
+        (:func:`figures.hold_legend_entries`), and the last ``keep`` built figures are kept by result, so that showing a result again (a slider moved
         back to a cached value) skips the builder and plotly's validation of a new figure.
         """
         single = []                              # whether build returns one figure (not a list)
@@ -198,6 +199,8 @@ class LiveFigures:
             if len(new) != len(targets):
                 raise ValueError(f"build returned {len(new)} figures for this result, {len(targets)} for the first")
             for i, (fw, fig) in enumerate(zip(targets, new)):
+                if transient:                    # built for this draw alone (not kept): changed in place
+                    _figures.hold_legend_entries(fig, _figures.legend_entries(fw))
                 _figures.copy_trace_data(fw, fig)
                 for path in copy_layout_changes(fw, layouts[i], flats[i]):
                     varying[i].setdefault(path, first_layouts[i].get(path))
