@@ -374,3 +374,11 @@ def test_subplot_skeletons_are_built_once_and_each_builder_gets_its_own_copy():
     second = panels._subplots(*args)
     assert second is not first and second.to_dict() == fresh.to_dict() and len(second.data) == 0
     assert panels._subplots_built.cache_info().misses >= 1 and panels._subplots_built(*args) is panels._subplots_built(*args)
+
+
+def test_linear_scaling_figure_labels_each_scale_factor_alone():
+    """The log axis "scale factor n" is labelled at the factors trained (plotly's own ticks put a "9" next to "1")."""
+    from lecture_lib.viz import equilibrium_panels as ep
+    s = ex.batch_scaling(factors=(1, 2, 4), examples=96)
+    axis = ep.batch_figure(s, examples=96).layout.xaxis2
+    assert axis.type == "log" and list(axis.tickvals) == [1, 2, 4]

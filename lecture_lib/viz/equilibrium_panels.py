@@ -390,7 +390,7 @@ def batch_figure(res: ex.BatchScaling, examples: int | None = None) -> go.Figure
                              line=dict(color=GREY, dash="dot"), name="n·√(2αλ) (if steps scaled linearly)"), 1, 2)
     seen_axis = dict(title_text="examples seen", range=[0, examples] if examples else None)
     fig.update_xaxes(seen_axis, row=1, col=1)
-    fig.update_xaxes(title_text="scale factor n", type="log", row=1, col=2)
+    fig.update_xaxes(title_text="scale factor n", type="log", tickvals=list(res.factors), row=1, col=2)
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(seen_axis, row=1, col=3)
     fig.update_yaxes(range=[-0.5, 0.5], row=1, col=3)
