@@ -649,3 +649,27 @@ def test_flush_iopub_returns_once_the_messages_queued_before_it_are_sent(monkeyp
     finally:
         io.stop()
         socket.close(linger=0)
+
+
+def test_smoothed_curves_keep_their_start_while_the_run_streams(monkeypatch):
+    """04's smoothed curves take their window from the rows a run will hold, not the rows so far: a partial's
+    smoothed loss starts where the final one does (with the rows so far, 04's remedies panel started at 2.1 and
+    ended at 1.5 on the same run at full settings)."""
+    monkeypatch.setenv("LECTURE_CACHE_DIR", "off")
+    from lecture_lib.experiments import implicit_decay as imp
+    from lecture_lib.viz import implicit_panels as ip
+
+    partials = []
+    final = imp.remedies(1.0, 5e-3, steps=400, progress=lambda f, p=None: p is not None and partials.append(p))
+    window = 400 // 40                                    # remedies_figure's, from the 400 rows of a finished run
+
+    def loss_starts(result):
+        return {t.name: t.y[:2].tolist() for t in ip.remedies_figure(result).data
+                if t.xaxis == "x2" and t.y is not None and len(t.y) > 2 * window}
+
+    done = loss_starts(final)
+    checked = [loss_starts(p) for p in partials if loss_starts(p)]
+    assert checked and done
+    for starts in checked:
+        for name, y in starts.items():
+            np.testing.assert_allclose(y, done[name], rtol=1e-12, err_msg=name)

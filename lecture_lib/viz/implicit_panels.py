@@ -216,6 +216,13 @@ def _band(x, values: np.ndarray, name: str, group: str) -> go.Scatter:
                       showlegend=group == name, hoverinfo="skip")
 
 
+def _rows_when_done(rec) -> int:
+    """The rows ``rec`` holds once its training is done (a streamed partial holds fewer so far). A smoothing window
+    set from it stays the same while a run streams, so the start of a smoothed curve does not change as it grows."""
+    steps, every = rec.config.get("steps"), rec.config.get("record_every")
+    return len(range(0, steps, every)) if steps and every else len(rec.steps)
+
+
 def collapse_figure(position: experiment.CollapseAt) -> go.Figure:
     """The run of the chosen α (bold) inside the band of the whole sweep, and the α-free asymptote (dashed)."""
     fig = _figure(("effective learning rate α / ‖w_k‖²", "training loss (smoothed)"),
@@ -224,7 +231,7 @@ def collapse_figure(position: experiment.CollapseAt) -> go.Figure:
     rec = sweep.record
     rows = _log_rows(len(rec.steps))
     k = _steps_from_1(rec)[rows]
-    loss = smooth(rec.loss, max(1, len(rec.steps) // 60))[rows]
+    loss = smooth(rec.loss, max(1, _rows_when_done(rec) // 60))[rows]
     eff = rec.effective_lr["w"][rows]
     everyone = f"all {len(sweep.lr)} α, trained together"
     fig.add_trace(_band(k, eff, everyone, everyone), 1, 1)
@@ -330,7 +337,7 @@ def remedies_figure(result: experiment.RemediesResult) -> go.Figure:
         k, eff, loss = EMPTY, EMPTY, EMPTY
         if rec is not None:
             k = _steps_from_1(rec)
-            eff, loss = rec.effective_lr[HIDDEN[0]][:, 0], smooth(rec.loss, max(1, len(k) // 40))[:, 0]
+            eff, loss = rec.effective_lr[HIDDEN[0]][:, 0], smooth(rec.loss, max(1, _rows_when_done(rec) // 40))[:, 0]
         _pair(fig, k, eff, loss, label, "loss", figures.color(i), dash="dot" if name == "exp_schedule" else None,
               pending=name in result.chosen)
     return figures.span_steps(fig, result.runs)
@@ -388,7 +395,7 @@ def optimizer_figure(result: experiment.OptimizersResult) -> go.Figure:
     for col, n in enumerate(OPT_LABELS, start=1):
         rec = result.records.get(n)           # None: a partial result, this optimizer has not started yet
         k = _steps_from_1(rec) if rec is not None else EMPTY
-        ang = smooth(rec.angular_step[HIDDEN[0]], max(1, len(k) // 30)) if rec is not None else None
+        ang = smooth(rec.angular_step[HIDDEN[0]], max(1, _rows_when_done(rec) // 30)) if rec is not None else None
         for r, start in enumerate(STARTS):
             name = start if col == 1 else f"{start} · {OPT_LABELS[n]}"
             fig.add_trace(_line(k, ang[:, r] if ang is not None else EMPTY, name, figures.color(r),
