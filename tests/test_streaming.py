@@ -626,21 +626,21 @@ def test_flush_iopub_returns_once_the_messages_queued_before_it_are_sent(monkeyp
 
     import zmq
     from ipykernel.iostream import IOPubThread
-    from ipykernel.kernelbase import Kernel
 
-    assert panels._flush_iopub() is False                    # no kernel in this process
+    from lecture_lib.viz import runner
+
+    assert runner._flush_iopub() is False                    # no kernel in this process
     socket = zmq.Context.instance().socket(zmq.PUB)
     io = IOPubThread(socket)
     io.start()
     try:
-        kernel = types.SimpleNamespace(iopub_socket=io.background_socket)
-        monkeypatch.setattr(Kernel, "initialized", classmethod(lambda cls: True))
-        monkeypatch.setattr(Kernel, "instance", classmethod(lambda cls, *a, **k: kernel))
+        shell = types.SimpleNamespace(kernel=types.SimpleNamespace(iopub_socket=io.background_socket))
+        monkeypatch.setattr(runner, "_ipython", lambda: shell)
         sent, seen = [], []
 
         def worker():
             io.schedule(lambda: (time.sleep(0.05), sent.append("partial")))
-            seen.append((panels._flush_iopub(timeout=2.0), list(sent)))
+            seen.append((runner._flush_iopub(timeout=2.0), list(sent)))
 
         thread = threading.Thread(target=worker)
         thread.start()

@@ -162,8 +162,9 @@ class LiveFigures:
         Long line traces are thinned to the pixels they occupy (:func:`figures.thin_traces`), a one-point line
         is drawn as a point (:func:`figures.show_lone_points`: a run streamed with one row so far), a partial
         result's runs not started yet keep the legend entries they have on screen
-        (:func:`figures.hold_legend_entries`), and the last ``keep`` built figures are kept by result, so that showing a result again (a slider moved
-        back to a cached value) skips the builder and plotly's validation of a new figure.
+        (:func:`figures.hold_legend_entries`), and the last ``keep`` built figures are kept by result, so that
+        showing a result again (a slider moved back to a cached value) skips the builder and plotly's validation
+        of a new figure.
         """
         single = []                              # whether build returns one figure (not a list)
 

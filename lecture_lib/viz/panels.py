@@ -48,7 +48,6 @@ from __future__ import annotations
 import html
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -84,26 +83,6 @@ def divergence_notes(record, labels: Sequence[str]) -> str:
 def _strict() -> bool:
     return os.environ.get("LECTURE_PANEL_RAISE", "").strip().lower() in {"1", "true", "yes", "on"}
 
-
-
-def _flush_iopub(timeout: float = 0.05) -> bool:
-    """In a kernel, wait (at most ``timeout`` seconds) until its IOPub thread has sent the messages queued so far.
-
-    A message from a worker thread is only queued for that thread, which needs the GIL to send it; a worker that
-    trains on at once holds the GIL for most of each step, so a streamed partial's figures left the kernel one at a
-    time while the next steps ran. ``False`` outside a kernel, or on timeout."""
-    try:
-        from ipykernel.kernelbase import Kernel
-    except ImportError:
-        return False
-    if not Kernel.initialized():
-        return False
-    io = getattr(getattr(Kernel.instance(), "iopub_socket", None), "io_thread", None)
-    if io is None or threading.current_thread() is getattr(io, "thread", None):
-        return False
-    sent = threading.Event()
-    io.schedule(sent.set)              # runs after every message queued before it
-    return sent.wait(timeout)
 
 class LivePanel(PanelView):
     """Controls, a progress bar, one or more figures and notes, wired to ``compute``.
@@ -321,7 +300,6 @@ class LivePanel(PanelView):
         self._partials += 1
         self.live.mark_stale(False)
         self._publish_state()
-        _flush_iopub()                     # its messages leave the kernel before the worker trains on
 
     def _sent_draw(self) -> None:
         if self.recall is not None:

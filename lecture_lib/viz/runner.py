@@ -131,6 +131,21 @@ def _ipython():
     return ipython.get_ipython() if ipython is not None else None
 
 
+def _flush_iopub(timeout: float = 0.05) -> bool:
+    """In a kernel, wait (at most ``timeout`` seconds) until its IOPub thread has sent the messages queued so far.
+
+    A worker thread's messages (a streamed partial's figures) are only queued for the IOPub thread, which needs the
+    GIL to send them, and a worker that trains on at once holds the GIL for most of each step. ``False`` outside a
+    kernel, on the IOPub thread itself, or on timeout."""
+    shell = _ipython()
+    io = getattr(getattr(getattr(shell, "kernel", None), "iopub_socket", None), "io_thread", None)
+    if io is None or threading.current_thread() is getattr(io, "thread", None):
+        return False
+    sent = threading.Event()
+    io.schedule(sent.set)              # runs after every message queued before it
+    return sent.wait(timeout)
+
+
 def _takes_progress(fn: Callable) -> bool:
     try:
         return "progress" in inspect.signature(fn).parameters
@@ -238,6 +253,7 @@ class ComputeRunner:
                 return
             self._on_partial(generation, partial)
             self._streamed_at = time.monotonic()
+        _flush_iopub()                     # the partial's messages leave the kernel before the worker trains on
 
     def _cache_get(self, key):
         if key in self.cache:
