@@ -219,16 +219,17 @@ class Int(Spec):
 
 @dataclass(frozen=True)
 class Seed(Spec):
-    """A random seed in ``[0, 2**32 - 1]``; with ``runs`` (the name of the argument holding R, or an int),
-    also one seed per run."""
+    """A random seed in ``[0, 2**32 - 1]``; with ``runs`` (an int, or the name of the argument holding R or a
+    batched model with R ``runs``), also one seed per run."""
 
     runs: str | int | None = None
     optional: bool = False
 
     def check(self, name, value, arguments):
-        if self.runs is None:
+        runs = self.runs if self.runs is None or isinstance(self.runs, int) else arguments[self.runs]
+        runs = getattr(runs, "runs", runs)          # a batched model: its number of runs
+        if not isinstance(runs, int):
             return check_seed(name, value)
-        runs = self.runs if isinstance(self.runs, int) else arguments[self.runs]
         return check_seeds(name, value, runs)
 
 

@@ -21,14 +21,14 @@ The declarations of a batch (:data:`INPUTS`, :func:`targets_match`, :data:`LOSS`
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from . import losses as _losses
-from ._validate import (Choice, Inputs, Instance, Loss, Model, Tensor, accepts, one_target_per_example,
+from ._validate import (Choice, Inputs, Loss, Model, Tensor, Where, accepts, one_target_per_example,
                         sequence_of)
 from .models import BatchedLinear
 
@@ -98,15 +98,42 @@ def layer_taps(model: nn.Module) -> Iterator[dict[str, Tap]]:
 
 
 # ----------------------------------------------------------------------------- the loss in the outputs
-@accepts(loss=LOSS, out=Tensor(dim=3, finite=False))
-def sample_targets(loss: str, out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def _generators(name: str, value):
+    """A ``torch.Generator``, or a non-empty list/tuple of them (one per run)."""
+    if isinstance(value, torch.Generator):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(g, torch.Generator) for g in value):
+        return tuple(value)
+    raise TypeError(f"{name} must be a torch.Generator or a list of them (one per run), got {value!r}")
+
+
+#: ``generator=``: one stream for all runs, or one per run (then run ``r`` draws what a single run would draw from
+#: ``generator[r]``, so runs that share a seed and their outputs share their samples)
+GENERATORS = Where(_generators, bad=(0, "g", (), [0], [torch.Generator(), 1]), optional=True)
+
+
+@accepts(loss=LOSS, out=Tensor(dim=3, finite=False), generator=GENERATORS)
+def sample_targets(loss: str, out: torch.Tensor,
+                   generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
     r"""Targets drawn from the model's predictive distribution :math:`y \sim p(y \mid f(x))`.
 
     ``mse``: :math:`y = f + \epsilon`, :math:`\epsilon \sim \mathcal N(0, I)` (unit noise, so the
     Fisher equals the Gauss-Newton matrix); ``cross_entropy``: :math:`y \sim \mathrm{softmax}(f)`;
     ``logistic``: :math:`y \sim \mathrm{Bernoulli}(\sigma(f))`. ``out`` is ``(R, B, K)``.
+    ``generator``: one for all runs, or a sequence of ``R`` (run ``r`` draws from ``generator[r]`` exactly what a
+    one-run model would draw from it, so two runs with the same outputs and equally seeded generators get the same
+    targets: common random numbers, for comparisons paired by seed).
     """
     out = out.detach()
+    if isinstance(generator, tuple):
+        if len(generator) != out.shape[0]:
+            raise ValueError(f"generator holds {len(generator)} generators (one per run) but out holds "
+                             f"{out.shape[0]} runs")
+        return torch.cat([_sample(loss, out[r:r + 1], g) for r, g in enumerate(generator)])
+    return _sample(loss, out, generator)
+
+
+def _sample(loss: str, out: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     if loss == "mse":
         return out + torch.randn(out.shape, generator=generator, dtype=out.dtype).to(out.device)
     if loss == "cross_entropy":
@@ -178,10 +205,10 @@ def _tapped_forward(model: nn.Module, params: Params | None, x: torch.Tensor) ->
 
 
 @accepts(targets_match, _empirical_needs_targets, model=MODEL, x=INPUTS, y=Tensor(optional=True), loss=LOSS,
-         curvature=Choice(CURVATURES), generator=Instance(torch.Generator, optional=True))
+         curvature=Choice(CURVATURES), generator=GENERATORS)
 def estimate_factors(model: nn.Module, params: Params | None, x: torch.Tensor, y: torch.Tensor | None,
                      loss, curvature: str = "fisher",
-                     generator: torch.Generator | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                     generator: torch.Generator | Sequence[torch.Generator] | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     r"""Kronecker factors ``{layer: (A, S)}`` of every :class:`BatchedLinear` layer on one batch.
 
     :math:`A = \tfrac1B\sum_b \bar a_b \bar a_b^\top` (``(R, in+1, in+1)``, the 1 for the bias) and
@@ -189,7 +216,8 @@ def estimate_factors(model: nn.Module, params: Params | None, x: torch.Tensor, y
     :math:`\mathcal{D}s_b` is the derivative of example ``b``'s loss with respect to the layer's
     pre-activations, back-propagated from
 
-    * ``'fisher'``: a target sampled from the model (true Fisher, K-FAC-F);
+    * ``'fisher'``: a target sampled from the model (true Fisher, K-FAC-F) with ``generator``, one for all runs
+      or one per run (:func:`sample_targets`);
     * ``'empirical'``: the training target ``y`` (empirical Fisher);
     * ``'ggn'``: each column of :math:`L` with :math:`LL^\top = H_{\text{out}}` (exact Gauss-Newton,
       K-FAC-G; the contributions of the columns are summed).

@@ -240,6 +240,40 @@ def test_per_run_damping_equals_separate_runs():
             assert torch.allclose(p[r], q[0], atol=1e-12), n
 
 
+def test_per_run_seeds_sample_the_fisher_as_separate_runs_do():
+    """K-FAC-F with one seed per run: run r's sampled targets, hence its factors and its steps, are those of a
+    one-run model seeded seed[r]; runs that share a seed and their weights share their samples (common random
+    numbers), while one shared seed gives the runs different samples."""
+    x = torch.randn(16, 3)
+    seeds = [5, 7, 5]
+    batched = MLP([3, 4, 3], runs=3, seed=[0, 1, 0], dtype=torch.float64)
+    opt = kfac(batched, "cross_entropy", lr=0.2, damping=0.1, stat_interval=1, seed=seeds)
+    state = opt.init(dict(batched.named_parameters()))
+    y = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        _, state = _step(opt, batched, state, x, y, loss="cross_entropy")
+    for r, (init, seed) in enumerate(zip([0, 1, 0], seeds)):
+        single = MLP([3, 4, 3], runs=1, seed=[init], dtype=torch.float64)
+        o = kfac(single, "cross_entropy", lr=0.2, damping=0.1, stat_interval=1, seed=seed)
+        s = o.init(dict(single.named_parameters()))
+        for _ in range(3):
+            _, s = _step(o, single, s, x, y, loss="cross_entropy")
+        for (n, p), q in zip(batched.named_parameters(), single.parameters()):
+            assert torch.allclose(p[r], q[0], atol=1e-12), n
+    for p in batched.parameters():
+        assert torch.equal(p[0], p[2])                    # same start, same seed: the same samples, step for step
+    shared = estimate_factors(batched, None, x, None, "cross_entropy", "fisher", torch.Generator().manual_seed(5))
+    paired = estimate_factors(batched, None, x, None, "cross_entropy", "fisher",
+                              [torch.Generator().manual_seed(s) for s in seeds])
+    _, S_shared = shared["linears.1"]
+    _, S_paired = paired["linears.1"]
+    assert torch.equal(S_paired[0], S_paired[2]) and not torch.equal(S_shared[0], S_shared[2])
+    with pytest.raises(ValueError, match="generator holds 2 generators"):
+        estimate_factors(batched, None, x, None, "cross_entropy", "fisher", [torch.Generator()] * 2)
+    with pytest.raises(ValueError, match="seed"):
+        kfac(batched, "cross_entropy", lr=0.2, seed=[1, 2])
+
+
 def test_statistics_and_inverses_are_amortized():
     model = MLP([3, 4, 2], runs=1, dtype=torch.float64)
     opt = kfac_precondition(model, "mse", curvature="ggn", stat_interval=2, inv_interval=4)

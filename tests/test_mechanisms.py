@@ -301,10 +301,12 @@ def test_damping_panels_warm_up_fills_what_a_move_of_damping_reuses(monkeypatch)
     assert len(calls) == 1 + rows - 1                                  # row 0 came from the warm-up
 
 
-def test_damping_experiment_pairs_schemes_by_seed():
+@pytest.mark.parametrize("curvature", ["kfac-g", "kfac-f"])
+def test_damping_experiment_pairs_schemes_by_seed(curvature):
     """With λ = 0 'wd-all' retraces 'none' run for run (ratio exactly 1, cosine difference 0), while two seeds
-    differ: the pairing behind the intervals of section 3. (K-FAC-G: K-FAC-F's sampled targets differ between runs.)"""
-    res = E.damping_experiment("kfac-g", weight_decay=0.0, steps=12, width=8, seeds=(0, 1), schemes=("none", "wd-all"),
+    differ: the pairing behind the intervals of section 3. Under K-FAC-F too: runs that share a seed share the
+    random streams of the targets sampled for the Fisher, in training and in step 0's probe."""
+    res = E.damping_experiment(curvature, weight_decay=0.0, steps=12, width=8, seeds=(0, 1), schemes=("none", "wd-all"),
                                record_every=3, eval_every=6, probe_size=32)
     assert res.relative_damping.shape[1] == 4 and res.columns("wd-all") == slice(2, 4) and res.first_seed() == [0, 2]
     np.testing.assert_array_equal(res.relative_damping[:, res.columns("none")],

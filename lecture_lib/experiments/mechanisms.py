@@ -435,8 +435,8 @@ class DampingResult:
     """Mechanism 3: K-FAC runs without and with weight decay (and on the BN layers only), scheme-major.
 
     Run ``i * len(seeds) + j`` is scheme ``schemes[i]`` with seed ``seeds[j]``; runs with the same seed share their
-    initialization and minibatches, so schemes compare paired by seed (under K-FAC-F not the targets sampled for
-    the Fisher, which differ from run to run).
+    initialization, their minibatches and (under K-FAC-F) the random streams of the targets sampled for the Fisher,
+    so schemes compare paired by seed: at step 0 their statistics are identical.
     """
 
     record: Record
@@ -490,7 +490,8 @@ def _step0_key(tag: tuple, tensors) -> tuple:
     return tag, digest.digest()
 
 
-def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature: str) -> dict[str, Callable]:
+def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature: str,
+                 seeds: Sequence[int]) -> dict[str, Callable]:
     r"""What :func:`damping_experiment` records each step; the one place here that reads K-FAC's state.
 
     ``'damping'`` ``(R, L, 2)``: :math:`\gamma` over the mean eigenvalue of :math:`A\otimes S`, and the cosine of
@@ -498,7 +499,8 @@ def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature:
     layer's K-FAC Fisher and Gauss-Newton blocks for :math:`\hat w`, i.e.
     :math:`\lVert w\rVert^2\operatorname{tr}A\,\operatorname{tr}S` with output Hessian
     :math:`\mathrm{diag}(p) - pp^\top` (the Fisher's exact expectation over the model's labels) or :math:`I`.
-    Step 0's probe statistics are shared by requests with the same initial weights (:data:`_INITIAL`).
+    Step 0's probe statistics are shared by requests with the same initial weights (:data:`_INITIAL`); run ``r``
+    samples its probe targets from a generator seeded ``seeds[r]``, so runs that share a seed share them.
     """
     kind = ("cross_entropy", "fisher") if curvature == "kfac-f" else ("mse", "ggn")
 
@@ -520,10 +522,11 @@ def _kfac_tracks(damping, layers: Sequence[str], probe: torch.Tensor, curvature:
             bases = eigenbases({n: (state.A[n], state.S[n]) for n in layers})
         else:
             # before the first update K-FAC holds no statistics yet (it estimates them inside the update, from that
-            # step's batch): the probe batch's factors stand in at step 0, their sampled targets drawn from a seeded
-            # generator (from the global RNG, the first row depended on whatever had drawn from it before)
-            bases = _INITIAL.get(_step0_key(("bases", kind, tuple(layers)), inputs(model, params)), lambda: eigenbases(
-                estimate_factors(model, params, probe, None, *kind, torch.Generator().manual_seed(0))))
+            # step's batch): the probe batch's factors stand in at step 0, their sampled targets drawn from the runs'
+            # seeded generators (from the global RNG, the first row depended on whatever had drawn from it before)
+            gens = [torch.Generator().manual_seed(s) for s in seeds]
+            bases = _INITIAL.get(_step0_key(("bases", kind, tuple(layers), tuple(seeds)), inputs(model, params)),
+                                 lambda: eigenbases(estimate_factors(model, params, probe, None, *kind, gens)))
         rel, cos = [], []
         for name in layers:
             QA, dA, QS, dS, mean_eig = bases[name]
@@ -561,23 +564,25 @@ def damping_experiment(curvature: str = "kfac-f", damping: float = 1e-3, weight_
     (:math:`\propto \gamma\lVert w\rVert^2` against the direction's curvature), the cosine between the
     K-FAC step and the gradient, and the first layer's Fisher and Gauss-Newton traces for :math:`\hat w`.
     Decay is decoupled: :math:`w \leftarrow (1-\alpha\lambda)w - \alpha(\hat G + \gamma I)^{-1}\nabla J`.
-    Every (scheme, seed) is one run of one batched computation, paired by seed (:class:`DampingResult`).
+    Every (scheme, seed) is one run of one batched computation, paired by seed (:class:`DampingResult`): K-FAC-F
+    samples each run's targets from its seed's stream, so the schemes differ by their decay, not by Fisher noise.
     """
     schemes, seeds = list(schemes), list(seeds)
     runs = [(sc, sd) for sc in schemes for sd in seeds]
-    model = bn_mlp(width, depth, runs=len(runs), seed=[sd for _, sd in runs])
+    run_seeds = [sd for _, sd in runs]
+    model = bn_mlp(width, depth, runs=len(runs), seed=run_seeds)
     mask = model.scale_invariant
-    opt = _decayed_by_scheme(preconditioner(curvature, model, damping=damping), lr, [sc for sc, _ in runs],
-                             weight_decay, mask)
+    opt = _decayed_by_scheme(preconditioner(curvature, model, damping=damping, seed=run_seeds), lr,
+                             [sc for sc, _ in runs], weight_decay, mask)
     layers = [n.rsplit(".", 1)[0] for n, v in mask.items() if v]
     data = digits(test_fraction=test_fraction, seed=0)
     def result(rec):
         d, t = rec.extras["damping"], rec.extras["traces"]
         return DampingResult(rec, schemes, layers, d[..., 0], d[..., 1], t[..., 0], t[..., 1], seeds)
 
-    rec = train(model, data, "cross_entropy", opt, steps, batch_size=batch_size, seed=[sd for _, sd in runs],
+    rec = train(model, data, "cross_entropy", opt, steps, batch_size=batch_size, seed=run_seeds,
                 record_every=record_every, eval_every=eval_every, diverge_above=1e4,
-                track=_kfac_tracks(damping, layers, data.x_train[:probe_size], curvature),
+                track=_kfac_tracks(damping, layers, data.x_train[:probe_size], curvature, run_seeds),
                 report=Stream(progress).stage(result, first=0))   # draw the initial row before K-FAC's first update
     return result(rec)
 

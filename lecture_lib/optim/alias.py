@@ -26,7 +26,7 @@ or ``lambda name: name.startswith("linears.2")`` for the top layer only.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from torch import nn
 
@@ -141,10 +141,11 @@ def lars(lr, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3, nesterov: b
 
 @accepts(model=MODEL, loss=LOSS, lr=LR, damping=RATE, weight_decay=RATE, decoupled=Bool(),
          curvature=Choice(CURVATURES), weight_decay_mask=MASK, stat_decay=Unit(), stat_interval=Int(1),
-         inv_interval=Int(1), fallback=Choice(FALLBACKS), seed=Seed())
+         inv_interval=Int(1), fallback=Choice(FALLBACKS), seed=Seed(runs="model"))
 def kfac(model: nn.Module, loss, lr, damping=0.1, weight_decay=0.0, decoupled: bool = True,
          curvature: str = "fisher", weight_decay_mask: Mask = None, stat_decay: float = 0.95,
-         stat_interval: int = 10, inv_interval: int = 100, fallback: str = "identity", seed: int = 0) -> Transform:
+         stat_interval: int = 10, inv_interval: int = 100, fallback: str = "identity",
+         seed: int | Sequence[int] = 0) -> Transform:
     r"""K-FAC with weight decay, decoupled or as L2 regularization (Zhang et al. 2019).
 
     * ``decoupled=True``: :math:`w \leftarrow (1-\alpha\lambda) w - \alpha (\hat G + \gamma I)^{-1}\nabla J(w)`

@@ -50,7 +50,7 @@ decay regularization*; Grosse, CSC 2541 Lecture 5 (2022).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -135,10 +135,11 @@ def need_batch(batch, who: str):
 
 
 @accepts(model=MODEL, loss=LOSS, curvature=Choice(CURVATURES), damping=NonNegative(per_run=True),
-         stat_decay=Unit(), stat_interval=Int(1), inv_interval=Int(1), fallback=Choice(FALLBACKS), seed=Seed())
+         stat_decay=Unit(), stat_interval=Int(1), inv_interval=Int(1), fallback=Choice(FALLBACKS),
+         seed=Seed(runs="model"))
 def kfac_precondition(model: nn.Module, loss, curvature: str = "fisher", damping=0.1,
                       stat_decay: float = 0.95, stat_interval: int = 10, inv_interval: int = 100,
-                      fallback: str = "identity", seed: int = 0) -> Transform:
+                      fallback: str = "identity", seed: int | Sequence[int] = 0) -> Transform:
     r"""Precondition each linear layer's gradient by :math:`(A \otimes S + \gamma I)^{-1}`.
 
     ``update(grads, state, params, batch=(x, y))``: on steps ``k`` with ``k % stat_interval == 0``
@@ -164,7 +165,10 @@ def kfac_precondition(model: nn.Module, loss, curvature: str = "fisher", damping
     =================  ===========================================
 
     Sampled targets (``'fisher'``) are drawn from a generator seeded with ``seed + step``, so a
-    run is reproducible and the state holds no generator.
+    run is reproducible and the state holds no generator. ``seed`` is an int (one stream for all runs)
+    or one per run: then run ``r`` samples exactly as a one-run model with seed ``seed[r]`` would, and
+    runs that share a seed share their samples wherever their outputs agree (common random numbers:
+    runs compared paired by seed differ by what their settings change, not by their Fisher's noise).
     """
     layers = kfac_layers(model)
 
@@ -177,7 +181,8 @@ def kfac_precondition(model: nn.Module, loss, curvature: str = "fisher", damping
 
     def observe(state: KFACState, params, batch) -> KFACState:
         x, y = batch
-        gen = torch.Generator().manual_seed(seed + state.step)
+        gen = ([torch.Generator().manual_seed(s + state.step) for s in seed] if isinstance(seed, list)
+               else torch.Generator().manual_seed(seed + state.step))
         A, S = dict(state.A), dict(state.S)
         for n, (a, s) in estimate_factors(model, params, x, y, loss, curvature, gen).items():
             A[n] = a if n not in A else stat_decay * A[n] + (1 - stat_decay) * a
