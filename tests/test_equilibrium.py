@@ -382,3 +382,21 @@ def test_linear_scaling_figure_labels_each_scale_factor_alone():
     s = ex.batch_scaling(factors=(1, 2, 4), examples=96)
     axis = ep.batch_figure(s, examples=96).layout.xaxis2
     assert axis.type == "log" and list(axis.tickvals) == [1, 2, 4]
+
+
+def test_linear_scaling_predictions_are_drawn_from_the_first_streamed_frame():
+    """√(2nαλ) needs no training: the first partial result holds it for every factor, and its figure draws both
+    prediction lines over all factors on a fixed n axis (before, the middle plot was empty, its axes plotly's
+    defaults, until the first factor finished). The measured steps come only from runs that finished."""
+    from lecture_lib.viz import equilibrium_panels as ep
+    partials = []
+    final = ex.batch_scaling.uncached(factors=(1, 2, 4), examples=96, progress=lambda f, p=None: partials.append(p))
+    first = next(p for p in partials if p is not None)
+    assert len(first.n) == 0 and np.array_equal(first.step_pred, final.step_pred)
+    np.testing.assert_allclose(final.step_pred, [eq.equilibrium_angular_step(0.02 * n, 5e-3) for n in (1, 2, 4)])
+    fig = ep.batch_figure(first, examples=96)
+    measured, pred, linear = [t for t in fig.data if t.xaxis == "x2"]
+    assert len(measured.x) == 0 and list(pred.x) == [1, 2, 4] and np.allclose(pred.y, final.step_pred)
+    assert np.allclose(linear.y, final.step_pred[0] * np.array([1, 2, 4]))
+    assert fig.layout.xaxis2.range == ep.batch_figure(final, examples=96).layout.xaxis2.range
+    assert fig.layout.xaxis2.range[0] < 0 < np.log10(4) < fig.layout.xaxis2.range[1]

@@ -101,6 +101,45 @@ def test_show_lone_points_draws_a_one_point_line_as_a_point():
     assert target.data[0].mode == "lines+markers"
 
 
+@pytest.mark.parametrize("low, high", [(0.0155, 0.05), (0.004, 0.3), (0.013, 0.11), (1.2e-4, 3e-4), (1.0, 8.0),
+                                       (2e3, 6e4), (0.02, 0.03)])
+def test_log_ticks_label_a_short_log_axis_with_a_few_round_values(low, high):
+    ticks = figures.log_ticks(low, high)
+    shown = [(v, t) for v, t in zip(ticks["tickvals"], ticks["ticktext"]) if low <= v <= high]
+    assert 2 <= len(shown) <= figures.MAX_LOG_LABELS
+    values = np.array(ticks["tickvals"])
+    assert np.all(np.diff(values) > 0) and values[0] < low / 5 and values[-1] > high * 5   # a decade past each end
+    mantissas = {round(v / 10 ** np.floor(np.log10(v) + 1e-9), 6) for v in values}
+    assert any(mantissas <= set(ladder) for ladder in figures.LOG_LADDERS)                  # one ladder, every decade
+    for v, t in shown:
+        assert float(t.replace("×10", "e").translate(str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789"))) == \
+            pytest.approx(v, rel=1e-9)
+
+
+def test_log_ticks_leave_wide_and_very_narrow_spans_to_plotly_and_stay_put_while_data_grow():
+    assert figures.log_ticks(1e-5, 0.1) is None and figures.log_ticks(0.029, 0.031) is None
+    assert figures.log_ticks(0.0, 1.0) is None and figures.log_ticks(1.0, np.inf) is None
+    assert figures.log_ticks(0.02, 0.03) == figures.log_ticks(0.015, 0.05)     # a streamed curve growing: same ticks
+    assert [figures.tick_label(v) for v in (0.015, 2.0, 3000.0, 1.5e-4, 1e5, 2e-5)] == \
+        ["0.015", "2", "3000", "1.5×10⁻⁴", "10⁵", "2×10⁻⁵"]
+
+
+def test_tidy_log_axes_labels_each_short_log_axis_from_its_visible_data():
+    from plotly.subplots import make_subplots
+    fig = make_subplots(rows=1, cols=3)
+    fig.add_trace(go.Scatter(x=[1, 2, 3], y=[0.02, None, 0.045]), 1, 1)
+    fig.add_trace(go.Scatter(x=[1, 2], y=[1e-9, 1e3], visible=False), 1, 1)       # hidden: not counted
+    fig.add_trace(go.Scatter(x=[1, 2], y=[0.02, 0.04]), 1, 2)                     # a linear axis
+    fig.add_trace(go.Scatter(x=[1, 2], y=[0.02, 0.04]), 1, 3)
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", tickvals=[0.03], row=1, col=3)                    # its own ticks
+    figures.tidy_log_axes(fig)
+    assert fig.layout.yaxis.tickvals == tuple(figures.log_ticks(0.02, 0.045)["tickvals"])
+    assert fig.layout.yaxis2.tickvals is None and fig.layout.yaxis3.tickvals == (0.03,)
+    empty = figures.figure([go.Scatter(x=[], y=[])], log_y=True)                 # no data yet: plotly's ticks
+    assert figures.tidy_log_axes(empty).layout.yaxis.tickvals is None
+
+
 def test_reference_line_drops_non_finite_points():
     line = figures.reference_line([1, 2, 3], [1.0, np.nan, 3.0], "prediction")
     assert list(line.x) == [1.0, 3.0] and line.line.dash == "dash"

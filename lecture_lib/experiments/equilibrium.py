@@ -477,7 +477,7 @@ class BatchScaling:
     records: dict[int, Record]
     n: np.ndarray
     step: np.ndarray          # late median of α‖g‖/‖w‖
-    step_pred: np.ndarray     # √(2nαλ(1−ρ))
+    step_pred: np.ndarray     # (len(factors),) √(2nαλ(1−ρ)) for every factor, trained or not (needs no run)
     grad_scale: np.ndarray    # late median of ‖g‖‖w‖ (G, the gradient norm at unit weight norm)
     correlation: np.ndarray   # mean cos(gₜ, EMA of earlier g)
     examples: dict[int, np.ndarray]       # (K,) examples seen at each recorded step
@@ -502,7 +502,7 @@ def batch_scaling(factors=(1, 2, 4, 8), lr: float = 0.02, batch_size: int = 8, w
 
     Returns a :class:`BatchScaling`: the records per n; ``(len(factors),)`` arrays ``n``,
     ``step`` (late median of the LARS coefficient α‖g‖/‖w‖, the angle per step when ρ = 0),
-    ``step_pred`` :math:`\sqrt{2n\alpha\lambda(1-\rho)}`,
+    ``step_pred`` :math:`\sqrt{2n\alpha\lambda(1-\rho)}` (for every factor, also in a partial result),
     ``grad_scale`` (late median of ‖g‖‖w‖, the gradient norm at unit weight norm, G) and
     ``correlation`` (mean cosine of :math:`g_t` with the EMA of earlier gradients); and per-n curves.
     ``progress(fraction, partial)``: the factors trained so far and the one training.
@@ -512,20 +512,23 @@ def batch_scaling(factors=(1, 2, 4, 8), lr: float = 0.02, batch_size: int = 8, w
         a, B = lr * n, batch_size * n
         steps = max(examples // B, 20)
         G = toy_grad_scale(B, seed=seed)
-        report = stream.stage(lambda r, n=n: _batch_scaling_of(factors, lr, batch_size, {**records, n: r}, rows),
+        report = stream.stage(lambda r, n=n: _batch_scaling_of(factors, lr, batch_size, weight_decay, momentum,
+                                                               {**records, n: r}, rows),
                               i / len(factors), (i + 1) / len(factors))
         rec = train_toy(a, weight_decay, momentum, batch_size=B, steps=steps, seed=seed, track_correlation=True,
                         init_norm=math.sqrt(eq.equilibrium_sq_norm(a, weight_decay, G, momentum)), report=report)
         w, g = rec.param_norm["w"], rec.grad_norm["w"]
-        rows.append((n, eq.late_median(a * g / w)[0], eq.equilibrium_angular_step(a, weight_decay, momentum),
-                     eq.late_median(w * g)[0], float(np.nanmean(rec.extras["grad_momentum_cos"][1:]))))
+        rows.append((n, eq.late_median(a * g / w)[0], eq.late_median(w * g)[0],
+                     float(np.nanmean(rec.extras["grad_momentum_cos"][1:]))))
         records[n] = rec
-    return _batch_scaling_of(factors, lr, batch_size, records, rows)
+    return _batch_scaling_of(factors, lr, batch_size, weight_decay, momentum, records, rows)
 
 
-def _batch_scaling_of(factors, lr: float, batch_size: int, records: dict, rows: list) -> BatchScaling:
+def _batch_scaling_of(factors, lr: float, batch_size: int, weight_decay: float, momentum: float, records: dict,
+                      rows: list) -> BatchScaling:
     """The result from the ``records`` per n and the summary ``rows`` of the factors done."""
-    n, step, step_pred, G, corr = (np.asarray(col, dtype=np.float64) for col in (zip(*rows) if rows else [()] * 5))
+    n, step, G, corr = (np.asarray(col, dtype=np.float64) for col in (zip(*rows) if rows else [()] * 4))
+    step_pred = np.array([eq.equilibrium_angular_step(lr * f, weight_decay, momentum) for f in factors])
     return BatchScaling(list(factors), batch_size, lr, records, n, step, step_pred, G, corr,
                         examples={n: r.steps * n * batch_size for n, r in records.items()},
                         loss={n: smooth(r.loss[:, 0], max(len(r.steps) // 30, 1)) for n, r in records.items()},

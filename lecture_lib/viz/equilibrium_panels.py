@@ -122,6 +122,7 @@ def balance_figures(res: ex.LayerBalance) -> list[go.Figure]:
     fig2.add_trace(go.Scatter(x=[tau, tau] if shown else [], y=[0, 1.5] if shown else [],
                               mode="lines", line=dict(color=GREY, dash="dot", width=2),
                               name="relaxation time (1−ρ)/(4αλ)"))
+    figures.tidy_log_axes(fig1, ["yaxis"])          # ~2 decades: 0.005, 0.01, 0.02, ..., not every digit 2..9
     return [figures.span_steps(f, res.record) for f in (fig1, fig2)]
 
 
@@ -384,17 +385,20 @@ def batch_figure(res: ex.BatchScaling, examples: int | None = None) -> go.Figure
                                  legendgroup=str(n)), 1, 3)
     fig.add_trace(go.Scatter(x=res.n, y=res.step, mode="markers", marker=dict(size=13, color=figures.color(0)),
                              name="measured (late median)"), 1, 2)
-    fig.add_trace(go.Scatter(x=res.n, y=res.step_pred, mode="lines", line=dict(color="black", dash="dash"),
+    factors = np.asarray(res.factors, dtype=float)   # the predictions need no training: drawn from the first frame
+    fig.add_trace(go.Scatter(x=factors, y=res.step_pred, mode="lines", line=dict(color="black", dash="dash"),
                              name="√(2nαλ): √n per step"), 1, 2)
-    fig.add_trace(go.Scatter(x=res.n, y=res.step_pred[0] * res.n if len(res.n) else res.n, mode="lines",
+    fig.add_trace(go.Scatter(x=factors, y=res.step_pred[0] * factors, mode="lines",
                              line=dict(color=GREY, dash="dot"), name="n·√(2αλ) (if steps scaled linearly)"), 1, 2)
     seen_axis = dict(title_text="examples seen", range=[0, examples] if examples else None)
     fig.update_xaxes(seen_axis, row=1, col=1)
-    fig.update_xaxes(title_text="scale factor n", type="log", tickvals=list(res.factors), row=1, col=2)
+    pad = 0.12 * max(np.log10(factors.max() / factors.min()), 1.0)     # the markers at the ends stay whole
+    fig.update_xaxes(title_text="scale factor n", type="log", tickvals=list(res.factors), row=1, col=2,
+                     range=[np.log10(factors.min()) - pad, np.log10(factors.max()) + pad])
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(seen_axis, row=1, col=3)
     fig.update_yaxes(range=[-0.5, 0.5], row=1, col=3)
-    return fig
+    return figures.tidy_log_axes(fig, ["yaxis2"])
 
 
 def batch_notes(res: ex.BatchScaling) -> str:

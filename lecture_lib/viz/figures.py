@@ -68,6 +68,75 @@ def log_axis(title: str, **kwargs) -> dict:
                 showexponent="all", ticklabeloverflow=TICKLABELOVERFLOW, **kwargs)
 
 
+#: Labelled mantissas per decade for a log axis that spans few decades, densest first. plotly labels such an axis at
+#: linear steps (0.02, 0.025, 0.03, ... crowded at the top) or with every digit 2..9 in small type.
+LOG_LADDERS = ((1, 1.5, 2, 3, 5, 7), (1, 2, 5), (1, 3))
+MAX_LOG_LABELS = 7              # labels a ladder may put on the data's span (a plot ~300 px tall)
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def tick_label(value: float) -> str:
+    """``value`` (> 0) as a log axis labels it: ``0.015``, ``2``, ``3000``; ``1.5×10⁻⁴`` or ``10⁵`` beyond."""
+    exp = int(np.floor(np.log10(value) + 1e-9))
+    if -3 <= exp <= 4:
+        return np.format_float_positional(float(f"{value:.3g}"), trim="-")
+    mantissa = float(f"{value / 10.0 ** exp:.3g}")
+    power = "10" + str(exp).translate(_SUPERSCRIPT)
+    return power if mantissa == 1 else f"{mantissa:g}×{power}"
+
+
+def log_ticks(low: float, high: float) -> dict | None:
+    """``tickvals`` and ``ticktext`` for a log axis whose data span ``[low, high]`` (``0 < low <= high``): the
+    densest of :data:`LOG_LADDERS` that puts at most :data:`MAX_LOG_LABELS` labels on the span. ``None`` (leave
+    plotly's ticks) when the sparsest puts more (about 3.5 decades and up: plotly's powers of ten read well) or the
+    densest fewer than 2 (a span under ×1.5: plotly's linear steps read well).
+
+    The values run a decade past the span on both sides (plotly draws those inside the axis range only), so the
+    ticks stay the same while streamed data grow inside those decades: a partial redraw changes no layout.
+    """
+    if not (0 < low <= high < np.inf):
+        return None
+    lo, hi = int(np.floor(np.log10(low))), int(np.ceil(np.log10(high)))
+    for i, ladder in enumerate(LOG_LADDERS):
+        values = [m * 10.0 ** e for e in range(lo - 1, hi + 2) for m in ladder]
+        inside = sum(low <= v * (1 + 1e-9) and v <= high * (1 + 1e-9) for v in values)
+        if inside <= MAX_LOG_LABELS:
+            if i == 0 and inside < 2:
+                return None
+            values = [float(f"{v:.12g}") for v in values]
+            return dict(tickvals=values, ticktext=[tick_label(v) for v in values])
+    return None
+
+
+def tidy_log_axes(fig: go.Figure, axes: Sequence[str] | None = None) -> go.Figure:
+    """Give each log axis of ``fig`` (or of ``axes``, e.g. ``["yaxis2"]``) the :func:`log_ticks` of the finite
+    positive values its visible traces plot, in place, and return ``fig``. Axes with ``tickvals`` of their own
+    and axes without data are left as they are."""
+    spans: dict[str, list[float]] = {}
+    for trace in fig.data:
+        if _prop(trace, "visible") is False:
+            continue
+        for letter in "xy":
+            values = _prop(trace, letter)
+            if values is None:
+                continue
+            ref = _prop(trace, f"{letter}axis") or letter
+            v = np.asarray([np.nan if u is None else u for u in values] if isinstance(values, (list, tuple))
+                           else values, dtype=float)
+            v = v[np.isfinite(v) & (v > 0)]
+            if v.size:
+                span = spans.setdefault(f"{letter}axis{ref[1:]}", [np.inf, 0.0])
+                span[0], span[1] = min(span[0], float(v.min())), max(span[1], float(v.max()))
+    for name in axes if axes is not None else sorted(spans):
+        axis = fig.layout[name]
+        if axis.type != "log" or axis.tickvals is not None or name not in spans:
+            continue
+        ticks = log_ticks(*spans[name])
+        if ticks is not None:
+            axis.update(ticks)
+    return fig
+
+
 def linear_axis(title: str, **kwargs) -> dict:
     """Layout dict for a linear axis."""
     return dict(title=dict(text=title), type="linear", ticklabeloverflow=TICKLABELOVERFLOW, **kwargs)

@@ -340,7 +340,7 @@ def remedies_figure(result: experiment.RemediesResult) -> go.Figure:
             eff, loss = rec.effective_lr[HIDDEN[0]][:, 0], smooth(rec.loss, max(1, _rows_when_done(rec) // 40))[:, 0]
         _pair(fig, k, eff, loss, label, "loss", figures.color(i), dash="dot" if name == "exp_schedule" else None,
               pending=name in result.chosen)
-    return figures.span_steps(fig, result.runs)
+    return figures.span_steps(figures.tidy_log_axes(fig, ["yaxis"]), result.runs)   # the rates span ~×3
 
 
 def _remedies_notes(result: experiment.RemediesResult) -> str:
