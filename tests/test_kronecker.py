@@ -121,6 +121,10 @@ def test_notebook_panels_build_and_update():
     assert np.allclose(fig.data[0].y, fig.data[1].y, rtol=1e-12)
     figs = kp.kfac_figures(X.kfac_checkpoint("linears.0", 1, steps=10, checkpoints=2, sizes=kp.KFAC_SIZES))
     assert [len(f.data) for f in figs] == [2, 3]
+    error = kp.kfac_figures(X.kfac_checkpoint("linears.0", 1, steps=10, checkpoints=2, sizes=kp.KFAC_SIZES),
+                            steps=10)[1]
+    low, high = error.layout.xaxis.range       # the step axis stays still, with room for step 0's diamond
+    assert -1 < low < 0 and 10 < high < 11 and error.layout.yaxis2.tickmode == "auto"
     for f in figs:
         names = [t.name for t in f.data]
         assert len(set(names)) == len(names)

@@ -105,10 +105,14 @@ def kfac_figures(data: experiments.KFACCheckpoint, steps: int | None = None) -> 
                    marker=dict(size=15, symbol="diamond", color=figures.color(2)), cliponaxis=False),
     ], title="over training", x_title="step k", y_title="relative error")
     error.update_layout(yaxis=dict(rangemode="tozero"),
+                        # its own round ticks (an overlaying axis takes the left axis's grid: 0.072, 0.144, ...)
                         yaxis2=dict(title=dict(text="loss"), overlaying="y", side="right", showgrid=False,
-                                    rangemode="tozero"),
+                                    rangemode="tozero", tickmode="auto"),
                         margin=dict(r=90))
-    return [spectra, figures.span_steps(error, steps)]
+    figures.span_steps(error, steps)
+    if steps:                   # a little room left of step 0, where the diamond would cover the y axis's labels
+        error.update_xaxes(range=[-0.03 * steps, 1.03 * steps])
+    return [spectra, error]
 
 
 def _kfac_notes(data: experiments.KFACCheckpoint) -> str:
