@@ -339,6 +339,19 @@ def test_jacobian_experiment_uses_equal_decay_per_step():
     assert cut.mean == pytest.approx(by_hand, rel=1e-12) and cut.low <= cut.mean <= cut.high
 
 
+def test_jacobian_figures_label_the_decays_trained_and_short_log_axes_at_round_values():
+    from lecture_lib.viz import figures
+    from lecture_lib.viz import mechanisms_panels as panels
+    res = E.jacobian_experiment(steps=8, width=8, depth=1, seeds=(0, 1), decays_per_step=(1e-3,), lr_sgd=0.05,
+                                lr_kfac=0.01)
+    scatter, decay = panels.jacobian_figures(res)
+    assert list(decay.layout.xaxis.ticktext) == ["0 (none)", "0.001"]        # λ = 0 drawn a factor 3 left of 10⁻³
+    np.testing.assert_allclose(decay.layout.xaxis.tickvals, [1e-3 / 3, 1e-3])
+    norms = res.jacobian_norm[~res.diverged]
+    assert scatter.layout.xaxis.tickvals == (tuple(figures.log_ticks(norms.min(), norms.max())["tickvals"])
+                                             if figures.log_ticks(norms.min(), norms.max()) else None)
+
+
 def test_weight_decay_cuts_the_jacobian_under_both_optimizers_at_equal_decay_per_step():
     """Mechanism 2 at a reduced scale: at αλ = 3e-3 decay shrinks E||J_x||^2 under SGD and K-FAC-G, each with a
     paired 95% interval above 1. (Which optimizer cuts it more is NOT asserted: at this scale the paired ratio

@@ -75,14 +75,25 @@ MAX_LOG_LABELS = 7              # labels a ladder may put on the data's span (a 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
-def tick_label(value: float) -> str:
-    """``value`` (> 0) as a log axis labels it: ``0.015``, ``2``, ``3000``; ``1.5×10⁻⁴`` or ``10⁵`` beyond."""
+def tick_label(value: float, power: bool | None = None) -> str:
+    """``value`` (> 0) as a log axis labels it: plainly (``0.015``, ``2``, ``3000``) or as a power of ten
+    (``1.5×10⁻⁴``, ``10⁵``). ``power=None``: powers outside ``[0.001, 10⁵)``; one axis should use one style
+    (:func:`tick_labels`)."""
     exp = int(np.floor(np.log10(value) + 1e-9))
-    if -3 <= exp <= 4:
+    if not (power if power is not None else not -3 <= exp <= 4):
         return np.format_float_positional(float(f"{value:.3g}"), trim="-")
     mantissa = float(f"{value / 10.0 ** exp:.3g}")
-    power = "10" + str(exp).translate(_SUPERSCRIPT)
-    return power if mantissa == 1 else f"{mantissa:g}×{power}"
+    text = "10" + str(exp).translate(_SUPERSCRIPT)
+    return text if mantissa == 1 else f"{mantissa:g}×{text}"
+
+
+def tick_labels(values, low: float | None = None, high: float | None = None) -> list[str]:
+    """:func:`tick_label` of each value in one style: powers of ten if any value in ``[low, high]`` (default: all
+    of them) needs one."""
+    values = [float(v) for v in values]
+    shown = [v for v in values if (low is None or v >= low * (1 - 1e-9)) and (high is None or v <= high * (1 + 1e-9))]
+    power = any(not 1e-3 <= v < 1e5 for v in shown or values)
+    return [tick_label(v, power) for v in values]
 
 
 def log_ticks(low: float, high: float) -> dict | None:
@@ -104,7 +115,7 @@ def log_ticks(low: float, high: float) -> dict | None:
             if i == 0 and inside < 2:
                 return None
             values = [float(f"{v:.12g}") for v in values]
-            return dict(tickvals=values, ticktext=[tick_label(v) for v in values])
+            return dict(tickvals=values, ticktext=tick_labels(values, low, high))
     return None
 
 

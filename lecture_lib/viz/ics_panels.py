@@ -208,7 +208,8 @@ def reparam_figures(result: experiments.ReparamComparison) -> list[go.Figure]:
         spec.append(go.Scatter(x=np.arange(1, len(ev) + 1), y=ev, mode="markers", name=f"{label}, GN block",
                                marker=dict(size=9, color=figures.color(i)),
                                hovertemplate="λ_%{x} = %{y:.4g}<extra></extra>"))
-    f1 = figures.span_steps(figures.figure(loss, y_title="training loss J", log_y=True), result.records)
+    f1 = figures.span_steps(figures.tidy_log_axes(figures.figure(loss, y_title="training loss J", log_y=True)),
+                            result.records)
     f2 = figures.figure(spec, x_title="index i (first layer's GN block, W and b, at init)",
                         y_title="eigenvalue", log_y=True, height=330)
     return [f1, f2]
@@ -277,8 +278,8 @@ def wrinkle_figures(result: experiments.WrinkleResult) -> list[go.Figure]:
             loss += figures.line_traces(rec, values, [f"{NORM_LABELS[norm]}, shift {shift}"],
                                         x=None if trained else [], colors=[figures.color(i)], dash=dash,
                                         width=width, legendgroup=norm)
-    f1 = figures.span_steps(figures.figure(loss, y_title="training loss J", log_y=True, legend_rows=2),
-                            result.records)
+    f1 = figures.span_steps(figures.tidy_log_axes(figures.figure(loss, y_title="training loss J", log_y=True,
+                                                                 legend_rows=2)), result.records)
     x = [NORM_LABELS[n] for n in result.norms]
     bar = lambda values: [None if not np.isfinite(v) else float(v) for v in values]   # NaN: not computed yet
     kfac, exact = result.kfac_top, result.exact_top

@@ -183,9 +183,15 @@ def jacobian_figures(result: E.JacobianResult) -> list[go.Figure]:
             hovertemplate=f"{M.LABELS[name]}<br>αλ = %{{x:.2g}}: ‖J‖² = %{{y:.4g}}<extra></extra>"))
     fig_s = figures.figure(scatter, x_title="E‖Jₓ‖²_F (input-output Jacobian, test inputs)",
                            y_title="K-FAC Gauss-Newton norm", log_x=True, log_y=True, height=380)
-    fig_l = figures.figure(lines, x_title="αλ, decay per step (leftmost point: no decay)", y_title="E‖Jₓ‖²_F",
+    fig_l = figures.figure(lines, x_title="αλ, decay per step", y_title="E‖Jₓ‖²_F",
                            log_x=True, log_y=True, height=330)
+    grid = np.unique(result.decay_per_step)          # labelled at the decays trained, "0" where there was none
+    if grid.size:
+        fig_l.update_xaxes(tickvals=_decay_axis(grid),
+                           ticktext=["0 (none)" if d == 0 else t
+                                     for d, t in zip(grid, figures.tick_labels(np.where(grid > 0, grid, 1.0)))])
     for fig in (fig_s, fig_l):
+        figures.tidy_log_axes(fig)                    # 1-2 decades: plotly labelled every digit 2..9
         fig.update_layout(margin=JACOBIAN_MARGIN)
     return [fig_s, fig_l]
 
@@ -279,8 +285,8 @@ def architecture_figures(view: tuple[E.ArchitectureResult, int]) -> list[go.Figu
     hi = float(max(np.max((result.depth[rows] + 1) * result.jacobian_norm[rows]), np.max(result.kfac_norm[rows])))
     scatter.append(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="K-FAC norm = K‖J‖² (linear networks)",
                               line=dict(color="#888", dash="dash", width=1.5), hoverinfo="skip"))
-    fig_s = figures.figure(scatter, x_title="K · E‖Jₓ‖²_F (test inputs)", y_title="K-FAC Gauss-Newton norm",
-                           log_x=True, log_y=True, height=380)
+    fig_s = figures.tidy_log_axes(figures.figure(scatter, x_title="K · E‖Jₓ‖²_F (test inputs)",
+                                                 y_title="K-FAC Gauss-Newton norm", log_x=True, log_y=True, height=380))
     fig_r = figures.figure(lines, x_title="width (units per hidden layer)", y_title="K-FAC norm / K‖Jₓ‖²",
                            log_x=True, height=380)
     widths = sorted({float(w) for t in lines for w in (t.x if t.x is not None else ())})
