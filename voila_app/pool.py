@@ -12,11 +12,15 @@ docs/performance.md, "Opening a dashboard"). :func:`ordered_pools` makes them qu
 - the queue is ordered: the kernels of the notebooks given their own pool size (``--preheat``: the
   one a class opens at once) first, then every other dashboard's first kernel before any's second (a
   refill), each time by file name, the landing page's order (``01_...`` first);
-- a visitor waiting for a dashboard whose pool kernel is still queued promotes it: it starts at
-  once, beside those running, instead of waiting for a free place; a visitor who takes a pool kernel
-  still executing keeps its place until Voila has executed the rest of the notebook for the page.
-
-Kernels a visitor beyond the pool gets (Voila starts those itself) never queue.
+- a visitor waiting for a dashboard whose pool kernel is still queued promotes it: it leaves the
+  refills' queue for the visitors', which goes in first come, first served and ahead of every refill,
+  whenever fewer than ``pool_concurrency`` visitors' kernels run (refills running beside them do not
+  count: nobody waits for those); a visitor who takes a pool kernel still executing keeps its place
+  until Voila has executed the rest of the notebook for the page;
+- a visitor who finds the dashboard's pool empty (a crowd arriving faster than it refills) gets a new
+  pool kernel (no delay) and waits for it in that queue, where Voila would have started a kernel of
+  its own for each, all at once: 30 such visitors on 2 cores all waited ~55 s for their dashboards,
+  first come, first served the first waits seconds (docs/performance.md, "Serving a class").
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ import contextlib
 import heapq
 import itertools
 import os
-from collections import Counter
+import weakref
+from collections import Counter, deque
 
 
 def cpu_count() -> int:
@@ -40,7 +45,10 @@ class PoolQueue:
     """At most ``limit`` holders at a time; waiters go in by ``rank`` (lowest first), then arrival.
 
     Waiters that arrive in one turn of the event loop are ordered before any of them goes in, so
-    the order does not depend on which task happened to run first.
+    the order does not depend on which task happened to run first. A waiter a visitor waits for
+    (:meth:`promote`) goes in ahead of them all, in the visitors' own order, as soon as fewer than
+    ``limit`` places are held, or at once when no visitor holds one (the places then hold refills
+    nobody waits for): a lone visitor never waits behind refills, a crowd runs ``limit`` at a time.
     """
 
     def __init__(self, limit: int, rank=lambda key: 0):
@@ -54,43 +62,75 @@ class PoolQueue:
         self._arrival = itertools.count()
         self._dispatch_scheduled = False
         self._wanted: dict[str, int] = {}     # keys a visitor waits for that have no waiter yet
+        self.visitors = 0                     # places held for visitors (promoted), among ``active``
+        self._visitors_waiting: deque = deque()   # (key, future, token) promoted, first come first served
+        self._wanted_tokens = weakref.WeakSet()   # waiters a visitor waits for that have not arrived yet
+        self._entered = weakref.WeakSet()         # tokens let in
+        self._for_visitors = weakref.WeakSet()    # tokens whose place counts among the visitors'
 
-    async def acquire(self, key: str) -> None:
+    async def acquire(self, key: str, token=None) -> bool:
+        """Wait for a place for ``key``; returns whether it went in for a visitor (give it back with
+        ``release(visitor)``). ``token`` (weak-referenceable: the pool kernel's task) names this waiter for
+        :meth:`promote`."""
         future = asyncio.get_running_loop().create_future()
-        if self._wanted.get(key):
+        if token is not None and token in self._wanted_tokens:
+            self._wanted_tokens.discard(token)
+            self._visitors_waiting.append((key, future, token))
+        elif token is None and self._wanted.get(key):
             self._wanted[key] -= 1
-            self._let_in(key, future)
-            return
-        heapq.heappush(self._waiting, (self.rank(key), next(self._arrival), key, future))
+            self._visitors_waiting.append((key, future, token))
+        else:
+            heapq.heappush(self._waiting, (self.rank(key), next(self._arrival), key, future, token))
         self._schedule()
         try:
-            await future
+            return await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():   # let in, then cancelled: give the place back
-                self.release()
+                self.release(future.result())
             raise
 
-    def release(self) -> None:
+    def release(self, visitor: bool = False) -> None:
         self.active -= 1
+        self.visitors -= bool(visitor)
         self._schedule()
 
-    def promote(self, key: str) -> bool:
-        """Let the first waiter for ``key`` in now, beyond the limit (a visitor is waiting for it); if
-        none is waiting yet (a refill still in its delay), the next one to arrive goes in at once."""
-        for i, (_, _, waiting_key, future) in enumerate(self._waiting):
-            if waiting_key == key and not future.done():
+    def promote(self, key: str, token=None) -> bool:
+        """A visitor waits for the waiter ``token`` (``None``: the first for ``key``): it joins the visitors'
+        queue, which goes in ahead of every other, at most ``limit`` visitors' places at a time. If it has not
+        arrived yet (a refill still in its delay), it joins that queue when it does; if it is in already,
+        nothing changes."""
+        for i, (_, _, waiting_key, future, waiting_token) in enumerate(self._waiting):
+            if (waiting_token is token if token is not None else waiting_key == key) and not future.done():
                 self._waiting.pop(i)
                 heapq.heapify(self._waiting)
-                self._let_in(key, future)
+                self._visitors_waiting.append((key, future, waiting_token))
+                self._schedule()
                 return True
-        self._wanted[key] = self._wanted.get(key, 0) + 1
+        if token is None:
+            self._wanted[key] = self._wanted.get(key, 0) + 1
+        elif token in self._entered:
+            if token not in self._for_visitors:     # a refill let in before a visitor wanted it: now it is theirs
+                self._for_visitors.add(token)
+                self.visitors += 1
+                return True
+        elif all(t is not token for _, _, t in self._visitors_waiting):
+            self._wanted_tokens.add(token)
         return False
 
-    def _let_in(self, key: str, future: asyncio.Future) -> None:
+    def for_visitor(self, token) -> bool:
+        """Whether ``token``'s place counts among the visitors' (give it back with ``release(True)``)."""
+        return token is not None and token in self._for_visitors
+
+    def _let_in(self, key: str, future: asyncio.Future, visitor: bool = False, token=None) -> None:
+        if token is not None:
+            self._entered.add(token)
+            if visitor:
+                self._for_visitors.add(token)
         self.active += 1
+        self.visitors += visitor
         self.started.append(key)
         self.counts[key] += 1
-        future.set_result(None)
+        future.set_result(visitor)
 
     def _schedule(self) -> None:
         if not self._dispatch_scheduled:
@@ -99,23 +139,29 @@ class PoolQueue:
 
     def _dispatch(self) -> None:
         self._dispatch_scheduled = False
+        # visitors first; one goes in beyond the limit when no visitor holds a place (refills nobody waits for
+        # hold them all), the rest as places free up: a crowd runs ``limit`` kernels at a time, not all at once
+        while self._visitors_waiting and self.visitors < self.limit and (self.active < self.limit or not self.visitors):
+            key, future, token = self._visitors_waiting.popleft()
+            if not future.done():
+                self._let_in(key, future, visitor=True, token=token)
         while self._waiting and self.active < self.limit:
-            _, _, key, future = heapq.heappop(self._waiting)
+            _, _, key, future, token = heapq.heappop(self._waiting)
             if not future.done():                     # a cancelled waiter is skipped
-                self._let_in(key, future)
+                self._let_in(key, future, token=token)
 
 
 class Place:
-    """A pool kernel's place in the :class:`PoolQueue`, given back once."""
+    """A pool kernel's place in the :class:`PoolQueue` (``visitor``: one let in for a visitor), given back once."""
 
-    def __init__(self, queue: PoolQueue):
-        self.queue, self.taken, self.released = queue, False, False
+    def __init__(self, queue: PoolQueue, visitor: bool = False):
+        self.queue, self.visitor, self.taken, self.released = queue, visitor, False, False
 
     def release(self, unless_taken: bool = False) -> None:
         if self.released or (unless_taken and self.taken):
             return
         self.released = True
-        self.queue.release()
+        self.queue.release(self.visitor)
 
 
 async def _handed_over(render_task: asyncio.Task, place: Place):
@@ -160,23 +206,46 @@ def ordered_pool_class(base: type) -> type:
                 queue.rank = dashboard_rank(queue, own)
             return self._pool_queue
 
+        def fill_if_needed(self, delay: float | None = None, notebook_name: str | None = None, **kwargs) -> None:
+            """Voila's refill, whose ``delay`` (``fill_delay`` by default) is waited in :meth:`_initialize` instead,
+            where a visitor who waits for one of this dashboard's refills cuts it short (``_wake``)."""
+            delay = self.fill_delay if delay is None else delay
+            pool = self._pools.get(notebook_name, [])
+            before = len(pool)
+            super().fill_if_needed(0, notebook_name, **kwargs)
+            added = len(self._pools.get(notebook_name, [])) - before
+            self.__dict__.setdefault("_refill_delays", {}).setdefault(notebook_name, deque()).extend([delay] * added)
+
+        def _wake(self, notebook_name: str) -> None:
+            """End the delay of every refill of ``notebook_name`` now, also of those not begun: a visitor waits
+            for one."""
+            pending = self.__dict__.get("_refill_delays", {}).get(notebook_name)
+            if pending:
+                pending.clear()
+            event = self.__dict__.setdefault("_wake_events", {}).pop(notebook_name, None)
+            if event is not None:
+                event.set()
+
         async def _initialize(self, notebook_path: str, kernel_id: str | None = None, **kwargs):
             if kernel_id is not None:            # a restart of a running kernel: no new process
                 return await super()._initialize(notebook_path, kernel_id, **kwargs)
+            delays = self.__dict__.get("_refill_delays", {}).get(notebook_path)
+            delay = delays.popleft() if delays else 0.0
+            if delay > 0:
+                event = self.__dict__.setdefault("_wake_events", {}).setdefault(notebook_path, asyncio.Event())
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(event.wait(), delay)
             queue = self.pool_queue
-            await queue.acquire(notebook_path)
-            starting = self.__dict__.setdefault("_pool_starting", {})     # let in, kernel not started yet
-            starting[notebook_path] = starting.get(notebook_path, 0) + 1
+            # the pool's task runs this (Voila's wait_before awaits it): the token a visitor who pops it promotes
+            visitor = await queue.acquire(notebook_path, asyncio.current_task())
             try:
                 content = await super()._initialize(notebook_path, kernel_id, **kwargs)
             except BaseException:
-                queue.release()
+                queue.release(queue.for_visitor(asyncio.current_task()) or visitor)
                 raise
-            finally:
-                starting[notebook_path] -= 1
             self.log.info("Pool kernel %s for %s executing its notebook (%d of at most %d at once)",
                           content["kernel_id"], notebook_path, queue.active, queue.limit)
-            place = Place(queue)
+            place = Place(queue, queue.for_visitor(asyncio.current_task()) or visitor)   # a visitor may adopt it
             self.__dict__.setdefault("_pool_places", {})[content["kernel_id"]] = place
 
             def executed(task, kernel_id=content["kernel_id"]) -> None:
@@ -188,13 +257,35 @@ def ordered_pool_class(base: type) -> type:
             content["task"].add_done_callback(executed)
             return content
 
-        async def get_rendered_notebook(self, notebook_name: str, *args, **kwargs):
+        def _configured_pool_size(self, notebook_name: str) -> int:
+            default = self.kernel_pools_config.get("default", {})
+            return self.kernel_pools_config.get(notebook_name, default).get("pool_size", default.get("pool_size", 1))
+
+        def get_pool_size(self, notebook_name: str) -> int:
+            """At least 1 for a dashboard with a pool, also while visitors have emptied it: Voila's handler would
+            start a kernel of its own for the next one, outside the queue (:meth:`get_rendered_notebook` refills
+            the pool for them instead)."""
+            size = super().get_pool_size(notebook_name)
+            if size == 0 and notebook_name in self._pools and self._configured_pool_size(notebook_name) > 0:
+                return 1
+            return size
+
+        async def get_rendered_notebook(self, notebook_name: str, extra_kernel_env_variables: dict | None = None,
+                                        **kwargs):
+            extra = extra_kernel_env_variables or {}
+            if notebook_name in self._pools and not self._pools[notebook_name]:
+                # a visitor beyond the pool: a new pool kernel, no delay, whose place this visitor waits for below
+                self.fill_if_needed(delay=0, notebook_name=notebook_name, extra_kernel_env_variables=extra, **kwargs)
+                self.log.info("Visitor beyond the pool of %s: a new pool kernel, queued for visitors", notebook_name)
             pool = self._pools.get(notebook_name) or []
-            starting = self.__dict__.get("_pool_starting", {}).get(notebook_name, 0)
-            if pool and not pool[0].done() and not starting:   # the visitor's kernel is queued: no waiting for it
-                self.pool_queue.promote(notebook_name)
-                self.log.info("Visitor waiting: pool kernel for %s starts now, ahead of the queue", notebook_name)
-            render_task, rendered_cache, kernel_id = await super().get_rendered_notebook(notebook_name, *args, **kwargs)
+            if pool and not pool[0].done():        # the kernel this visitor gets (Voila pops the first) is not ready
+                self._wake(notebook_name)          # a refill in its delay: it comes now
+                if self.pool_queue.promote(notebook_name, pool[0]):
+                    self.log.info("Visitor waiting: pool kernel for %s joins the visitors' queue (%d of at most %d "
+                                  "visitors' kernels running)", notebook_name, self.pool_queue.visitors,
+                                  self.pool_queue.limit)
+            render_task, rendered_cache, kernel_id = await super().get_rendered_notebook(
+                notebook_name, extra_kernel_env_variables=extra, **kwargs)
             place = self.__dict__.get("_pool_places", {}).pop(kernel_id, None)
             if place is None or render_task.done():
                 return render_task, rendered_cache, kernel_id
