@@ -12,15 +12,19 @@ docs/performance.md, "Opening a dashboard"). :func:`ordered_pools` makes them qu
 - the queue is ordered: the kernels of the notebooks given their own pool size (``--preheat``: the
   one a class opens at once) first, then every other dashboard's first kernel before any's second (a
   refill), each time by file name, the landing page's order (``01_...`` first);
-- a visitor waiting for a dashboard whose pool kernel is still queued promotes it: it leaves the
-  refills' queue for the visitors', which goes in first come, first served and ahead of every refill,
-  whenever fewer than ``pool_concurrency`` visitors' kernels run (refills running beside them do not
-  count: nobody waits for those); a visitor who takes a pool kernel still executing keeps its place
-  until Voila has executed the rest of the notebook for the page;
+- a visitor waiting for a dashboard whose pool kernel is still queued promotes that kernel: it leaves
+  the refills' queue for the visitors', which goes in first come, first served and ahead of every
+  refill: at once when no visitor holds a place (the places then hold refills nobody waits for), else
+  when fewer than ``pool_concurrency`` places are held; a visitor who takes a pool kernel still
+  executing keeps its place until Voila has executed the rest of the notebook for the page;
 - a visitor who finds the dashboard's pool empty (a crowd arriving faster than it refills) gets a new
-  pool kernel (no delay) and waits for it in that queue, where Voila would have started a kernel of
-  its own for each, all at once: 30 such visitors on 2 cores all waited ~55 s for their dashboards,
-  first come, first served the first waits seconds (docs/performance.md, "Serving a class").
+  pool kernel (no delay) and waits for it in the visitors' queue, where Voila would have started a
+  kernel of its own, outside any queue: 30 visitors on 2 cores then shared the cores and all waited
+  ~1 min; queued, the median waits 25-30 s and the first seconds (docs/performance.md, "Visitors
+  beyond the pool queue");
+- a visitor who pops a refill still in its ``--refill-delay`` ends the delay.
+
+Without a pool (``--pool-size 0``) visitors keep Voila's own kernels.
 """
 from __future__ import annotations
 
