@@ -196,6 +196,10 @@ def test_growth_panel_figures_name_the_same_traces_at_every_position():
         assert len(set(names)) == len(names) and all([t.name for t in f.data] == names for f in figs)
         for f in figs:
             assert all(np.isfinite(np.asarray(t.y, dtype=float)).all() for t in f.data)
+        # the effective rate's log axis: round labels that do not depend on the position (the page fixes the
+        # axis to the whole family's range while scrubbing), so a scrub step changes no layout
+        assert all(f.layout.yaxis2.tickvals == figs[0].layout.yaxis2.tickvals for f in figs)
+        assert 0.02 in figs[0].layout.yaxis2.tickvals and "0.02" in figs[0].layout.yaxis2.ticktext
 
 
 def test_collapse_family_member_is_the_run_of_that_learning_rate_alone():

@@ -124,6 +124,14 @@ def test_log_ticks_leave_wide_and_very_narrow_spans_to_plotly_and_stay_put_while
         ["0.015", "2", "3000", "1.5×10⁻⁴", "10⁵", "2×10⁻⁵"]
 
 
+def test_ladder_ticks_label_every_decade_at_the_ladder_in_a_style_per_value():
+    ticks = figures.ladder_ticks((1, 2, 5), (-5, 5))
+    label = dict(zip(ticks["tickvals"], ticks["ticktext"]))
+    assert len(label) == 33 and ticks["tickvals"] == sorted(ticks["tickvals"])
+    assert (label[0.002], label[0.05], label[1.0], label[2e4], label[1e-5], label[5e5]) == \
+        ("0.002", "0.05", "1", "20000", "10⁻⁵", "5×10⁵")
+
+
 def test_tidy_log_axes_labels_each_short_log_axis_from_its_visible_data():
     from plotly.subplots import make_subplots
     fig = make_subplots(rows=1, cols=3)

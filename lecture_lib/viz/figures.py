@@ -119,6 +119,15 @@ def log_ticks(low: float, high: float) -> dict | None:
     return None
 
 
+def ladder_ticks(ladder: Sequence[float] = (1, 2, 5), decades: tuple[int, int] = (-6, 4)) -> dict:
+    """``tickvals``/``ticktext`` at ``ladder`` × 10^k for every k in ``decades`` (plotly draws those inside the axis
+    range): round labels for a log axis whose range the data do not tell a builder, e.g. a scrubbed family's, which
+    the page fixes to the whole family's extent (:mod:`~lecture_lib.viz.scrub`). The same for every result, so
+    scrubbing and streaming change no layout. Labels are plain in ``[0.001, 10⁵)``, powers of ten beyond."""
+    values = [float(f"{m * 10.0 ** e:.12g}") for e in range(decades[0], decades[1] + 1) for m in ladder]
+    return dict(tickvals=values, ticktext=[tick_label(v) for v in values])
+
+
 def tidy_log_axes(fig: go.Figure, axes: Sequence[str] | None = None) -> go.Figure:
     """Give each log axis of ``fig`` (or of ``axes``, e.g. ``["yaxis2"]``) the :func:`log_ticks` of the finite
     positive values its visible traces plot, in place, and return ``fig``. Axes with ``tickvals`` of their own

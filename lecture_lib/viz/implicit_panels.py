@@ -152,6 +152,7 @@ def growth_figure(result: experiment.GrowthResult) -> go.Figure:
         ready = on and n in result.predicted  # a partial result (still training) has no prediction yet
         predicted = (result.predicted[n][rows], result.lr / result.predicted[n][rows]) if ready else (EMPTY, EMPTY)
         _pair(fig, k, *predicted, f"√ law predicted ({label})", "α/‖w‖²", color, dash="dash", width=2, pending=on)
+    fig.update_yaxes(figures.ladder_ticks(), row=1, col=2)    # 1-2 decades: plotly labelled every digit 2..9
     return figures.span_steps(fig, rec)
 
 

@@ -95,6 +95,7 @@ def effective_lr_figures(result: E.EffectiveLrResult) -> list[go.Figure]:
     eff = figures.figure(_scheme_traces(rec.steps, _seed_mean(result, rec.effective_lr[layer]), schemes,
                                         showlegend=False),
                          y_title=f"α / ‖w‖² of {layer}", log_y=True, height=330)
+    eff.update_yaxes(figures.ladder_ticks())   # under a decade: plotly's linear steps crowd (0.008, 0.01, 0.012)
     return [figures.span_steps(f, rec) for f in (acc, eff)]
 
 
