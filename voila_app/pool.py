@@ -241,15 +241,15 @@ def ordered_pool_class(base: type) -> type:
                     await asyncio.wait_for(event.wait(), delay)
             queue = self.pool_queue
             # the pool's task runs this (Voila's wait_before awaits it): the token a visitor who pops it promotes
-            visitor = await queue.acquire(notebook_path, asyncio.current_task())
+            await queue.acquire(notebook_path, asyncio.current_task())
             try:
                 content = await super()._initialize(notebook_path, kernel_id, **kwargs)
             except BaseException:
-                queue.release(queue.for_visitor(asyncio.current_task()) or visitor)
+                queue.release(queue.for_visitor(asyncio.current_task()))
                 raise
             self.log.info("Pool kernel %s for %s executing its notebook (%d of at most %d at once)",
                           content["kernel_id"], notebook_path, queue.active, queue.limit)
-            place = Place(queue, queue.for_visitor(asyncio.current_task()) or visitor)   # a visitor may adopt it
+            place = Place(queue, queue.for_visitor(asyncio.current_task()))   # let in for a visitor, or adopted since
             self.__dict__.setdefault("_pool_places", {})[content["kernel_id"]] = place
 
             def executed(task, kernel_id=content["kernel_id"]) -> None:

@@ -141,8 +141,10 @@ def tidy_log_axes(fig: go.Figure, axes: Sequence[str] | None = None) -> go.Figur
             if values is None:
                 continue
             ref = _prop(trace, f"{letter}axis") or letter
-            v = np.asarray([np.nan if u is None else u for u in values] if isinstance(values, (list, tuple))
-                           else values, dtype=float)
+            try:
+                v = np.asarray(values, dtype=float)       # None -> NaN
+            except (TypeError, ValueError):               # names on a category axis
+                continue
             v = v[np.isfinite(v) & (v > 0)]
             if v.size:
                 span = spans.setdefault(f"{letter}axis{ref[1:]}", [np.inf, 0.0])

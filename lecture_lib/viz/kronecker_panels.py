@@ -82,8 +82,9 @@ def spectrum_panel() -> scrub.ScrubPanel:
 def kfac_figures(data: experiments.KFACCheckpoint, steps: int | None = None) -> list[go.Figure]:
     """Left: both spectra at the chosen checkpoint. Right: relative error and loss over training.
 
-    ``steps``: the training's length, to which the step axis is fixed (:func:`figures.span_steps`), so that the
-    checkpoints streamed so far grow across an axis that stays still; ``None``: the axis autoranges.
+    ``steps``: the training's length, to which the step axis is fixed (as :func:`figures.span_steps` does, with 3%
+    room each side), so that the checkpoints streamed so far grow across an axis that stays still; ``None``: the
+    axis autoranges.
     """
     r, k = data.result, data.k
     rank = np.arange(1, r.exact.shape[1] + 1)
@@ -109,8 +110,7 @@ def kfac_figures(data: experiments.KFACCheckpoint, steps: int | None = None) -> 
                         yaxis2=dict(title=dict(text="loss"), overlaying="y", side="right", showgrid=False,
                                     rangemode="tozero", tickmode="auto"),
                         margin=dict(r=90))
-    figures.span_steps(error, steps)
-    if steps:                   # a little room left of step 0, where the diamond would cover the y axis's labels
+    if steps:   # fixed to the training (as figures.span_steps), with room left of step 0 for the diamond
         error.update_xaxes(range=[-0.03 * steps, 1.03 * steps])
     return [spectra, error]
 

@@ -162,6 +162,7 @@ JACOBIAN_MARGIN = dict(l=88, r=36, b=80)
 def jacobian_figures(result: E.JacobianResult) -> list[go.Figure]:
     ok = ~result.diverged
     scatter, lines = [], []
+    grid = np.unique(result.decay_per_step)
     for i, (name, symbol) in enumerate((("sgd", "circle"), ("kfac-g", "diamond"))):
         rows = ok & (result.optimizer == name)
         scatter.append(go.Scatter(
@@ -170,7 +171,6 @@ def jacobian_figures(result: E.JacobianResult) -> list[go.Figure]:
             customdata=result.decay_per_step[rows],
             hovertemplate=f"{M.LABELS[name]}, αλ = %{{customdata:.2g}}<br>‖J‖² = %{{x:.4g}}, "
                           "K-FAC GN norm = %{y:.4g}<extra></extra>"))
-        grid = np.unique(result.decay_per_step)
         geo = np.array([np.exp(np.nanmean(np.log(result.jacobian_norm[rows & (result.decay_per_step == d)])))
                         if (rows & (result.decay_per_step == d)).any() else np.nan for d in grid])
         lines.append(go.Scatter(
@@ -186,11 +186,9 @@ def jacobian_figures(result: E.JacobianResult) -> list[go.Figure]:
                            y_title="K-FAC Gauss-Newton norm", log_x=True, log_y=True, height=380)
     fig_l = figures.figure(lines, x_title="αλ, decay per step", y_title="E‖Jₓ‖²_F",
                            log_x=True, log_y=True, height=330)
-    grid = np.unique(result.decay_per_step)          # labelled at the decays trained, "0" where there was none
-    if grid.size:
+    if grid.size:                                    # labelled at the decays trained, "0 (none)" where there was none
         fig_l.update_xaxes(tickvals=_decay_axis(grid),
-                           ticktext=["0 (none)" if d == 0 else t
-                                     for d, t in zip(grid, figures.tick_labels(np.where(grid > 0, grid, 1.0)))])
+                           ticktext=["0 (none)"] * int(grid[0] == 0) + figures.tick_labels(grid[grid > 0]))
     for fig in (fig_s, fig_l):
         figures.tidy_log_axes(fig)                    # 1-2 decades: plotly labelled every digit 2..9
         fig.update_layout(margin=JACOBIAN_MARGIN)
