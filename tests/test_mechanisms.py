@@ -510,6 +510,34 @@ def test_saved_reduced_table_is_reproduced(one_thread, regime):
                                        rtol=tol["loss_rtol"], err_msg=f"{regime} {name} {reg} training loss")
 
 
+def test_headline_runs_pair_up_by_seed_under_kfac_f():
+    """The table's three regularizers share each seed's start, minibatches and K-FAC-F's sampled targets: two
+    unregularized runs with one seed end identical, while another seed does not (what the paired intervals assume)."""
+    config = dataclasses.replace(E.TableConfig(), seeds=(3,), width=16, steps=30, batch_size=64)
+    data = config.data()
+    acc, loss, correct = E.train_family("kfac-f", config, data, [0.0] * 3, [0.0] * 3, [3, 3, 4])
+    assert loss[0] == loss[1] and np.array_equal(correct[0], correct[1])
+    assert loss[0] != loss[2]
+
+
+def test_recomputing_the_table_names_what_differs_from_the_saved_one():
+    """The panel's 'Recompute' retrains the saved config: identical in the process that made it; a table saved on
+    another CPU instruction set is reported as that, not as a mystery."""
+    from lecture_lib.viz import mechanisms_panels as P
+    config = dataclasses.replace(E.reduced_config(), optimizers=("sgd", "kfac-f"), steps=10)
+    panel = P.HeadlineTable(E.headline_table(config))
+    assert "on " + torch.backends.cpu.get_cpu_capability() in panel._html.value
+    panel.recompute()
+    assert "identical" in panel._status.value
+    other = dict(panel.table, version={**panel.table["version"], "cpu": "AVX2"},
+                 accuracy={**panel.table["accuracy"], "sgd": {**panel.table["accuracy"]["sgd"], "none": [0.0, 0.0]}})
+    panel = P.HeadlineTable(other)
+    panel.recompute()
+    status = panel._status.value
+    assert "differs" in status and f"cpu AVX2 → {torch.backends.cpu.get_cpu_capability()}" in status
+    assert "torch" not in status                        # only what changed is named
+
+
 def test_label_noise_makes_regularization_matter_for_sgd():
     """The noisy regime at a reduced scale (width 32, 200 steps, 4 paired seeds, SGD): without regularization the
     network starts to learn the wrong labels, and both L2 and weight decay beat it by more than 5 points (paired 95%

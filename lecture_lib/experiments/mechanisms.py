@@ -701,10 +701,12 @@ def train_family(name: str, config: TableConfig, data: Dataset, l2: Sequence[flo
     L2 enters the gradient before the preconditioner (for SGD: inside the momentum buffer, PyTorch's
     ``weight_decay``); weight decay is applied after it (for SGD: outside the buffer, SGDW). Returns the final
     accuracy on ``data``'s test split, the final training loss, ``(R,)`` each (NaN for a run that diverged),
-    and which test examples each run classifies correctly, ``(R, n_test)`` bool.
+    and which test examples each run classifies correctly, ``(R, n_test)`` bool. Runs with the same seed share
+    their initialization, their minibatches and (K-FAC-F) the stream of targets sampled for the Fisher.
     """
     model = bn_mlp(config.width, config.depth, runs=len(seeds), seed=list(seeds))
-    pre = preconditioner(name, model, damping=config.damping.get(name, 1e-3), momentum=config.momentum)
+    pre = preconditioner(name, model, damping=config.damping.get(name, 1e-3), momentum=config.momentum,
+                         seed=list(seeds))
     opt = regularized(pre, config.lr[name], l2=torch.tensor(l2, dtype=torch.float32),
                       wd=torch.tensor(wd, dtype=torch.float32))
     rec = train(model, data, "cross_entropy", opt, config.steps, batch_size=config.batch_size, seed=list(seeds),
@@ -854,8 +856,10 @@ def format_table(table: Mapping) -> str:
 
 
 def versions() -> dict:
+    """What a saved table was computed with; ``cpu`` is the instruction set torch's kernels use (AVX2, AVX512, ...),
+    which sets float32's rounding: a table reproduces bit for bit only where it matches."""
     return {"lecture_lib": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "cpu": torch.backends.cpu.get_cpu_capability()}
 
 
 TABLE_PATH = Path(__file__).resolve().parent.parent / "data_files" / "headline_table.json"

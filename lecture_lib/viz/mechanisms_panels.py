@@ -466,12 +466,14 @@ def table_html(table: dict, paper: bool = True) -> str:
                   "replaced by a wrong class; test labels clean." if cfg_noise else "")
     caption = (f"Test accuracy (%) on the digits test split ({100 * cfg['test_fraction']:.0f}% of 1797 images; one "
                f"image = {100 / table.get('n_test', 899):.2f} points), mean ± std over {len(cfg['seeds'])} seeds; seed s "
-               f"gives the none, L2 and WD runs the same start and minibatches, so differences are paired over seeds "
+               f"gives the none, L2 and WD runs the same start and minibatches (and K-FAC-F the same sampled targets), "
+               f"so differences are paired over seeds "
                f"(Student-t 95% intervals; bold: the interval excludes 0). A regularizer's cell is bold only when it "
                f"beats both others with intervals excluding 0.{se_text} BN MLP {cfg['width']} × {cfg['depth']}, "
                f"{cfg['steps']} steps of batch {cfg['batch_size']}; λ per optimizer and kind chosen on a validation "
                f"split of the training set, α fixed.{noise_text} Computed with lecture_lib {v.get('lecture_lib', '?')}, "
-               f"torch {v.get('torch', '?')}" + (f" in {table['seconds']:.0f} s." if "seconds" in table else "."))
+               f"torch {v.get('torch', '?')}" + (f" on {v['cpu']}" if "cpu" in v else "")
+               + (f" in {table['seconds']:.0f} s." if "seconds" in table else "."))
     ours = (f"{style}<table class='lecture-table'><tr><th>optimizer</th>{head}</tr>{''.join(rows)}</table>"
             f"<div class='lecture-detail' style='color:#4a5563;font-size:0.92em;max-width:1000px'>"
             f"{html.escape(caption)}</div>")
@@ -480,6 +482,18 @@ def table_html(table: dict, paper: bool = True) -> str:
     return (f"{ours}<div class='lecture-detail'><p style='margin:10px 0 2px'><b>The paper</b> (Zhang et al. 2019, "
             f"Table 1; CIFAR-10 test accuracy, no regularization → weight decay):</p>"
             f"<table class='lecture-table'><tr><th>optimizer</th>{paper_head}</tr>{paper_body}</table></div>")
+
+
+def _recompute_status(saved: dict, new: dict) -> str:
+    """How a recomputed table compares with the saved one, and the likely reason when it differs."""
+    if new["accuracy"] == saved["accuracy"]:
+        return "recomputed: <b>identical</b> to the saved table"
+    was, now = saved.get("version", {}), new["version"]
+    changed = [f"{k} {html.escape(str(was[k]))} → {html.escape(str(now[k]))}" for k in now
+               if k in was and was[k] != now[k]]
+    why = ("; ".join(changed) + ": float32 rounds differently" if changed else
+           "same versions and instruction set; another CPU model may still round float32 differently")
+    return f"recomputed: differs from the saved table ({why})"
 
 
 def hyperparameter_html(table: dict) -> str:
@@ -544,11 +558,9 @@ class HeadlineTable(widgets.VBox):
             new = E.headline_table(config, progress=lambda f: setattr(self._bar, "value", f))
             new["reduced"] = self.table.get("reduced")
             new["tuning"] = self.table.get("tuning")
-            same = new["accuracy"] == self.table["accuracy"]
+            self._status.value = _recompute_status(self.table, new)
             self.table = new
             self._html.value = table_html(new, paper=self._paper)
-            self._status.value = ("recomputed: <b>identical</b> to the saved table" if same else
-                                  "recomputed: differs from the saved table (different machine or library version?)")
         except Exception as exc:  # noqa: BLE001 - shown in the widget, never a traceback
             self._status.value = f"<span style='color:#b34700'>recomputation failed: {html.escape(str(exc))}</span>"
         finally:
