@@ -199,7 +199,10 @@ def test_growth_panel_figures_name_the_same_traces_at_every_position():
         # the effective rate's log axis: round labels that do not depend on the position (the page fixes the
         # axis to the whole family's range while scrubbing), so a scrub step changes no layout
         assert all(f.layout.yaxis2.tickvals == figs[0].layout.yaxis2.tickvals for f in figs)
-        assert 0.02 in figs[0].layout.yaxis2.tickvals and "0.02" in figs[0].layout.yaxis2.ticktext
+        ticks = figs[0].layout.yaxis2
+        assert 0.03 in ticks.tickvals and "0.03" in ticks.ticktext
+        # at most 8 labels over the full-settings family's range, 0.005-10 (a 1-2-5 ladder put 11 on ~200 px)
+        assert sum(0.005 <= v <= 10 for v in ticks.tickvals) <= 8
 
 
 def test_collapse_family_member_is_the_run_of_that_learning_rate_alone():

@@ -152,7 +152,8 @@ def growth_figure(result: experiment.GrowthResult) -> go.Figure:
         ready = on and n in result.predicted  # a partial result (still training) has no prediction yet
         predicted = (result.predicted[n][rows], result.lr / result.predicted[n][rows]) if ready else (EMPTY, EMPTY)
         _pair(fig, k, *predicted, f"√ law predicted ({label})", "α/‖w‖²", color, dash="dash", width=2, pending=on)
-    fig.update_yaxes(figures.ladder_ticks(), row=1, col=2)    # 1-2 decades: plotly labelled every digit 2..9
+    # the scrubbed family's range (0.005-10 at full settings): plotly labelled every digit 2..9, 1-2-5 put 11 labels
+    fig.update_yaxes(figures.ladder_ticks((1, 3)), row=1, col=2)
     return figures.span_steps(fig, rec)
 
 
