@@ -538,6 +538,25 @@ def test_recomputing_the_table_names_what_differs_from_the_saved_one():
     assert "torch" not in status                        # only what changed is named
 
 
+def test_tuning_lead_is_the_chosen_lambdas_margin_over_the_runner_up():
+    tuning = {"scores": {"sgd": [["none", 0.0, 90.0], ["l2", 0.01, 95.0], ["l2", 0.1, 95.0], ["l2", 1.0, 94.0],
+                                 ["wd", 0.1, 96.0], ["wd", 1.0, 97.5]]}, "seeds": [0, 1]}
+    assert E.tuning_lead(tuning, "sgd", "l2") == (0.01, 0.1, 0.0)       # a tie goes to the smaller λ, as in tune()
+    assert E.tuning_lead(tuning, "sgd", "wd") == (1.0, 0.1, 1.5)
+    assert E.tuning_lead(tuning, "adam", "wd") is None and E.tuning_lead({}, "sgd", "wd") is None
+    from lecture_lib.viz import mechanisms_panels as P
+    table = E.load_table()
+    text = P.hyperparameter_html(table)
+    for name in table["mean"]:
+        for reg in ("l2", "wd"):
+            chosen, runner_up, lead = E.tuning_lead(table["tuning"], name, reg)
+            assert chosen == table["config"][reg][name]
+            assert f"(+{lead:.2f} over {runner_up:g})" in text
+    # a λ the tuning did not choose gets no lead
+    table["config"]["wd"]["sgd"] = 123.0
+    assert "123" in P.hyperparameter_html(table) and text.count("over") == P.hyperparameter_html(table).count("over") + 1
+
+
 def test_label_noise_makes_regularization_matter_for_sgd():
     """The noisy regime at a reduced scale (width 32, 200 steps, 4 paired seeds, SGD): without regularization the
     network starts to learn the wrong labels, and both L2 and weight decay beat it by more than 5 points (paired 95%

@@ -827,6 +827,17 @@ def tune(config: TableConfig | None = None, l2_grid: Mapping[str, Sequence[float
     return chosen
 
 
+def tuning_lead(tuning: Mapping, name: str, reg: str) -> tuple[float, float, float] | None:
+    """How far the λ that :func:`tune` chose for ``name`` and ``reg`` led the runner-up of its grid: ``(chosen λ,
+    runner-up λ, lead in points of mean validation accuracy)``; None without scores or a second grid value."""
+    rows = sorted(((a, -v, v) for r, v, a in (tuning or {}).get("scores", {}).get(name, []) if r == reg),
+                  reverse=True)                         # best first; a tie goes to the smaller λ, as in tune()
+    if len(rows) < 2:
+        return None
+    (best, _, chosen), (second, _, runner_up) = rows[:2]
+    return chosen, runner_up, round(best - second, 3)
+
+
 TUNE_L2_GRID = {"sgd": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1), "adam": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
                 "kfac-f": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1), "kfac-g": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)}
 TUNE_WD_GRID = {"sgd": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0), "adam": (0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
