@@ -34,7 +34,8 @@ import heapq
 import itertools
 import os
 import weakref
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
 
 
 def cpu_count() -> int:
@@ -187,6 +188,18 @@ async def _handed_over(render_task: asyncio.Task, place: Place):
     return rendered, rest()
 
 
+@dataclass
+class PoolBook:
+    """What the kernel manager keeps besides Voila's own pools: per dashboard, the delays of refills asked for
+    and not yet begun, and the event that ends a begun one's delay early; per pool kernel, its :class:`Place`
+    (``taken``: by a visitor while its notebook still executes)."""
+
+    refill_delays: defaultdict = field(default_factory=lambda: defaultdict(deque))   # {dashboard: deque[float]}
+    wake_events: dict = field(default_factory=dict)                                  # {dashboard: asyncio.Event}
+    places: dict = field(default_factory=dict)                                       # {kernel id: Place}
+    taken: dict = field(default_factory=dict)                                        # {kernel id: Place}
+
+
 def dashboard_rank(queue: PoolQueue, preheated=frozenset()):
     """The order of pool kernels: those of the ``preheated`` dashboards first (refills too), then each
     dashboard's first kernel, then second kernels (a refill of a taken one), ...; by file name within each."""
@@ -210,6 +223,12 @@ def ordered_pool_class(base: type) -> type:
                 queue.rank = dashboard_rank(queue, own)
             return self._pool_queue
 
+        @property
+        def pool_book(self) -> PoolBook:
+            if getattr(self, "_pool_book", None) is None:
+                self._pool_book = PoolBook()
+            return self._pool_book
+
         def fill_if_needed(self, delay: float | None = None, notebook_name: str | None = None, **kwargs) -> None:
             """Voila's refill, whose ``delay`` (``fill_delay`` by default) is waited in :meth:`_initialize` instead,
             where a visitor who waits for one of this dashboard's refills cuts it short (``_wake``)."""
@@ -218,25 +237,24 @@ def ordered_pool_class(base: type) -> type:
             before = len(pool)
             super().fill_if_needed(0, notebook_name, **kwargs)
             added = len(self._pools.get(notebook_name, [])) - before
-            self.__dict__.setdefault("_refill_delays", {}).setdefault(notebook_name, deque()).extend([delay] * added)
+            self.pool_book.refill_delays[notebook_name].extend([delay] * added)
 
         def _wake(self, notebook_name: str) -> None:
             """End the delay of every refill of ``notebook_name`` now, also of those not begun: a visitor waits
             for one."""
-            pending = self.__dict__.get("_refill_delays", {}).get(notebook_name)
-            if pending:
-                pending.clear()
-            event = self.__dict__.setdefault("_wake_events", {}).pop(notebook_name, None)
+            self.pool_book.refill_delays[notebook_name].clear()
+            event = self.pool_book.wake_events.pop(notebook_name, None)
             if event is not None:
                 event.set()
 
         async def _initialize(self, notebook_path: str, kernel_id: str | None = None, **kwargs):
             if kernel_id is not None:            # a restart of a running kernel: no new process
                 return await super()._initialize(notebook_path, kernel_id, **kwargs)
-            delays = self.__dict__.get("_refill_delays", {}).get(notebook_path)
+            book = self.pool_book
+            delays = book.refill_delays[notebook_path]
             delay = delays.popleft() if delays else 0.0
             if delay > 0:
-                event = self.__dict__.setdefault("_wake_events", {}).setdefault(notebook_path, asyncio.Event())
+                event = book.wake_events.setdefault(notebook_path, asyncio.Event())
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(event.wait(), delay)
             queue = self.pool_queue
@@ -250,7 +268,7 @@ def ordered_pool_class(base: type) -> type:
             self.log.info("Pool kernel %s for %s executing its notebook (%d of at most %d at once)",
                           content["kernel_id"], notebook_path, queue.active, queue.limit)
             place = Place(queue, queue.for_visitor(asyncio.current_task()))   # let in for a visitor, or adopted since
-            self.__dict__.setdefault("_pool_places", {})[content["kernel_id"]] = place
+            book.places[content["kernel_id"]] = place
 
             def executed(task, kernel_id=content["kernel_id"]) -> None:
                 place.release(unless_taken=True)
@@ -290,17 +308,17 @@ def ordered_pool_class(base: type) -> type:
                                   self.pool_queue.limit)
             render_task, rendered_cache, kernel_id = await super().get_rendered_notebook(
                 notebook_name, extra_kernel_env_variables=extra, **kwargs)
-            place = self.__dict__.get("_pool_places", {}).pop(kernel_id, None)
+            place = self.pool_book.places.pop(kernel_id, None)
             if place is None or render_task.done():
                 return render_task, rendered_cache, kernel_id
             # taken while still executing: Voila's handler executes the rest of the notebook for this visitor;
             # the place stays taken until it has (or the kernel shuts down), so no queued kernel competes with it
             place.taken = True
-            self.__dict__.setdefault("_pool_places_taken", {})[kernel_id] = place
+            self.pool_book.taken[kernel_id] = place
             return asyncio.ensure_future(_handed_over(render_task, place)), rendered_cache, kernel_id
 
         async def shutdown_kernel(self, kernel_id: str, *args, **kwargs):
-            for places in (self.__dict__.get("_pool_places", {}), self.__dict__.get("_pool_places_taken", {})):
+            for places in (self.pool_book.places, self.pool_book.taken):
                 place = places.pop(kernel_id, None)
                 if place is not None:
                     place.release()
