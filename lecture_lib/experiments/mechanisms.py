@@ -629,10 +629,10 @@ class TableConfig:
     momentum: float = 0.9
     lr: dict = field(default_factory=lambda: {"sgd": 0.05, "adam": 1e-3, "kfac-f": 0.01, "kfac-g": 0.01})
     damping: dict = field(default_factory=lambda: {"kfac-f": 1e-2, "kfac-g": 1e-3})
-    # chosen by tune() (scripts/make_headline_table.py --tune): best mean validation accuracy over 4 seeds on the
-    # grids TUNE_L2_GRID / TUNE_WD_GRID; Adam's weight decay sits at the low end of its grid (validation ties)
-    l2: dict = field(default_factory=lambda: {"sgd": 1e-2, "adam": 3e-3, "kfac-f": 1e-1, "kfac-g": 3e-2})
-    wd: dict = field(default_factory=lambda: {"sgd": 3e-2, "adam": 1e-1, "kfac-f": 1e-1, "kfac-g": 1e-1})
+    # chosen by tune() (scripts/make_headline_table.py --tune): best mean validation accuracy over TUNE_SEEDS on the
+    # grids TUNE_L2_GRID / TUNE_WD_GRID
+    l2: dict = field(default_factory=lambda: {"sgd": 1e-2, "adam": 3e-2, "kfac-f": 1e-1, "kfac-g": 3e-2})
+    wd: dict = field(default_factory=lambda: {"sgd": 1e-1, "adam": 3.0, "kfac-f": 1e-1, "kfac-g": 1e-1})
 
     def __post_init__(self):
         self.validate(**vars(self))
@@ -797,15 +797,21 @@ def new_test_set_se(table: Mapping, name: str, a: str, b: str) -> float | None:
     return float(100.0 * delta.std(ddof=1) / math.sqrt(n))
 
 
+#: :func:`tune`'s seeds: as many as a table's, and other ones (the table's runs are not the tuning's).
+TUNE_SEEDS = tuple(range(100, 110))
+
+
 def tune(config: TableConfig | None = None, l2_grid: Mapping[str, Sequence[float]] | None = None,
-         wd_grid: Mapping[str, Sequence[float]] | None = None, seeds: Sequence[int] = (0, 1, 2, 3),
+         wd_grid: Mapping[str, Sequence[float]] | None = None, seeds: Sequence[int] = TUNE_SEEDS,
          fraction: float = 0.25) -> dict:
     r"""Choose each optimizer's L2 and weight-decay :math:`\lambda` on a validation split of the training set.
 
     Every grid value × seed is a run of one batched computation per optimizer; the best mean validation
-    accuracy wins (ties: the smaller :math:`\lambda`). Returns ``{'l2': {...}, 'wd': {...}, 'scores': ...,
-    'at_edge': [...]}``; ``at_edge`` lists the choices that sit at an end of their grid (the grid does not
-    bracket the optimum there).
+    accuracy wins (ties: the smaller :math:`\lambda`). The default :data:`TUNE_SEEDS` are ten, none of them a
+    table seed. With four, another CPU's float32 rounding changed 3 of 16 choices: K-FAC-G's L2 moved 0.03 → 0.1
+    on the clean digits (where one table seed in ten then collapsed to 85%) and 0.1 → 0.01 with noisy labels.
+    Returns ``{'l2': {...}, 'wd': {...}, 'scores': ..., 'at_edge': [...]}``; ``at_edge`` lists the choices that
+    sit at an end of their grid (the grid does not bracket the optimum there).
     """
     config = config or TableConfig()
     l2_grid = l2_grid or TUNE_L2_GRID
