@@ -652,6 +652,11 @@ def test_large_batch_experiment_pairs_and_tunes():
     per_seed = (a[(16, "none")] - a[(64, "none")]) - (a[(16, "wd")] - a[(64, "wd")])
     assert res.closed().mean == pytest.approx(per_seed.mean(), abs=1e-12)
     assert res.gap("none").mean - res.gap("wd").mean == pytest.approx(res.closed().mean, abs=1e-9)
+    from lecture_lib.viz import mechanisms_panels as P
+    text = P.large_batch_html(res)
+    for bs in (16, 64):                                 # each λ with its lead over the other grid value
+        chosen, runner_up, lead = E.grid_lead(res.scores[bs])
+        assert chosen == res.weight_decay[bs] and f"λ = {chosen:g} †, +{lead:.2f} over {runner_up:g}" in text
     with pytest.raises(ValueError, match="batch_sizes"):
         E.large_batch_experiment(batch_sizes=(64, 16), steps=2)
 
