@@ -73,7 +73,7 @@ _known_parameter = one_of("name", lambda arguments: sorted(k for k, _ in argumen
 
 
 def decay_factor_positive(arguments) -> None:
-    r"""The decay factor of one step, :math:`\varrho = 1 - \alpha\lambda`, must stay positive."""
+    r"""The decay factor of one step, :math:`q = 1 - \alpha\lambda`, must stay positive."""
     if bool(torch.as_tensor(arguments["lr"] * arguments["weight_decay"] >= 1).any()):
         raise ValueError("lr * weight_decay must be below 1 (else weight decay flips the sign of w)")
 
@@ -318,11 +318,11 @@ def exponential_lr(lr, weight_decay) -> Callable[[int], float | torch.Tensor]:
     :math:`w_{k+1} = (1-\alpha\lambda)w_k - \alpha\nabla\mathcal J(w_k)`, and SGD *without*
     weight decay but with learning rate
 
-    .. math:: \alpha_k = \alpha\,\varrho^{-(2k+1)}, \qquad \varrho = 1 - \alpha\lambda,
+    .. math:: \alpha_k = \alpha\,q^{-(2k+1)}, \qquad q = 1 - \alpha\lambda,
 
     produce the same directions :math:`\hat w_k` at every step: substituting
-    :math:`\tilde w_k = w_k/\varrho^k` and using :math:`\nabla\mathcal J(\varrho^k\tilde w) =
-    \varrho^{-k}\nabla\mathcal J(\tilde w)` turns one recursion into the other. Returns a
+    :math:`\tilde w_k = w_k/q^k` and using :math:`\nabla\mathcal J(q^k\tilde w) =
+    q^{-k}\nabla\mathcal J(\tilde w)` turns one recursion into the other. Returns a
     schedule ``step -> lr`` (``step`` counts from 0) for ``scale_by_lr``; ``lr`` and
     ``weight_decay`` may be floats or per-run ``(R,)`` tensors.
     """
@@ -354,7 +354,7 @@ def remedy_optimizer(lr, remedy: str = "none", weight_decay=0.0, mask=None) -> o
     ==================  =====================================================================
     ``'none'``          :math:`w - \alpha\nabla\mathcal J(w)`
     ``'weight_decay'``  :math:`(1-\alpha\lambda)w - \alpha\nabla\mathcal J(w)`
-    ``'exp_schedule'``  :math:`w - \alpha\varrho^{-(2k+1)}\nabla\mathcal J(w)`, :math:`\varrho = 1-\alpha\lambda`
+    ``'exp_schedule'``  :math:`w - \alpha\,q^{-(2k+1)}\nabla\mathcal J(w)`, :math:`q = 1-\alpha\lambda`
                         (Li & Arora 2020; see :func:`exponential_lr`)
     ``'unit_norm'``     :math:`(w - \alpha\nabla\mathcal J)/\lVert w - \alpha\nabla\mathcal J\rVert`
                         (effective learning rate exactly :math:`\alpha` once :math:`\lVert w\rVert = 1`)

@@ -560,7 +560,7 @@ def damping_experiment(curvature: str = "kfac-f", damping: float = 1e-3, weight_
     r"""K-FAC (``'kfac-f'`` or ``'kfac-g'``) on a BN MLP with the decay schemes of
     :func:`~lecture_lib.mechanisms.decay_schemes`.
 
-    Tracks per hidden (normalized) layer the relative damping :math:`\gamma/\bar\lambda(A\otimes S)`
+    Tracks per hidden (normalized) layer the relative damping :math:`\gamma/\operatorname{mean\,eig}(A\otimes S)`
     (:math:`\propto \gamma\lVert w\rVert^2` against the direction's curvature), the cosine between the
     K-FAC step and the gradient, and the first layer's Fisher and Gauss-Newton traces for :math:`\hat w`.
     Decay is decoupled: :math:`w \leftarrow (1-\alpha\lambda)w - \alpha(\hat G + \gamma I)^{-1}\nabla J`.
