@@ -552,6 +552,7 @@ def test_tuning_lead_is_the_chosen_lambdas_margin_over_the_runner_up():
             chosen, runner_up, lead = E.tuning_lead(table["tuning"], name, reg)
             assert chosen == table["config"][reg][name]
             assert f"(+{lead:.2f} over {runner_up:g})" in text
+    assert f"tuned on {table['tuning']['version']['cpu']}" in text      # where the scores' rounding came from
     # a λ the tuning did not choose gets no lead
     table["config"]["wd"]["sgd"] = 123.0
     assert "123" in P.hyperparameter_html(table) and text.count("over") == P.hyperparameter_html(table).count("over") + 1

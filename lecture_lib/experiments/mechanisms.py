@@ -810,14 +810,16 @@ def tune(config: TableConfig | None = None, l2_grid: Mapping[str, Sequence[float
     accuracy wins (ties: the smaller :math:`\lambda`). The default :data:`TUNE_SEEDS` are ten, none of them a
     table seed. With four, another CPU's float32 rounding changed 3 of 16 choices: K-FAC-G's L2 moved 0.03 → 0.1
     on the clean digits (where one table seed in ten then collapsed to 85%) and 0.1 → 0.01 with noisy labels.
-    Returns ``{'l2': {...}, 'wd': {...}, 'scores': ..., 'at_edge': [...]}``; ``at_edge`` lists the choices that
-    sit at an end of their grid (the grid does not bracket the optimum there).
+    Returns ``{'l2': {...}, 'wd': {...}, 'scores': ..., 'at_edge': [...], 'version': ...}``; ``at_edge`` lists the
+    choices that sit at an end of their grid (the grid does not bracket the optimum there), ``version`` what the
+    scores were computed with (:func:`versions`, its CPU instruction set included).
     """
     config = config or TableConfig()
     l2_grid = l2_grid or TUNE_L2_GRID
     wd_grid = wd_grid or TUNE_WD_GRID
     data = validation_split(config.data(), fraction)
-    chosen = {"l2": {}, "wd": {}, "scores": {}, "at_edge": [], "seeds": list(seeds), "fraction": fraction}
+    chosen = {"l2": {}, "wd": {}, "scores": {}, "at_edge": [], "seeds": list(seeds), "fraction": fraction,
+              "version": versions()}
     for name in config.optimizers:
         cells = ([("none", 0.0)] + [("l2", v) for v in l2_grid[name]] + [("wd", v) for v in wd_grid[name]])
         runs = [(reg, v, s) for reg, v in cells for s in seeds]

@@ -512,9 +512,11 @@ def hyperparameter_html(table: dict) -> str:
                    f"<td>{cfg['damping'].get(n, '—')}</td></tr>" for n in table["mean"])
     notes = []
     if tuning.get("scores"):
+        cpu = tuning.get("version", {}).get("cpu")
         notes.append(f"In brackets: the chosen λ's lead over the next best λ of its grid, in mean validation accuracy "
-                     f"over {len(tuning.get('seeds', []))} seeds (points; ties go to the smaller λ). A small lead is a "
-                     "near-tie: other seeds, or another CPU's float32 rounding, can reorder it.")
+                     f"over {len(tuning.get('seeds', []))} seeds (points; ties go to the smaller λ"
+                     + (f"; tuned on {html.escape(cpu)}" if cpu else "") + "). A small lead is a near-tie: other "
+                     "seeds, or another CPU's float32 rounding, can reorder it.")
     if edge:
         notes.append("† the best validation score sat at an end of the grid: the optimum may lie beyond it.")
     note = "".join(f"<div style='color:#4a5563;font-size:0.9em'>{n}</div>" for n in notes)
