@@ -496,6 +496,12 @@ def _recompute_status(saved: dict, new: dict) -> str:
     return f"recomputed: differs from the saved table ({why})"
 
 
+def _lead_text(lead: tuple[float, float, float] | None, value: float) -> str:
+    """``'+0.31 over 0.003'``: how far ``value`` led its grid's runner-up on validation (:func:`E.grid_lead`);
+    empty when the grid did not choose ``value``."""
+    return f"+{lead[2]:.2f} over {lead[1]:g}" if lead and lead[0] == value else ""
+
+
 def hyperparameter_html(table: dict) -> str:
     """α, the tuned λ of L2 and of weight decay (marked † where the choice sits at an end of its grid), and γ."""
     cfg, tuning = table["config"], table.get("tuning") or {}
@@ -503,9 +509,9 @@ def hyperparameter_html(table: dict) -> str:
 
     def lam(name, reg):
         value = cfg[reg][name]
-        lead = E.tuning_lead(tuning, name, reg)
-        lead = f" <small>(+{lead[2]:.2f} over {lead[1]:g})</small>" if lead and lead[0] == value else ""
-        return f"{value:g}{' †' if f'{name} {reg} {value:g}' in edge else ''}{lead}"
+        lead = _lead_text(E.tuning_lead(tuning, name, reg), value)
+        mark = " †" if f"{name} {reg} {value:g}" in edge else ""
+        return f"{value:g}{mark}" + (f" <small>({lead})</small>" if lead else "")
 
     rows = "".join(f"<tr><th>{M.LABELS[n]}</th><td>{cfg['lr'][n]:g}</td><td>{lam(n, 'l2')}</td>"
                    f"<td>{lam(n, 'wd')}</td><td>{cfg['lr'][n] * cfg['wd'][n]:.2g}</td>"
@@ -595,9 +601,8 @@ def large_batch_html(result: E.LargeBatchResult) -> str:
     def lam(bs):
         grid = [v for v, _ in result.scores.get(bs, [])]
         edge = bool(grid) and result.weight_decay[bs] in (min(grid), max(grid))
-        lead = E.grid_lead(result.scores.get(bs, []))
-        lead = f", +{lead[2]:.2f} over {lead[1]:g}" if lead and lead[0] == result.weight_decay[bs] else ""
-        return f"λ = {result.weight_decay[bs]:g}{' †' if edge else ''}{lead}"
+        lead = _lead_text(E.grid_lead(result.scores.get(bs, [])), result.weight_decay[bs])
+        return f"λ = {result.weight_decay[bs]:g}{' †' if edge else ''}{', ' + lead if lead else ''}"
 
     rows = "".join(
         f"<tr><th>B = {bs} ({result.steps[bs]} steps)</th><td>{a[(bs, 'none')].mean():.2f} ± {a[(bs, 'none')].std():.2f}"
