@@ -132,7 +132,8 @@ def test_late_time_angular_step_matches_lars_rate(toy_family, r):
 def test_late_time_angle_per_step_matches_the_momentum_buffer_prediction(toy_family, r):
     """The recorded angle between w_k and w_k+1 (not alpha ||g|| / ||w||) against sqrt(2 alpha lambda / (1 + rho)).
 
-    Measured (RMS over the second half): 1.000 +- 0.002 of the prediction for every setting here.
+    Measured (RMS over the second half): 1.000-1.006 of the prediction, and 1.03 for (0.1, 5e-4, 0), whose
+    second half starts at only two relaxation times (1/(4 alpha lambda) = 5000 steps).
     """
     _, check = toy_family
     assert check["angle_rel"][r] == pytest.approx(1.0, abs=0.05), SETTINGS[r]
@@ -141,7 +142,7 @@ def test_late_time_angle_per_step_matches_the_momentum_buffer_prediction(toy_fam
 def test_with_momentum_the_angle_per_step_is_not_the_lars_coefficient():
     """Issue 15: 'every step turns w by sqrt(2 alpha lambda (1 - rho))' is wrong for rho > 0.
 
-    At (alpha, lambda, rho) = (0.1, 5e-3, 0.9) the recorded angle is 2.24x that value (median) and
+    At (alpha, lambda, rho) = (0.1, 5e-3, 0.9) the recorded angle is 2.25x that value (median) and
     1.00x sqrt(2 alpha lambda / (1 + rho)) (RMS); the LARS coefficient alpha ||g|| / ||w|| does follow
     sqrt(2 alpha lambda (1 - rho)) (0.98, median).
     """
