@@ -133,6 +133,12 @@ def check_page(page, path: Path) -> None:
     assert all(drawn), f"{path.name}: figures without a drawn trace: {[i for i, d in enumerate(drawn) if not d]}"
     assert page.locator("math").count() > 0, f"{path.name}: no typeset math"
     assert page.locator("code.static-tex").count() == 0
+    # every family decoded and its axes fixed before the first move (in idle time): from then on, a move of a panel
+    # whose positions share their layout swaps data only, with no relayout (no jump of the axes, no new ticks)
+    page.wait_for_timeout(500)
+    page.evaluate("""() => document.querySelectorAll('.static-figure').forEach(d => {
+        d.dataset.relayouts = '0';
+        d.on('plotly_relayout', () => { d.dataset.relayouts = String(+d.dataset.relayouts + 1); }); })""")
     moved = 0
     for number, spec in specs.items():
         section = page.locator(f"section#panel-{number}")
@@ -152,6 +158,10 @@ def check_page(page, path: Path) -> None:
             page.keyboard.press("ArrowRight" if at_end else "ArrowLeft")        # back to the default
             assert int(section.get_attribute("data-position")) == spec["default"]
             assert_shows(section, spec, spec["default"], f"{path.name} panel {number} {dim['name']} back")
+        if not spec["layouts"]:
+            relayouts = section.evaluate("(s) => Array.from(s.querySelectorAll('.static-figure'), "
+                                         "d => +d.dataset.relayouts)")
+            assert not any(relayouts), f"{path.name} panel {number}: moves relayouted its figures {relayouts}"
     assert moved > 0, f"{path.name}: no panel has a slider"
 
 
@@ -264,6 +274,21 @@ def test_frames_swap_only_what_moves(site):
                     assert len(zs) != 1 or len(spec["frames"]) == 1, f"{path.name} panel {spec['number']}: constant z swapped"
                     assert zs or trace.get("z") is not None, f"{path.name} panel {spec['number']}: z nowhere"
     assert contours > 0
+
+
+def test_tick_labels_stay_put_along_a_family(site):
+    """The page fixes autoranged axes to the whole family's extent, so a log axis gets one set of ticks for all
+    positions (figures.unify_log_ticks), not one per position's data: no change of label style while scrubbing."""
+    out, _ = site
+    log_axes = 0
+    for path in pages(out):
+        for spec in panel_specs(path):
+            for patch in spec["layouts"]:
+                ticks = [key for key in patch if key.endswith((".tickvals", ".ticktext"))]
+                assert not ticks, f"{path.name} panel {spec['number']}: ticks change between positions: {ticks}"
+            log_axes += sum(1 for fig in spec["figures"] for key, axis in fig["layout"].items()
+                            if key[1:5] == "axis" and isinstance(axis, dict) and axis.get("type") == "log")
+    assert log_axes > 0
 
 
 @pytest.mark.parametrize("log", [False, True])

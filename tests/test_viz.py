@@ -148,6 +148,28 @@ def test_tidy_log_axes_labels_each_short_log_axis_from_its_visible_data():
     assert figures.tidy_log_axes(empty).layout.yaxis.tickvals is None
 
 
+def test_unify_log_ticks_gives_every_position_the_ticks_of_the_familys_span():
+    def position(low, high, **axis):
+        fig = figures.figure([go.Scatter(x=[1, 2], y=[low, high])], log_y=True)
+        fig.update_yaxes(**axis)
+        return figures.tidy_log_axes(fig)
+
+    family = [position(0.02, 0.05), position(0.001, 0.03), position(0.01, 0.2)]
+    assert len({f.layout.yaxis.tickvals for f in family}) == 3                     # each labelled for its own data
+    figures.unify_log_ticks(family)
+    assert {f.layout.yaxis.tickvals for f in family} == {tuple(figures.log_ticks(0.001, 0.2)["tickvals"])}
+    assert {f.layout.yaxis.ticktext for f in family} == {tuple(figures.log_ticks(0.001, 0.2)["ticktext"])}
+    wide = [position(0.02, 0.05), position(1e-6, 0.05)]           # the family spans too much: plotly's own ticks
+    figures.unify_log_ticks(wide)
+    assert [f.layout.yaxis.tickvals for f in wide] == [None, None]
+    fixed = [position(0.02, 0.05, range=[-2, 0]), position(0.001, 0.03, range=[-2, 0])]    # ranges set: left
+    figures.unify_log_ticks(fixed)
+    assert fixed[0].layout.yaxis.tickvals != fixed[1].layout.yaxis.tickvals
+    same = [position(0.02, 0.05, tickvals=[0.03]), position(0.001, 0.03, tickvals=[0.03])]  # equal ticks: left
+    figures.unify_log_ticks(same)
+    assert [f.layout.yaxis.tickvals for f in same] == [(0.03,), (0.03,)]
+
+
 def test_reference_line_drops_non_finite_points():
     line = figures.reference_line([1, 2, 3], [1.0, np.nan, 3.0], "prediction")
     assert list(line.x) == [1.0, 3.0] and line.line.dash == "dash"

@@ -128,10 +128,9 @@ def ladder_ticks(ladder: Sequence[float] = (1, 2, 5), decades: tuple[int, int] =
     return dict(tickvals=values, ticktext=[tick_label(v) for v in values])
 
 
-def tidy_log_axes(fig: go.Figure, axes: Sequence[str] | None = None) -> go.Figure:
-    """Give each log axis of ``fig`` (or of ``axes``, e.g. ``["yaxis2"]``) the :func:`log_ticks` of the finite
-    positive values its visible traces plot, in place, and return ``fig``. Axes with ``tickvals`` of their own
-    and axes without data are left as they are."""
+def log_spans(fig: go.Figure) -> dict[str, tuple[float, float]]:
+    """``{axis name: (lowest, highest)}`` of the finite positive values the visible traces of ``fig`` plot on each
+    axis (``"xaxis"``, ``"yaxis2"``, ...); axes without such values are left out."""
     spans: dict[str, list[float]] = {}
     for trace in fig.data:
         if _prop(trace, "visible") is False:
@@ -149,6 +148,14 @@ def tidy_log_axes(fig: go.Figure, axes: Sequence[str] | None = None) -> go.Figur
             if v.size:
                 span = spans.setdefault(f"{letter}axis{ref[1:]}", [np.inf, 0.0])
                 span[0], span[1] = min(span[0], float(v.min())), max(span[1], float(v.max()))
+    return {name: (lo, hi) for name, (lo, hi) in spans.items()}
+
+
+def tidy_log_axes(fig: go.Figure, axes: Sequence[str] | None = None) -> go.Figure:
+    """Give each log axis of ``fig`` (or of ``axes``, e.g. ``["yaxis2"]``) the :func:`log_ticks` of the finite
+    positive values its visible traces plot, in place, and return ``fig``. Axes with ``tickvals`` of their own
+    and axes without data are left as they are."""
+    spans = log_spans(fig)
     for name in axes if axes is not None else sorted(spans):
         axis = fig.layout[name]
         if axis.type != "log" or axis.tickvals is not None or name not in spans:
@@ -157,6 +164,35 @@ def tidy_log_axes(fig: go.Figure, axes: Sequence[str] | None = None) -> go.Figur
         if ticks is not None:
             axis.update(ticks)
     return fig
+
+
+def unify_log_ticks(figs: Sequence[go.Figure]) -> None:
+    """One figure as drawn at several positions of a family (``figs``, in place): a log axis that plotly autoranges
+    and whose ticks differ between positions gets, at every position, the :func:`log_ticks` of the whole family's
+    span (plotly's own ticks where those are ``None``). For a page that fixes such axes to the family's extent
+    (:func:`lecture_lib.viz.scrub` ``fixRanges``): the labels then fit the range shown and stay put while scrubbing,
+    instead of changing style from one position to the next, each a relayout of the figure."""
+    spans = [log_spans(f) for f in figs]
+    for name in sorted(set().union(*spans)):
+        axes = [_layout_axis(f, name) for f in figs]
+        if any(a is None or a.type != "log" or a.range is not None for a in axes):
+            continue
+        if len({tuple(tuple(np.ravel(v)) if v is not None else None for v in (a.tickvals, a.ticktext))
+                for a in axes}) < 2:
+            continue
+        low = min(s[name][0] for s in spans if name in s)
+        high = max(s[name][1] for s in spans if name in s)
+        ticks = log_ticks(low, high) or dict(tickvals=None, ticktext=None)
+        for a in axes:
+            a.update(ticks)
+
+
+def _layout_axis(fig: go.Figure, name: str):
+    """``fig.layout[name]`` (e.g. ``"yaxis2"``), ``None`` where the layout has no such axis."""
+    try:
+        return fig.layout[name]
+    except KeyError:                                  # plotly's PlotlyKeyError: a subplot the layout lacks
+        return None
 
 
 def linear_axis(title: str, **kwargs) -> dict:

@@ -259,6 +259,8 @@ def panel_grid(panel, controls: list[str], points: int | dict, progress=lambda: 
     shape = [len(d["labels"]) for d in dims]
     default = int(np.ravel_multi_index([d["index"] for d in dims], shape)) if dims else 0
     base = positions[default][0]
+    for k in range(len(base)):                       # the page fixes autoranged axes to the family's extent
+        _figures.unify_log_ticks([figs[k] for figs, _ in positions])
     arrays, layouts, note_texts = _Pool(), _Pool(), _Pool()
     flats = [[_flat(f.layout.to_plotly_json()) for f in figs] for figs, _ in positions]
     varying = [sorted({p for fl in flats for p in fl[k].keys() | flats[default][k].keys()

@@ -46,6 +46,11 @@
       return frames[p];
     };
   }
+  // fn when the page is idle (at the latest after a second), so that a later panel's first figure comes first
+  function idle(fn) {
+    if (window.requestIdleCallback) window.requestIdleCallback(fn, { timeout: 1000 });
+    else setTimeout(fn, 0);
+  }
   function flatIndex(shape, idx) {
     var p = 0;
     for (var d = 0; d < shape.length; d++) p = p * shape[d] + idx[d];
@@ -56,25 +61,33 @@
     var divs = Array.prototype.slice.call(section.querySelectorAll(".static-figure"));
     var first = frameAt(data.default);
     var config = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["sendDataToCloud"] };
-    divs.forEach(function (div, k) {
+    var drawn = divs.map(function (div, k) {
       var fig = data.figures[k], f = first[k];
       f.traces.forEach(function (t, j) { fig.data[t].x = f.x[j]; fig.data[t].y = f.y[j]; });
       (f.ztraces || []).forEach(function (t, j) { fig.data[t].z = f.z[j]; });
-      window.Plotly.newPlot(div, fig.data, fig.layout, config).then(function () {
+      return window.Plotly.newPlot(div, fig.data, fig.layout, config).then(function () {
         div.dataset.drawn = "1";
         if (window.__lectureFirstFigure === undefined) window.__lectureFirstFigure = performance.now();
       });
     });
     var idx = data.dims.map(function (d) { return d.index; });
     var notes = section.querySelector(".static-notes");
-    var all = null;                        // every position, decoded on the first move: the axes' family ranges
-    var show = function () {
-      var p = flatIndex(data.shape, idx);
+    // every position decoded and the axes fixed to the family's ranges once the figures are drawn, in idle time
+    // (as the live app does), so that the first move is a swap like any other and the axes do not jump on it
+    var all = null;
+    var prepare = function () {
       if (!all) {
         all = [];
         for (var q = 0; q < data.frames.length; q++) all.push(frameAt(q));
       }
-      LectureScrub.fixRanges(window.Plotly, divs, all);
+      LectureScrub.fixRanges(window.Plotly, divs, all);          // skips a figure not drawn yet
+    };
+    Promise.all(drawn).then(function () {
+      idle(function () { prepare(); section.dataset.prepared = "1"; });
+    });
+    var show = function () {
+      var p = flatIndex(data.shape, idx);
+      prepare();
       LectureScrub.swap(window.Plotly, divs, frameAt(p), data.layouts);
       notes.innerHTML = data.note_texts[data.notes[p]] || "";
       section.dataset.position = p;
