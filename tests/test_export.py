@@ -135,14 +135,22 @@ def check_page(page, path: Path) -> None:
     assert page.locator("code.static-tex").count() == 0
     # every family decoded and its axes fixed before the first move (in idle time): from then on, a move of a panel
     # whose positions share their layout swaps data only, with no relayout (no jump of the axes, no new ticks)
-    page.wait_for_timeout(500)
+    page.wait_for_function("() => Array.from(document.querySelectorAll('section.static-panel'))"
+                           ".every(s => s.dataset.prepared === '1')", timeout=30_000)
     page.evaluate("""() => document.querySelectorAll('.static-figure').forEach(d => {
         d.dataset.relayouts = '0';
         d.on('plotly_relayout', () => { d.dataset.relayouts = String(+d.dataset.relayouts + 1); }); })""")
+    for number, spec in specs.items():
+        if len(spec["dims"]) > 1:
+            assert_axes_fit_the_family(page.locator(f"section#panel-{number}"), spec, f"{path.name} panel {number}")
     moved = 0
     for number, spec in specs.items():
         section = page.locator(f"section#panel-{number}")
         for d, dim in enumerate(spec["dims"]):
+            if d == 1 and not spec["layouts"]:
+                relayouts = section.evaluate("(s) => Array.from(s.querySelectorAll('.static-figure'), "
+                                             "d => +d.dataset.relayouts)")
+                assert not any(relayouts), f"{path.name} panel {number}: moves relayouted its figures {relayouts}"
             box = section.locator(f".static-scrub[data-dim='{d}']")
             slider = box.locator("input")
             slider.scroll_into_view_if_needed()
@@ -158,11 +166,40 @@ def check_page(page, path: Path) -> None:
             page.keyboard.press("ArrowRight" if at_end else "ArrowLeft")        # back to the default
             assert int(section.get_attribute("data-position")) == spec["default"]
             assert_shows(section, spec, spec["default"], f"{path.name} panel {number} {dim['name']} back")
-        if not spec["layouts"]:
+        if len(spec["dims"]) == 1 and not spec["layouts"]:
             relayouts = section.evaluate("(s) => Array.from(s.querySelectorAll('.static-figure'), "
                                          "d => +d.dataset.relayouts)")
             assert not any(relayouts), f"{path.name} panel {number}: moves relayouted its figures {relayouts}"
     assert moved > 0, f"{path.name}: no panel has a slider"
+
+
+def assert_axes_fit_the_family(section, spec: dict, what: str) -> None:
+    """Each figure's autoranged linear y axis spans the family shown (the first slider's positions, the others at
+    their defaults), padded as plotly pads, not every precomputed position (the live app's axes: another control
+    computes a new family)."""
+    shape, default = spec["shape"], np.unravel_index(spec["default"], spec["shape"])
+    family = [int(np.ravel_multi_index((i, *default[1:]), shape)) for i in range(shape[0])]
+    ranges = section.evaluate("(s) => Array.from(s.querySelectorAll('.static-figure'), d => "
+                              "d.layout.yaxis && d.layout.yaxis.autorange === false ? d.layout.yaxis.range : null)")
+    checked = 0
+    for k, fig in enumerate(spec["figures"]):
+        axis = fig["layout"].get("yaxis", {})
+        if axis.get("type") != "linear" or "range" in axis or ranges[k] is None:
+            continue
+        on_y = {t for t, trace in enumerate(fig["data"]) if trace.get("yaxis", "y") == "y"}
+        values = [np.asarray(trace["y"], dtype=float) for t, trace in enumerate(fig["data"])
+                  if t in on_y and isinstance(trace.get("y"), list) and trace["y"]]
+        for p in family:
+            f = spec["frames"][p][k]
+            values += [decode(spec["arrays"][a]) for t, a in zip(f["traces"], f["y"]) if t in on_y]
+        v = np.concatenate([np.ravel(x) for x in values])
+        v = v[np.isfinite(v)]
+        low, high = v.min(), v.max()
+        pad = 0.05 * (high - low)
+        assert ranges[k][0] == pytest.approx(low - pad, abs=0.01 * pad + 1e-9), f"{what} figure {k}: {ranges[k]}"
+        assert ranges[k][1] == pytest.approx(high + pad, abs=0.01 * pad + 1e-9), f"{what} figure {k}: {ranges[k]}"
+        checked += 1
+    assert checked, f"{what}: no autoranged linear y axis to check"
 
 
 def assert_shows(section, spec: dict, position: int, what: str) -> None:

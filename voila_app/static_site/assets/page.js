@@ -72,15 +72,26 @@
     });
     var idx = data.dims.map(function (d) { return d.index; });
     var notes = section.querySelector(".static-notes");
-    // every position decoded and the axes fixed to the family's ranges once the figures are drawn, in idle time
-    // (as the live app does), so that the first move is a swap like any other and the axes do not jump on it
-    var all = null;
-    var prepare = function () {
-      if (!all) {
-        all = [];
-        for (var q = 0; q < data.frames.length; q++) all.push(frameAt(q));
+    // The axes are fixed to the ranges of the family shown: the positions along the first slider (a scrubbed
+    // panel's batched family), the other sliders where they are. As in the live app, where the first slider
+    // scrubs a family trained together and another control computes (and draws) a new family. The family's
+    // positions are decoded and its axes fixed once the figures are drawn, in idle time, so that the first move is
+    // a swap like any other and the axes do not jump on it; moving another slider fixes them for its family.
+    var families = {};
+    var family = function () {
+      var key = idx.slice(1).join(",");
+      if (!families[key]) {
+        var rest = idx.slice(), members = [];
+        for (var i = 0; i < (data.shape[0] || 1); i++) {
+          rest[0] = i;
+          members.push(frameAt(data.shape.length ? flatIndex(data.shape, rest) : 0));
+        }
+        families[key] = members;
       }
-      LectureScrub.fixRanges(window.Plotly, divs, all);          // skips a figure not drawn yet
+      return families[key];
+    };
+    var prepare = function () {
+      LectureScrub.fixRanges(window.Plotly, divs, family());     // once per family; skips a figure not drawn yet
     };
     Promise.all(drawn).then(function () {
       idle(function () { prepare(); section.dataset.prepared = "1"; });
