@@ -259,8 +259,12 @@ def panel_grid(panel, controls: list[str], points: int | dict, progress=lambda: 
     shape = [len(d["labels"]) for d in dims]
     default = int(np.ravel_multi_index([d["index"] for d in dims], shape)) if dims else 0
     base = positions[default][0]
-    for k in range(len(base)):                       # the page fixes autoranged axes to the family's extent
-        _figures.unify_log_ticks([figs[k] for figs, _ in positions])
+    # the page fixes autoranged axes to the extent of the family shown: the first dimension's positions, the others
+    # where they are (flat order, first dimension slowest: family c is positions c, c + rest, c + 2 rest, ...)
+    rest = len(positions) // shape[0] if shape else 1
+    for c in range(rest):
+        for k in range(len(base)):
+            _figures.unify_log_ticks([figs[k] for figs, _ in positions[c::rest]])
     arrays, layouts, note_texts = _Pool(), _Pool(), _Pool()
     flats = [[_flat(f.layout.to_plotly_json()) for f in figs] for figs, _ in positions]
     varying = [sorted({p for fl in flats for p in fl[k].keys() | flats[default][k].keys()
