@@ -203,6 +203,11 @@ def test_growth_panel_figures_name_the_same_traces_at_every_position():
         assert 0.03 in ticks.tickvals and "0.03" in ticks.ticktext
         # at most 8 labels over the full-settings family's range, 0.005-10 (a 1-2-5 ladder put 11 on ~200 px)
         assert sum(0.005 <= v <= 10 for v in ticks.tickvals) <= 8
+        # the squared norm too: log (the family spans 1-1100 on the toy, 20-4700 on the BN network, at full
+        # settings; a linear axis drew the default α's 1-29 flat along its bottom), the same round labels everywhere
+        norm = figs[0].layout.yaxis
+        assert norm.type == "log" and all(f.layout.yaxis.tickvals == norm.tickvals for f in figs)
+        assert {1, 10, 100, 1000} <= set(norm.tickvals) and sum(1 <= v <= 5000 for v in norm.tickvals) <= 8
 
 
 def test_collapse_family_member_is_the_run_of_that_learning_rate_alone():

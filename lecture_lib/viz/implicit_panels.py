@@ -140,7 +140,7 @@ def euler_panel(fast: bool | None = None) -> panels.LivePanel:
 
 def growth_figure(result: experiment.GrowthResult) -> go.Figure:
     fig = _figure(("squared norm ‖w_k‖²", "effective learning rate α / ‖w_k‖²"),
-                  [("step k + 1", "‖w_k‖²", False), ("step k + 1", "α / ‖w_k‖²", True)])
+                  [("step k + 1", "‖w_k‖²", True), ("step k + 1", "α / ‖w_k‖²", True)])
     rec = result.record
     rows = _log_rows(len(rec.steps))
     k = _steps_from_1(rec)[rows]
@@ -152,7 +152,10 @@ def growth_figure(result: experiment.GrowthResult) -> go.Figure:
         ready = on and n in result.predicted  # a partial result (still training) has no prediction yet
         predicted = (result.predicted[n][rows], result.lr / result.predicted[n][rows]) if ready else (EMPTY, EMPTY)
         _pair(fig, k, *predicted, f"√ law predicted ({label})", "α/‖w‖²", color, dash="dash", width=2, pending=on)
-    # the scrubbed family's range (0.005-10 at full settings): plotly labelled every digit 2..9, 1-2-5 put 11 labels
+    # the axes span the scrubbed family's range (‖w‖² 1-1100 on the toy and 20-4700 on the BN network, α/‖w‖²
+    # 0.005-10, at full settings): on a linear axis the default α's ‖w‖² (1-29, 21-26) lay flat along the bottom;
+    # log, with 1-3 labels (plotly labelled every digit 2..9, 1-2-5 put 11 labels), the √ law is a line of slope ½
+    fig.update_yaxes(figures.ladder_ticks((1, 3), (-3, 4)), row=1, col=1)
     fig.update_yaxes(figures.ladder_ticks((1, 3)), row=1, col=2)
     return figures.span_steps(fig, rec)
 
@@ -193,7 +196,8 @@ def growth_panel(fast: bool | None = None) -> scrub.ScrubPanel:
                  "norm runs above it, because ‖∇J(ŵ)‖ is largest while the direction is still being learned and "
                  "the law drops the α⁴ term of the recursion; the notes give the ratio. Raise α: k₀ shrinks and "
                  "the decay starts sooner. On the BN network ‖∇J(ŵ)‖ falls as the digits are learned, so the "
-                 "measured curve bends away from the √ shape in between."),
+                 "measured curve bends away from the √ shape in between. Both axes are logarithmic: once k ≫ k₀ "
+                 "the law is a straight line, of slope ½ on the left and −½ on the right."),
     )
 
 
