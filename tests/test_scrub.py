@@ -100,6 +100,45 @@ def test_scrub_slider_switches_positions_in_the_page(chromium, voila_fixture_app
         close_context(context)
 
 
+Y_RANGE_JS = "(p) => p.querySelector('.js-plotly-plot').layout.yaxis.range"
+TOP_AT_LEAST_JS = "([p, top]) => p.querySelector('.js-plotly-plot').layout.yaxis.range[1] >= top"
+TOP_BELOW_JS = "([p, top]) => p.querySelector('.js-plotly-plot').layout.yaxis.range[1] < top"
+
+
+def test_another_control_fits_the_axes_to_the_runs_the_new_family_draws(chromium, voila_fixture_app):
+    """A control that changes which runs are drawn (04's growth panel: the toy model's run or the BN network's
+    layers) computes a new family, and the axes fit the runs the new figure shows, not those the figure showed
+    before (tests/fixtures/scrub_switch_demo.ipynb: one trace for the small model, another, 100 times larger,
+    for the big one). The kernel's frames had come before its figure update, and the axes were fixed over the
+    old figure's visible trace: the big model's lines ran off a 0-1 axis."""
+    context, page, watcher = open_page(chromium, f"{voila_fixture_app.url}/voila/render/scrub_switch_demo.ipynb")
+    try:
+        wait_for_dashboard(page)
+        panel = page.locator(".lecture-panel").first
+        handle = panel.element_handle()
+        page.wait_for_function(READY_JS, arg=handle, timeout=REDRAW_TIMEOUT_MS)
+        small = panel.evaluate(Y_RANGE_JS)
+        assert small[1] >= SLOPES[-1] and small[1] < 10              # the small family: lines up to y = 4
+        panel.locator("select").first.select_option("big")
+        page.wait_for_function("(p) => { const t = p.querySelector('.js-plotly-plot').data[1];"
+                               " return t.visible !== false && t.y.length === 50 && Math.abs(t.y[49] - 100) < 1e-9; }",
+                               arg=handle, timeout=REDRAW_TIMEOUT_MS)                      # big, a = 1 drawn
+        page.wait_for_function(TOP_AT_LEAST_JS, arg=[handle, 100 * SLOPES[-1]], timeout=5_000)
+        scrubber = panel.locator(".lecture-scrub input[type=range]")
+        scrubber.focus()
+        page.keyboard.press("End")                                   # a = 4: y up to 400, inside the axes
+        page.wait_for_function(Y_IS_JS.replace("data[0]", "data[1]"), arg=[handle, list(100 * SLOPES[-1] * X)],
+                               timeout=5_000)
+        assert panel.evaluate(Y_RANGE_JS)[1] >= 100 * SLOPES[-1]
+        panel.locator("select").first.select_option("small")         # drawn again (the page's recall or the kernel)
+        page.wait_for_function(Y_IS_JS, arg=[handle, list(SLOPES[-1] * X)], timeout=REDRAW_TIMEOUT_MS)
+        page.wait_for_function(TOP_BELOW_JS, arg=[handle, 10], timeout=5_000)   # fitted to the small family again
+        assert panel.evaluate(Y_RANGE_JS)[1] >= SLOPES[-1]
+        assert watcher.errors == [], f"JavaScript errors: {watcher.errors}"
+    finally:
+        close_context(context)
+
+
 def test_a_shared_link_reopens_at_the_scrubbed_position(chromium, voila_fixture_app):
     url = f"{voila_fixture_app.url}/voila/render/scrub_demo.ipynb?p1.a=4"
     context, page, watcher = open_page(chromium, url)

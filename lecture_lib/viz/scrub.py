@@ -116,7 +116,7 @@ export default {
       box.dataset.index = shown;
       box.dataset.ready = "1";
       // figures not plotted yet (the page is opening): show the position once they are. A new family for plotted
-      // figures needs nothing: the kernel's figure update follows the frames and draws its position
+      // figures needs nothing more: the kernel's figure update came before the frames and drew its position
       if (!plotted()) showWhenPlotted(shown);
     };
     model.on("change:frames", () => { load(); });
@@ -312,10 +312,13 @@ class ScrubPanel(LivePanel):
         self._take_family(family)
 
     def _redraw(self, family, silent: bool = False) -> None:
-        # the scrubber gets every position's data BEFORE the figures show the current one (same websocket,
-        # in order): once the page shows the new family, scrubbing switches within it
-        self._take_family(family, silent)
+        # the figures show the new family's current position first, then the scrubber gets every position's data
+        # (same websocket, in order) and fixes the axes to the family over the runs the figures now draw, as the
+        # page's recall does. Frames first fixed them over the previous figure's runs: switched from the toy model
+        # to the BN network, 04's growth panel kept the toy run's axes and its larger α ran off the plot. A move
+        # in between (milliseconds) is shown again from the new family when it arrives (SCRUB_ESM's load).
         super()._redraw(family[self.index], silent)
+        self._take_family(family, silent)
 
     def _take_family(self, family, silent: bool = False) -> None:
         frames = family_frames(self.live.widgets, [self.live.prepare(r) for r in family])
