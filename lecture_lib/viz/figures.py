@@ -177,14 +177,18 @@ def unify_log_ticks(figs: Sequence[go.Figure]) -> None:
         axes = [_layout_axis(f, name) for f in figs]
         if any(a is None or a.type != "log" or a.range is not None for a in axes):
             continue
-        if len({tuple(tuple(np.ravel(v)) if v is not None else None for v in (a.tickvals, a.ticktext))
-                for a in axes}) < 2:
+        if len({_ticks_of(a) for a in axes}) < 2:
             continue
         low = min(s[name][0] for s in spans if name in s)
         high = max(s[name][1] for s in spans if name in s)
         ticks = log_ticks(low, high) or dict(tickvals=None, ticktext=None)
         for a in axes:
             a.update(ticks)
+
+
+def _ticks_of(axis) -> tuple:
+    """An axis's ``(tickvals, ticktext)`` as comparable tuples (plotly may hold them as numpy arrays)."""
+    return tuple(None if v is None else tuple(np.ravel(v)) for v in (axis.tickvals, axis.ticktext))
 
 
 def _layout_axis(fig: go.Figure, name: str):

@@ -155,8 +155,7 @@ def growth_figure(result: experiment.GrowthResult) -> go.Figure:
     # the axes span the scrubbed family's range (‖w‖² 1-1100 on the toy and 20-4700 on the BN network, α/‖w‖²
     # 0.005-10, at full settings): on a linear axis the default α's ‖w‖² (1-29, 21-26) lay flat along the bottom;
     # log, with 1-3 labels (plotly labelled every digit 2..9, 1-2-5 put 11 labels), the √ law is a line of slope ½
-    fig.update_yaxes(figures.ladder_ticks((1, 3), (-3, 4)), row=1, col=1)
-    fig.update_yaxes(figures.ladder_ticks((1, 3)), row=1, col=2)
+    fig.update_yaxes(figures.ladder_ticks((1, 3)))
     return figures.span_steps(fig, rec)
 
 
